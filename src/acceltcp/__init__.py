@@ -1,0 +1,2 @@
+"""AccelTCP in Python."""
+__version__ = "0.1.0"
