@@ -1,0 +1,1037 @@
+"""One TCP connection (a TCB), sans-I/O.
+
+Theory of operation
+-------------------
+Three kinds of input drive a ``TcpConnection``: arriving segments (``on_segment``),
+user calls (``connect``, ``send``, ``recv``, ``shutdown``, ``close``, ``abort``) and
+timers (``on_timer``). Its outputs are segments, handed to the ``output`` callback
+already split into header fields, and app-visible status changes, announced through
+``on_event``. It never reads a clock and never does I/O: ``now`` comes in with every call.
+
+Arrival follows RFC 9293 §3.10.7 step by step. SYN-SENT and LISTEN have their own
+procedures; every other state goes through the ordered checks of §3.10.7.4 in
+``_rcv_synchronized``: PAWS (RFC 7323 §5.3), sequence acceptability, RST (with the RFC
+5961 §3 challenge ACK), SYN (RFC 5961 §4), ACK (with RFC 5961 §5 validation), text,
+FIN. Each check that changes state does so through ``_to(event)``, which looks the
+transition up in ``tcp.fsm`` — the one place where all transitions are written down.
+
+Sending: ``_output`` is the only place new data leaves. It sends what
+min(SND.WND, cwnd) allows, with Nagle (§3.7.4) and sender-side silly-window avoidance
+(§3.8.6.2.1); FIN rides on the last data segment. The send buffer holds everything from
+the oldest unacknowledged byte; ``sbase`` is the sequence number of its first byte.
+
+Loss recovery: fast retransmit after ``dupthresh`` duplicate ACKs; NewReno partial-ACK
+handling (RFC 6582) when the peer does not do SACK, conservative SACK-based recovery
+(RFC 6675) with a scoreboard when it does. An RTO (RFC 6298) backs off the timer, cuts
+the window to one segment, forgets SACK state (RFC 2018 §8) and goes back to SND.UNA.
+
+Receiving: in-order data goes to ``rcvbuf``; out-of-order data to a reassembly queue
+that also produces SACK blocks. ACKs are delayed (``delayed_ack``) unless two full
+segments are pending, a gap exists or is filled, so replies and FINs carry them.
+The advertised right edge never moves left (§3.8.6.2.2 receiver SWS avoidance).
+
+Timers are absolute deadlines kept as attributes: retransmission, delayed ACK, persist
+(zero-window probe and SWS override) and TIME-WAIT. ``next_deadline()`` is the earliest.
+"""
+
+import struct
+
+from . import fsm
+from .cc import make_congestion_control
+from .config import TcpConfig
+from .reassembly import ReassemblyQueue
+from .rto import RtoEstimator
+from .scoreboard import Scoreboard
+from .seq import seq_add, seq_diff, seq_ge, seq_gt, seq_in_window, seq_le, seq_lt
+from .states import (
+    CLOSED, CLOSE_WAIT, CLOSING, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, LAST_ACK, LISTEN,
+    STATE_NAMES, SYN_RECEIVED, SYN_SENT, TIME_WAIT,
+)
+from ..wire.tcp import ACK, FIN, PSH, RST, SYN, tcp_options
+
+MASK = 0xFFFFFFFF
+DEFAULT_MSS = 536                  # RFC 9293 §3.7.1: send MSS when the peer sent none
+PAWS_IDLE = 24 * 24 * 3600.0       # RFC 7323 §5.5: ts_recent is invalid after 24 days idle
+MAX_WSCALE = 14                    # RFC 7323 §2.3
+TS_OPTION = struct.Struct("!III")  # NOP, NOP, kind 8, len 10, TSval, TSecr
+TS_HEAD = 0x0101080A
+CHALLENGE_ACKS_PER_SECOND = 10     # RFC 5961 §7 rate limit, per connection
+
+# States in which the user may queue data, and in which queued data may be sent.
+_SEND_OK = frozenset({SYN_SENT, SYN_RECEIVED, ESTABLISHED, CLOSE_WAIT})
+_OUTPUT_STATES = frozenset({ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK})
+_RCV_DATA_STATES = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2})
+
+ERROR_EXCEPTIONS = {
+    "reset": ConnectionResetError,
+    "refused": ConnectionRefusedError,
+    "timeout": TimeoutError,
+}
+
+
+class TcpConnection:
+    __slots__ = (
+        "config", "local_ip", "local_port", "remote_ip", "remote_port", "output",
+        "on_event", "owner", "key", "state", "error", "closed", "app_closed", "passive",
+        # send sequence space (RFC 9293 §3.3.1)
+        "iss", "snd_una", "snd_nxt", "snd_max", "snd_wnd", "snd_wl1", "snd_wl2",
+        "max_snd_wnd", "sbase", "sndbuf", "fin_queued",
+        # receive sequence space
+        "irs", "rcv_nxt", "rcv_adv", "rcvbuf", "reasm", "rcv_fin_seq", "fin_rcvd",
+        # negotiated options
+        "mss", "rcv_mss", "peer_mss", "wscale_ok", "snd_wscale", "rcv_wscale", "sack_ok", "ts_ok",
+        "ts_offset", "ts_recent", "ts_recent_time", "last_ack_sent", "max_seg",
+        # timers and estimators
+        "t_rto", "t_dack", "t_persist", "t_tw", "rto", "retries", "persist_backoff",
+        "rtt_seq", "rtt_time", "last_send", "challenge_window", "challenge_count",
+        # congestion control and recovery
+        "cc", "dupacks", "in_recovery", "recover", "high_rxt", "scoreboard",
+        # receive-side ACK policy
+        "ack_pending", "full_segs",
+        # app signalling
+        "_snd_full", "_notify",
+        # counters
+        "segs_in", "segs_out", "bytes_in", "bytes_out", "retransmits",
+        "fast_retransmits", "rto_timeouts", "dupacks_in", "ooo_segments",
+        "paws_drops", "challenge_acks", "unacceptable", "window_probes",
+    )
+
+    def __init__(self, config: TcpConfig, local_ip: bytes, local_port: int,
+                 remote_ip: bytes, remote_port: int, iss: int, output, now: float):
+        self.config = config
+        self.local_ip = local_ip
+        self.local_port = local_port
+        self.remote_ip = remote_ip
+        self.remote_port = remote_port
+        self.output = output
+        self.on_event = None
+        self.owner = None
+        self.key = None
+        self.state = CLOSED
+        self.error = None
+        self.closed = False
+        self.app_closed = False
+        self.passive = False
+
+        iss &= MASK
+        self.iss = iss
+        self.snd_una = self.snd_nxt = self.snd_max = iss
+        self.snd_wnd = self.snd_wl1 = self.snd_wl2 = self.max_snd_wnd = 0
+        self.sbase = seq_add(iss, 1)          # the SYN takes one sequence number
+        self.sndbuf = bytearray()
+        self.fin_queued = False
+
+        self.irs = self.rcv_nxt = self.rcv_adv = 0
+        self.rcvbuf = bytearray()
+        self.reasm = ReassemblyQueue()
+        self.rcv_fin_seq = None
+        self.fin_rcvd = False
+
+        self.peer_mss = DEFAULT_MSS
+        self.mss = self.rcv_mss = min(config.mss, DEFAULT_MSS)
+        self.max_seg = self.mss
+        self.snd_wscale = self.rcv_wscale = 0
+        self.wscale_ok = self.sack_ok = self.ts_ok = False
+        # RFC 7323 §5.4 / RFC 7323 §7.1: a per-connection random-looking TS offset.
+        self.ts_offset = (iss * 2654435761 + 0x5BD1E995) & MASK
+        self.ts_recent = 0
+        self.ts_recent_time = now
+        self.last_ack_sent = 0
+
+        self.t_rto = self.t_dack = self.t_persist = self.t_tw = None
+        self.rto = RtoEstimator(config.initial_rto, config.min_rto, config.max_rto)
+        self.retries = 0
+        self.persist_backoff = 0
+        self.rtt_seq = None
+        self.rtt_time = 0.0
+        self.last_send = now
+        self.challenge_window = now
+        self.challenge_count = 0
+
+        self.cc = make_congestion_control(config.cc, self.mss, config.initial_window)
+        self.dupacks = 0
+        self.in_recovery = False
+        self.recover = iss
+        self.high_rxt = iss
+        self.scoreboard = None
+
+        self.ack_pending = False
+        self.full_segs = 0
+        self._snd_full = False
+        self._notify = False
+
+        self.segs_in = self.segs_out = self.bytes_in = self.bytes_out = 0
+        self.retransmits = self.fast_retransmits = self.rto_timeouts = 0
+        self.dupacks_in = self.ooo_segments = self.paws_drops = 0
+        self.challenge_acks = self.unacceptable = self.window_probes = 0
+
+    def __repr__(self):
+        return (f"<TcpConnection {self.local_port}->{self.remote_port} "
+                f"{STATE_NAMES[self.state]}>")
+
+    # ------------------------------------------------------------ app-visible status
+    @property
+    def readable(self) -> bool:
+        return bool(self.rcvbuf) or self.fin_rcvd or self.error is not None
+
+    @property
+    def eof(self) -> bool:
+        return self.fin_rcvd and not self.rcvbuf
+
+    @property
+    def writable(self) -> bool:
+        return (self.state == ESTABLISHED or self.state == CLOSE_WAIT) and \
+            not self.fin_queued and len(self.sndbuf) < self.config.snd_buf
+
+    @property
+    def send_space(self) -> int:
+        if self.fin_queued or self.state not in _SEND_OK:
+            return 0
+        return max(0, self.config.snd_buf - len(self.sndbuf))
+
+    @property
+    def unacked(self) -> int:
+        """Bytes sent or queued but not yet acknowledged (FIN excluded)."""
+        return len(self.sndbuf)
+
+    @property
+    def stats(self) -> dict:
+        return {
+            "state": STATE_NAMES[self.state], "segs_in": self.segs_in,
+            "segs_out": self.segs_out, "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out, "retransmits": self.retransmits,
+            "fast_retransmits": self.fast_retransmits,
+            "rto_timeouts": self.rto_timeouts, "dupacks_in": self.dupacks_in,
+            "ooo_segments": self.ooo_segments, "paws_drops": self.paws_drops,
+            "challenge_acks": self.challenge_acks, "unacceptable": self.unacceptable,
+            "window_probes": self.window_probes, "srtt": self.rto.srtt,
+            "rto": self.rto.rto, "cwnd": self.cc.cwnd, "ssthresh": self.cc.ssthresh,
+            "mss": self.mss, "snd_wscale": self.snd_wscale,
+            "rcv_wscale": self.rcv_wscale, "sack": self.sack_ok,
+            "timestamps": self.ts_ok, "error": self.error,
+        }
+
+    # ------------------------------------------------------------------ user calls
+    def listen(self) -> None:
+        """Passive OPEN on a bare TCB (the host stack uses ``accept_syn`` instead)."""
+        self._to(fsm.APP_LISTEN)
+
+    def connect(self, now: float) -> None:
+        """Active OPEN: send a SYN with our options (RFC 9293 §3.10.1)."""
+        self._to(fsm.APP_CONNECT)
+        self._send_syn(now, SYN)
+        self._flush_events()
+
+    def accept_syn(self, seg, now: float) -> None:
+        """A listener's SYN: go LISTEN → SYN-RECEIVED and answer with SYN,ACK."""
+        if self.state == CLOSED:
+            self._to(fsm.APP_LISTEN)
+        self._rcv_listen(seg, now)
+        self._flush_events()
+
+    def send(self, data, now: float) -> int:
+        """Queue data; returns how many bytes were taken (0 when the buffer is full)."""
+        if self.error is not None:
+            raise ERROR_EXCEPTIONS[self.error](self.error)
+        if self.fin_queued or self.state not in _SEND_OK:
+            raise BrokenPipeError("connection is closing or not open")
+        space = self.config.snd_buf - len(self.sndbuf)
+        n = len(data)
+        if n > space:
+            n = space if space > 0 else 0
+            self._snd_full = True
+            if n == 0:
+                return 0
+            data = data[:n]
+        self.sndbuf += data
+        if self.state == ESTABLISHED or self.state == CLOSE_WAIT:
+            self._output(now)
+        return n
+
+    def recv(self, maxlen: int = 1 << 30, now: float | None = None) -> bytes:
+        """Take up to ``maxlen`` in-order bytes; b"" when none (check ``eof``/``error``)."""
+        buf = self.rcvbuf
+        if not buf:
+            return b""
+        if maxlen >= len(buf):
+            data = bytes(buf)
+            buf.clear()
+        else:
+            data = bytes(buf[:maxlen])
+            del buf[:maxlen]
+        if self.state in _RCV_DATA_STATES:
+            self._maybe_window_update(now if now is not None else self.last_send)
+        return data
+
+    def shutdown(self, now: float) -> None:
+        """Half-close: a FIN follows the queued data (RFC 9293 §3.10.4 CLOSE)."""
+        state = self.state
+        if self.fin_queued or state in (CLOSED, TIME_WAIT):
+            return
+        if state == LISTEN or state == SYN_SENT:
+            self._to(fsm.APP_CLOSE)
+            self._flush_events()
+            return
+        self.fin_queued = True
+        if state == ESTABLISHED or state == CLOSE_WAIT or state == SYN_RECEIVED:
+            self._to(fsm.APP_CLOSE)
+        self._output(now)
+        self._flush_events()
+
+    def close(self, now: float) -> None:
+        """Full close. Unread data makes it an abort (RFC 2525 §2.17), as in Linux."""
+        self.app_closed = True
+        if self.rcvbuf and self.state != CLOSED:
+            self.abort(now)
+            return
+        self.shutdown(now)
+
+    def abort(self, now: float) -> None:
+        """ABORT: RST to a synchronized peer, then CLOSED (RFC 9293 §3.10.5)."""
+        state = self.state
+        if state == CLOSED:
+            return
+        if state not in (LISTEN, SYN_SENT, TIME_WAIT):
+            self._emit(RST | ACK, self.snd_nxt, b"", now)
+        self.app_closed = True
+        self._to(fsm.APP_ABORT)
+        self._flush_events()
+
+    # --------------------------------------------------------------------- timers
+    def next_deadline(self):
+        d = self.t_rto
+        for t in (self.t_dack, self.t_persist, self.t_tw):
+            if t is not None and (d is None or t < d):
+                d = t
+        return d
+
+    def on_timer(self, now: float) -> None:
+        if self.t_tw is not None:
+            if now >= self.t_tw:
+                self._to(fsm.TIMEOUT_2MSL, now)
+                self._flush_events()
+            return
+        if self.t_rto is not None and now >= self.t_rto:
+            self.t_rto = None
+            self._on_rto(now)
+        if self.t_persist is not None and now >= self.t_persist:
+            self.t_persist = None
+            self._on_persist(now)
+        if self.t_dack is not None and now >= self.t_dack:
+            self.t_dack = None
+            if self.ack_pending:
+                self._send_ack(now)
+        self._flush_events()
+
+    def _on_rto(self, now: float) -> None:
+        """RFC 6298 §5.4-5.6 with RFC 5681 §3.1 window reduction."""
+        if self.snd_una == self.snd_max or self.state == CLOSED:
+            return
+        self.retries += 1
+        state = self.state
+        handshaking = state == SYN_SENT or not self.syn_acked
+        limit = self.config.syn_retries if handshaking else self.config.max_retries
+        if self.retries > limit:
+            self._fail("timeout", fsm.TIMEOUT, now, send_rst=not handshaking)
+            return
+        self.rto.backoff()
+        self.rto_timeouts += 1
+        self.rtt_seq = None                       # Karn: no samples from retransmissions
+        if state == SYN_SENT:
+            self._send_syn(now, SYN)
+            return
+        if not self.syn_acked:                    # SYN-RECEIVED (or closed while in it)
+            self._send_syn(now, SYN | ACK)
+            return
+        self.cc.on_rto(now, seq_diff(self.snd_max, self.snd_una))
+        self.in_recovery = False
+        self.dupacks = 0
+        self.recover = self.snd_max               # RFC 6582 §3.2 step 1 after a timeout
+        if self.scoreboard is not None:
+            self.scoreboard.clear()               # RFC 2018 §8
+        self.snd_nxt = self.snd_una               # go back N, in slow start
+        self._output(now)
+        if self.t_rto is None:
+            self.t_rto = now + self.rto.rto
+
+    def _on_persist(self, now: float) -> None:
+        """Zero-window probe, or the SWS override timer (RFC 9293 §3.8.6.1, §3.8.6.2.1)."""
+        if self.state not in _OUTPUT_STATES:
+            return
+        avail = len(self.sndbuf) - seq_diff(self.snd_nxt, self.sbase)
+        if avail <= 0:
+            return
+        if self.snd_wnd == 0:
+            # Probe with one byte at SND.UNA (new data if nothing is in flight).
+            self.window_probes += 1
+            off = seq_diff(self.snd_una, self.sbase)
+            self._emit(ACK, self.snd_una, bytes(self.sndbuf[off:off + 1]), now)
+            if self.snd_nxt == self.snd_una:
+                self.snd_nxt = seq_add(self.snd_nxt, 1)
+                if seq_gt(self.snd_nxt, self.snd_max):
+                    self.snd_max = self.snd_nxt
+            self.persist_backoff += 1
+            interval = min(self.rto.rto * (1 << min(self.persist_backoff, 10)), self.config.max_rto)
+            self.t_persist = now + interval
+        else:
+            self._output(now, force=True)
+
+    # ------------------------------------------------------------- segment arrival
+    def on_segment(self, seg, now: float) -> None:
+        self.segs_in += 1
+        state = self.state
+        if state == SYN_SENT:
+            self._rcv_syn_sent(seg, now)
+        elif state == LISTEN:
+            self._rcv_listen(seg, now)
+        elif state != CLOSED:
+            self._rcv_synchronized(seg, now)
+        self._flush_events()
+
+    def _rcv_listen(self, seg, now: float) -> None:
+        """RFC 9293 §3.10.7.2."""
+        flags = seg.flags
+        if flags & RST:
+            return
+        if flags & ACK:
+            self._send_rst_for(seg, now)
+            return
+        if not flags & SYN:
+            return
+        self.passive = True
+        self.irs = seg.seq
+        self.rcv_nxt = self.rcv_adv = seq_add(seg.seq, 1)
+        self._negotiate(seg, now)
+        self.snd_wnd = seg.window                 # RFC 7323 §2.2: SYN windows are unscaled
+        self.max_snd_wnd = self.snd_wnd
+        self.snd_wl1 = seg.seq
+        self._to(fsm.RCV_SYN)
+        self._send_syn(now, SYN | ACK)
+
+    def _rcv_syn_sent(self, seg, now: float) -> None:
+        """RFC 9293 §3.10.7.3."""
+        flags = seg.flags
+        ack_ok = False
+        if flags & ACK:
+            if seq_le(seg.ack, self.iss) or seq_gt(seg.ack, self.snd_max):
+                if not flags & RST:
+                    self._send_rst_for(seg, now)
+                return
+            ack_ok = True
+        if flags & RST:
+            if ack_ok:                            # RFC 5961 §3.2: only with an acceptable ACK
+                self._fail("refused", fsm.RCV_RST, now)
+            return
+        if not flags & SYN:
+            return
+        self.irs = seg.seq
+        self.rcv_nxt = self.rcv_adv = seq_add(seg.seq, 1)
+        self._negotiate(seg, now)
+        self.snd_wnd = seg.window
+        self.max_snd_wnd = seg.window
+        self.snd_wl1 = seg.seq
+        self.snd_wl2 = seg.ack
+        if ack_ok:
+            self._ack_of_syn(seg, now)
+            self._to(fsm.RCV_SYN_ACK)
+            if seg.payload:
+                self._rcv_text(seg.payload, seq_add(seg.seq, 1), now)
+            self.ack_pending = True
+            self._output(now)
+            self._flush_events()                 # the app may answer at once
+            if self.ack_pending and self.state != CLOSED:
+                self._send_ack(now)
+        else:
+            self._to(fsm.RCV_SYN)                 # simultaneous open
+            self._send_syn(now, SYN | ACK)
+
+    def _rcv_synchronized(self, seg, now: float) -> None:
+        """RFC 9293 §3.10.7.4, in order: every state but CLOSED, LISTEN, SYN-SENT."""
+        flags = seg.flags
+        seq = seg.seq
+        payload = seg.payload
+        state = self.state
+
+        # A retransmitted SYN in SYN-RECEIVED: answer again (or, for the SYN,ACK of a
+        # simultaneous open, drop the SYN and keep the ACK: RFC 9293 Figure 7 line 6).
+        if flags & SYN and state == SYN_RECEIVED and seq == self.irs:
+            if not flags & ACK:
+                self._send_syn(now, SYN | ACK)
+                return
+            flags &= ~SYN
+            seq = seq_add(seq, 1)
+
+        # RFC 7323 §5.3 PAWS, before the sequence number check.
+        tsval = seg.tsval
+        if self.ts_ok and tsval is not None and not flags & RST:
+            if seq_lt(tsval, self.ts_recent) and now - self.ts_recent_time < PAWS_IDLE:
+                self.paws_drops += 1
+                self._send_ack(now)
+                return
+
+        # first: sequence number acceptability (§3.10.7.4, the four cases)
+        plen = len(payload)
+        seglen = plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+        rcv_nxt = self.rcv_nxt
+        wnd = seq_diff(self.rcv_adv, rcv_nxt)
+        if wnd < 0:
+            wnd = 0
+        if seglen == 0:
+            ok = seq == rcv_nxt if wnd == 0 else seq_in_window(seq, rcv_nxt, wnd)
+        elif wnd == 0:
+            # Zero window: no data fits, but ACK and RST of a segment at RCV.NXT count.
+            ok = False
+            if seq == rcv_nxt:
+                ok = True
+                payload = b""
+                plen = 0
+                flags &= ~FIN
+                self.ack_pending = True
+                self.full_segs = self.config.ack_every
+        else:
+            ok = seq_in_window(seq, rcv_nxt, wnd) or \
+                seq_in_window(seq_add(seq, seglen - 1), rcv_nxt, wnd)
+        if not ok:
+            self.unacceptable += 1
+            if not flags & RST:
+                if state == TIME_WAIT and flags & FIN:
+                    self._to(fsm.RCV_FIN, now)    # retransmitted FIN: restart 2MSL
+                self._send_ack(now)
+            return
+
+        # RFC 7323 §4.3: remember the timestamp of the segment at the window's left edge.
+        if tsval is not None and self.ts_ok and seq_le(seq, self.last_ack_sent) \
+                and seq_ge(tsval, self.ts_recent):
+            self.ts_recent = tsval
+            self.ts_recent_time = now
+
+        # second: RST (RFC 5961 §3.2: only an exact RCV.NXT match resets)
+        if flags & RST:
+            if seq == rcv_nxt:
+                if state in (CLOSING, LAST_ACK, TIME_WAIT):
+                    self._fail(None, fsm.RCV_RST, now)
+                elif state == SYN_RECEIVED:
+                    # Passive: the listener stays in LISTEN, this child just goes away.
+                    self._fail(None if self.passive else "refused", fsm.RCV_RST, now)
+                else:
+                    self._fail("reset", fsm.RCV_RST, now)
+            else:
+                self._challenge_ack(now)
+            return
+
+        # fourth: SYN in a synchronized state (RFC 5961 §4.2)
+        if flags & SYN:
+            self._challenge_ack(now)
+            return
+
+        # fifth: ACK
+        if not flags & ACK:
+            return
+        ack = seg.ack
+        if state == SYN_RECEIVED:
+            if seq_gt(ack, self.snd_una) and seq_le(ack, self.snd_max):
+                self._ack_of_syn(seg, now)
+                self._to(fsm.RCV_ACK_OF_SYN)
+                self.snd_wnd = seg.window << self.snd_wscale
+                self.snd_wl1 = seq
+                self.snd_wl2 = ack
+            else:
+                self._send_rst_for(seg, now)
+                return
+        if seq_gt(ack, self.snd_max):
+            self._send_ack(now)                   # acks something not yet sent
+            return
+        if seq_lt(ack, seq_add(self.snd_una, -self.max_snd_wnd)):
+            self._challenge_ack(now)              # RFC 5961 §5.2
+            return
+        self._rcv_ack(seg, seq, ack, plen, flags, now)
+        state = self.state
+        if state == CLOSED:
+            return
+
+        # seventh: text (URG is not supported: urgent data is delivered inline, RFC 6093)
+        if plen:
+            if state in _RCV_DATA_STATES:
+                self._rcv_text(payload, seq, now)
+                if self.state == CLOSED:          # data after close(): aborted
+                    return
+            # after the peer's FIN, data "should not occur" (§3.10.7.4): ignore it
+
+        # eighth: FIN
+        if flags & FIN:
+            fin_seq = seq_add(seq, plen)
+            if self.rcv_fin_seq is None and seq_ge(fin_seq, self.rcv_nxt) and \
+                    seq_le(fin_seq, self.rcv_adv):
+                self.rcv_fin_seq = fin_seq
+        if self.rcv_fin_seq is not None and not self.fin_rcvd and self.rcv_fin_seq == self.rcv_nxt:
+            self._rcv_fin(now)
+        elif self.ack_pending:
+            self._ack_policy(now)
+
+    def _rcv_ack(self, seg, seq: int, ack: int, plen: int, flags: int, now: float) -> None:
+        """ACK processing for synchronized states: §3.10.7.4 fifth check, RFC 5681/6582/6675."""
+        acked = seq_diff(ack, self.snd_una)
+        old_wnd = self.snd_wnd
+        sb = self.scoreboard
+        if sb is not None and (seg.sack_blocks or sb.has_sack_info):
+            sb.update(ack if acked > 0 else self.snd_una, seg.sack_blocks, self.snd_max)
+        if acked > 0:
+            flight = seq_diff(self.snd_max, self.snd_una)
+            # RTT sample: timestamps (RFC 7323 §4.2) or one timed segment (Karn, RFC 6298 §3)
+            tsecr = seg.tsecr
+            if self.ts_ok and tsecr:
+                ticks = (int(now * self.config.ts_hz) + self.ts_offset - tsecr) & MASK
+                if ticks < 0x7FFFFFFF:
+                    self.rto.on_rtt_sample(ticks / self.config.ts_hz)
+            elif self.rtt_seq is not None and seq_ge(ack, self.rtt_seq):
+                self.rto.on_rtt_sample(now - self.rtt_time)
+                self.rtt_seq = None
+            self.snd_una = ack
+            if seq_lt(self.snd_nxt, ack):
+                self.snd_nxt = ack
+            n = seq_diff(ack, self.sbase)
+            if n > 0:
+                buf = self.sndbuf
+                if n >= len(buf):
+                    n = len(buf)
+                    buf.clear()
+                else:
+                    del buf[:n]
+                self.sbase = seq_add(self.sbase, n)
+            self.retries = 0
+            self.t_rto = None if ack == self.snd_max else now + self.rto.rto
+            if self.in_recovery:
+                if seq_ge(ack, self.recover):
+                    self.in_recovery = False      # full ACK: leave recovery
+                    self.dupacks = 0
+                    self.cc.on_exit_recovery(now)
+                elif not self.sack_ok:
+                    # RFC 6582 §3.2 step 4: partial ACK
+                    self._retransmit(self.snd_una, now)
+                    cwnd = self.cc.cwnd - acked
+                    if acked >= self.mss:
+                        cwnd += self.mss
+                    self.cc.cwnd = max(cwnd, self.mss)
+            else:
+                self.dupacks = 0
+                self.cc.on_ack(acked, now, self.rto.srtt, flight)
+            if self._snd_full and len(self.sndbuf) < self.config.snd_buf:
+                self._snd_full = False
+                self._notify = True
+            if self.fin_queued and ack == seq_add(self.sbase, 1) and not self.sndbuf:
+                self._fin_acked(now)
+                if self.state == CLOSED:
+                    return
+        elif acked == 0 and plen == 0 and not flags & (SYN | FIN) and \
+                self.snd_una != self.snd_max and \
+                ((seg.window << self.snd_wscale) == old_wnd or seg.sack_blocks):
+            self.dupacks += 1                      # RFC 5681 §2 / RFC 6675 §2 duplicate ACK
+            self.dupacks_in += 1
+            if self.in_recovery and not self.sack_ok:
+                self.cc.cwnd += self.mss           # RFC 6582 §3.2 step 3: inflate
+
+        # window update (§3.10.7.4: only from a newer segment)
+        if seq_lt(self.snd_wl1, seq) or (self.snd_wl1 == seq and seq_le(self.snd_wl2, ack)):
+            wnd = seg.window << self.snd_wscale
+            self.snd_wnd = wnd
+            self.snd_wl1 = seq
+            self.snd_wl2 = ack
+            if wnd > self.max_snd_wnd:
+                self.max_snd_wnd = wnd
+            if wnd and self.t_persist is not None:
+                self.t_persist = None
+                self.persist_backoff = 0
+                if self.snd_una != self.snd_max and self.t_rto is None:
+                    self.t_rto = now + self.rto.rto
+
+        if not self.in_recovery and self.snd_una != self.snd_max and \
+                seq_gt(self.snd_una, self.recover):
+            if self.sack_ok:
+                trigger = self.dupacks >= self.config.dupthresh or \
+                    (sb is not None and sb.is_lost(self.snd_una))
+            else:
+                trigger = self.dupacks == self.config.dupthresh
+            if trigger:
+                self._enter_recovery(now)
+        self._output(now)
+
+    def _enter_recovery(self, now: float) -> None:
+        """Fast retransmit / fast recovery (RFC 5681 §3.2, RFC 6582 §3.2, RFC 6675 §5)."""
+        self.in_recovery = True
+        self.recover = self.snd_max
+        self.fast_retransmits += 1
+        self.rtt_seq = None
+        self.cc.on_enter_recovery(now, seq_diff(self.snd_max, self.snd_una))
+        end = None
+        if self.sack_ok:
+            hole = self.scoreboard.next_seg(self.snd_una, self.snd_max, self.snd_una)
+            if hole is not None and hole[0] == self.snd_una:
+                end = seq_add(self.snd_una, hole[1])
+        end = self._retransmit(self.snd_una, now, end)
+        if self.sack_ok:
+            self.high_rxt = end
+        else:
+            self.cc.cwnd = self.cc.ssthresh + self.config.dupthresh * self.mss
+
+    def _rcv_text(self, payload, seq: int, now: float) -> None:
+        """Seventh check: accept in-window data, in order or into reassembly."""
+        rcv_nxt = self.rcv_nxt
+        d = seq_diff(rcv_nxt, seq)
+        if d > 0:                                  # already have the front part
+            payload = payload[d:]
+            seq = rcv_nxt
+            if not payload:                        # a duplicate: ACK at once (RFC 5681 §4.2)
+                self.ack_pending = True
+                self.full_segs = self.config.ack_every
+                return
+        excess = seq_diff(seq_add(seq, len(payload)), self.rcv_adv)
+        if excess > 0:                             # beyond what we advertised
+            payload = payload[:len(payload) - excess]
+            if not payload:
+                return
+        if self.app_closed:
+            # The app will never read this: tell the peer (RFC 9293 §3.10.4, RFC 2525 §2.17).
+            self.abort(now)
+            return
+        n = len(payload)
+        self.bytes_in += n
+        if seq == rcv_nxt:
+            self.rcvbuf += payload
+            rcv_nxt = seq_add(rcv_nxt, n)
+            if self.reasm:
+                more, rcv_nxt = self.reasm.pop_ready(rcv_nxt)
+                if more:
+                    self.rcvbuf += more
+                self.full_segs = self.config.ack_every   # a hole was filled: ACK now
+            self.rcv_nxt = rcv_nxt
+            self._notify = True
+            if n >= self.rcv_mss:
+                self.full_segs += 1
+            self.ack_pending = True
+        else:
+            self.ooo_segments += 1
+            self.reasm.add(seq, bytes(payload), rcv_nxt)
+            self.full_segs = self.config.ack_every       # out of order: immediate dup ACK
+            self.ack_pending = True
+
+    def _rcv_fin(self, now: float) -> None:
+        """Eighth check: the peer's FIN is in sequence."""
+        self.fin_rcvd = True
+        self.rcv_nxt = seq_add(self.rcv_nxt, 1)
+        self._notify = True
+        self.ack_pending = True
+        state = self.state
+        self._to(fsm.RCV_FIN, now)
+        if state == ESTABLISHED:
+            # Delay the ACK: an app that closes now sends FIN,ACK in one segment.
+            self._ack_policy(now)
+        else:
+            self._send_ack(now)
+
+    def _fin_acked(self, now: float) -> None:
+        state = self.state
+        if state == FIN_WAIT_1 or state == CLOSING or state == LAST_ACK:
+            self._to(fsm.RCV_ACK_OF_FIN, now)
+
+    def _ack_policy(self, now: float) -> None:
+        """Delayed ACK (RFC 9293 §3.8.6.3, RFC 5681 §4.2)."""
+        if not self.ack_pending:
+            return
+        delay = self.config.delayed_ack
+        if self.full_segs >= self.config.ack_every or delay <= 0:
+            self._send_ack(now)
+        elif self.t_dack is None:
+            self.t_dack = now + delay
+
+    # ------------------------------------------------------------------- handshake
+    def _negotiate(self, seg, now: float) -> None:
+        """Options from the peer's SYN (RFC 9293 §3.7.1, RFC 7323 §2.2/§3.2, RFC 2018 §2)."""
+        cfg = self.config
+        if seg.mss:
+            self.peer_mss = seg.mss
+        # Each option is in use only if both sides sent it; on the active side "we sent
+        # it" is our config, on the passive side our SYN,ACK answers only what was offered.
+        self.wscale_ok = seg.wscale is not None and cfg.wscale is not None
+        if self.wscale_ok:
+            self.snd_wscale = min(seg.wscale, MAX_WSCALE)
+            self.rcv_wscale = min(cfg.wscale, MAX_WSCALE)
+        else:
+            self.snd_wscale = self.rcv_wscale = 0
+        self.sack_ok = cfg.sack and seg.sack_permitted
+        self.ts_ok = cfg.timestamps and seg.tsval is not None
+        if self.ts_ok:
+            self.ts_recent = seg.tsval
+            self.ts_recent_time = now
+        opt = 12 if self.ts_ok else 0
+        self.mss = max(min(self.peer_mss, cfg.mss) - opt, 64)
+        self.rcv_mss = max(cfg.mss - opt, 64)
+        self.max_seg = self.mss
+        self.cc.set_mss(self.mss)
+        if self.sack_ok:
+            self.scoreboard = Scoreboard(self.mss, cfg.dupthresh)
+
+    def _ack_of_syn(self, seg, now: float) -> None:
+        """Our SYN is acknowledged: RTT sample, stop the handshake timer."""
+        if self.retries == 0:
+            self.rto.on_rtt_sample(now - self.rtt_time)
+        self.snd_una = seg.ack
+        if seq_lt(self.snd_nxt, self.snd_una):
+            self.snd_nxt = self.snd_una
+        self.retries = 0
+        self.t_rto = None
+        self.rtt_seq = None
+        self._notify = True
+
+    @property
+    def syn_acked(self) -> bool:
+        return seq_gt(self.snd_una, self.iss)
+
+    def _send_syn(self, now: float, flags: int) -> None:
+        cfg = self.config
+        tsval = (int(now * cfg.ts_hz) + self.ts_offset) & MASK
+        if flags & ACK:                           # SYN,ACK: answer only what was offered
+            opts = tcp_options(
+                mss=cfg.mss,
+                wscale=self.rcv_wscale if self.wscale_ok else None,
+                sack_permitted=self.sack_ok,
+                timestamps=(tsval, self.ts_recent) if self.ts_ok else None)
+        else:
+            opts = tcp_options(mss=cfg.mss, wscale=cfg.wscale, sack_permitted=cfg.sack,
+                               timestamps=(tsval, 0) if cfg.timestamps else None)
+        self.output(self, flags, self.iss, self.rcv_nxt if flags & ACK else 0,
+                    min(cfg.rcv_buf, 0xFFFF), opts, b"")
+        self.segs_out += 1
+        if self.snd_nxt == self.iss:
+            self.snd_nxt = self.snd_max = seq_add(self.iss, 1)
+            self.rtt_time = now
+        else:
+            self.retransmits += 1
+        if flags & ACK:
+            self.rcv_adv = seq_add(self.rcv_nxt, min(cfg.rcv_buf, 0xFFFF))
+            self.last_ack_sent = self.rcv_nxt
+        self.last_send = now
+        self.t_rto = now + self.rto.rto
+
+    # ----------------------------------------------------------------------- output
+    def _output(self, now: float, force: bool = False) -> None:
+        """Send new data (and the FIN) as the windows allow."""
+        if self.state not in _OUTPUT_STATES or not self.syn_acked:
+            return
+        if self.in_recovery and self.sack_ok:
+            self._sack_output(now)
+            return
+        mss = self.mss
+        buf = self.sndbuf
+        while True:
+            nxt = self.snd_nxt
+            off = seq_diff(nxt, self.sbase)
+            avail = len(buf) - off
+            if avail <= 0:
+                if avail == 0 and self.fin_queued:
+                    self._emit(ACK | FIN, nxt, b"", now)
+                    self._advance(nxt, 1, now)
+                break
+            flight = seq_diff(nxt, self.snd_una)
+            if flight == 0 and now - self.last_send > self.rto.rto:
+                self.cc.on_idle_restart(now, self.rto.rto)  # RFC 5681 §4.1
+            wnd = self.cc.cwnd
+            if self.snd_wnd < wnd:
+                wnd = self.snd_wnd
+            usable = wnd - flight
+            if usable <= 0:
+                if self.snd_wnd == 0 and flight == 0 and self.t_persist is None:
+                    self.t_persist = now + self.rto.rto
+                break
+            n = avail
+            if n > usable:
+                n = usable
+            if n > self.max_seg:
+                n = self.max_seg
+            if n < mss and not force:
+                if n == avail:
+                    # Nagle (§3.7.4): one small segment in flight at a time.
+                    if flight and not self.config.nodelay and not self.fin_queued:
+                        break
+                elif n < (self.max_snd_wnd >> 1):
+                    # Sender SWS avoidance: wait for a useful window.
+                    if flight == 0 and self.t_persist is None:
+                        self.t_persist = now + self.rto.rto
+                    break
+            force = False
+            last = n == avail
+            flags = ACK | PSH if last else ACK
+            fin = last and self.fin_queued
+            if fin:
+                flags |= FIN
+            self._emit(flags, nxt, bytes(buf[off:off + n]), now)
+            if seq_lt(nxt, self.snd_max):
+                self.retransmits += 1
+            self._advance(nxt, n + 1 if fin else n, now)
+            if fin:
+                break
+
+    def _advance(self, seq: int, length: int, now: float) -> None:
+        nxt = seq_add(seq, length)
+        self.snd_nxt = nxt
+        if seq_gt(nxt, self.snd_max):
+            if self.rtt_seq is None and not self.ts_ok:
+                self.rtt_seq = nxt
+                self.rtt_time = now
+            self.snd_max = nxt
+        if self.t_rto is None:
+            self.t_rto = now + self.rto.rto
+
+    def _sack_output(self, now: float) -> None:
+        """RFC 6675 §5 step (C): send while cwnd - pipe allows, lost data first."""
+        sb = self.scoreboard
+        mss = self.mss
+        buf = self.sndbuf
+        while True:
+            if self.cc.cwnd - sb.pipe(self.snd_una, self.snd_max, self.high_rxt) < mss:
+                break
+            nxt = self.snd_nxt
+            off = seq_diff(nxt, self.sbase)
+            avail = len(buf) - off
+            room = self.snd_wnd - seq_diff(nxt, self.snd_una)
+            hole = sb.next_seg(self.snd_una, self.snd_max, self.high_rxt,
+                               avail > 0 and room > 0)
+            if hole is not None:                   # NextSeg rules 1 and 3
+                start, n = hole
+                end = self._retransmit(start, now, seq_add(start, n))
+                if seq_gt(end, self.high_rxt):
+                    self.high_rxt = end
+                continue
+            # NextSeg rule 2: new data, if the receive window has room.
+            if avail <= 0 or room <= 0:
+                if avail == 0 and self.fin_queued:
+                    self._emit(ACK | FIN, nxt, b"", now)
+                    self._advance(nxt, 1, now)
+                break
+            n = min(avail, room, mss)
+            fin = n == avail and self.fin_queued
+            self._emit(ACK | FIN | PSH if fin else ACK, nxt, bytes(buf[off:off + n]), now)
+            self._advance(nxt, n + 1 if fin else n, now)
+            if fin:
+                break
+
+    def _retransmit(self, seq: int, now: float, end: int | None = None) -> int:
+        """Resend one segment starting at ``seq`` (up to ``end``); returns where it ends."""
+        off = seq_diff(seq, self.sbase)
+        buf = self.sndbuf
+        n = len(buf) - off
+        if n > self.mss:
+            n = self.mss
+        if end is not None and seq_diff(end, seq) < n:
+            n = seq_diff(end, seq)
+        if n < 0:
+            n = 0
+        flags = ACK
+        fin = self.fin_queued and off + n == len(buf) and \
+            seq_gt(self.snd_max, seq_add(self.sbase, len(buf)))
+        if fin:
+            flags |= FIN
+        if n == 0 and not fin:
+            return seq
+        self._emit(flags, seq, bytes(buf[off:off + n]) if n else b"", now)
+        self.retransmits += 1
+        if self.t_rto is None:
+            self.t_rto = now + self.rto.rto
+        return seq_add(seq, n + 1 if fin else n)
+
+    def _emit(self, flags: int, seq: int, payload, now: float) -> None:
+        """Every non-SYN segment leaves here: options, window, ACK bookkeeping."""
+        rcv_nxt = self.rcv_nxt
+        opts = b""
+        if self.ts_ok and not flags & RST:
+            opts = TS_OPTION.pack(TS_HEAD, (int(now * self.config.ts_hz) + self.ts_offset) & MASK,
+                                  self.ts_recent)
+        if self.sack_ok and self.reasm and not flags & RST:
+            blocks = self.reasm.sack_blocks(3 if self.ts_ok else 4)
+            opts = tcp_options(timestamps=(
+                (int(now * self.config.ts_hz) + self.ts_offset) & MASK, self.ts_recent)
+                if self.ts_ok else None, sack_blocks=blocks)
+        # Receive window (§3.8.6.2.2): offer new space only in useful amounts, never
+        # move the right edge left; round up to the scale so it cannot shrink.
+        space = self.config.rcv_buf - len(self.rcvbuf)
+        if space < 0:
+            space = 0
+        right = seq_add(rcv_nxt, space)
+        adv = self.rcv_adv
+        if seq_gt(right, adv):
+            grow = seq_diff(right, adv)
+            if grow >= self.rcv_mss or grow >= (self.config.rcv_buf >> 1) or \
+                    seq_diff(adv, rcv_nxt) < self.rcv_mss:
+                adv = right
+        wnd = seq_diff(adv, rcv_nxt)
+        if wnd < 0:
+            wnd = 0
+        shift = self.rcv_wscale
+        field = (wnd + (1 << shift) - 1) >> shift
+        if field > 0xFFFF:
+            field = 0xFFFF
+        adv2 = seq_add(rcv_nxt, field << shift)
+        self.rcv_adv = adv2 if seq_gt(adv2, self.rcv_adv) else self.rcv_adv
+        self.output(self, flags, seq, rcv_nxt, field, opts, payload)
+        self.segs_out += 1
+        n = len(payload)
+        if n:
+            self.bytes_out += n
+        self.last_send = now
+        if flags & ACK:
+            self.ack_pending = False
+            self.full_segs = 0
+            self.t_dack = None
+            self.last_ack_sent = rcv_nxt
+
+    def _send_ack(self, now: float) -> None:
+        self._emit(ACK, self.snd_nxt, b"", now)
+
+    def _challenge_ack(self, now: float) -> None:
+        """RFC 5961 §3.2/§4.2/§5.2, rate-limited per §7."""
+        if now - self.challenge_window >= 1.0:
+            self.challenge_window = now
+            self.challenge_count = 0
+        if self.challenge_count >= CHALLENGE_ACKS_PER_SECOND:
+            return
+        self.challenge_count += 1
+        self.challenge_acks += 1
+        self._send_ack(now)
+
+    def _send_rst_for(self, seg, now: float) -> None:
+        """RST answering an unacceptable ACK: <SEQ=SEG.ACK><CTL=RST> (§3.10.7)."""
+        self.output(self, RST, seg.ack, 0, 0, b"", b"")
+        self.segs_out += 1
+
+    def _maybe_window_update(self, now: float) -> None:
+        """After the app read: announce a window that grew usefully (§3.8.6.2.2)."""
+        space = self.config.rcv_buf - len(self.rcvbuf)
+        right = seq_add(self.rcv_nxt, space)
+        grow = seq_diff(right, self.rcv_adv)
+        if grow >= 2 * self.rcv_mss or (grow > 0 and grow >= (self.config.rcv_buf >> 1)):
+            self._send_ack(now)
+
+    # ---------------------------------------------------------------- transitions
+    def _to(self, event: int, now: float = 0.0) -> None:
+        new = fsm.next_state(self.state, event)
+        self.state = new
+        self._notify = True
+        if new == TIME_WAIT:                       # (re)start 2MSL
+            self.t_rto = self.t_persist = self.t_dack = None
+            self.t_tw = now + self.config.time_wait
+        elif new == CLOSED:
+            self.t_rto = self.t_persist = self.t_dack = self.t_tw = None
+            self.closed = True
+
+    def _fail(self, error, event: int, now: float, send_rst: bool = False) -> None:
+        if send_rst:
+            self._emit(RST | ACK, self.snd_nxt, b"", now)
+        self.error = error
+        self.sndbuf.clear()
+        self._to(event, now)
+
+    def _flush_events(self) -> None:
+        if self._notify:
+            self._notify = False
+            cb = self.on_event
+            if cb is not None:
+                cb(self)
