@@ -327,6 +327,12 @@ class TcpConnection:
         """RFC 6298 §5.4-5.6 with RFC 5681 §3.1 window reduction."""
         if self.snd_una == self.snd_max or self.state == CLOSED:
             return
+        if self.snd_wnd == 0 and self.syn_acked and seq_diff(self.snd_max, self.snd_una) <= 1:
+            # Only a window probe is out: the persist timer owns it (§3.8.6.1), and a
+            # closed window is no reason to give up on the connection.
+            if self.t_persist is None:
+                self.t_persist = now + self.rto.rto
+            return
         self.retries += 1
         state = self.state
         handshaking = state == SYN_SENT or not self.syn_acked
@@ -1003,12 +1009,21 @@ class TcpConnection:
         self.segs_out += 1
 
     def _maybe_window_update(self, now: float) -> None:
-        """After the app read: announce a window that grew usefully (§3.8.6.2.2)."""
-        space = self.config.rcv_buf - len(self.rcvbuf)
-        right = seq_add(self.rcv_nxt, space)
-        grow = seq_diff(right, self.rcv_adv)
-        if grow >= 2 * self.rcv_mss or (grow > 0 and grow >= (self.config.rcv_buf >> 1)):
+        """After the app read: announce a window that grew usefully (§3.8.6.2.2).
+
+        A peer that is (nearly) blocked hears at once; otherwise the update waits for
+        the next segment or the delayed-ACK timer, as Linux's __tcp_cleanup_rbuf does.
+        """
+        cur = seq_diff(self.rcv_adv, self.rcv_nxt)
+        new = self.config.rcv_buf - len(self.rcvbuf)
+        if new - cur < self.rcv_mss:
+            return
+        if cur < 2 * self.rcv_mss:
             self._send_ack(now)
+        elif new >= 2 * cur:
+            self.ack_pending = True
+            if self.t_dack is None:
+                self.t_dack = now + (self.config.delayed_ack or 0.0)
 
     # ---------------------------------------------------------------- transitions
     def _to(self, event: int, now: float = 0.0) -> None:
