@@ -292,7 +292,7 @@ class TcpConnection:
         if state == CLOSED:
             return
         if state not in (LISTEN, SYN_SENT, TIME_WAIT):
-            self._emit(RST | ACK, self.snd_nxt, b"", now)
+            self._emit(RST | ACK, self.snd_max, b"", now)
         self.app_closed = True
         self._to(fsm.APP_ABORT)
         self._flush_events()
@@ -990,7 +990,9 @@ class TcpConnection:
             self.last_ack_sent = rcv_nxt
 
     def _send_ack(self, now: float) -> None:
-        self._emit(ACK, self.snd_nxt, b"", now)
+        # SND.MAX, not SND.NXT: after an RTO rolls SND.NXT back, the peer has already
+        # seen sequence numbers up to SND.MAX and would find an older one unacceptable.
+        self._emit(ACK, self.snd_max, b"", now)
 
     def _challenge_ack(self, now: float) -> None:
         """RFC 5961 §3.2/§4.2/§5.2, rate-limited per §7."""
@@ -1039,7 +1041,7 @@ class TcpConnection:
 
     def _fail(self, error, event: int, now: float, send_rst: bool = False) -> None:
         if send_rst:
-            self._emit(RST | ACK, self.snd_nxt, b"", now)
+            self._emit(RST | ACK, self.snd_max, b"", now)
         self.error = error
         self.sndbuf.clear()
         self._to(event, now)
