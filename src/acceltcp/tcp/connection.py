@@ -716,7 +716,7 @@ class TcpConnection:
             self.ack_pending = True
         else:
             self.ooo_segments += 1
-            self.reasm.add(seq, bytes(payload), rcv_nxt)
+            self.reasm.add(seq, payload, rcv_nxt)
             self.full_segs = self.config.ack_every       # out of order: immediate dup ACK
             self.ack_pending = True
 
@@ -780,6 +780,10 @@ class TcpConnection:
         """Our SYN is acknowledged: RTT sample, stop the handshake timer."""
         if self.retries == 0:
             self.rto.on_rtt_sample(now - self.rtt_time)
+        else:
+            # RFC 6298 §5.7: RTO of 3 s after a lost SYN; RFC 5681 §3.1: window of 1 MSS.
+            self.rto.on_syn_timeout_established()
+            self.cc.on_syn_loss()
         self.snd_una = seg.ack
         if seq_lt(self.snd_nxt, self.snd_una):
             self.snd_nxt = self.snd_una

@@ -1,0 +1,54 @@
+"""1,000 concurrent short-lived connections (connect, 64 B request, 64 B reply, close)
+all complete, and no connection is left in either table after 2MSL."""
+
+import asyncio
+
+from acceltcp.host.aio import open_connection, start_server
+from acceltcp.host.simnet import make_pair
+from acceltcp.io.sim import SimLoop
+from acceltcp.tcp.config import TcpConfig
+
+N = 1000
+TIME_WAIT = 30.0
+
+
+def test_thousand_concurrent_short_lived_connections():
+    cfg = TcpConfig(time_wait=TIME_WAIT)
+    with SimLoop(3) as loop:
+        net = make_pair(loop, config_a=cfg, config_b=cfg, bandwidth_bps=1e9, delay=50e-6,
+                        queue_limit=4096, stack_b={"max_syn_backlog": 2048})
+        served = []
+
+        async def echo(reader, writer):
+            data = await reader.readexactly(64)
+            writer.write(data)
+            await writer.drain()
+            served.append(data)
+            writer.close()
+
+        async def client(i):
+            reader, writer = await open_connection(net.a, "198.18.0.2", 7)
+            msg = i.to_bytes(4, "big") * 16
+            writer.write(msg)
+            reply = await reader.readexactly(64)
+            assert await reader.read() == b""         # the server closed
+            writer.close()
+            await writer.wait_closed()
+            return reply == msg
+
+        async def main():
+            await start_server(net.b, echo, 7, backlog=N)
+            return await asyncio.gather(*(client(i) for i in range(N)))
+
+        results = loop.run(main(), timeout=600)
+        assert results.count(True) == N
+        assert len(served) == N
+        a_counters = net.a.stats()["counters"]
+        b_counters = net.b.stats()["counters"]
+        assert a_counters["conns_opened"] == N
+        assert b_counters["conns_accepted"] == N
+        # The server closed first, so it holds TIME-WAIT; after 2MSL both tables are empty.
+        loop.run_for(TIME_WAIT + 5)
+        assert len(net.a.connections) == 0
+        assert len(net.b.connections) == 0
+        assert a_counters["conns_reset"] == b_counters["conns_reset"] == 0
