@@ -88,8 +88,8 @@ class TcpConnection:
         "cc", "dupacks", "in_recovery", "recover", "high_rxt", "scoreboard",
         # receive-side ACK policy
         "ack_pending", "full_segs",
-        # app signalling
-        "_snd_full", "_notify",
+        # app signalling; output is corked while the app's event callback runs
+        "_snd_full", "_notify", "_corked", "_cork_now",
         # counters
         "segs_in", "segs_out", "bytes_in", "bytes_out", "retransmits",
         "fast_retransmits", "rto_timeouts", "dupacks_in", "ooo_segments",
@@ -159,6 +159,8 @@ class TcpConnection:
         self.full_segs = 0
         self._snd_full = False
         self._notify = False
+        self._corked = False
+        self._cork_now = None
 
         self.segs_in = self.segs_out = self.bytes_in = self.bytes_out = 0
         self.retransmits = self.fast_retransmits = self.rto_timeouts = 0
@@ -825,6 +827,9 @@ class TcpConnection:
     # ----------------------------------------------------------------------- output
     def _output(self, now: float, force: bool = False) -> None:
         """Send new data (and the FIN) as the windows allow."""
+        if self._corked:
+            self._cork_now = now                # sent when the app's callback returns
+            return
         if self.state not in _OUTPUT_STATES or not self.syn_acked:
             return
         if self.in_recovery and self.sack_ok:
@@ -1051,8 +1056,18 @@ class TcpConnection:
         self._to(event, now)
 
     def _flush_events(self) -> None:
+        """Tell the app, with output corked: whatever it writes (and a close) during the
+        callback leaves as few segments as possible, e.g. a reply with its FIN."""
         if self._notify:
             self._notify = False
             cb = self.on_event
             if cb is not None:
-                cb(self)
+                self._corked = True
+                try:
+                    cb(self)
+                finally:
+                    self._corked = False
+                now = self._cork_now
+                if now is not None:
+                    self._cork_now = None
+                    self._output(now)

@@ -1,0 +1,172 @@
+"""Echo server and load client: the paper's msg_server and msg_test.
+
+Both run on the host stack's event callbacks (``stack.attach``): the stack calls them
+from inside frame processing, as an mTCP application on the same core would run after
+its stack. So a runner's CPU accounting covers the application's work too.
+
+Short-lived transactions follow the paper's packet sequence (§2.1): the client's request
+rides on its handshake ACK, the server answers and closes (response + FIN), the client
+closes (FIN-ACK), the server ACKs: six packets, the server in TIME-WAIT.
+"""
+
+import collections
+
+
+class EchoServer:
+    """Echo every byte. ``close_after``: bytes after which the server closes (0: when
+    the client closes first)."""
+
+    def __init__(self, stack, port=7, *, backlog=4096, config=None, close_after=0):
+        self.stack = stack
+        self.close_after = close_after
+        self.listener = stack.listen(port, backlog, config=config)
+        self.listener.on_acceptable = self._on_acceptable
+        self.accepted = 0
+        self.bytes_echoed = 0
+        self._echoed = {}
+
+    def _on_acceptable(self, listener):
+        stack = self.stack
+        while True:
+            conn = listener.accept()
+            if conn is None:
+                return
+            self.accepted += 1
+            stack.attach(conn, self._on_event, self)
+            self._on_event(conn)
+
+    def _on_event(self, conn):
+        stack = self.stack
+        if conn.rcvbuf:
+            space = conn.send_space
+            if space:
+                data = stack.recv(conn, space)
+                stack.send(conn, data)
+                n = len(data)
+                self.bytes_echoed += n
+                if self.close_after:
+                    done = self._echoed.get(conn, 0) + n
+                    if done >= self.close_after:
+                        self._echoed.pop(conn, None)
+                        stack.close(conn)
+                        return
+                    self._echoed[conn] = done
+        if conn.eof and not conn.fin_queued and not conn.closed:
+            self._echoed.pop(conn, None)
+            stack.close(conn)
+        elif conn.closed:
+            self._echoed.pop(conn, None)
+
+    def close(self):
+        self.stack.unlisten(self.listener)
+
+
+class _Client:
+    __slots__ = ("conn", "done", "got", "sent_at", "opened")
+
+    def __init__(self, conn, now):
+        self.conn = conn
+        self.done = 0          # transactions completed on this connection
+        self.got = 0           # bytes of the current reply received
+        self.sent_at = None
+        self.opened = now
+
+
+class EchoLoad:
+    """``concurrency`` connections, each sending ``size``-byte messages and waiting for
+    the echo. ``per_conn``: transactions per connection (1 = short-lived, 0 = persistent).
+    Stops opening and sending after ``total`` transactions (None: until ``stop()``)."""
+
+    def __init__(self, stack, server_ip, port=7, *, concurrency=64, size=64, per_conn=0,
+                 total=None, config=None, on_progress=None, progress_every=100):
+        self.stack = stack
+        self.server_ip = server_ip
+        self.port = port
+        self.concurrency = concurrency
+        self.message = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+        self.size = size
+        self.per_conn = per_conn
+        self.total = total
+        self.config = config
+        self.on_progress = on_progress
+        self.progress_every = progress_every
+        self.running = False
+        self.transactions = 0
+        self.errors = collections.Counter()
+        self.connections = 0
+        self.latencies = []
+        self._clients = {}
+
+    def start(self):
+        self.running = True
+        for _ in range(self.concurrency):
+            self._open()
+
+    def stop(self):
+        self.running = False
+
+    @property
+    def finished(self):
+        return not self.running and not self._clients
+
+    def _open(self):
+        stack = self.stack
+        try:
+            conn = stack.connect(self.server_ip, self.port, config=self.config)
+        except OSError as e:
+            self.errors[e.strerror or str(e)] += 1
+            return
+        self.connections += 1
+        client = _Client(conn, stack.clock())
+        self._clients[conn] = client
+        stack.attach(conn, self._on_event, client)
+
+    def _send(self, client):
+        client.got = 0
+        client.sent_at = self.stack.clock()
+        self.stack.send(client.conn, self.message)
+
+    def _on_event(self, conn):
+        client = self._clients.get(conn)
+        if client is None:
+            return
+        stack = self.stack
+        if conn.error is not None:
+            self.errors[conn.error] += 1
+            self._finish(client)
+            return
+        if client.sent_at is None and conn.writable and self.running:
+            self._send(client)                        # rides on the handshake ACK
+        if conn.rcvbuf:
+            client.got += len(stack.recv(conn, 1 << 20))
+            if client.got >= self.size and client.sent_at is not None:
+                self._complete(client)
+        if conn.eof or conn.closed:
+            if not conn.fin_queued and not conn.closed:
+                stack.close(conn)
+            if conn.closed:
+                self._finish(client)
+
+    def _complete(self, client):
+        now = self.stack.clock()
+        self.latencies.append(now - client.sent_at)
+        self.transactions += 1
+        client.done += 1
+        client.sent_at = None
+        if self.total is not None and self.transactions >= self.total:
+            self.running = False
+        if self.on_progress is not None and self.transactions % self.progress_every == 0:
+            self.on_progress(self)
+        conn = client.conn
+        if self.running and (self.per_conn == 0 or client.done < self.per_conn):
+            self._send(client)
+        elif not conn.fin_queued:
+            # Done with it: the stack finishes the teardown; the next connection opens now.
+            self.stack.close(conn)
+            self._finish(client)
+
+    def _finish(self, client):
+        if self._clients.pop(client.conn, None) is None:
+            return
+        if self.running:
+            self._open()
