@@ -246,6 +246,8 @@ class TcpConnection:
                 return 0
             data = data[:n]
         self.sndbuf += data
+        if n == space:
+            self._snd_full = True                # announce when space opens again
         if self.state == ESTABLISHED or self.state == CLOSE_WAIT:
             self._output(now)
         return n
@@ -388,6 +390,9 @@ class TcpConnection:
     def on_segment(self, seg, now: float) -> None:
         self.segs_in += 1
         state = self.state
+        if state == ESTABLISHED and self._fast_path(seg, now):
+            self._flush_events()
+            return
         if state == SYN_SENT:
             self._rcv_syn_sent(seg, now)
         elif state == LISTEN:
@@ -395,6 +400,92 @@ class TcpConnection:
         elif state != CLOSED:
             self._rcv_synchronized(seg, now)
         self._flush_events()
+
+    def _fast_path(self, seg, now: float) -> bool:
+        """Header prediction (Van Jacobson; Linux's tcp_rcv_established fast path).
+
+        The common ESTABLISHED segment — ACK flag only (PSH allowed), exactly at RCV.NXT,
+        no SACK blocks, timestamp not older than TS.Recent, nothing in reassembly, not
+        in loss recovery, ACK within [SND.UNA, SND.MAX], data within the window — gets
+        the same result as the full §3.10.7.4 procedure with far fewer steps. Anything
+        else returns False and takes the full procedure.
+        """
+        if seg.flags & 0xF7 != ACK or seg.seq != self.rcv_nxt or seg.sack_blocks or \
+                self.in_recovery or self.reasm:
+            return False
+        ack = seg.ack
+        acked = (ack - self.snd_una) & MASK
+        if acked > ((self.snd_max - self.snd_una) & MASK):
+            return False
+        tsval = seg.tsval
+        if self.ts_ok:
+            if tsval is None or ((tsval - self.ts_recent) & MASK) >= 0x80000000:
+                return False
+            if seg.seq == self.last_ack_sent:
+                self.ts_recent = tsval                    # RFC 7323 §4.3
+                self.ts_recent_time = now
+        payload = seg.payload
+        n = len(payload)
+        if n and n > ((self.rcv_adv - self.rcv_nxt) & MASK):
+            return False
+        wnd = seg.window << self.snd_wscale
+        if acked:
+            # RTT sample (RFC 7323 §4.2, or Karn's timed segment), free acked data.
+            tsecr = seg.tsecr
+            if tsecr:
+                ticks = (int(now * self.config.ts_hz) + self.ts_offset - tsecr) & MASK
+                if ticks < 0x7FFFFFFF:
+                    self.rto.on_rtt_sample(ticks / self.config.ts_hz)
+            elif self.rtt_seq is not None and ((ack - self.rtt_seq) & MASK) < 0x80000000:
+                self.rto.on_rtt_sample(now - self.rtt_time)
+                self.rtt_seq = None
+            flight = (self.snd_max - self.snd_una) & MASK
+            self.snd_una = ack
+            if ((ack - self.snd_nxt) & MASK) < 0x80000000:
+                self.snd_nxt = ack
+            buf = self.sndbuf
+            k = (ack - self.sbase) & MASK
+            if k >= len(buf):
+                k = len(buf)
+                buf.clear()
+            else:
+                del buf[:k]
+            self.sbase = (self.sbase + k) & MASK
+            self.retries = 0
+            self.dupacks = 0
+            self.t_rto = None if ack == self.snd_max else now + self.rto.rto
+            self.cc.on_ack(acked, now, self.rto.srtt, flight)
+            if self._snd_full and len(buf) < self.config.snd_buf:
+                self._snd_full = False
+                self._notify = True
+        elif not n and wnd == self.snd_wnd and self.snd_una != self.snd_max:
+            return False                                  # a duplicate ACK: full path
+        # Window update: SEG.SEQ == RCV.NXT is never older than SND.WL1.
+        self.snd_wl1 = seg.seq
+        self.snd_wl2 = ack
+        self.snd_wnd = wnd
+        if wnd > self.max_snd_wnd:
+            self.max_snd_wnd = wnd
+        if wnd and self.t_persist is not None:
+            self.t_persist = None
+            self.persist_backoff = 0
+            if self.snd_una != self.snd_max and self.t_rto is None:
+                self.t_rto = now + self.rto.rto
+        if n:
+            if self.app_closed:
+                self.abort(now)
+                return True
+            self.rcvbuf += payload
+            self.rcv_nxt = (self.rcv_nxt + n) & MASK
+            self.bytes_in += n
+            self._notify = True
+            self.ack_pending = True
+            if n >= self.rcv_mss:
+                self.full_segs += 1
+            self._ack_policy(now)
+        if acked or wnd:
+            self._output(now)
+        return True
 
     def _rcv_listen(self, seg, now: float) -> None:
         """RFC 9293 §3.10.7.2."""
@@ -830,23 +921,25 @@ class TcpConnection:
         if self._corked:
             self._cork_now = now                # sent when the app's callback returns
             return
-        if self.state not in _OUTPUT_STATES or not self.syn_acked:
-            return
         if self.in_recovery and self.sack_ok:
             self._sack_output(now)
             return
-        mss = self.mss
         buf = self.sndbuf
+        if len(buf) <= ((self.snd_nxt - self.sbase) & MASK) and not self.fin_queued:
+            return                              # nothing unsent (the common case)
+        if self.state not in _OUTPUT_STATES or self.snd_una == self.iss:
+            return                              # ... or our SYN is not acked yet
+        mss = self.mss
         while True:
             nxt = self.snd_nxt
-            off = seq_diff(nxt, self.sbase)
+            off = (nxt - self.sbase) & MASK
             avail = len(buf) - off
             if avail <= 0:
                 if avail == 0 and self.fin_queued:
                     self._emit(ACK | FIN, nxt, b"", now)
                     self._advance(nxt, 1, now)
                 break
-            flight = seq_diff(nxt, self.snd_una)
+            flight = (nxt - self.snd_una) & MASK
             if flight == 0 and now - self.last_send > self.rto.rto:
                 self.cc.on_idle_restart(now, self.rto.rto)  # RFC 5681 §4.1
             wnd = self.cc.cwnd
@@ -879,7 +972,7 @@ class TcpConnection:
             if fin:
                 flags |= FIN
             self._emit(flags, nxt, bytes(buf[off:off + n]), now)
-            if seq_lt(nxt, self.snd_max):
+            if nxt != self.snd_max:             # resending after an RTO rollback
                 self.retransmits += 1
             self._advance(nxt, n + 1 if fin else n, now)
             if fin:
@@ -956,36 +1049,36 @@ class TcpConnection:
     def _emit(self, flags: int, seq: int, payload, now: float) -> None:
         """Every non-SYN segment leaves here: options, window, ACK bookkeeping."""
         rcv_nxt = self.rcv_nxt
+        cfg = self.config
         opts = b""
         if self.ts_ok and not flags & RST:
-            opts = TS_OPTION.pack(TS_HEAD, (int(now * self.config.ts_hz) + self.ts_offset) & MASK,
-                                  self.ts_recent)
-        if self.sack_ok and self.reasm and not flags & RST:
-            blocks = self.reasm.sack_blocks(3 if self.ts_ok else 4)
-            opts = tcp_options(timestamps=(
-                (int(now * self.config.ts_hz) + self.ts_offset) & MASK, self.ts_recent)
-                if self.ts_ok else None, sack_blocks=blocks)
+            tsval = (int(now * cfg.ts_hz) + self.ts_offset) & MASK
+            if self.sack_ok and self.reasm:
+                opts = tcp_options(timestamps=(tsval, self.ts_recent),
+                                   sack_blocks=self.reasm.sack_blocks(3))
+            else:
+                opts = TS_OPTION.pack(TS_HEAD, tsval, self.ts_recent)
+        elif self.sack_ok and self.reasm and not flags & RST:
+            opts = tcp_options(sack_blocks=self.reasm.sack_blocks(4))
         # Receive window (§3.8.6.2.2): offer new space only in useful amounts, never
         # move the right edge left; round up to the scale so it cannot shrink.
-        space = self.config.rcv_buf - len(self.rcvbuf)
-        if space < 0:
-            space = 0
-        right = seq_add(rcv_nxt, space)
+        # (Modular arithmetic inline: this runs for every segment we send.)
+        space = cfg.rcv_buf - len(self.rcvbuf)
         adv = self.rcv_adv
-        if seq_gt(right, adv):
-            grow = seq_diff(right, adv)
-            if grow >= self.rcv_mss or grow >= (self.config.rcv_buf >> 1) or \
-                    seq_diff(adv, rcv_nxt) < self.rcv_mss:
-                adv = right
-        wnd = seq_diff(adv, rcv_nxt)
-        if wnd < 0:
+        wnd = (adv - rcv_nxt) & MASK
+        if wnd >= 0x80000000:
             wnd = 0
+        if space > wnd:
+            grow = space - wnd                    # how far the right edge could move
+            if grow >= self.rcv_mss or grow >= (cfg.rcv_buf >> 1) or wnd < self.rcv_mss:
+                wnd = space
         shift = self.rcv_wscale
         field = (wnd + (1 << shift) - 1) >> shift
         if field > 0xFFFF:
             field = 0xFFFF
-        adv2 = seq_add(rcv_nxt, field << shift)
-        self.rcv_adv = adv2 if seq_gt(adv2, self.rcv_adv) else self.rcv_adv
+        adv2 = (rcv_nxt + (field << shift)) & MASK
+        if ((adv2 - adv) & MASK) < 0x80000000:
+            self.rcv_adv = adv2
         self.output(self, flags, seq, rcv_nxt, field, opts, payload)
         self.segs_out += 1
         n = len(payload)

@@ -1,0 +1,115 @@
+"""``acceltcp bench``: host CPU per frame and per transaction, and the bulk rate.
+
+Everything runs in the simulator, side by side in one process run, each figure the
+median of ``--repeat`` runs. Host CPU is ``time.process_time`` measured by the runner
+around every frame and timer the measured stack handles (its application included);
+the simulator's own work (links, the client stack) is outside the measurement.
+"""
+
+import json
+import random
+import statistics
+import time
+
+from ..apps.bulk import SinkServer, Source
+from ..host.simnet import make_pair
+from ..io.sim import SimLoop
+from ..tcp.config import TcpConfig
+from .echo_sim import run_echo
+
+MiB = 1 << 20
+TARGET_US_PER_FRAME = 15.0      # persistent echo, per received data frame
+TARGET_SHORT_RATIO = 4.0        # short-lived / persistent, per transaction
+
+
+def run_bulk(nbytes: int, seed: int = 1) -> dict:
+    """A → B bulk transfer; CPU of the receiving and of the sending host."""
+    cfg = TcpConfig(rcv_buf=1 << 20, snd_buf=1 << 20)
+    data = random.Random(seed).randbytes(nbytes)
+    with SimLoop(seed) as loop:
+        net = make_pair(loop, config_a=cfg, config_b=cfg, bandwidth_bps=10e9, delay=20e-6,
+                        queue_limit=4096, seed=seed)
+        sink = SinkServer(net.b, 9, config=cfg)
+        for r in net.runners:
+            r.cpu_accounting = True
+        t0 = loop.time()
+        Source(net.a, "198.18.0.2", 9, data, config=cfg)
+        loop.run_until(lambda: sink.bytes >= nbytes, timeout=3600)
+        sim = loop.time() - t0
+        rx, tx = net.runner_b.cpu_ns / 1e9, net.runner_a.cpu_ns / 1e9
+        frames = net.b.counters["frames_in"]
+    return {"bytes": nbytes, "sim_s": sim, "rx_cpu_s": rx, "tx_cpu_s": tx,
+            "rx_mb_per_cpu_s": nbytes / 1e6 / rx, "tx_mb_per_cpu_s": nbytes / 1e6 / tx,
+            "rx_us_per_frame": rx * 1e6 / frames}
+
+
+def _median(runs, key):
+    return statistics.median(getattr(r, key) if not isinstance(r, dict) else r[key]
+                             for r in runs)
+
+
+def main(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..cli import _progress
+
+    console = Console()
+    t_start = time.perf_counter()
+    pers, short, bulk = [], [], []
+    with _progress() as progress:
+        task = progress.add_task("bench", total=3 * args.repeat)
+        for i in range(args.repeat):
+            pers.append(run_echo(persistent=True, transactions=args.transactions, seed=i + 1))
+            progress.advance(task)
+            short.append(run_echo(persistent=False, transactions=args.transactions, seed=i + 1))
+            progress.advance(task)
+            bulk.append(run_bulk(args.bulk_mib * MiB, seed=i + 1))
+            progress.advance(task)
+
+    p_txn = _median(pers, "cpu_us_per_txn")
+    p_frame = _median(pers, "cpu_us_per_frame_in")
+    s_txn = _median(short, "cpu_us_per_txn")
+    s_frame = _median(short, "cpu_us_per_frame_in")
+    ratio = s_txn / p_txn
+    figures = {
+        "persistent_us_per_txn": p_txn, "persistent_us_per_frame_in": p_frame,
+        "persistent_frames_per_txn": _median(pers, "frames_per_txn"),
+        "short_lived_us_per_txn": s_txn, "short_lived_us_per_frame_in": s_frame,
+        "short_lived_frames_per_txn": _median(short, "frames_per_txn"),
+        "short_over_persistent": ratio,
+        "bulk_mib": args.bulk_mib,
+        "bulk_rx_mb_per_cpu_s": _median(bulk, "rx_mb_per_cpu_s"),
+        "bulk_tx_mb_per_cpu_s": _median(bulk, "tx_mb_per_cpu_s"),
+        "bulk_rx_us_per_frame": _median(bulk, "rx_us_per_frame"),
+        "repeat": args.repeat, "transactions": args.transactions,
+        "wall_s": time.perf_counter() - t_start,
+    }
+
+    table = Table(title=f"host CPU, 64 B echo and {args.bulk_mib} MiB bulk "
+                        f"(median of {args.repeat})")
+    table.add_column("workload")
+    table.add_column("frames / txn", justify="right")
+    table.add_column("µs / txn", justify="right")
+    table.add_column("µs / frame in", justify="right")
+    table.add_column("MB / CPU-s", justify="right")
+    table.add_row("echo, persistent", f"{figures['persistent_frames_per_txn']:.2f}",
+                  f"{p_txn:.1f}", f"{p_frame:.1f}", "")
+    table.add_row("echo, short-lived", f"{figures['short_lived_frames_per_txn']:.2f}",
+                  f"{s_txn:.1f}", f"{s_frame:.1f}", "")
+    table.add_row("bulk, receiver", "", "", f"{figures['bulk_rx_us_per_frame']:.1f}",
+                  f"{figures['bulk_rx_mb_per_cpu_s']:.1f}")
+    table.add_row("bulk, sender", "", "", "", f"{figures['bulk_tx_mb_per_cpu_s']:.1f}")
+    console.print(table)
+
+    def verdict(ok):
+        return "[green]met[/]" if ok else "[red]missed[/]"
+
+    console.print(f"persistent echo: {p_frame:.1f} µs per received data frame "
+                  f"(target ≤ {TARGET_US_PER_FRAME:.0f}): {verdict(p_frame <= TARGET_US_PER_FRAME)}")
+    console.print(f"short-lived / persistent per transaction: {ratio:.2f}x "
+                  f"(target ≤ {TARGET_SHORT_RATIO:.0f}x): {verdict(ratio <= TARGET_SHORT_RATIO)}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(figures, f, indent=2)
+    return 0
