@@ -1,0 +1,999 @@
+"""The host stack: frames in, TCBs driven, frames out (mTCP's role in AccelTCP).
+
+Theory of operation
+-------------------
+One `HostStack` owns one IPv4 address on one frame device. It is sans-thread and
+sans-loop: a driver (normally `host.runner.StackRunner`) calls exactly two entries,
+
+* `receive_frame(frame)` for every frame the device delivers, and
+* `on_timer()` when `next_deadline()` has passed,
+
+and after either one re-reads `next_deadline()` to re-arm its single timer. Application
+calls that can move a deadline earlier (`send`, `close`, `connect`, ...) made *outside*
+those two entries call `stack.wakeup()` (if set) so the driver re-arms early. The stack
+never installs itself as the device receiver: the runner does, so that it can wrap the
+entry with timer re-arming and CPU accounting.
+
+Receive path (the hot path). Ethernet -> IPv4 -> TCP through the `wire` parsers (each
+validation failure is a `WireError` whose `reason` becomes `drops[reason]`). IP options
+are rejected by `parse_ipv4`, so the TCP ports sit at a fixed offset and the demux key is
+the raw 12 bytes ``frame[26:38]`` = src-ip|dst-ip|sport|dport, sliced without integer
+decoding and looked up in one dict (`_table`). A hit goes straight to
+`conn.on_segment(seg, now)`; a miss takes the slow path: embryonic children of a listener
+(`_embryonic`), listeners, RST generation for closed ports (RFC 9293 §3.10.7.1).
+
+Per-connection host state lives in a `HostConn` record hung on ``conn.owner``
+(``conn.key`` is the demux key): route/ARP cache, timer bookkeeping, listener linkage and
+the application's event handler (the socket layer or the asyncio face). The TCB calls
+``conn.on_event`` on app-visible changes; the stack handles listener bookkeeping and
+table removal there, then forwards to the app handler.
+
+Output. The TCB calls `_output(conn, flags, seq, ack, window, options, payload)`; the
+stack builds the frame with `wire.tcp.build_tcp_frame`, the destination MAC coming from
+the connection's cached ARP entry (one attribute check per frame). Unresolved next hops
+queue a bounded number of frames per destination while ARP resolves (RFC 826; 1 s
+retransmission, 3 tries); a failed resolution drops them (`drops["arp_unresolved"]`) and
+the TCB's own retransmission recovers. Expired entries that are still in use are
+re-probed while they keep being used (Linux's STALE/PROBE, simplified).
+
+Timers are absolute deadlines in a heap of ``(deadline, seq, conn)`` with lazy
+invalidation: a connection is pushed only when its new deadline is earlier than the one
+it already has in the heap (``HostConn.armed``); a popped entry that no longer matches
+``armed`` is stale and skipped; a matching one re-asks ``conn.next_deadline()`` and fires
+``on_timer`` only if it is really due (a deadline that moved later just re-arms). ARP
+retries and expiries sit in a second small heap.
+
+Connections leave the table when ``conn.closed`` (after TIME-WAIT, on reset, abort,
+timeout); their stats are folded into the stack counters at that moment.
+"""
+
+import collections
+import errno
+import hashlib
+import heapq
+import os
+import struct
+import types
+
+from ..tcp import states
+from ..tcp.config import TcpConfig
+from ..tcp.connection import TcpConnection
+from ..tcp.seq import seq_add, seq_gt
+from ..wire.arp import ARP_REPLY, ARP_REQUEST, ArpPacket, parse_arp
+from ..wire.errors import WireError
+from ..wire.ethernet import (BROADCAST_MAC, ETH_HLEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ZERO_MAC,
+                             ethernet_header, mac_from_str, mac_to_str, parse_ethernet)
+from ..wire.ipv4 import IPPROTO_TCP, ip_from_str, ip_to_str, parse_ipv4
+from ..wire.tcp import ACK, FIN, RST, SYN, build_tcp_frame, parse_tcp
+
+__all__ = ["HostStack", "HostConn", "Listener", "HOST_DROP_REASONS", "OUTBOUND_DROP_REASONS",
+           "to_ip", "to_mac"]
+
+#: Drop reasons the host stack adds to the `wire` parser reasons (`wire.errors.DROP_REASONS`).
+HOST_DROP_REASONS = (
+    "not_for_us",             # Ethernet dst not ours/broadcast, or IPv4 dst not our address
+    "ethertype_unsupported",  # neither IPv4 nor ARP
+    "ip_proto_unsupported",   # IPv4 but not TCP
+    "bad_src_addr",           # martian source (0/8, multicast, broadcast, ourselves): no reply
+    "no_connection",          # non-RST segment, no TCB and no listener (or ACK to a
+                              # listener): RST sent (RFC 9293 §3.10.7.1/.2)
+    "rst_no_connection",      # RST for no TCB: ignored, never answered (§3.10.7.1)
+    "listen_no_syn",          # neither SYN nor ACK nor RST to a listener (§3.10.7.2 "fourth")
+    "listen_overflow",        # accept queue full: SYN, or the handshake's final ACK, dropped
+    "syn_backlog_overflow",   # listener's SYN queue (embryonic children) full
+    "arp_not_for_us",         # ARP whose target is not our address
+    "arp_bad_sender",         # ARP with a multicast sender MAC or our own IP as sender
+    "arp_table_full",         # no room to learn a new neighbour
+    "arp_unresolved",         # outbound frame dropped: next hop did not answer ARP
+    "arp_queue_overflow",     # outbound frame dropped: too many frames waiting for ARP
+    "internal_error",         # an exception from a TCB/app callback (strict=False only)
+)
+
+#: The drop reasons above that count frames we failed to SEND (all others count
+#: received frames, so frames_in == frames_delivered + inbound drops).
+OUTBOUND_DROP_REASONS = ("arp_unresolved", "arp_queue_overflow")
+
+_ARP_RETRY = 1.0         # RFC 1122 §2.3.2.1: at most one request per second per destination
+_ARP_TRIES = 3
+_ARP_QUEUE = 16          # frames kept per unresolved next hop (oldest dropped first)
+_ARP_MAX = 4096          # neighbour entries
+_ARP_RETRY_KIND = 0
+_ARP_EXPIRE_KIND = 1
+
+_ZERO_IP = b"\0\0\0\0"
+_KEY = struct.Struct("!4s4sHH")      # remote-ip | local-ip | remote-port | local-port
+_ISN_PORTS = struct.Struct("!HH")
+_U32 = 0xFFFFFFFF
+_ESTABLISHED_LIKE = frozenset(states.SYNCHRONIZED)
+_TIME_WAIT = states.TIME_WAIT
+_CONN_STAT_KEYS = ("retransmits", "fast_retransmits", "rto_timeouts")
+#: Per-TCB counters (TcpConnection attributes) folded into the stack totals.
+TCB_COUNTERS = ("segs_in", "segs_out", "bytes_in", "bytes_out", "retransmits",
+                "fast_retransmits", "rto_timeouts", "dupacks_in", "ooo_segments",
+                "paws_drops", "challenge_acks", "unacceptable", "window_probes")
+
+
+def to_ip(ip):
+    """'a.b.c.d' or 4 bytes -> 4 bytes (ValueError otherwise)."""
+    if isinstance(ip, str):
+        return ip_from_str(ip)
+    ip = bytes(ip)
+    if len(ip) != 4:
+        raise ValueError("IPv4 address must be 4 bytes")
+    return ip
+
+
+def to_mac(mac):
+    """'aa:bb:..' or 6 bytes -> 6 bytes."""
+    if isinstance(mac, str):
+        return mac_from_str(mac)
+    mac = bytes(mac)
+    if len(mac) != 6:
+        raise ValueError("MAC address must be 6 bytes")
+    return mac
+
+
+def _oserror(code, detail=""):
+    return OSError(code, os.strerror(code) + (": " + detail if detail else ""))
+
+
+class HostConn:
+    """Host-side bookkeeping of one TCB, at ``conn.owner``.
+
+    `handler(conn)` is the application layer's event callback (socket API / asyncio
+    face) and `app` its per-connection object; set both with `HostStack.attach`.
+    """
+
+    __slots__ = ("conn", "key", "remote_ip", "local_port", "remote_port", "nexthop", "arp",
+                 "armed", "parent", "embryonic", "removed", "handler", "app", "passive")
+
+    def __init__(self, conn, key, remote_ip, local_port, remote_port, nexthop, passive):
+        self.conn = conn
+        self.key = key
+        self.remote_ip = remote_ip
+        self.local_port = local_port
+        self.remote_port = remote_port
+        self.nexthop = nexthop
+        self.arp = None          # cached live _ArpEntry of nexthop
+        self.armed = None        # the deadline this conn currently has in the timer heap
+        self.parent = None       # Listener, until the app accepts the child
+        self.embryonic = False   # in the listener's SYN queue (lives in _embryonic)
+        self.removed = False
+        self.handler = None
+        self.app = None
+        self.passive = passive
+
+
+class Listener:
+    """A passive open on one port (RFC 9293 §3.10.1 LISTEN; the listener is not a TCB).
+
+    `syn_queue`: embryonic children (SYN-RECEIVED), at most `stack.max_syn_backlog`.
+    `accept_queue`: established children not yet accepted, at most `backlog`.
+    `on_acceptable(listener)`: called when a child joins the accept queue.
+    """
+
+    __slots__ = ("stack", "port", "ip", "backlog", "config", "syn_queue", "accept_queue",
+                 "on_acceptable", "closed", "app")
+
+    def __init__(self, stack, port, backlog, config, ip):
+        self.stack = stack
+        self.port = port
+        self.ip = ip
+        self.backlog = backlog
+        self.config = config
+        self.syn_queue = {}                       # conn -> None (ordered set)
+        self.accept_queue = collections.deque()
+        self.on_acceptable = None
+        self.closed = False
+        self.app = None
+
+    def accept(self):
+        """-> the oldest established child, or None. The child is the caller's now."""
+        q = self.accept_queue
+        if not q:
+            return None
+        conn = q.popleft()
+        conn.owner.parent = None
+        return conn
+
+    def __repr__(self):
+        return "Listener(port=%d, backlog=%d, syn=%d, accept=%d%s)" % (
+            self.port, self.backlog, len(self.syn_queue), len(self.accept_queue),
+            ", closed" if self.closed else "")
+
+
+class _ArpEntry:
+    __slots__ = ("ip", "mac", "expires", "static", "used", "live", "sched")
+
+    def __init__(self, ip, mac, expires, static):
+        self.ip = ip
+        self.mac = mac
+        self.expires = expires
+        self.static = static
+        self.used = False
+        self.live = True
+        self.sched = None      # expiry deadline currently in the ARP heap
+
+
+class _ArpPending:
+    __slots__ = ("ip", "frames", "tries", "deadline")
+
+    def __init__(self, ip):
+        self.ip = ip
+        self.frames = collections.deque()
+        self.tries = 0
+        self.deadline = None
+
+
+class HostStack:
+    """A user-level TCP/IPv4 host stack over one frame device. See the module docstring."""
+
+    def __init__(self, device, ip, clock, *, config=None, netmask=24, gateway=None,
+                 arp_timeout=60.0, isn=None, ephemeral=(32768, 60999), max_syn_backlog=1024,
+                 name="", secret=None, strict=False, tcb_class=TcpConnection):
+        self.device = device
+        self.mac = to_mac(device.mac)
+        self.ip = to_ip(ip)
+        self.clock = clock
+        self.config = config if config is not None else TcpConfig()
+        if not 0 <= netmask <= 32:
+            raise ValueError("netmask is a prefix length 0..32")
+        self.netmask = netmask
+        self._mask = (_U32 << (32 - netmask)) & _U32
+        self._net = int.from_bytes(self.ip, "big") & self._mask
+        self._bcast = (self._net | (~self._mask & _U32)).to_bytes(4, "big")
+        self.gateway = to_ip(gateway) if gateway is not None else None
+        self.arp_timeout = arp_timeout
+        self._isn = isn if isn is not None else self._rfc6528_isn
+        lo, hi = ephemeral
+        if not 0 < lo <= hi <= 65535:
+            raise ValueError("bad ephemeral range")
+        self.ephemeral = (lo, hi)
+        self.max_syn_backlog = max_syn_backlog
+        self.name = name
+        #: the TCB type (TcpConnection's constructor and contract); a quasi-TCB later
+        self.tcb_class = tcb_class
+        self._secret = secret if secret is not None else os.urandom(16)
+        #: re-raise exceptions from TCBs/app callbacks out of receive_frame/on_timer
+        #: (tests); otherwise they are counted as drops["internal_error"].
+        self.strict = strict
+        self.last_exception = None
+        #: driver hook, called when the earliest deadline moves earlier outside an entry.
+        self.wakeup = None
+
+        self.drops = collections.Counter()
+        self._table = {}          # key -> conn (synchronized or actively opened)
+        self._embryonic = {}      # key -> conn (listener children in SYN-RECEIVED)
+        self._listeners = {}      # port -> Listener
+        self._bound = collections.Counter()   # ports reserved by the socket layer
+        self._heap = []           # (deadline, seq, conn)
+        self._heap_seq = 0
+        self._busy = False
+        self._ident = 0
+        self._next_ephemeral = 0
+        # ARP
+        self._arp = {}            # ip -> _ArpEntry
+        self._arp_pending = {}    # ip -> _ArpPending
+        self._arp_heap = []       # (deadline, seq, kind, ip)
+        # counters (plain ints on the hot path; `counters` builds the dict)
+        self._frames_in = self._bytes_in = self._frames_out = self._bytes_out = 0
+        self._delivered = 0
+        self._c = collections.Counter()       # slow-path counters
+        self._closed_stats = collections.Counter()   # TCB stats of removed connections
+        self._send_frame = device.send
+
+    # ------------------------------------------------------------------ receive path
+    def receive_frame(self, frame):
+        """One frame from the device. Never raises (see `strict`)."""
+        self._frames_in += 1
+        if frame.__class__ is not bytes:
+            try:
+                frame = bytes(frame)
+            except (TypeError, ValueError):
+                self.drops["eth_short"] += 1
+                return
+        self._bytes_in += len(frame)
+        self._busy = True
+        try:
+            dst, src, ethertype = parse_ethernet(frame)
+            if ethertype == ETHERTYPE_IPV4:
+                if dst != self.mac and dst != BROADCAST_MAC:
+                    self.drops["not_for_us"] += 1
+                    return
+                mv = memoryview(frame)
+                ip = parse_ipv4(mv[ETH_HLEN:])
+                if ip.dst != self.ip:
+                    self.drops["not_for_us"] += 1
+                    return
+                if ip.proto != IPPROTO_TCP:
+                    self.drops["ip_proto_unsupported"] += 1
+                    return
+                seg = parse_tcp(mv[34:ETH_HLEN + ip.total_length], ip.src, ip.dst)
+                key = frame[26:38]            # src-ip|dst-ip|sport|dport (no IP options)
+                conn = self._table.get(key)
+                if conn is not None:
+                    if seg.flags & SYN and conn.state == _TIME_WAIT:
+                        self._time_wait_syn(conn, key, ip, seg, src)
+                        return
+                    self._delivered += 1
+                    conn.on_segment(seg, self.clock())
+                    if conn.closed:
+                        self._remove(conn)
+                        return
+                    d = conn.next_deadline()
+                    if d is not None:
+                        a = conn.owner.armed
+                        if a is None or d < a:
+                            self._push(conn, d)
+                    return
+                self._segment_slow(key, ip, seg, src)
+            elif ethertype == ETHERTYPE_ARP:
+                self._receive_arp(frame, dst)
+            else:
+                self.drops["ethertype_unsupported"] += 1
+        except WireError as e:
+            self.drops[e.reason] += 1
+        except Exception as e:      # a bug in a TCB or an app callback, never bad input
+            self.last_exception = e
+            if self.strict:
+                raise
+            self.drops["internal_error"] += 1
+        finally:
+            self._busy = False
+
+    def _segment_slow(self, key, ip, seg, eth_src):
+        now = self.clock()
+        conn = self._embryonic.get(key)
+        if conn is not None:
+            # A child of a listener in SYN-RECEIVED. Linux's rule (tcp_check_req /
+            # listen_overflow): with the accept queue full, the final ACK is dropped and
+            # the handshake retried later, rather than completing a connection no one
+            # can accept.
+            lst = conn.owner.parent
+            if (not seg.flags & RST and lst is not None
+                    and len(lst.accept_queue) >= lst.backlog):
+                self.drops["listen_overflow"] += 1
+                return
+            self._delivered += 1
+            conn.on_segment(seg, now)
+            self._touch(conn)
+            return
+        src = ip.src
+        flags = seg.flags
+        if flags & RST:                              # RFC 9293 §3.10.7.1: never answer a RST
+            self.drops["rst_no_connection"] += 1
+            return
+        if self._martian(src):
+            self.drops["bad_src_addr"] += 1
+            return
+        lst = self._listeners.get(seg.dst_port)
+        if lst is None or flags & ACK:
+            # §3.10.7.1 (CLOSED) and §3.10.7.2 (LISTEN, "second check for an ACK")
+            self._send_rst(src, eth_src, seg)
+            self.drops["no_connection"] += 1
+            return
+        if not flags & SYN:
+            self.drops["listen_no_syn"] += 1      # §3.10.7.2 "fourth, other text or control"
+            return
+        if len(lst.accept_queue) >= lst.backlog:
+            self.drops["listen_overflow"] += 1
+            return
+        if len(lst.syn_queue) >= self.max_syn_backlog:
+            self.drops["syn_backlog_overflow"] += 1
+            return
+        self._delivered += 1
+        cfg = lst.config if lst.config is not None else self.config
+        lport = seg.dst_port
+        rport = seg.src_port
+        iss = self._isn(self.ip, lport, src, rport, now) & _U32
+        conn = self.tcb_class(cfg, self.ip, lport, src, rport, iss, self._output, now)
+        rec = self._register(conn, key, src, lport, rport, self._nexthop_or_self(src), True)
+        rec.parent = lst
+        rec.embryonic = True
+        self._embryonic[key] = conn
+        lst.syn_queue[conn] = None
+        self._c["syns_received"] += 1
+        conn.accept_syn(seg, now)
+        self._touch(conn)
+
+    def _time_wait_syn(self, conn, key, ip, seg, eth_src):
+        """A SYN for a 4-tuple in TIME-WAIT (RFC 9293 §3.6.1 / RFC 6191): with a listener,
+        and a SYN provably from a new incarnation (a newer timestamp if both use them,
+        else a sequence number beyond RCV.NXT), end the old TCB and accept the SYN."""
+        lst = self._listeners.get(seg.dst_port)
+        if lst is not None and not (seg.flags & (ACK | RST)):
+            if getattr(conn, "ts_ok", False) and seg.tsval is not None:
+                newer = seq_gt(seg.tsval, conn.ts_recent)
+            else:
+                newer = seq_gt(seg.seq, getattr(conn, "rcv_nxt", seg.seq))
+            if newer:
+                self._c["time_wait_reopened"] += 1
+                conn.abort(self.clock())          # no RST from TIME-WAIT; CLOSED, removed
+                self._remove(conn)
+                self._segment_slow(key, ip, seg, eth_src)
+                return
+        self._delivered += 1
+        conn.on_segment(seg, self.clock())
+        self._touch(conn)
+
+    def _martian(self, src):
+        b0 = src[0]
+        return (b0 == 0 or b0 >= 224 or b0 == 127 or src == self._bcast or src == self.ip)
+
+    def _send_rst(self, dst_ip, dst_mac, seg):
+        """RFC 9293 §3.10.7.1: make the RST acceptable to the sender of `seg`."""
+        if seg.flags & ACK:
+            seq, ack, flags = seg.ack, 0, RST
+        else:
+            n = len(seg.payload) + (1 if seg.flags & SYN else 0) + (1 if seg.flags & FIN else 0)
+            seq, ack, flags = 0, seq_add(seg.seq, n), RST | ACK
+        # Answer the frame's sender MAC directly: it is the neighbour the segment came
+        # through (the peer or the gateway), so no ARP is needed to reply.
+        self._ident = ident = (self._ident + 1) & 0xFFFF
+        frame = build_tcp_frame(dst_mac, self.mac, self.ip, dst_ip, ident, seg.dst_port,
+                                seg.src_port, seq, ack, flags, 0, b"", b"")
+        self._c["rsts_sent"] += 1
+        self._emit(frame)
+
+    # ------------------------------------------------------------------ output path
+    def _output(self, conn, flags, seq, ack, window, options, payload):
+        rec = conn.owner
+        e = rec.arp
+        if e is None or not e.live:
+            e = rec.arp = self._arp.get(rec.nexthop)
+        self._ident = ident = (self._ident + 1) & 0xFFFF
+        if e is not None:
+            e.used = True
+            frame = build_tcp_frame(e.mac, self.mac, self.ip, rec.remote_ip, ident,
+                                    rec.local_port, rec.remote_port, seq, ack, flags, window,
+                                    options, payload)
+            self._frames_out += 1
+            self._bytes_out += len(frame)
+            self._send_frame(frame)
+            return
+        frame = build_tcp_frame(ZERO_MAC, self.mac, self.ip, rec.remote_ip, ident,
+                                rec.local_port, rec.remote_port, seq, ack, flags, window,
+                                options, payload)
+        self._arp_enqueue(rec.nexthop, frame)
+
+    def _emit(self, frame):
+        self._frames_out += 1
+        self._bytes_out += len(frame)
+        self._send_frame(frame)
+
+    def _nexthop(self, ip):
+        """The neighbour to send to for `ip`, or None (no route)."""
+        if int.from_bytes(ip, "big") & self._mask == self._net:
+            return ip
+        return self.gateway
+
+    def _nexthop_or_self(self, ip):
+        nh = self._nexthop(ip)
+        return nh if nh is not None else ip
+
+    # ------------------------------------------------------------------ ARP (RFC 826)
+    def _receive_arp(self, frame, eth_dst):
+        if eth_dst != self.mac and eth_dst != BROADCAST_MAC:
+            self.drops["not_for_us"] += 1
+            return
+        p = parse_arp(memoryview(frame)[ETH_HLEN:])
+        sip = p.sender_ip
+        smac = p.sender_mac
+        if smac[0] & 1 or sip == self.ip:
+            self.drops["arp_bad_sender"] += 1
+            return
+        now = self.clock()
+        # RFC 826 "Packet Reception": update an existing entry from any ARP (merge_flag)...
+        merged = False
+        if sip != _ZERO_IP:
+            e = self._arp.get(sip)
+            if e is not None:
+                merged = True
+                if not e.static:
+                    self._arp_learn(sip, smac, now)
+        if p.target_ip != self.ip:
+            self.drops["arp_not_for_us"] += 1
+            return
+        self._delivered += 1
+        self._c["arp_in"] += 1
+        # ... and add the sender only when we are the target.
+        if not merged and sip != _ZERO_IP:
+            if len(self._arp) >= _ARP_MAX:
+                self.drops["arp_table_full"] += 1
+            else:
+                self._arp_learn(sip, smac, now)
+        if p.op == ARP_REQUEST:
+            reply = ArpPacket(ARP_REPLY, self.mac, self.ip, smac, sip).build()
+            self._c["arp_replies_sent"] += 1
+            self._emit(ethernet_header(smac, self.mac, ETHERTYPE_ARP) + reply)
+
+    def _arp_learn(self, ip, mac, now):
+        e = self._arp.get(ip)
+        if e is None:
+            e = self._arp[ip] = _ArpEntry(ip, mac, now + self.arp_timeout, False)
+        elif e.static:
+            return
+        else:
+            e.mac = mac
+            e.expires = now + self.arp_timeout
+        if e.sched is None:
+            self._arp_schedule(e.expires, _ARP_EXPIRE_KIND, ip)
+            e.sched = e.expires
+        p = self._arp_pending.pop(ip, None)
+        if p is not None:
+            for frame in p.frames:
+                self._emit(mac + frame[6:])
+
+    def _arp_enqueue(self, ip, frame):
+        p = self._arp_pending.get(ip)
+        if p is None:
+            p = self._arp_pending[ip] = _ArpPending(ip)
+            self._arp_request(p, self.clock())
+        q = p.frames
+        if len(q) >= _ARP_QUEUE:
+            q.popleft()
+            self.drops["arp_queue_overflow"] += 1
+        q.append(frame)
+
+    def _arp_request(self, p, now):
+        p.tries += 1
+        p.deadline = now + _ARP_RETRY
+        self._arp_schedule(p.deadline, _ARP_RETRY_KIND, p.ip)
+        e = self._arp.get(p.ip)
+        dst = e.mac if e is not None else BROADCAST_MAC    # refresh probes are unicast
+        req = ArpPacket(ARP_REQUEST, self.mac, self.ip, ZERO_MAC, p.ip).build()
+        self._c["arp_requests_sent"] += 1
+        self._emit(ethernet_header(dst, self.mac, ETHERTYPE_ARP) + req)
+
+    def _arp_schedule(self, deadline, kind, ip):
+        h = self._arp_heap
+        earliest = self._earliest()
+        self._heap_seq += 1
+        heapq.heappush(h, (deadline, self._heap_seq, kind, ip))
+        if deadline < earliest:
+            self._wake()
+
+    def _arp_timers(self, now):
+        h = self._arp_heap
+        while h and h[0][0] <= now:
+            d, _, kind, ip = heapq.heappop(h)
+            if kind == _ARP_RETRY_KIND:
+                p = self._arp_pending.get(ip)
+                if p is None or p.deadline != d:
+                    continue
+                if p.tries < _ARP_TRIES:
+                    self._arp_request(p, now)
+                    continue
+                del self._arp_pending[ip]           # give up
+                if p.frames:
+                    self.drops["arp_unresolved"] += len(p.frames)
+                e = self._arp.get(ip)
+                if e is not None and not e.static:   # failed refresh probe
+                    del self._arp[ip]
+                    e.live = False
+                self._c["arp_failures"] += 1
+            else:
+                e = self._arp.get(ip)
+                if e is None or e.static or e.sched != d:
+                    continue
+                e.sched = None
+                if e.expires > d:                   # refreshed since: re-arm lazily
+                    e.sched = e.expires
+                    self._arp_schedule(e.expires, _ARP_EXPIRE_KIND, ip)
+                elif e.used and ip not in self._arp_pending:
+                    e.used = False                  # in use: keep it, re-probe (unicast)
+                    p = self._arp_pending[ip] = _ArpPending(ip)
+                    self._arp_request(p, now)
+                elif ip not in self._arp_pending:
+                    del self._arp[ip]
+                    e.live = False
+
+    def arp_add(self, ip, mac):
+        """Static neighbour entry (never expires, never overwritten by ARP)."""
+        ip = to_ip(ip)
+        old = self._arp.get(ip)
+        if old is not None:
+            old.live = False
+        e = self._arp[ip] = _ArpEntry(ip, to_mac(mac), None, True)
+        p = self._arp_pending.pop(ip, None)
+        if p is not None:
+            for frame in p.frames:
+                self._emit(e.mac + frame[6:])
+
+    def arp_del(self, ip):
+        e = self._arp.pop(to_ip(ip), None)
+        if e is not None:
+            e.live = False
+
+    def arp_table(self):
+        """{ip str: (mac str, 'static' | seconds to expiry)} for tests and stats."""
+        now = self.clock()
+        return {ip_to_str(ip): (mac_to_str(e.mac), "static" if e.static else e.expires - now)
+                for ip, e in self._arp.items()}
+
+    def arp_lookup(self, ip):
+        """MAC (bytes) of a resolved neighbour, or None."""
+        e = self._arp.get(to_ip(ip))
+        return e.mac if e is not None else None
+
+    # ------------------------------------------------------------------ connections
+    def _register(self, conn, key, remote_ip, lport, rport, nexthop, passive):
+        rec = HostConn(conn, key, remote_ip, lport, rport, nexthop, passive)
+        conn.owner = rec
+        conn.key = key
+        conn.on_event = self._on_conn_event
+        return rec
+
+    def _on_conn_event(self, conn):
+        rec = conn.owner
+        if rec.embryonic and conn.state in _ESTABLISHED_LIKE and not conn.closed:
+            self._child_established(conn, rec)
+        if conn.closed and not rec.removed:
+            self._remove(conn)
+        h = rec.handler
+        if h is not None:
+            h(conn)
+
+    def _child_established(self, conn, rec):
+        lst = rec.parent
+        key = rec.key
+        if self._embryonic.get(key) is conn:
+            del self._embryonic[key]
+        self._table[key] = conn
+        rec.embryonic = False
+        self._c["conns_accepted"] += 1
+        if lst is None or lst.closed:
+            rec.parent = None
+            return
+        lst.syn_queue.pop(conn, None)
+        lst.accept_queue.append(conn)
+        cb = lst.on_acceptable
+        if cb is not None:
+            cb(lst)
+
+    def _remove(self, conn):
+        rec = conn.owner
+        if rec.removed:
+            return
+        rec.removed = True
+        rec.armed = None
+        key = rec.key
+        tbl = self._embryonic if rec.embryonic else self._table
+        if tbl.get(key) is conn:
+            del tbl[key]
+        lst = rec.parent
+        if lst is not None:
+            rec.parent = None
+            lst.syn_queue.pop(conn, None)
+            try:
+                lst.accept_queue.remove(conn)
+            except ValueError:
+                pass
+        c = self._c
+        c["conns_closed"] += 1
+        err = conn.error
+        if err is not None:
+            c["conns_" + err] += 1          # conns_reset / conns_timeout / conns_refused
+        cs = self._closed_stats
+        for k in TCB_COUNTERS:
+            v = getattr(conn, k, 0)
+            if v:
+                cs[k] += v
+
+    def _touch(self, conn):
+        """After any call into a TCB: drop it if closed, else re-arm its timer."""
+        if conn.closed:
+            if not conn.owner.removed:
+                self._remove(conn)
+            return
+        d = conn.next_deadline()
+        if d is not None:
+            a = conn.owner.armed
+            if a is None or d < a:
+                self._push(conn, d)
+
+    def attach(self, conn, handler, app=None):
+        """Route `conn`'s events to `handler(conn)` (the app layer); `app` is its object."""
+        rec = conn.owner
+        rec.handler = handler
+        rec.app = app
+
+    def connect(self, remote_ip, remote_port, config=None, local_port=None):
+        """Active open (RFC 9293 §3.10.1): -> TcpConnection in SYN-SENT.
+
+        Raises OSError: ENETUNREACH (no route), EADDRNOTAVAIL (4-tuple in use, TIME-WAIT
+        included, or ephemeral ports exhausted), EINVAL (bad port).
+        """
+        rip = to_ip(remote_ip)
+        if not 0 < remote_port <= 65535:
+            raise _oserror(errno.EINVAL, "remote port")
+        nexthop = self._nexthop(rip)
+        if nexthop is None or self._martian(rip):
+            raise _oserror(errno.ENETUNREACH)
+        if local_port is None or local_port == 0:
+            lport = self._pick_port(rip, remote_port)
+        else:
+            if not 0 < local_port <= 65535:
+                raise _oserror(errno.EINVAL, "local port")
+            lport = local_port
+        key = _KEY.pack(rip, self.ip, remote_port, lport)
+        if key in self._table or key in self._embryonic:
+            raise _oserror(errno.EADDRNOTAVAIL, "4-tuple in use")
+        now = self.clock()
+        iss = self._isn(self.ip, lport, rip, remote_port, now) & _U32
+        conn = self.tcb_class(config if config is not None else self.config, self.ip, lport,
+                             rip, remote_port, iss, self._output, now)
+        self._register(conn, key, rip, lport, remote_port, nexthop, False)
+        self._table[key] = conn
+        self._c["conns_opened"] += 1
+        conn.connect(now)
+        self._touch(conn)
+        return conn
+
+    def _pick_port(self, rip, rport):
+        """RFC 6056 §3.3.3 (Algorithm 3, simple hash-based) ephemeral port selection."""
+        lo, hi = self.ephemeral
+        n = hi - lo + 1
+        h = hashlib.blake2s(self.ip + rip + _ISN_PORTS.pack(rport, 0), key=self._secret,
+                            digest_size=4).digest()
+        offset = int.from_bytes(h, "big")
+        table, emb, lst, bound = self._table, self._embryonic, self._listeners, self._bound
+        for _ in range(n):
+            port = lo + (self._next_ephemeral + offset) % n
+            self._next_ephemeral += 1
+            if port in lst or port in bound:
+                continue
+            key = _KEY.pack(rip, self.ip, rport, port)
+            if key not in table and key not in emb:
+                return port
+        raise _oserror(errno.EADDRNOTAVAIL, "no ephemeral port free")
+
+    def free_port(self):
+        """An ephemeral port that no listener, bound socket or connection uses."""
+        lo, hi = self.ephemeral
+        used = {c.owner.local_port for c in self._table.values()}
+        used.update(c.owner.local_port for c in self._embryonic.values())
+        for _ in range(hi - lo + 1):
+            port = lo + self._next_ephemeral % (hi - lo + 1)
+            self._next_ephemeral += 1
+            if port not in self._listeners and port not in self._bound and port not in used:
+                return port
+        raise _oserror(errno.EADDRNOTAVAIL, "no ephemeral port free")
+
+    def _rfc6528_isn(self, local_ip, local_port, remote_ip, remote_port, now):
+        """RFC 6528 §3: ISN = M + F(localip, localport, remoteip, remoteport, secretkey),
+        M a 4 µs timer, F a keyed hash (BLAKE2s here)."""
+        h = hashlib.blake2s(local_ip + remote_ip + _ISN_PORTS.pack(local_port, remote_port),
+                            key=self._secret, digest_size=4).digest()
+        return (int.from_bytes(h, "big") + int(now * 250_000)) & _U32
+
+    def bind_port(self, port):
+        """Reserve `port` (socket layer `bind`): ephemeral allocation skips it."""
+        self._bound[port] += 1
+
+    def unbind_port(self, port):
+        if self._bound[port] <= 1:
+            del self._bound[port]
+        else:
+            self._bound[port] -= 1
+
+    def port_users(self, port):
+        """The connections whose local port is `port` (bind conflict checks)."""
+        out = [c for c in self._table.values() if c.owner.local_port == port]
+        out.extend(c for c in self._embryonic.values() if c.owner.local_port == port)
+        return out
+
+    # App-side calls into a TCB: supply `now`, then re-arm / reap. Errors of the TCB
+    # (`send` on a reset or closing connection) propagate to the caller.
+    def send(self, conn, data):
+        """Queue data -> bytes taken (0: buffer full). Raises ConnectionResetError /
+        TimeoutError / ConnectionRefusedError after an error, BrokenPipeError after close."""
+        try:
+            return conn.send(data, self.clock())
+        finally:
+            self._touch(conn)
+
+    def recv(self, conn, maxlen):
+        data = conn.recv(maxlen, self.clock())
+        self._touch(conn)
+        return data
+
+    def shutdown(self, conn):
+        """Half-close: FIN after the queued data."""
+        if conn.state != states.CLOSED:
+            conn.shutdown(self.clock())
+        self._touch(conn)
+
+    def close(self, conn):
+        """Full close (FIN after queued data; RST if unread data, RFC 2525 §2.17). The
+        TCB stays in the table until it is closed (FIN handshake, TIME-WAIT)."""
+        if conn.state != states.CLOSED:
+            conn.close(self.clock())
+        self._touch(conn)
+
+    def abort(self, conn):
+        """RST the connection (RFC 9293 §3.10.5 ABORT)."""
+        if conn.state != states.CLOSED:
+            self._c["conns_aborted"] += 1
+            conn.abort(self.clock())
+        self._touch(conn)
+
+    # ------------------------------------------------------------------ listeners
+    def listen(self, port, backlog=128, config=None, ip=None):
+        """Passive open on `port` (0: pick an ephemeral port). -> Listener.
+
+        Raises OSError EADDRINUSE (already listening), EADDRNOTAVAIL (`ip` not ours).
+        """
+        if ip is not None:
+            ipb = to_ip(ip)
+            if ipb != self.ip and ipb != b"\0\0\0\0":
+                raise _oserror(errno.EADDRNOTAVAIL)
+        if port == 0:
+            port = self.free_port()
+        if not 0 < port <= 65535:
+            raise _oserror(errno.EINVAL, "port")
+        if port in self._listeners:
+            raise _oserror(errno.EADDRINUSE)
+        lst = self._listeners[port] = Listener(self, port, max(0, backlog), config, ip)
+        return lst
+
+    def unlisten(self, listener):
+        """Stop listening; children not yet accepted are reset (as Linux does on close)."""
+        if self._listeners.get(listener.port) is listener:
+            del self._listeners[listener.port]
+        listener.closed = True
+        children = list(listener.syn_queue) + list(listener.accept_queue)
+        listener.syn_queue.clear()
+        listener.accept_queue.clear()
+        for conn in children:
+            conn.owner.parent = None
+            self.abort(conn)
+
+    # ------------------------------------------------------------------ timers
+    def _push(self, conn, deadline):
+        conn.owner.armed = deadline
+        h = self._heap
+        earliest = h[0][0] if h else float("inf")
+        self._heap_seq += 1
+        heapq.heappush(h, (deadline, self._heap_seq, conn))
+        if deadline < earliest and not self._busy and self.wakeup is not None:
+            if not self._arp_heap or deadline < self._arp_heap[0][0]:
+                self.wakeup()
+
+    def _earliest(self):
+        a = self._heap[0][0] if self._heap else float("inf")
+        b = self._arp_heap[0][0] if self._arp_heap else float("inf")
+        return a if a < b else b
+
+    def _wake(self):
+        if not self._busy and self.wakeup is not None:
+            self.wakeup()
+
+    def next_deadline(self):
+        """Earliest pending deadline (possibly early: timers are invalidated lazily)."""
+        h = self._heap
+        a = self._arp_heap
+        if h:
+            d = h[0][0]
+            if a and a[0][0] < d:
+                return a[0][0]
+            return d
+        return a[0][0] if a else None
+
+    def on_timer(self):
+        """Fire everything due at clock(). Never raises (see `strict`)."""
+        now = self.clock()
+        self._busy = True
+        try:
+            h = self._heap
+            fired = []
+            while h and h[0][0] <= now:
+                d, _, conn = heapq.heappop(h)
+                rec = conn.owner
+                if rec.armed != d or rec.removed:
+                    continue                       # stale entry
+                rec.armed = None
+                nd = conn.next_deadline()
+                if nd is not None and nd <= now:
+                    try:
+                        conn.on_timer(now)
+                    except Exception as e:
+                        self.last_exception = e
+                        if self.strict:
+                            raise
+                        self.drops["internal_error"] += 1
+                fired.append(conn)
+            for conn in fired:                     # re-arm after the loop: always terminates
+                self._touch(conn)
+            while h:                               # drop stale heads: no spurious wakeups
+                d, _, conn = h[0]
+                rec = conn.owner
+                if rec.armed == d and not rec.removed:
+                    break
+                heapq.heappop(h)
+            if self._arp_heap and self._arp_heap[0][0] <= now:
+                self._arp_timers(now)
+            if len(h) > 64 + 2 * (len(self._table) + len(self._embryonic)):
+                self._compact()
+        finally:
+            self._busy = False
+
+    def _compact(self):
+        h = []
+        for tbl in (self._table, self._embryonic):
+            for conn in tbl.values():
+                a = conn.owner.armed
+                if a is not None:
+                    self._heap_seq += 1
+                    h.append((a, self._heap_seq, conn))
+        heapq.heapify(h)
+        self._heap = h
+
+    # ------------------------------------------------------------------ views and stats
+    @property
+    def listeners(self):
+        return types.MappingProxyType(self._listeners)
+
+    @property
+    def connections(self):
+        """{(local ip, local port, remote ip, remote port): conn} of every TCB in the table."""
+        out = {}
+        lip = ip_to_str(self.ip)
+        for tbl in (self._table, self._embryonic):
+            for conn in tbl.values():
+                r = conn.owner
+                out[(lip, r.local_port, ip_to_str(r.remote_ip), r.remote_port)] = conn
+        return out
+
+    def _live_stat(self, name):
+        total = 0
+        for tbl in (self._table, self._embryonic):
+            for conn in tbl.values():
+                total += getattr(conn, name, 0)
+        return total
+
+    @property
+    def counters(self):
+        """Stack counters; TCB retransmission counters summed over closed + live conns."""
+        c = dict(self._c)
+        c.update(frames_in=self._frames_in, bytes_in=self._bytes_in,
+                 frames_out=self._frames_out, bytes_out=self._bytes_out,
+                 frames_delivered=self._delivered,
+                 conns_live=len(self._table) + len(self._embryonic))
+        for k in ("conns_opened", "conns_accepted", "conns_closed", "conns_reset",
+                  "conns_timeout", "conns_refused", "conns_aborted", "rsts_sent"):
+            c.setdefault(k, 0)
+        for k in _CONN_STAT_KEYS:
+            c[k] = self._closed_stats.get(k, 0) + self._live_stat(k)
+        return c
+
+    def stats(self):
+        """JSON-able snapshot: counters, drops, TCB totals, listeners, connections, ARP."""
+        tcp = collections.Counter(self._closed_stats)
+        conns = []
+        for (lip, lport, rip, rport), conn in sorted(self.connections.items()):
+            st = dict(conn.stats)
+            for k in TCB_COUNTERS:
+                tcp[k] += getattr(conn, k, 0)
+            conns.append({"local": "%s:%d" % (lip, lport), "remote": "%s:%d" % (rip, rport),
+                          "state": states.STATE_NAMES[conn.state], "error": conn.error,
+                          "stats": st})
+        return {
+            "name": self.name,
+            "ip": ip_to_str(self.ip),
+            "mac": mac_to_str(self.mac),
+            "counters": self.counters,
+            "drops": dict(self.drops),
+            "tcp": dict(tcp),
+            "listeners": [{"port": l.port, "backlog": l.backlog, "syn_queue": len(l.syn_queue),
+                           "accept_queue": len(l.accept_queue)}
+                          for l in self._listeners.values()],
+            "connections": conns,
+            "arp": {ip: [mac, exp if isinstance(exp, str) else round(exp, 6)]
+                    for ip, (mac, exp) in self.arp_table().items()},
+        }
+
+    def __repr__(self):
+        return "HostStack(%s%s, %d conns, %d listeners)" % (
+            self.name + " " if self.name else "", ip_to_str(self.ip),
+            len(self._table) + len(self._embryonic), len(self._listeners))
