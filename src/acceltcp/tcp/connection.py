@@ -123,7 +123,7 @@ class TcpConnection:
 
         self.irs = self.rcv_nxt = self.rcv_adv = 0
         self.rcvbuf = bytearray()
-        self.reasm = ReassemblyQueue()
+        self.reasm = None                     # created at the first out-of-order segment
         self.rcv_fin_seq = None
         self.fin_rcvd = False
 
@@ -672,6 +672,8 @@ class TcpConnection:
         acked = seq_diff(ack, self.snd_una)
         old_wnd = self.snd_wnd
         sb = self.scoreboard
+        if sb is None and seg.sack_blocks and self.sack_ok:
+            sb = self.scoreboard = Scoreboard(self.mss, self.config.dupthresh)
         if sb is not None and (seg.sack_blocks or sb.has_sack_info):
             sb.update(ack if acked > 0 else self.snd_una, seg.sack_blocks, self.snd_max)
         if acked > 0:
@@ -763,6 +765,8 @@ class TcpConnection:
         self.cc.on_enter_recovery(now, seq_diff(self.snd_max, self.snd_una))
         end = None
         if self.sack_ok:
+            if self.scoreboard is None:           # dup ACKs that carried no SACK blocks
+                self.scoreboard = Scoreboard(self.mss, self.config.dupthresh)
             hole = self.scoreboard.next_seg(self.snd_una, self.snd_max, self.snd_una)
             if hole is not None and hole[0] == self.snd_una:
                 end = seq_add(self.snd_una, hole[1])
@@ -809,6 +813,8 @@ class TcpConnection:
             self.ack_pending = True
         else:
             self.ooo_segments += 1
+            if self.reasm is None:
+                self.reasm = ReassemblyQueue()
             self.reasm.add(seq, payload, rcv_nxt)
             self.full_segs = self.config.ack_every       # out of order: immediate dup ACK
             self.ack_pending = True
@@ -866,8 +872,6 @@ class TcpConnection:
         self.rcv_mss = max(cfg.mss - opt, 64)
         self.max_seg = self.mss
         self.cc.set_mss(self.mss)
-        if self.sack_ok:
-            self.scoreboard = Scoreboard(self.mss, cfg.dupthresh)
 
     def _ack_of_syn(self, seg, now: float) -> None:
         """Our SYN is acknowledged: RTT sample, stop the handshake timer."""
