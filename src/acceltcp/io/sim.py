@@ -587,7 +587,7 @@ class LinkEnd:
     __slots__ = ("link", "name", "mac", "stats", "_loop", "_time", "_call_at", "_peer",
                  "_receiver", "_taps", "_tx_free", "_backlog", "_queue_limit",
                  "_byte_time", "_delay", "_max_frame", "_injector", "_rng",
-                 "_reorder_default", "_peer_deliver", "_fault_base")
+                 "_reorder_default", "_peer_deliver", "_fault_base", "_ring")
 
     def __init__(self, link: "Link", name: str, mac: bytes, loop, byte_time: float,
                  delay: float, queue_limit: Optional[int], max_frame: Optional[int],
@@ -612,6 +612,7 @@ class LinkEnd:
         self._rng = rng
         self._reorder_default = reorder_default
         self._fault_base = dict.fromkeys(("lost",) + LinkStats.FAULTS, 0)
+        self._ring = None
         self.stats = LinkStats(self)
 
     # -- device API -----------------------------------------------------------
@@ -650,8 +651,32 @@ class LinkEnd:
         taps.remove(fn)
         self._taps = tuple(taps)
 
+    def begin_batch(self) -> None:
+        """Queue frames given to ``send()`` like descriptors in a TX ring ..."""
+        self._ring = []
+
+    def end_batch(self) -> None:
+        """... and hand them to the link now, in order, at the same virtual time.
+
+        A driver brackets each stack entry with these two calls, so the stack's CPU
+        accounting covers writing the ring but not the simulated wire behind it.
+        """
+        ring = self._ring
+        self._ring = None
+        if ring:
+            for frame in ring:
+                self._transmit(frame)
+
     def send(self, frame) -> bool:
-        """Transmit a frame; False if it was dropped at the transmitter (queue, MTU)."""
+        """Transmit a frame; False if it was dropped at the transmitter (queue, MTU).
+        Inside a batch the frame is queued and True returned."""
+        ring = self._ring
+        if ring is not None:
+            ring.append(frame)
+            return True
+        return self._transmit(frame)
+
+    def _transmit(self, frame) -> bool:
         if type(frame) is not bytes:
             frame = bytes(frame)  # the link holds an immutable snapshot
         now = self._time()

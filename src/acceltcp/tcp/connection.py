@@ -56,6 +56,9 @@ MAX_WSCALE = 14                    # RFC 7323 §2.3
 TS_OPTION = struct.Struct("!III")  # NOP, NOP, kind 8, len 10, TSval, TSecr
 TS_HEAD = 0x0101080A
 CHALLENGE_ACKS_PER_SECOND = 10     # RFC 5961 §7 rate limit, per connection
+TIME_WAIT_TICK = 1.0 / 1024        # TIME-WAIT expiries are rounded up to this tick, so a
+                                   # busy server reaps many in one timer run (Linux's
+                                   # inet_twsk timers are wheel-slotted the same way)
 
 # States in which the user may queue data, and in which queued data may be sent.
 _SEND_OK = frozenset({SYN_SENT, SYN_RECEIVED, ESTABLISHED, CLOSE_WAIT})
@@ -1140,7 +1143,7 @@ class TcpConnection:
         self._notify = True
         if new == TIME_WAIT:                       # (re)start 2MSL
             self.t_rto = self.t_persist = self.t_dack = None
-            self.t_tw = now + self.config.time_wait
+            self.t_tw = -(-(now + self.config.time_wait) // TIME_WAIT_TICK) * TIME_WAIT_TICK
         elif new == CLOSED:
             self.t_rto = self.t_persist = self.t_dack = self.t_tw = None
             self.closed = True
