@@ -168,5 +168,6 @@ class EchoLoad:
     def _finish(self, client):
         if self._clients.pop(client.conn, None) is None:
             return
+        client.conn = None          # no conn -> owner -> client -> conn cycle left behind
         if self.running:
             self._open()

@@ -144,11 +144,12 @@ class HostConn:
     face) and `app` its per-connection object; set both with `HostStack.attach`.
     """
 
-    __slots__ = ("conn", "key", "remote_ip", "local_port", "remote_port", "nexthop", "arp",
+    __slots__ = ("key", "remote_ip", "local_port", "remote_port", "nexthop", "arp",
                  "armed", "parent", "embryonic", "removed", "handler", "app", "passive")
 
-    def __init__(self, conn, key, remote_ip, local_port, remote_port, nexthop, passive):
-        self.conn = conn
+    # No reference back to the TCB: conn -> owner only, so a finished connection is
+    # freed by reference counting, without work for the cyclic garbage collector.
+    def __init__(self, key, remote_ip, local_port, remote_port, nexthop, passive):
         self.key = key
         self.remote_ip = remote_ip
         self.local_port = local_port
@@ -618,7 +619,7 @@ class HostStack:
 
     # ------------------------------------------------------------------ connections
     def _register(self, conn, key, remote_ip, lport, rport, nexthop, passive):
-        rec = HostConn(conn, key, remote_ip, lport, rport, nexthop, passive)
+        rec = HostConn(key, remote_ip, lport, rport, nexthop, passive)
         conn.owner = rec
         conn.key = key
         conn.on_event = self._on_conn_event
@@ -669,6 +670,10 @@ class HostStack:
                 lst.accept_queue.remove(conn)
             except ValueError:
                 pass
+        # Stale heap entries keep finished TCBs alive until their deadline; compact
+        # once they outnumber the live ones (amortized O(1) per removal).
+        if len(self._heap) > 64 + 2 * (len(self._table) + len(self._embryonic)):
+            self._compact()
         c = self._c
         c["conns_closed"] += 1
         err = conn.error
