@@ -270,6 +270,17 @@ def time_wait_2msl():
     return p.a.conn, CLOSED
 
 
+def time_wait_handoff():
+    """The host hands TIME-WAIT to a compact record; the TCB itself is done."""
+    p = a_time_wait()
+    conn = p.a.conn
+    expires = conn.t_tw
+    tw = conn.handoff_time_wait(p.now)
+    assert conn.closed and conn.error is None
+    assert (tw.rcv_nxt, tw.snd_nxt, tw.expires) == (conn.rcv_nxt, conn.snd_max, expires)
+    return conn, CLOSED
+
+
 def make_rst(reach, who, expected_error):
     def scenario():
         p = reach()
@@ -402,6 +413,7 @@ SCENARIOS = {
     (CLOSING, fsm.RCV_ACK_OF_FIN): [closing_ack_of_fin],
     (TIME_WAIT, fsm.RCV_FIN): [time_wait_fin],
     (TIME_WAIT, fsm.TIMEOUT_2MSL): [time_wait_2msl],
+    (TIME_WAIT, fsm.HANDOFF): [time_wait_handoff],
     (ESTABLISHED, fsm.RCV_FIN): [established_fin],
     (CLOSE_WAIT, fsm.APP_CLOSE): [close_wait_close],
     (LAST_ACK, fsm.RCV_ACK_OF_FIN): [last_ack_ack_of_fin],

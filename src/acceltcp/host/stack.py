@@ -57,6 +57,7 @@ import types
 
 from ..tcp import states
 from ..tcp.config import TcpConfig
+from ..tcp import timewait
 from ..tcp.connection import TcpConnection
 from ..tcp.seq import seq_add, seq_gt
 from ..wire.arp import ARP_REPLY, ARP_REQUEST, ArpPacket, parse_arp
@@ -265,6 +266,8 @@ class HostStack:
         self.drops = collections.Counter()
         self._table = {}          # key -> conn (synchronized or actively opened)
         self._embryonic = {}      # key -> conn (listener children in SYN-RECEIVED)
+        self._timewait = {}       # key -> tcp.timewait.TimeWait (the TCB is gone)
+        self._tw_fifo = {}        # 2MSL duration -> deque of TimeWait, in expiry order
         self._listeners = {}      # port -> Listener
         self._bound = collections.Counter()   # ports reserved by the socket layer
         self._heap = []           # (deadline, seq, conn)
@@ -313,13 +316,13 @@ class HostStack:
                 key = frame[26:38]            # src-ip|dst-ip|sport|dport (no IP options)
                 conn = self._table.get(key)
                 if conn is not None:
-                    if seg.flags & SYN and conn.state == _TIME_WAIT:
-                        self._time_wait_syn(conn, key, ip, seg, src)
-                        return
                     self._delivered += 1
                     conn.on_segment(seg, self.clock())
                     if conn.closed:
                         self._remove(conn)
+                        return
+                    if conn.state == _TIME_WAIT:
+                        self._enter_time_wait(conn)
                         return
                     d = conn.next_deadline()
                     if d is not None:
@@ -359,6 +362,16 @@ class HostStack:
             conn.on_segment(seg, now)
             self._touch(conn)
             return
+        tw = self._timewait.get(key)
+        if tw is not None:
+            self._delivered += 1
+            action = tw.on_segment(seg, now)
+            if action == timewait.KEEP:
+                return
+            del self._timewait[key]
+            if action == timewait.REMOVE:
+                return
+            self._c["time_wait_reopened"] += 1      # RFC 6191: a new incarnation's SYN
         src = ip.src
         flags = seg.flags
         if flags & RST:                              # RFC 9293 §3.10.7.1: never answer a RST
@@ -395,26 +408,6 @@ class HostStack:
         lst.syn_queue[conn] = None
         self._c["syns_received"] += 1
         conn.accept_syn(seg, now)
-        self._touch(conn)
-
-    def _time_wait_syn(self, conn, key, ip, seg, eth_src):
-        """A SYN for a 4-tuple in TIME-WAIT (RFC 9293 §3.6.1 / RFC 6191): with a listener,
-        and a SYN provably from a new incarnation (a newer timestamp if both use them,
-        else a sequence number beyond RCV.NXT), end the old TCB and accept the SYN."""
-        lst = self._listeners.get(seg.dst_port)
-        if lst is not None and not (seg.flags & (ACK | RST)):
-            if getattr(conn, "ts_ok", False) and seg.tsval is not None:
-                newer = seq_gt(seg.tsval, conn.ts_recent)
-            else:
-                newer = seq_gt(seg.seq, getattr(conn, "rcv_nxt", seg.seq))
-            if newer:
-                self._c["time_wait_reopened"] += 1
-                conn.abort(self.clock())          # no RST from TIME-WAIT; CLOSED, removed
-                self._remove(conn)
-                self._segment_slow(key, ip, seg, eth_src)
-                return
-        self._delivered += 1
-        conn.on_segment(seg, self.clock())
         self._touch(conn)
 
     def _martian(self, src):
@@ -691,11 +684,56 @@ class HostStack:
             if not conn.owner.removed:
                 self._remove(conn)
             return
+        if conn.state == _TIME_WAIT:
+            self._enter_time_wait(conn)
+            return
         d = conn.next_deadline()
         if d is not None:
             a = conn.owner.armed
             if a is None or d < a:
                 self._push(conn, d)
+
+    def _enter_time_wait(self, conn):
+        """Swap a TCB that reached TIME-WAIT for a compact record (tcp.timewait): the
+        TCB is freed now; the record lives in a FIFO, 2MSL being the same for all
+        connections of one config, so reaping is a popleft, not a heap operation."""
+        key = conn.owner.key
+        tw = conn.handoff_time_wait(self.clock())   # the TCB closes and leaves the table
+        if not conn.owner.removed:
+            self._remove(conn)
+        self._timewait[key] = tw
+        fifo = self._tw_fifo.get(tw.duration)
+        if fifo is None:
+            fifo = self._tw_fifo[tw.duration] = collections.deque()
+        if not fifo and not self._busy and self.wakeup is not None:
+            d = self.next_deadline()
+            if d is None or tw.expires <= d:
+                self.wakeup()
+        fifo.append((tw.expires, tw))
+
+    def _reap_time_wait(self, now):
+        tws = self._timewait
+        for fifo in self._tw_fifo.values():
+            while fifo and fifo[0][0] <= now:
+                expires, tw = fifo.popleft()
+                if tws.get(tw.key) is not tw:
+                    continue                         # ended early (RST, reopened)
+                if tw.expires > expires:
+                    # 2MSL restarted by a retransmitted FIN: back to the tail. Entries
+                    # there expire no earlier than ~now + 2MSL, so it is reaped at most
+                    # one 2MSL late, never early.
+                    fifo.append((tw.expires, tw))
+                    continue
+                del tws[tw.key]
+
+    def _time_wait_deadline(self):
+        d = None
+        for fifo in self._tw_fifo.values():
+            if fifo:
+                e = fifo[0][0]
+                if d is None or e < d:
+                    d = e
+        return d
 
     def attach(self, conn, handler, app=None):
         """Route `conn`'s events to `handler(conn)` (the app layer); `app` is its object."""
@@ -722,7 +760,7 @@ class HostStack:
                 raise _oserror(errno.EINVAL, "local port")
             lport = local_port
         key = _KEY.pack(rip, self.ip, remote_port, lport)
-        if key in self._table or key in self._embryonic:
+        if key in self._table or key in self._embryonic or key in self._timewait:
             raise _oserror(errno.EADDRNOTAVAIL, "4-tuple in use")
         now = self.clock()
         iss = self._isn(self.ip, lport, rip, remote_port, now) & _U32
@@ -749,7 +787,7 @@ class HostStack:
             if port in lst or port in bound:
                 continue
             key = _KEY.pack(rip, self.ip, rport, port)
-            if key not in table and key not in emb:
+            if key not in table and key not in emb and key not in self._timewait:
                 return port
         raise _oserror(errno.EADDRNOTAVAIL, "no ephemeral port free")
 
@@ -786,6 +824,7 @@ class HostStack:
         """The connections whose local port is `port` (bind conflict checks)."""
         out = [c for c in self._table.values() if c.owner.local_port == port]
         out.extend(c for c in self._embryonic.values() if c.owner.local_port == port)
+        out.extend(tw for tw in self._timewait.values() if tw.owner.local_port == port)
         return out
 
     # App-side calls into a TCB: supply `now`, then re-arm / reap. Errors of the TCB
@@ -878,12 +917,14 @@ class HostStack:
         """Earliest pending deadline (possibly early: timers are invalidated lazily)."""
         h = self._heap
         a = self._arp_heap
-        if h:
-            d = h[0][0]
-            if a and a[0][0] < d:
-                return a[0][0]
-            return d
-        return a[0][0] if a else None
+        d = h[0][0] if h else None
+        if a and (d is None or a[0][0] < d):
+            d = a[0][0]
+        if self._tw_fifo:
+            t = self._time_wait_deadline()
+            if t is not None and (d is None or t < d):
+                d = t
+        return d
 
     def on_timer(self):
         """Fire everything due at clock(). Never raises (see `strict`)."""
@@ -916,6 +957,8 @@ class HostStack:
                 if rec.armed == d and not rec.removed:
                     break
                 heapq.heappop(h)
+            if self._tw_fifo:
+                self._reap_time_wait(now)
             if self._arp_heap and self._arp_heap[0][0] <= now:
                 self._arp_timers(now)
             if len(h) > 64 + 2 * (len(self._table) + len(self._embryonic)):
@@ -950,6 +993,14 @@ class HostStack:
                 out[(lip, r.local_port, ip_to_str(r.remote_ip), r.remote_port)] = conn
         return out
 
+    @property
+    def time_wait(self):
+        """{(local ip, local port, remote ip, remote port): TimeWait} of connections in
+        TIME-WAIT (their TCBs are gone; see tcp.timewait)."""
+        lip = ip_to_str(self.ip)
+        return {(lip, tw.owner.local_port, ip_to_str(tw.owner.remote_ip), tw.owner.remote_port): tw
+                for tw in self._timewait.values()}
+
     def _live_stat(self, name):
         total = 0
         for tbl in (self._table, self._embryonic):
@@ -964,7 +1015,8 @@ class HostStack:
         c.update(frames_in=self._frames_in, bytes_in=self._bytes_in,
                  frames_out=self._frames_out, bytes_out=self._bytes_out,
                  frames_delivered=self._delivered,
-                 conns_live=len(self._table) + len(self._embryonic))
+                 conns_live=len(self._table) + len(self._embryonic),
+                 conns_time_wait=len(self._timewait))
         for k in ("conns_opened", "conns_accepted", "conns_closed", "conns_reset",
                   "conns_timeout", "conns_refused", "conns_aborted", "rsts_sent"):
             c.setdefault(k, 0)

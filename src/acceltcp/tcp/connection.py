@@ -42,6 +42,7 @@ from .config import TcpConfig
 from .reassembly import ReassemblyQueue
 from .rto import RtoEstimator
 from .scoreboard import Scoreboard
+from .timewait import TimeWait
 from .seq import seq_add, seq_diff, seq_ge, seq_gt, seq_in_window, seq_le, seq_lt
 from .states import (
     CLOSED, CLOSE_WAIT, CLOSING, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, LAST_ACK, LISTEN,
@@ -64,6 +65,10 @@ TIME_WAIT_TICK = 1.0 / 1024        # TIME-WAIT expiries are rounded up to this t
 _SEND_OK = frozenset({SYN_SENT, SYN_RECEIVED, ESTABLISHED, CLOSE_WAIT})
 _OUTPUT_STATES = frozenset({ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK})
 _RCV_DATA_STATES = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2})
+# Entering these changes what the app (or the host's table) can see: established,
+# end of input, gone. Moves between the closing states after CLOSE do not.
+_NOTIFY_STATES = frozenset({SYN_SENT, SYN_RECEIVED, ESTABLISHED, CLOSE_WAIT, CLOSED, LISTEN})
+_TRANSITIONS = fsm.TRANSITIONS
 
 ERROR_EXCEPTIONS = {
     "reset": ConnectionResetError,
@@ -303,6 +308,19 @@ class TcpConnection:
         self.app_closed = True
         self._to(fsm.APP_ABORT)
         self._flush_events()
+
+    def handoff_time_wait(self, now: float) -> TimeWait:
+        """Hand TIME-WAIT to a compact record (``tcp.timewait``); this TCB is done."""
+        cfg = self.config
+        shift = self.rcv_wscale
+        wnd = (self.rcv_adv - self.rcv_nxt) & MASK
+        tw = TimeWait(self.owner, self.key, self.output, self.snd_max, self.rcv_nxt,
+                      min(wnd >> shift, 0xFFFF) if wnd < 0x80000000 else 0, self.ts_ok,
+                      self.ts_offset, cfg.ts_hz, self.ts_recent, self.ts_recent_time,
+                      self.t_tw, cfg.time_wait)
+        self._to(fsm.HANDOFF, now)
+        self._flush_events()
+        return tw
 
     # --------------------------------------------------------------------- timers
     def next_deadline(self):
@@ -1138,9 +1156,13 @@ class TcpConnection:
 
     # ---------------------------------------------------------------- transitions
     def _to(self, event: int, now: float = 0.0) -> None:
-        new = fsm.next_state(self.state, event)
+        try:
+            new = _TRANSITIONS[(self.state, event)]
+        except KeyError:
+            raise fsm.IllegalTransition(self.state, event) from None
         self.state = new
-        self._notify = True
+        if new in _NOTIFY_STATES:
+            self._notify = True
         if new == TIME_WAIT:                       # (re)start 2MSL
             self.t_rto = self.t_persist = self.t_dack = None
             self.t_tw = -(-(now + self.config.time_wait) // TIME_WAIT_TICK) * TIME_WAIT_TICK

@@ -33,7 +33,8 @@ def test_server_side_time_wait_is_reopened_by_a_new_syn(loop, timestamps):
     a, b = net
     accepted = serve(b)
     client_round(loop, a)
-    [old] = b.connections.values()
+    assert b.connections == {}
+    [old] = b.time_wait.values()
     assert old.state == states.TIME_WAIT
     loop.run_for(0.5)
     t0 = loop.time()

@@ -53,8 +53,11 @@ def time_wait_conn(stack, dev, lport=6000):
     [fin] = [s for s in tcp_sent(dev) if s.tcp.flags & FIN]
     stack.receive_frame(tcp_frame(FIN | ACK, seq=peer_iss + 1, ack=(fin.tcp.seq + 1) % 2**32,
                                   sport=80, dport=lport))
-    assert conn.state == states.TIME_WAIT
-    return conn
+    # The TCB handed its TIME-WAIT to a compact record and closed.
+    assert conn.closed and stack.connections == {}
+    [tw] = stack.time_wait.values()
+    assert tw.state == states.TIME_WAIT and tw.owner.local_port == lport
+    return tw
 
 
 def test_time_wait_4_tuple_is_not_reused(pstack, dev, clock):
@@ -62,9 +65,9 @@ def test_time_wait_4_tuple_is_not_reused(pstack, dev, clock):
     with pytest.raises(OSError) as ei:
         pstack.connect(PEER_IP, 80, local_port=6000)
     assert ei.value.errno == 99
-    clock.advance(pstack.config.time_wait)
+    clock.advance(pstack.config.time_wait + 0.01)
     pstack.on_timer()
-    assert pstack.connections == {}
+    assert pstack.time_wait == {}
     pstack.connect(PEER_IP, 80, local_port=6000)
 
 

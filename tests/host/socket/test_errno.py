@@ -185,7 +185,7 @@ def test_bind_over_a_time_wait_connection_needs_reuseaddr(sk, loop):
     sk.run(1.0)
     lfd = [fd for fd in list(sk.b._fds) if sk.b._fds[fd].listener is not None][0]
     sk.b.close(lfd)
-    assert any(c.state == 10 for c in sk.net.b.connections.values())     # TIME-WAIT
+    assert any(c.state == 10 for c in sk.net.b.time_wait.values())       # TIME-WAIT
     s = sk.b.socket()
     assert errno_of(sk.b.bind, s, ("0.0.0.0", 80)) == errno.EADDRINUSE
     sk.b.setsockopt(s, SOL_SOCKET, SO_REUSEADDR, 1)
