@@ -26,7 +26,7 @@ def _stack(dev, clock, **kw):
 
 @pytest.fixture
 def make_stack(dev, clock):
-    """make_stack(**HostStack kwargs) -> a stack on `dev` at 10.0.0.1/24, clock `clock`."""
+    """make_stack(**HostStack kwargs) -> a stack on `dev` at 198.18.1.1/24, clock `clock`."""
     return lambda **kw: _stack(dev, clock, **kw)
 
 

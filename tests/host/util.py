@@ -7,9 +7,9 @@ from acceltcp.wire.ethernet import (BROADCAST_MAC, ETHERTYPE_ARP, ZERO_MAC, ethe
 from acceltcp.wire.ipv4 import ip_from_str, parse_ipv4
 from acceltcp.wire.tcp import SYN, build_tcp_frame, parse_tcp
 
-US_IP = ip_from_str("10.0.0.1")
-PEER_IP = ip_from_str("10.0.0.2")
-OTHER_IP = ip_from_str("10.0.0.3")
+US_IP = ip_from_str("198.18.1.1")
+PEER_IP = ip_from_str("198.18.1.2")
+OTHER_IP = ip_from_str("198.18.1.3")
 US_MAC = bytes.fromhex("020000000001")
 PEER_MAC = bytes.fromhex("020000000002")
 OTHER_MAC = bytes.fromhex("020000000003")

@@ -91,7 +91,7 @@ def test_arp_short():
 @pytest.mark.parametrize("field", ["hwtype", "ptype", "hwlen", "plen", "op"])
 def test_arp_unsupported(field):
     bad = {"hwtype": 6, "ptype": 0x86DD, "hwlen": 8, "plen": 16, "op": 3}[field]
-    a = ARP(op=1, hwsrc="02:00:00:00:00:01", psrc="10.0.0.1", pdst="10.0.0.2")
+    a = ARP(op=1, hwsrc="02:00:00:00:00:01", psrc="198.18.1.1", pdst="198.18.1.2")
     setattr(a, field, bad)
     with pytest.raises(WireError) as e:
         parse_arp(raw(a) + b"\0" * 40)
@@ -132,7 +132,7 @@ def test_ipv4_scapy_to_ours(src, dst, proto, payload, ident, ttl, tos, df, paddi
 
 
 def test_ipv4_ethernet_padding():
-    frame = raw(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / TCP())
+    frame = raw(Ether() / IP(src="198.18.1.1", dst="198.18.1.2") / TCP())
     frame += b"\0" * (60 - len(frame))
     h = parse_ipv4(frame[ETH_HLEN:])
     assert h.total_length == 40 and h.proto == IPPROTO_TCP
@@ -145,9 +145,9 @@ def test_ipv4_no_verify():
 
 
 def test_ip_helpers():
-    assert ip_from_str("10.0.0.1") == b"\x0a\0\0\x01"
-    assert ip_to_str(b"\xc0\xa8\x01\xff") == "192.168.1.255"
-    for bad in ("", "10.0.0", "10.0.0.256", "10.0.0.1.2", "a.b.c.d", "0x0a.0.0.1"):
+    assert ip_from_str("198.18.1.1") == b"\xc6\x12\x01\x01"
+    assert ip_to_str(b"\xc6\x13\x01\xff") == "198.19.1.255"
+    for bad in ("", "10.0.0", "198.18.1.256", "198.18.1.1.2", "a.b.c.d", "0x0a.0.0.1"):
         with pytest.raises(ValueError):
             ip_from_str(bad)
 
@@ -158,7 +158,7 @@ def test_ipv4_header_too_long():
 
 
 def _ip(**kw):
-    return raw(IP(src="10.0.0.1", dst="10.0.0.2", **kw) / Raw(b"x" * 8))
+    return raw(IP(src="198.18.1.1", dst="198.18.1.2", **kw) / Raw(b"x" * 8))
 
 
 def _reason(buf):

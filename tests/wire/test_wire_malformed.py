@@ -40,7 +40,7 @@ def tcp_raw(header_and_options, payload=b""):
 
 
 def _ip_bad(**kw):
-    return raw(IP(src="10.0.0.1", dst="10.0.0.2", **kw) / Raw(b"x" * 8))
+    return raw(IP(src="198.18.1.1", dst="198.18.1.2", **kw) / Raw(b"x" * 8))
 
 
 PAD = b"\0" * 20      # scapy sizes the addresses from hwlen/plen

@@ -132,7 +132,7 @@ def test_used_entry_is_reprobed_by_unicast_at_expiry(make_stack, dev, clock):
     assert probe.eth_dst == PEER_MAC and probe.arp.target_ip == PEER_IP
     assert stack.arp_lookup(PEER_IP) == PEER_MAC      # still usable while probing
     stack.receive_frame(arp_reply())
-    assert stack.arp_table()["10.0.0.2"][1] == pytest.approx(5.0)
+    assert stack.arp_table()["198.18.1.2"][1] == pytest.approx(5.0)
 
 
 def test_used_entry_that_stops_answering_is_removed(make_stack, dev, clock):
@@ -159,7 +159,7 @@ def test_refresh_by_traffic_extends_the_entry(make_stack, clock):
 
 
 def test_off_subnet_destinations_resolve_the_gateway(make_stack, dev):
-    gw = ip_from_str("10.0.0.254")
+    gw = ip_from_str("198.18.1.254")
     stack = make_stack(gateway=gw)
     stack.connect("192.0.2.7", 80)
     [req] = arp_sent(dev)

@@ -53,8 +53,8 @@ def test_no_syn_no_ack_to_a_listener_is_dropped_silently(stack, dev):
 
 
 def test_martian_source_gets_no_rst(stack, dev):
-    for src in (b"\xe0\x00\x00\x01", b"\x00\x00\x00\x00", b"\x0a\x00\x00\xff",
-                b"\x0a\x00\x00\x01"):
+    for src in (b"\xe0\x00\x00\x01", b"\x00\x00\x00\x00", b"\xc6\x12\x01\xff",
+                b"\xc6\x12\x01\x01"):
         stack.receive_frame(syn(src_ip=src))
     assert dev.sent == []
     assert stack.drops["bad_src_addr"] == 4

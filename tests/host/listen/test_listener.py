@@ -152,5 +152,5 @@ def test_listen_on_port_zero_picks_a_free_port(lstack):
 
 def test_listen_on_a_foreign_address_is_eaddrnotavail(lstack):
     with pytest.raises(OSError) as ei:
-        lstack.listen(80, ip="10.0.0.99")
+        lstack.listen(80, ip="198.18.1.99")
     assert ei.value.errno == 99
