@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` and `make test`. Each installs what it
-# needs (a virtualenv with the package; tshark from Debian when running as root).
+# needs (a virtualenv with the package; Debian tools when running as root: system-deps).
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
@@ -11,11 +11,29 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 
-# Debian tools the tests use as independent checkers (tshark reads our pcaps).
+# Debian tools the tests use as real peers and independent checkers (tshark reads our
+# pcaps; tcpdump, socat, nc, nftables and iproute2 for the TAP/namespace tests in
+# tests/net), and what the real-network benchmark builds (gcc + libc headers for its C
+# load client, benchmarks/rr_client.c). Installs only what is missing, as root.
+SYSTEM_DEPS := tshark:tshark tcpdump:tcpdump socat:socat nc:netcat-openbsd nft:nftables \
+               ip:iproute2 nstat:iproute2 cc:gcc \
+               /usr/include/stdio.h:libc6-dev
+
 system-deps:
-	@if [ "$$(id -u)" = 0 ] && ! command -v tshark >/dev/null 2>&1; then \
-		apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tshark >/dev/null; \
+	@if [ "$$(id -u)" = 0 ]; then \
+		missing=""; \
+		for dep in $(SYSTEM_DEPS); do \
+			what=$${dep%%:*}; pkg=$${dep#*:}; \
+			case $$what in \
+				/*) [ -e "$$what" ] || missing="$$missing $$pkg" ;; \
+				*) command -v "$$what" >/dev/null 2>&1 || missing="$$missing $$pkg" ;; \
+			esac; \
+		done; \
+		if [ -n "$$missing" ]; then \
+			apt-get update -qq && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+				$$missing >/dev/null; \
+		fi; \
 	fi
 
 demo: $(STAMP)

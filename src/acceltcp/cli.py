@@ -1,4 +1,5 @@
-"""The ``acceltcp`` command: ``demo`` and ``bench`` (more subcommands join as they land)."""
+"""The ``acceltcp`` command: ``demo``, ``bench``; on a real TAP (root): ``testbed``,
+``serve``, ``connect`` (more subcommands join as they land)."""
 
 import argparse
 import sys
@@ -50,6 +51,39 @@ def cmd_bench(args) -> int:
     return bench_main(args)
 
 
+def cmd_testbed(args) -> int:
+    """Create, inspect or remove the peer network namespace (root)."""
+    import json
+
+    from .testbed import netns as tb
+    try:
+        if args.action == "up":
+            created = tb.up(args.netns, ref=args.ref, ref_name=args.ref_netns)
+            print("testbed up: %s%s" % (", ".join([args.netns] + ([args.ref_netns] if args.ref
+                                                                  else [])),
+                                        " (created %s)" % ", ".join(created) if created else
+                                        " (already there)"))
+        elif args.action == "down":
+            removed = tb.down(args.netns, ref_name=args.ref_netns)
+            print("testbed down: %s" % (", ".join(removed) if removed else "nothing to remove"))
+        elif args.action == "status":
+            st = tb.status(args.netns, ref_name=args.ref_netns)
+            print(json.dumps(st, indent=1) if st else "testbed: no namespace")
+            return 0 if st else 1
+        elif args.action == "loss":
+            if args.percent is None or args.percent == 0 and not args.out:
+                tb.clear_loss(args.netns)
+                print("testbed loss: cleared")
+            else:
+                tb.set_loss(args.percent, args.out, name=args.netns, ifname=args.tap)
+                print("testbed loss: %s%% from the stack, %s%% to it" % (
+                    args.percent, args.percent if args.out is None else args.out))
+    except tb.TestbedError as e:
+        print("acceltcp testbed: %s" % e, file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="acceltcp",
@@ -76,6 +110,26 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeat", type=int, default=3, help="runs per figure; the median is kept")
     bench.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     bench.set_defaults(func=cmd_bench)
+
+    from .serve.commands import add_connect_parser, add_serve_parser
+    from .testbed.netns import DEFAULT_NS, REF_NS, TAP_NAME
+    tbp = sub.add_parser("testbed", help="peer network namespace for real kernels (root)",
+                         description="up: create the namespace %s (idempotent); down: end "
+                                     "its processes and remove it (also after a crash); "
+                                     "status; loss PCT [--out PCT]: random kernel-side TCP "
+                                     "loss on the TAP (no PCT: clear)." % DEFAULT_NS)
+    tbp.add_argument("action", choices=("up", "down", "status", "loss"))
+    tbp.add_argument("percent", nargs="?", type=int, help="loss: %% of frames from the stack")
+    tbp.add_argument("--out", type=int, help="loss: %% of frames to the stack (default: same)")
+    tbp.add_argument("--netns", default=DEFAULT_NS, help="namespace name (%(default)s)")
+    tbp.add_argument("--ref", action="store_true",
+                     help="up: also the reference namespace %s (kernel-stack servers, veth "
+                          "198.18.1.0/24) for the benchmarks" % REF_NS)
+    tbp.add_argument("--ref-netns", default=REF_NS, help=argparse.SUPPRESS)
+    tbp.add_argument("--tap", default=TAP_NAME, help=argparse.SUPPRESS)
+    tbp.set_defaults(func=cmd_testbed)
+    add_serve_parser(sub)
+    add_connect_parser(sub)
     return parser
 
 

@@ -1,0 +1,275 @@
+"""Real-network benchmark: the stack on a TAP vs kernel-stack asyncio/uvloop servers.
+
+Run as root, from the repository (it builds benchmarks/rr_client.c with cc):
+
+    .venv/bin/python benchmarks/realnet.py [--bulk-gib 1] [--rr-seconds 5] [--json out.json]
+
+Side by side, in one run, on this machine:
+
+1. bulk receive: a kernel client (plain Python socket, namespace atcp-bench) sends
+   --bulk-gib GiB to a discard server: the stack (`acceltcp serve sink`, TAP offloads
+   on, then off) and, as the reference, an asyncio and a uvloop server on the kernel
+   stack (namespace atcp-bench-ref, reached over a veth). MB/s as the client sees it
+   (until the server's close), and host CPU seconds per GiB (all cores, /proc/stat:
+   the kernel's share, the client and the server together), plus the server's own CPU.
+2. short-lived 64 B request/response transactions/s, one connection per transaction,
+   --concurrency connections in flight, from benchmarks/rr_client.c (epoll, one core;
+   its own CPU is reported to show it is not the bottleneck), against the stack's echo
+   server (offloads on and off) and asyncio/uvloop echo servers on the kernel stack.
+
+Every figure is followed by its ratio to the asyncio kernel-stack server. The traffic
+stays inside the two namespaces this script creates and removes (198.18.0.0/15).
+"""
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PY = sys.executable
+NS = "atcp-bench"
+REF = "atcp-bench-ref"
+STACK_IP = "198.18.0.2"
+REF_IP = "198.18.1.2"
+GiB = 1 << 30
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_busy_s():
+    """Busy CPU seconds of the whole host so far (all cores)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + v[4]
+    return (sum(v[:8]) - idle) / CLK
+
+
+def proc_cpu_s(pid):
+    """utime + stime of process `pid` so far, seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK
+
+
+def ns(name, argv):
+    return ["ip", "netns", "exec", name] + argv
+
+
+def cli(*args):
+    subprocess.run([PY, "-m", "acceltcp.cli"] + list(args), check=True, capture_output=True)
+
+
+class Server:
+    """A server subprocess; `stop()` -> its final JSON (stats file or last stdout line)."""
+
+    def __init__(self, argv, ready_stream, stats=None):
+        self.stats = stats
+        self.p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+        stream = self.p.stderr if ready_stream == "stderr" else self.p.stdout
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = stream.readline()
+            if '"ready"' in line:
+                return
+            if not line and self.p.poll() is not None:
+                break
+        self.p.kill()
+        raise RuntimeError("server did not start: %s" % (self.p.stderr.read()[-2000:],))
+
+    def stop(self):
+        self.p.send_signal(signal.SIGTERM)
+        try:
+            out, err = self.p.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            out, err = self.p.communicate()
+        if self.stats:
+            return json.loads(Path(self.stats).read_text())
+        lines = [x for x in out.splitlines() if x.startswith("{")]
+        return json.loads(lines[-1]) if lines else {}
+
+
+def stack_server(app, port, offload, tmp, extra=()):
+    stats = os.path.join(tmp, "stack-%s-%d.json" % (app, offload))
+    argv = [PY, "-m", "acceltcp.cli", "serve", app, "--port", str(port), "--netns", NS,
+            "--stats-file", stats] + ([] if offload else ["--no-offload"]) + list(extra)
+    return Server(argv, "stderr", stats)
+
+
+def kernel_server(app, port, loop):
+    argv = ns(REF, [PY, "-m", "acceltcp.testbed.peer", "server", app, "--port", str(port),
+                    "--loop", loop])
+    return Server(argv, "stdout")
+
+
+def bulk(label, host, port, nbytes, start):
+    srv = start()
+    time.sleep(0.2)
+    c0 = cpu_busy_s()
+    s0 = proc_cpu_s(srv.p.pid)
+    r = subprocess.run(ns(NS, [PY, "-m", "acceltcp.testbed.peer", "send", host, str(port),
+                               "--bytes", str(nbytes), "--timeout", "120"]),
+                       capture_output=True, text=True, timeout=600)
+    c1 = cpu_busy_s()
+    s1 = proc_cpu_s(srv.p.pid)
+    st = srv.stop()
+    if r.returncode != 0:
+        raise RuntimeError("%s: client failed: %s" % (label, r.stderr[-2000:]))
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    out = {"label": label, "mb_per_s": res["mb_per_s"], "elapsed_s": res["elapsed_s"],
+           "host_cpu_s_per_gib": (c1 - c0) / (nbytes / GiB),
+           "client_cpu_s": res["cpu_s"], "server_cpu_s": s1 - s0}
+    if "cpu" in st:                       # the stack's stats file
+        out["frames_in"] = st["frames_in"]
+        out["bytes_per_frame_in"] = st["bytes_in"] / max(st["frames_in"], 1)
+        out["received"] = st["app_stats"]["bytes"]
+    else:
+        out["received"] = st.get("stats", {}).get("bytes")
+    if out["received"] != nbytes:
+        raise RuntimeError("%s: server received %s of %d bytes" % (label, out["received"],
+                                                                    nbytes))
+    return out
+
+
+def rr(label, host, port, seconds, conc, client, start):
+    srv = start()
+    time.sleep(0.2)
+    c0 = cpu_busy_s()
+    s0 = proc_cpu_s(srv.p.pid)
+    r = subprocess.run(ns(NS, [client, host, str(port), str(conc), str(seconds), "64"]),
+                       capture_output=True, text=True, timeout=seconds + 60)
+    c1 = cpu_busy_s()
+    s1 = proc_cpu_s(srv.p.pid)
+    time.sleep(0.3)
+    srv.stop()
+    if r.returncode != 0:
+        raise RuntimeError("%s: client failed: %s" % (label, r.stderr))
+    res = json.loads(r.stdout)
+    out = {"label": label, "tps": res["tps"], "errors": res["errors"],
+           "client_cpu_pct": res["client_cpu_pct"], "mean_latency_us": res["mean_latency_us"],
+           "host_cpu_us_per_txn": 1e6 * (c1 - c0) / max(res["transactions"], 1),
+           "transactions": res["transactions"],
+           "server_cpu_pct": 100.0 * (s1 - s0) / res["elapsed_s"]}
+    return out
+
+
+def build_client(tmp):
+    exe = os.path.join(tmp, "rr_client")
+    subprocess.run(["cc", "-O2", "-o", exe, str(HERE / "rr_client.c")], check=True)
+    return exe
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bulk-gib", type=float, default=1.0)
+    p.add_argument("--rr-seconds", type=float, default=5.0)
+    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--repeat", type=int, default=3,
+                   help="runs per figure; the run with the median rate is kept (3)")
+    p.add_argument("--json", metavar="FILE")
+    p.add_argument("--skip-bulk", action="store_true")
+    p.add_argument("--skip-rr", action="store_true")
+    a = p.parse_args(argv)
+    if os.geteuid() != 0:
+        print("benchmarks/realnet.py needs root (namespaces, TAP)", file=sys.stderr)
+        return 2
+    nbytes = int(a.bulk_gib * GiB)
+    results = {"bulk": [], "rr": [], "machine": {"cpus": os.cpu_count(),
+                                                 "kernel": os.uname().release}}
+    cli("testbed", "down", "--netns", NS, "--ref-netns", REF)
+    cli("testbed", "up", "--ref", "--netns", NS, "--ref-netns", REF)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            client = build_client(tmp)
+            if not a.skip_bulk:
+                for offload in (True, False):
+                    label = "stack, TAP offloads %s" % ("on" if offload else "off")
+                    results["bulk"].append(median_run(
+                        lambda o=offload, lb=label: bulk(
+                            lb, STACK_IP, 9, nbytes, lambda: stack_server("sink", 9, o, tmp)),
+                        a.repeat, "mb_per_s"))
+                    _progress(results["bulk"][-1])
+                for loop in ("asyncio", "uvloop"):
+                    results["bulk"].append(median_run(
+                        lambda lp=loop: bulk("kernel + %s" % lp, REF_IP, 9, nbytes,
+                                             lambda: kernel_server("sink", 9, lp)),
+                        a.repeat, "mb_per_s"))
+                    _progress(results["bulk"][-1])
+            if not a.skip_rr:
+                for offload in (True, False):
+                    label = "stack, TAP offloads %s" % ("on" if offload else "off")
+                    results["rr"].append(median_run(
+                        lambda o=offload, lb=label: rr(
+                            lb, STACK_IP, 7, a.rr_seconds, a.concurrency, client,
+                            lambda: stack_server("echo", 7, o, tmp)),
+                        a.repeat, "tps"))
+                    _progress(results["rr"][-1])
+                for loop in ("asyncio", "uvloop"):
+                    results["rr"].append(median_run(
+                        lambda lp=loop: rr("kernel + %s" % lp, REF_IP, 7, a.rr_seconds,
+                                           a.concurrency, client,
+                                           lambda: kernel_server("echo", 7, lp)),
+                        a.repeat, "tps"))
+                    _progress(results["rr"][-1])
+    finally:
+        cli("testbed", "down", "--netns", NS, "--ref-netns", REF)
+    report(results, a)
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+def median_run(fn, repeat, key):
+    runs = sorted((fn() for _ in range(repeat)), key=lambda r: r[key])
+    out = runs[len(runs) // 2]
+    out["runs"] = [r[key] for r in runs]
+    return out
+
+
+def _progress(r):
+    print("  done: %s" % r["label"], file=sys.stderr, flush=True)
+
+
+def _ref(rows, key):
+    for r in rows:
+        if r["label"] == "kernel + asyncio":
+            return r[key]
+    return None
+
+
+def report(results, a):
+    if results["bulk"]:
+        print("\nBulk receive, kernel client -> server, %.2f GiB, one connection "
+              "(median of %d)" % (a.bulk_gib, a.repeat))
+        print("%-26s %10s %8s %14s %9s %12s %14s" % ("server", "MB/s", "x async",
+                                                     "host CPU s/GiB", "x async",
+                                                     "server CPU s", "B/frame in"))
+        ref_mb = _ref(results["bulk"], "mb_per_s")
+        ref_cpu = _ref(results["bulk"], "host_cpu_s_per_gib")
+        for r in results["bulk"]:
+            print("%-26s %10.0f %8.2f %14.2f %9.2f %12.2f %14s" % (
+                r["label"], r["mb_per_s"], r["mb_per_s"] / ref_mb, r["host_cpu_s_per_gib"],
+                r["host_cpu_s_per_gib"] / ref_cpu, r["server_cpu_s"] or 0,
+                "%.0f" % r["bytes_per_frame_in"] if "bytes_per_frame_in" in r else "-"))
+    if results["rr"]:
+        print("\nShort-lived 64 B request/response, one connection per transaction, "
+              "%d concurrent, %.0f s (median of %d)" % (a.concurrency, a.rr_seconds, a.repeat))
+        print("%-26s %10s %8s %16s %12s %12s %12s %8s" % (
+            "server", "txn/s", "x async", "host CPU us/txn", "server CPU %", "client CPU %",
+            "latency us", "errors"))
+        ref = _ref(results["rr"], "tps")
+        for r in results["rr"]:
+            print("%-26s %10.0f %8.2f %16.1f %12.1f %12.1f %12.0f %8d" % (
+                r["label"], r["tps"], r["tps"] / ref, r["host_cpu_us_per_txn"],
+                r["server_cpu_pct"], r["client_cpu_pct"], r["mean_latency_us"], r["errors"]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

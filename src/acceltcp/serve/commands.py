@@ -1,0 +1,473 @@
+"""``acceltcp serve`` and ``acceltcp connect``: the stack on a TAP, against real kernels.
+
+    acceltcp testbed up
+    acceltcp serve echo --port 7 --stats-file out.json &      # the stack is the server
+    ip netns exec atcp-peer socat - TCP:198.18.0.2:7
+    acceltcp connect 198.18.0.1 5001 -o data.bin --sha256      # the stack is the client
+
+Both run until done (connect) or SIGINT/SIGTERM (serve), then write the stack's
+counters as JSON (``--stats-file``; SIGUSR1 writes them at any time). ``--pcap FILE``
+records every frame the stack sees, both directions, as the device carries it (with
+offloads on: 64 KiB super-frames, partial checksums on what the stack sends).
+When ready, both print one JSON line ``{"event": "ready", ...}`` on stderr.
+"""
+
+import asyncio
+import errno
+import hashlib
+import json
+import os
+import random
+import resource
+import signal
+import sys
+import time
+
+from ..tcp.config import TcpConfig
+from .runner import TapHost
+
+__all__ = ["cmd_serve", "cmd_connect", "add_tap_arguments", "stats_snapshot"]
+
+MiB = 1 << 20
+
+
+def add_tap_arguments(p):
+    """Options shared by serve and connect."""
+    from ..testbed import netns as tb
+    p.add_argument("--netns", default=tb.DEFAULT_NS,
+                   help="peer namespace holding the TAP's kernel end (%(default)s)")
+    p.add_argument("--tap", default=tb.TAP_NAME, help="TAP interface name (%(default)s)")
+    p.add_argument("--ip", default=tb.STACK_IP, help="the stack's address (%(default)s)")
+    p.add_argument("--peer-ip", default=tb.PEER_IP,
+                   help="the kernel end's address, /24 (%(default)s)")
+    p.add_argument("--no-offload", dest="offload", action="store_false",
+                   help="TAP without checksum offload/TSO/LRO: MTU-sized, fully "
+                        "checksummed frames both ways")
+    p.add_argument("--no-tso", dest="tso", action="store_false",
+                   help="keep checksum offload and LRO but send MSS-sized segments")
+    p.add_argument("--pcap", metavar="FILE", help="record every frame the stack sees")
+    p.add_argument("--stats-file", metavar="FILE",
+                   help="write JSON counters here on exit (and on SIGUSR1)")
+    p.add_argument("--rcv-buf", type=int, default=1 << 20,
+                   help="TCP receive buffer per connection, bytes (%(default)s)")
+    p.add_argument("--snd-buf", type=int, default=1 << 20,
+                   help="TCP send buffer per connection, bytes (%(default)s)")
+    p.add_argument("--batch", type=int, default=256,
+                   help="frames read per wake-up at most (%(default)s)")
+    p.add_argument("--profile", metavar="FILE",
+                   help="run under cProfile and dump the stats to FILE (pstats format)")
+
+
+def _config(args):
+    return TcpConfig(rcv_buf=args.rcv_buf, snd_buf=args.snd_buf)
+
+
+def _tap_host(loop, args):
+    """-> TapHost, or None after printing why not (no namespace, not root, ...)."""
+    from ..testbed.netns import TestbedError
+    try:
+        return _open_tap_host(loop, args)
+    except (TestbedError, OSError) as e:
+        what = "%s %s" % (args.command, getattr(args, "app", "") or "")
+        if isinstance(e, PermissionError) or getattr(e, "errno", None) == errno.EPERM:
+            e = "%s (needs root: /dev/net/tun, network namespaces)" % e
+        print("acceltcp %s: %s" % (what.strip(), e), file=sys.stderr)
+        return None
+
+
+def _open_tap_host(loop, args):
+    return TapHost(loop, netns=args.netns, tap_name=args.tap, stack_ip=args.ip,
+                   peer_ip=args.peer_ip, offload=args.offload,
+                   tso=args.tso if args.offload else False, config=_config(args),
+                   pcap=args.pcap, batch=args.batch)
+
+
+def stats_snapshot(host, extra=None):
+    """The JSON counters of a TapHost's stack, device and process."""
+    st = host.stack
+    c = st.counters
+    tcp = st.stats()["tcp"]
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    out = {
+        "offload": st.offload,
+        "tso": st.tso,
+        "tap": host.device.name,
+        "netns": host.netns,
+        "stack_ip": host.stack_ip,
+        "frames_in": c["frames_in"],
+        "bytes_in": c["bytes_in"],
+        "frames_out": c["frames_out"],
+        "bytes_out": c["bytes_out"],
+        "conns_accepted": c.get("conns_accepted", 0),
+        "conns_opened": c.get("conns_opened", 0),
+        "conns_closed": c.get("conns_closed", 0),
+        "conns_live": c.get("conns_live", 0),
+        "retransmits": c.get("retransmits", 0),
+        "fast_retransmits": c.get("fast_retransmits", 0),
+        "rto_timeouts": c.get("rto_timeouts", 0),
+        "drops": dict(st.drops),
+        "csum_trusted": st.csum_skipped,
+        "counters": c,
+        "tcp": tcp,
+        "device": host.device.stats.as_dict(),
+        "cpu": {"user_s": ru.ru_utime, "sys_s": ru.ru_stime,
+                "stack_s": host.runner.cpu_ns / 1e9},
+        "elapsed_s": time.monotonic() - host.started,
+    }
+    if host.pcap is not None:
+        out["pcap"] = {"path": host.pcap.path, "frames": host.pcap.frames}
+    if extra:
+        out.update(extra)
+    return out
+
+
+def _write_json(path, obj):
+    tmp = "%s.tmp%d" % (path, os.getpid())
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _ready(**info):
+    info["event"] = "ready"
+    sys.stderr.write(json.dumps(info) + "\n")
+    sys.stderr.flush()
+
+
+def _new_loop():
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    return loop
+
+
+def profiled(fn):
+    """Run the command under cProfile when --profile FILE is given."""
+    def run(args):
+        if not getattr(args, "profile", None):
+            return fn(args)
+        import cProfile
+        prof = cProfile.Profile()
+        try:
+            return prof.runcall(fn, args)
+        finally:
+            prof.dump_stats(args.profile)
+    run.__doc__ = fn.__doc__
+    return run
+
+
+# ---------------------------------------------------------------------- serve
+def cmd_serve(args) -> int:
+    """The stack serves an application on a TAP in the peer namespace until a signal."""
+    from ..apps.bulk import SinkServer
+    from ..apps.echo import EchoServer
+
+    loop = _new_loop()
+    host = _tap_host(loop, args)
+    if host is None:
+        loop.close()
+        return 2
+    host.runner.cpu_accounting = True
+    if args.app == "echo":
+        app = EchoServer(host.stack, args.port, backlog=args.backlog)
+    else:
+        app = SinkServer(host.stack, args.port, backlog=args.backlog, digest=args.sha256)
+    stop = loop.create_future()
+
+    def app_stats():
+        if args.app == "echo":
+            d = {"accepted": app.accepted, "bytes_echoed": app.bytes_echoed}
+        else:
+            d = {"bytes": app.bytes, "closed": app.closed}
+            if app.digest is not None:
+                d["sha256"] = app.digest.hexdigest()
+        return {"command": "serve", "app": args.app, "port": args.port, "app_stats": d}
+
+    def dump():
+        if args.stats_file:
+            _write_json(args.stats_file, stats_snapshot(host, app_stats()))
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+    loop.add_signal_handler(signal.SIGUSR1, dump)
+    _ready(app=args.app, ip=host.stack_ip, port=args.port, tap=host.device.name,
+           netns=host.netns, offload=args.offload, pid=os.getpid())
+    try:
+        loop.run_until_complete(stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+            loop.remove_signal_handler(sig)
+        dump()
+        host.close()
+        loop.close()
+    return 0
+
+
+# ---------------------------------------------------------------------- connect
+class _Input:
+    """What the client sends: generated bytes, stdin, or nothing."""
+
+    def __init__(self, loop, args, wake):
+        self.digest = hashlib.sha256() if args.sha256 else None
+        self.sent = 0
+        self.eof = False
+        self.pending = b""
+        self._gen = None
+        self._fd = None
+        self._poll_fd = False
+        if args.send_bytes is not None:
+            self._gen = random.Random(args.seed)
+            self._left = args.send_bytes
+        elif args.no_stdin:
+            self.eof = None                  # never half-close
+        else:
+            self._fd = sys.stdin.fileno()
+            os.set_blocking(self._fd, False)
+            try:
+                loop.add_reader(self._fd, wake)
+                self._poll_fd = True
+                self._loop = loop
+            except (PermissionError, OSError):
+                self._poll_fd = False        # a regular file or /dev/null: always readable
+
+    def read(self, n):
+        """-> bytes, b"" at EOF, None if nothing is available now."""
+        if self.pending:
+            d, self.pending = self.pending, b""
+            return d
+        if self._gen is not None:
+            if self._left <= 0:
+                return b""
+            k = min(n, self._left)
+            self._left -= k
+            return self._gen.randbytes(k)
+        if self._fd is None:
+            return None
+        try:
+            return os.read(self._fd, n)
+        except BlockingIOError:
+            return None
+
+    def unread(self, data):
+        self.pending = data
+
+    def close(self):
+        if self._poll_fd:
+            self._loop.remove_reader(self._fd)
+            self._poll_fd = False
+
+
+def cmd_connect(args) -> int:
+    """The stack is the client: connect to a kernel server in the peer namespace."""
+    loop = _new_loop()
+    host = _tap_host(loop, args)
+    if host is None:
+        loop.close()
+        return 2
+    host.runner.cpu_accounting = True
+    stack = host.stack
+    if args.transactions:
+        return _echo_load(loop, host, args)
+    done = loop.create_future()
+    out = None
+    if args.output == "-":
+        out = sys.stdout.buffer
+    elif args.output:
+        out = open(args.output, "wb")
+    rdigest = hashlib.sha256() if args.sha256 else None
+    state = {"received": 0, "t_open": None, "t_first": None, "t_eof": None, "error": None,
+             "shut": False}
+    conn = None
+
+    def finish(err=None):
+        if not done.done():
+            state["error"] = err
+            done.set_result(None)
+
+    def pump():
+        if conn is None or conn.closed or conn.error is not None:
+            return
+        if state["shut"] or inp.eof is None:
+            return
+        while conn.writable:
+            d = inp.read(256 * 1024)
+            if d is None:
+                return
+            if not d:
+                stack.shutdown(conn)          # half-close: our side is done
+                state["shut"] = True
+                inp.eof = True
+                return
+            n = stack.send(conn, d)
+            if inp.digest is not None:
+                inp.digest.update(d[:n])
+            inp.sent += n
+            if n < len(d):
+                inp.unread(d[n:])
+                return
+
+    def on_event(c):
+        if c.error is not None:
+            finish(c.error)
+            return
+        if state["t_open"] is None and c.state in (4, 7):        # ESTABLISHED, CLOSE-WAIT
+            state["t_open"] = loop.time()
+        if c.rcvbuf:
+            data = stack.recv(c, 1 << 30)
+            if state["t_first"] is None:
+                state["t_first"] = loop.time()
+            state["received"] += len(data)
+            if rdigest is not None:
+                rdigest.update(data)
+            if out is not None:
+                out.write(data)
+        pump()
+        if c.eof and state["t_eof"] is None:
+            state["t_eof"] = loop.time()
+            if inp.eof is None or not state["shut"]:
+                stack.close(c)                 # the server is done: so are we
+            loop.call_later(args.linger, finish)
+        if c.closed or c.state == 10:         # TIME-WAIT: our FIN is acknowledged
+            if state["t_eof"] is not None:
+                finish()
+
+    inp = _Input(loop, args, pump)
+    stop_sigs = (signal.SIGINT, signal.SIGTERM)
+    for sig in stop_sigs:
+        loop.add_signal_handler(sig, lambda: finish("interrupted"))
+    t0 = loop.time()
+    try:
+        conn = stack.connect(args.host, args.port, local_port=args.local_port or None)
+    except OSError as e:
+        host.close()
+        print("acceltcp connect: %s" % e, file=sys.stderr)
+        return 2
+    stack.attach(conn, on_event)
+    _ready(host=args.host, port=args.port, tap=host.device.name, netns=host.netns,
+           offload=args.offload, pid=os.getpid())
+    timer = loop.call_later(args.timeout, finish, "timeout") if args.timeout else None
+    try:
+        loop.run_until_complete(done)
+    finally:
+        if timer is not None:
+            timer.cancel()
+        inp.close()
+        for sig in stop_sigs:
+            loop.remove_signal_handler(sig)
+        if out is not None and out is not sys.stdout.buffer:
+            out.close()
+        elif out is not None:
+            out.flush()
+    t_end = state["t_eof"] or loop.time()
+    t_start = state["t_open"] or t0
+    elapsed = max(t_end - t_start, 1e-9)
+    result = {"command": "connect", "host": args.host, "port": args.port,
+              "bytes_received": state["received"], "bytes_sent": inp.sent,
+              "transfer_s": elapsed, "error": state["error"],
+              "mb_per_s": (state["received"] + inp.sent) / 1e6 / elapsed}
+    if rdigest is not None:
+        result["sha256_received"] = rdigest.hexdigest()
+    if inp.digest is not None:
+        result["sha256_sent"] = inp.digest.hexdigest()
+    snap = stats_snapshot(host, {"result": result})
+    if args.stats_file:
+        _write_json(args.stats_file, snap)
+    host.close()
+    loop.close()
+    if args.sha256:
+        print("sha256 %s  %d bytes received" % (result["sha256_received"],
+                                                 state["received"]), file=sys.stderr)
+    if state["error"] is not None:
+        print("acceltcp connect: %s" % state["error"], file=sys.stderr)
+        return 1
+    return 0
+
+
+def _echo_load(loop, host, args):
+    """``connect --transactions N``: N echo transactions of --size bytes, --concurrency
+    at a time, one connection each (short-lived; --persistent: reuse connections)."""
+    from ..apps.echo import EchoLoad
+    stack = host.stack
+    load = EchoLoad(stack, args.host, args.port, concurrency=args.concurrency, size=args.size,
+                    per_conn=0 if args.persistent else 1, total=args.transactions)
+    done = loop.create_future()
+
+    def check():
+        if load.finished or load.transactions >= args.transactions:
+            if not done.done():
+                done.set_result(None)
+            return
+        loop.call_later(0.01, check)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: done.done() or done.set_result(None))
+    _ready(host=args.host, port=args.port, tap=host.device.name, netns=host.netns,
+           offload=args.offload, pid=os.getpid())
+    t0 = loop.time()
+    load.start()
+    check()
+    timer = loop.call_later(args.timeout, lambda: done.done() or done.set_result(None)) \
+        if args.timeout else None
+    loop.run_until_complete(done)
+    elapsed = loop.time() - t0
+    load.stop()
+    # let the last closes finish (FIN handshakes), bounded
+    end = loop.time() + 2.0
+    while stack.counters["conns_live"] and loop.time() < end:
+        loop.run_until_complete(asyncio.sleep(0.01))
+    if timer is not None:
+        timer.cancel()
+    result = {"command": "connect", "mode": "echo-load", "transactions": load.transactions,
+              "connections": load.connections, "errors": dict(load.errors),
+              "elapsed_s": elapsed, "tps": load.transactions / max(elapsed, 1e-9)}
+    if args.stats_file:
+        _write_json(args.stats_file, stats_snapshot(host, {"result": result}))
+    host.close()
+    loop.close()
+    print(json.dumps(result), file=sys.stderr)
+    ok = load.transactions >= args.transactions and not load.errors
+    return 0 if ok else 1
+
+
+def add_serve_parser(sub):
+    p = sub.add_parser("serve", help="run an app on the stack, on a TAP into the peer netns",
+                       description=cmd_serve.__doc__ + " Needs root and `acceltcp testbed up`.")
+    p.add_argument("app", choices=("echo", "sink"),
+                   help="echo: echo every byte; sink: read and discard (count, --sha256)")
+    p.add_argument("--port", type=int, default=7, help="TCP port (%(default)s)")
+    p.add_argument("--backlog", type=int, default=4096)
+    p.add_argument("--sha256", action="store_true", help="sink: hash what it receives")
+    add_tap_arguments(p)
+    p.set_defaults(func=profiled(cmd_serve))
+    return p
+
+
+def add_connect_parser(sub):
+    p = sub.add_parser("connect", help="the stack as a TCP client (like nc) on a TAP",
+                       description=cmd_connect.__doc__ + " Sends stdin (or --send-bytes), "
+                       "writes what it receives to -o, exits at the server's EOF.")
+    p.add_argument("host")
+    p.add_argument("port", type=int)
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="write received data here ('-' = stdout; default: discard)")
+    p.add_argument("--sha256", action="store_true",
+                   help="hash received (and sent) data; print the digest on stderr")
+    p.add_argument("--send-bytes", type=int, metavar="N",
+                   help="send N pseudo-random bytes (--seed) instead of stdin, then half-close")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("-n", "--no-stdin", action="store_true",
+                   help="send nothing and do not half-close")
+    p.add_argument("--local-port", type=int, default=0)
+    p.add_argument("--timeout", type=float, default=0, help="give up after S seconds (0: never)")
+    p.add_argument("--linger", type=float, default=2.0,
+                   help="after the server's EOF, wait at most S s for our FIN's ACK")
+    p.add_argument("--transactions", type=int, default=0, metavar="N",
+                   help="instead: N echo transactions (short-lived connections)")
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--persistent", action="store_true",
+                   help="--transactions over long-lived connections")
+    add_tap_arguments(p)
+    p.set_defaults(func=profiled(cmd_connect))
+    return p
+

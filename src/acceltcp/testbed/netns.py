@@ -1,0 +1,311 @@
+"""Network namespaces where real Linux programs talk to the stack.
+
+Layout (every address from 198.18.0.0/15, RFC 2544's benchmarking range)::
+
+    root namespace                         namespace atcp-peer (real kernel TCP)
+    acceltcp serve/connect  == TAP fd ==>  atcp0  198.18.0.1/24  <- socat, nc, python...
+    stack 198.18.0.2, MAC 02:a7:cc:00:00:02       MAC 02:a7:cc:00:00:01
+                                           atcp-ref0 198.18.1.1/24 ==veth==
+                                           namespace atcp-ref (only with ``ref=True``)
+                                           atcp-ref1 198.18.1.2/24: kernel-stack servers
+                                           for reference figures in the benchmarks
+
+The stack process keeps the TAP fd in the root namespace and moves the netdev into the
+peer namespace; the device dies with the fd. ``up`` is idempotent; ``down`` removes
+the namespaces (and with them every device, address, route and nftables table in
+them) after ending the processes still running inside, so it also cleans up after a
+crash. Links and addresses go through pyroute2; sysctls, nftables and the programs
+run with ``ip netns exec`` (iproute2).
+
+Kernel-side loss (``set_loss``): nftables ``numgen random mod 100 < N`` rules on the
+peer interface's netdev *ingress* (frames from the stack: ``drop``) and *egress*
+(frames to the stack: ``fwd`` into a black-hole device, see ``set_loss`` for why not
+``drop``), TCP only.
+"""
+
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+__all__ = [
+    "DEFAULT_NS", "REF_NS", "PEER_IP", "STACK_IP", "PREFIXLEN", "PEER_MAC", "STACK_MAC",
+    "REF_PEER_IP", "REF_IP", "TAP_NAME",
+    "up", "down", "exists", "status", "attach_tap", "ns_cmd", "ns_popen", "ns_run",
+    "set_loss", "clear_loss", "ns_pids", "require_root", "TestbedError",
+]
+
+DEFAULT_NS = "atcp-peer"
+REF_NS = "atcp-ref"
+PEER_IP = "198.18.0.1"
+STACK_IP = "198.18.0.2"
+PREFIXLEN = 24
+PEER_MAC = "02:a7:cc:00:00:01"
+STACK_MAC = "02:a7:cc:00:00:02"
+REF_PEER_IP = "198.18.1.1"       # atcp-peer's end of the veth to atcp-ref
+REF_IP = "198.18.1.2"            # the kernel-stack reference servers
+TAP_NAME = "atcp0"
+
+#: sysctls of the peer namespace: no IPv6 chatter on the link (the stack is IPv4
+#: only), a wide ephemeral range and TIME-WAIT reuse for the short-lived load.
+NS_SYSCTLS = {
+    "net.ipv6.conf.all.disable_ipv6": "1",
+    "net.ipv6.conf.default.disable_ipv6": "1",
+    "net.ipv4.ip_local_port_range": "1024 65000",
+    "net.ipv4.tcp_tw_reuse": "1",
+    "net.core.somaxconn": "4096",
+    "net.ipv4.tcp_max_syn_backlog": "4096",
+}
+
+
+class TestbedError(RuntimeError):
+    pass
+
+
+def require_root():
+    if os.geteuid() != 0:
+        raise TestbedError("the testbed needs root (network namespaces, /dev/net/tun)")
+
+
+def _ip():
+    p = shutil.which("ip")
+    if p is None:
+        raise TestbedError("iproute2 (`ip`) is not installed: run `make system-deps`")
+    return p
+
+
+def exists(name=DEFAULT_NS):
+    return os.path.exists(os.path.join("/run/netns", name))
+
+
+def ns_cmd(name, argv):
+    """argv run inside namespace `name` (``ip netns exec``)."""
+    return [_ip(), "netns", "exec", name] + list(argv)
+
+
+def ns_run(name, argv, check=True, **kw):
+    kw.setdefault("capture_output", True)
+    kw.setdefault("text", True)
+    r = subprocess.run(ns_cmd(name, argv), **kw)
+    if check and r.returncode != 0:
+        raise TestbedError("%s failed (%d): %s" % (" ".join(argv), r.returncode,
+                                                  (r.stderr or "").strip()))
+    return r
+
+
+def ns_popen(name, argv, **kw):
+    return subprocess.Popen(ns_cmd(name, argv), **kw)
+
+
+def ns_pids(name):
+    """PIDs of the processes whose network namespace is `name`."""
+    if not exists(name):
+        return []
+    r = subprocess.run([_ip(), "netns", "pids", name], capture_output=True, text=True)
+    return [int(p) for p in r.stdout.split()]
+
+
+def _sysctl(name, key, value):
+    ns_run(name, ["sysctl", "-qw", "%s=%s" % (key, value)], check=False)
+
+
+def up(name=DEFAULT_NS, ref=False, ref_name=REF_NS):
+    """Create the peer namespace (and the reference one with ``ref``). Idempotent."""
+    require_root()
+    from pyroute2 import NetNS, netns
+    created = []
+    for ns in ([name, ref_name] if ref else [name]):
+        if not exists(ns):
+            netns.create(ns)
+            created.append(ns)
+        with NetNS(ns) as ipr:
+            lo = ipr.link_lookup(ifname="lo")[0]
+            ipr.link("set", index=lo, state="up")
+        for k, v in NS_SYSCTLS.items():
+            _sysctl(ns, k, v)
+    if ref:
+        _veth_ref(name, ref_name)
+    return created
+
+
+def _veth_ref(name, ref_name):
+    from pyroute2 import NetNS
+    a, b = "atcp-ref0", "atcp-ref1"
+    with NetNS(name) as ipr:
+        if not ipr.link_lookup(ifname=a):
+            ipr.link("add", ifname=a, kind="veth", peer={"ifname": b, "net_ns_fd": ref_name})
+        ia = ipr.link_lookup(ifname=a)[0]
+        if not any(x.get("address") == REF_PEER_IP for x in ipr.get_addr(index=ia)):
+            ipr.addr("add", index=ia, address=REF_PEER_IP, prefixlen=PREFIXLEN)
+        ipr.link("set", index=ia, state="up")
+    with NetNS(ref_name) as ipr:
+        ib = ipr.link_lookup(ifname=b)[0]
+        if not any(x.get("address") == REF_IP for x in ipr.get_addr(index=ib)):
+            ipr.addr("add", index=ib, address=REF_IP, prefixlen=PREFIXLEN)
+        ipr.link("set", index=ib, state="up")
+
+
+def _kill_ns_processes(names, grace=2.0):
+    """SIGTERM, then SIGKILL, what still runs in the namespaces (our peers, after a crash)."""
+    pids = set()
+    for ns in names:
+        pids.update(ns_pids(ns))
+    pids.discard(os.getpid())
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = []
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+                alive.append(pid)
+            except ProcessLookupError:
+                pass
+        if not alive:
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            alive = [p for p in alive if _alive(p)]
+            if not alive:
+                return
+            time.sleep(0.02)
+        pids = set(alive)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:                                   # a zombie child of ours: reap it
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        pass
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def down(name=DEFAULT_NS, ref_name=REF_NS):
+    """Remove the namespaces (processes inside are ended first). Idempotent."""
+    require_root()
+    from pyroute2 import netns
+    names = [ns for ns in (name, ref_name) if exists(ns)]
+    _kill_ns_processes(names)
+    removed = []
+    for ns in names:
+        try:
+            netns.remove(ns)
+        except OSError as e:
+            if e.errno != errno.ENOENT:
+                r = subprocess.run([_ip(), "netns", "delete", ns], capture_output=True)
+                if r.returncode != 0:
+                    raise
+        removed.append(ns)
+    return removed
+
+
+def status(name=DEFAULT_NS, ref_name=REF_NS):
+    """{namespace: {links: {ifname: [addresses]}, pids: [...]}} of what exists."""
+    from pyroute2 import NetNS
+    out = {}
+    for ns in (name, ref_name):
+        if not exists(ns):
+            continue
+        links = {}
+        with NetNS(ns) as ipr:
+            for link in ipr.get_links():
+                idx = link["index"]
+                links[link.get("ifname")] = ["%s/%d" % (a.get("address"), a["prefixlen"])
+                                             for a in ipr.get_addr(index=idx)]
+        out[ns] = {"links": links, "pids": ns_pids(ns)}
+    return out
+
+
+def attach_tap(ifname, name=DEFAULT_NS, address=PEER_IP, prefixlen=PREFIXLEN, mac=PEER_MAC,
+               mtu=1500):
+    """Move the TAP netdev `ifname` (created by this process, root namespace) into the
+    namespace, give it `address`/`prefixlen` and `mac`, and bring it up."""
+    from pyroute2 import IPRoute, NetNS
+    if not exists(name):
+        raise TestbedError("network namespace %s does not exist: run `acceltcp testbed up%s`"
+                           % (name, "" if name == DEFAULT_NS else " --netns " + name))
+    with NetNS(name) as ipr:
+        if ipr.link_lookup(ifname=ifname):
+            raise TestbedError("%s already has an interface %s (another serve/connect is "
+                               "running? `acceltcp testbed down` ends it)" % (name, ifname))
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=ifname)[0]
+        ipr.link("set", index=idx, address=mac, mtu=mtu)
+        ipr.link("set", index=idx, net_ns_fd=name)
+    with NetNS(name) as ipr:
+        idx = ipr.link_lookup(ifname=ifname)[0]
+        ipr.addr("add", index=idx, address=address, prefixlen=prefixlen)
+        ipr.link("set", index=idx, state="up")
+    return idx
+
+
+# ---------------------------------------------------------------------- loss
+_LOSS_TABLE = "atcp_loss"
+BLACKHOLE = "atcp-null"          # a veth whose peer end stays down: frames sent to it vanish
+
+
+def _blackhole(name):
+    from pyroute2 import NetNS
+    with NetNS(name) as ipr:
+        if not ipr.link_lookup(ifname=BLACKHOLE):
+            ipr.link("add", ifname=BLACKHOLE, kind="veth", peer=BLACKHOLE + "1")
+        ipr.link("set", index=ipr.link_lookup(ifname=BLACKHOLE)[0], state="up")
+
+
+def set_loss(percent_in, percent_out=None, name=DEFAULT_NS, ifname=TAP_NAME):
+    """Random kernel-side TCP loss on the peer interface `ifname`: `percent_in` % of the
+    frames from the stack and `percent_out` % of those to it vanish (nftables ``numgen
+    random mod 100 < N``; with offloads on a frame may be a 64 KiB super-frame).
+
+    From the stack: a netdev *ingress* ``drop``. To the stack: a netdev *egress* rule
+    that forwards the frame into a black-hole device (``fwd to`` a veth whose peer is
+    down). A plain ``drop`` at egress (or in OUTPUT/POSTROUTING) would make the local
+    send fail with NET_XMIT_DROP/EPERM, and Linux TCP would simply send the segment
+    again later: no loss on the wire, no recovery to test. After ``fwd`` the send
+    succeeded, exactly like a frame lost on a cable.
+    """
+    if percent_out is None:
+        percent_out = percent_in
+    clear_loss(name)
+    rules = ["table netdev %s {" % _LOSS_TABLE]
+    match = "meta protocol ip ip protocol tcp numgen random mod 100 <"
+    if percent_in:
+        rules.append('  chain rx { type filter hook ingress device "%s" priority 0; policy '
+                     'accept; %s %d counter drop; }' % (ifname, match, int(percent_in)))
+    if percent_out:
+        _blackhole(name)
+        rules.append('  chain tx { type filter hook egress device "%s" priority 0; policy '
+                     'accept; %s %d counter fwd to "%s"; }' % (ifname, match,
+                                                             int(percent_out), BLACKHOLE))
+    rules.append("}")
+    ns_run(name, ["nft", "-f", "-"], input="\n".join(rules) + "\n")
+
+
+def loss_counters(name=DEFAULT_NS):
+    """{chain: packets dropped} of the loss table (empty if none)."""
+    import json
+    r = ns_run(name, ["nft", "-j", "list", "table", "netdev", _LOSS_TABLE], check=False)
+    if r.returncode != 0:
+        return {}
+    out = {}
+    for item in json.loads(r.stdout).get("nftables", []):
+        rule = item.get("rule")
+        if rule is None:
+            continue
+        for expr in rule.get("expr", []):
+            if "counter" in expr:
+                out[rule["chain"]] = expr["counter"]["packets"]
+    return out
+
+
+def clear_loss(name=DEFAULT_NS):
+    ns_run(name, ["nft", "delete", "table", "netdev", _LOSS_TABLE], check=False)

@@ -1,0 +1,301 @@
+r"""Kernel-side peer programs: plain Python sockets, run inside the peer namespace.
+
+    ip netns exec atcp-peer python -m acceltcp.testbed.peer echo-client 198.18.0.2 7 \
+        --bytes 104857600
+
+Each prints one JSON line with its result on stdout and exits 0 on success. They use
+only the kernel's TCP (``socket``), so they are the "real Linux peer" of the tests:
+
+  echo-client  send N pseudo-random bytes, read the echo back concurrently, sha256 both
+  send         send N bytes, half-close, wait for the server's EOF (bulk into the stack)
+  short        N short-lived connections (connect, send SIZE bytes, read SIZE, close),
+               C at a time; every one must complete
+  serve-bytes  a server: for each connection send N bytes, then close (the stack
+               downloads); --count connections, then exit
+  server       a reference server on the kernel stack (asyncio or uvloop): echo, sink,
+               or a minimal RESP "PING" responder, until SIGTERM
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+
+CHUNK = 1 << 20
+
+
+def _pattern(seed, nbytes):
+    """The deterministic byte stream of (seed): a 4 MiB random block, repeated."""
+    block = random.Random(seed).randbytes(min(nbytes, 4 << 20) or 1)
+    return block
+
+
+def _chunks(seed, nbytes, chunk=CHUNK):
+    block = memoryview(_pattern(seed, nbytes))
+    left = nbytes
+    off = 0
+    while left > 0:
+        k = min(chunk, left, len(block) - off)
+        yield block[off:off + k]
+        left -= k
+        off = (off + k) % len(block)
+
+
+def expected_sha256(seed, nbytes):
+    h = hashlib.sha256()
+    for c in _chunks(seed, nbytes):
+        h.update(c)
+    return h.hexdigest()
+
+
+def _connect(host, port, timeout=10.0):
+    s = socket.create_connection((host, port), timeout=timeout)
+    s.settimeout(None)
+    return s
+
+
+def echo_client(a):
+    s = _connect(a.host, a.port)
+    s.settimeout(a.timeout)
+    sent_h = hashlib.sha256()
+    err = []
+
+    def sender():
+        try:
+            for c in _chunks(a.seed, a.bytes):
+                s.sendall(c)
+                sent_h.update(c)
+            s.shutdown(socket.SHUT_WR)
+        except OSError as e:
+            err.append(repr(e))
+
+    t0 = time.monotonic()
+    th = threading.Thread(target=sender, daemon=True)
+    th.start()
+    got = 0
+    h = hashlib.sha256()
+    buf = bytearray(CHUNK)
+    mv = memoryview(buf)
+    try:
+        while True:
+            n = s.recv_into(buf)
+            if not n:
+                break
+            h.update(mv[:n])
+            got += n
+    except OSError as e:
+        err.append(repr(e))
+    th.join(a.timeout)
+    el = time.monotonic() - t0
+    s.close()
+    out = {"sent": a.bytes, "received": got, "sha256_sent": sent_h.hexdigest(),
+           "sha256_received": h.hexdigest(), "elapsed_s": el,
+           "mb_per_s": 2 * got / 1e6 / max(el, 1e-9), "errors": err}
+    print(json.dumps(out))
+    return 0 if got == a.bytes and not err and out["sha256_sent"] == out["sha256_received"] \
+        else 1
+
+
+def send(a):
+    s = _connect(a.host, a.port)
+    s.settimeout(a.timeout)
+    h = hashlib.sha256() if a.sha256 else None
+    cpu0 = os.times()
+    t0 = time.monotonic()
+    for c in _chunks(a.seed, a.bytes):
+        s.sendall(c)
+        if h is not None:
+            h.update(c)
+    s.shutdown(socket.SHUT_WR)
+    while s.recv(65536):
+        pass
+    el = time.monotonic() - t0
+    cpu1 = os.times()
+    s.close()
+    out = {"sent": a.bytes, "elapsed_s": el, "mb_per_s": a.bytes / 1e6 / max(el, 1e-9),
+           "cpu_s": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)}
+    if h is not None:
+        out["sha256"] = h.hexdigest()
+    print(json.dumps(out))
+    return 0
+
+
+def short(a):
+    """`count` transactions, `concurrency` threads, one connection each."""
+    msg = bytes(range(256)) * (a.size // 256) + bytes(range(a.size % 256))
+    lock = threading.Lock()
+    state = {"next": 0, "ok": 0, "errors": []}
+
+    def worker():
+        while True:
+            with lock:
+                if state["next"] >= a.count:
+                    return
+                state["next"] += 1
+            try:
+                s = socket.create_connection((a.host, a.port), timeout=a.timeout)
+                s.sendall(msg)
+                got = b""
+                while len(got) < len(msg):
+                    d = s.recv(65536)
+                    if not d:
+                        break
+                    got += d
+                s.close()
+                with lock:
+                    if got == msg:
+                        state["ok"] += 1
+                    else:
+                        state["errors"].append("short reply %d" % len(got))
+            except OSError as e:
+                with lock:
+                    state["errors"].append(repr(e))
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(a.concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    el = time.monotonic() - t0
+    errs = state["errors"]
+    print(json.dumps({"count": a.count, "ok": state["ok"], "errors": len(errs),
+                      "first_errors": errs[:5], "elapsed_s": el,
+                      "tps": state["ok"] / max(el, 1e-9)}))
+    return 0 if state["ok"] == a.count else 1
+
+
+def serve_bytes(a):
+    ls = socket.create_server(("0.0.0.0", a.port), backlog=128, reuse_port=False)
+    ls.settimeout(a.timeout)
+    print(json.dumps({"event": "ready", "port": a.port}), flush=True)
+    results = []
+    for _ in range(a.count):
+        c, addr = ls.accept()
+        c.settimeout(a.timeout)
+        h = hashlib.sha256()
+        t0 = time.monotonic()
+        for chunk in _chunks(a.seed, a.bytes):
+            c.sendall(chunk)
+            h.update(chunk)
+        c.shutdown(socket.SHUT_WR)
+        while c.recv(65536):                 # until the client closes too
+            pass
+        c.close()
+        results.append({"peer": "%s:%d" % addr, "sent": a.bytes, "sha256": h.hexdigest(),
+                        "elapsed_s": time.monotonic() - t0})
+    ls.close()
+    print(json.dumps({"served": results}))
+    return 0
+
+
+# ---------------------------------------------------------------------- reference servers
+def server(a):
+    import asyncio
+    if a.loop == "uvloop":
+        import uvloop
+        uvloop.install()
+
+    stats = {"bytes": 0, "conns": 0}
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, t):
+            self.t = t
+            stats["conns"] += 1
+
+        def data_received(self, d):
+            self.t.write(d)
+
+        def eof_received(self):
+            self.t.close()
+
+    class Sink(asyncio.Protocol):
+        def connection_made(self, t):
+            self.t = t
+            stats["conns"] += 1
+
+        def data_received(self, d):
+            stats["bytes"] += len(d)
+
+        def eof_received(self):
+            self.t.close()
+
+    class Ping(asyncio.Protocol):
+        """Minimal RESP: answers +PONG to each PING (inline or multibulk) it sees."""
+
+        def connection_made(self, t):
+            self.t = t
+            self.buf = b""
+            stats["conns"] += 1
+
+        def data_received(self, d):
+            self.buf += d
+            n = self.buf.upper().count(b"PING")
+            if n:
+                self.t.write(b"+PONG\r\n" * n)
+                self.buf = self.buf[self.buf.upper().rfind(b"PING") + 4:]
+
+        def eof_received(self):
+            self.t.close()
+
+    proto = {"echo": Echo, "sink": Sink, "ping": Ping}[a.app]
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        stop = loop.create_future()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        srv = await loop.create_server(proto, "0.0.0.0", a.port, backlog=4096,
+                                       reuse_address=True)
+        print(json.dumps({"event": "ready", "port": a.port, "loop": a.loop}), flush=True)
+        await stop
+        srv.close()
+
+    asyncio.run(main())
+    t = os.times()
+    print(json.dumps({"stats": stats, "cpu_s": t.user + t.system}), flush=True)
+    return 0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m acceltcp.testbed.peer", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name in ("echo-client", "send", "short"):
+        q = sub.add_parser(name)
+        q.add_argument("host")
+        q.add_argument("port", type=int)
+        q.add_argument("--timeout", type=float, default=60.0)
+        if name != "short":
+            q.add_argument("--bytes", type=int, required=True)
+            q.add_argument("--seed", type=int, default=1)
+        if name == "send":
+            q.add_argument("--sha256", action="store_true")
+        if name == "short":
+            q.add_argument("--count", type=int, default=2000)
+            q.add_argument("--concurrency", type=int, default=32)
+            q.add_argument("--size", type=int, default=64)
+    q = sub.add_parser("serve-bytes")
+    q.add_argument("--port", type=int, required=True)
+    q.add_argument("--bytes", type=int, required=True)
+    q.add_argument("--seed", type=int, default=1)
+    q.add_argument("--count", type=int, default=1)
+    q.add_argument("--timeout", type=float, default=60.0)
+    q = sub.add_parser("server")
+    q.add_argument("app", choices=("echo", "sink", "ping"))
+    q.add_argument("--port", type=int, required=True)
+    q.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    a = p.parse_args(argv)
+    fn = {"echo-client": echo_client, "send": send, "short": short,
+          "serve-bytes": serve_bytes, "server": server}[a.cmd]
+    return fn(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

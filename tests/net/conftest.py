@@ -1,0 +1,250 @@
+"""Fixtures for the real-network tests: a private peer namespace, the stack as a
+subprocess (`acceltcp serve` / `acceltcp connect`), kernel peers inside the namespace.
+
+Everything these tests start is ended by pid in fixture teardown, also when a test
+fails; the namespace is removed at the end of the session (`acceltcp testbed down`,
+which also ends anything left running inside it). Each session uses its own namespace
+name, so a developer's `atcp-peer` testbed is left alone.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT_REASON = "tests/net need root (network namespaces, /dev/net/tun)"
+VENV_BIN = Path(sys.executable).parent
+ACCELTCP = [sys.executable, "-m", "acceltcp.cli"]
+PEER = [sys.executable, "-m", "acceltcp.testbed.peer"]
+STACK_IP = "198.18.0.2"
+PEER_IP = "198.18.0.1"
+MiB = 1 << 20
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without root, the tests of modules with ``NEEDS_ROOT = True`` do not run: the first
+    one is reported skipped, with the reason and the count, the others deselected, so a
+    non-root run shows exactly one line about them."""
+    if os.geteuid() == 0:
+        return
+    rooted = [i for i in items if getattr(i.module, "NEEDS_ROOT", False)
+              and "tests/net/" in i.nodeid]
+    if not rooted:
+        return
+    first, rest = rooted[0], rooted[1:]
+    first.add_marker(pytest.mark.skip(reason="%s: %d tests not run" % (ROOT_REASON,
+                                                                        len(rooted))))
+    keep = set(map(id, rest))
+    items[:] = [i for i in items if id(i) not in keep]
+    config.hook.pytest_deselected(items=rest)
+
+
+def _cli(*args, check=True, timeout=60):
+    r = subprocess.run(ACCELTCP + list(args), capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError("acceltcp %s failed (%d): %s%s" % (" ".join(args), r.returncode,
+                                                                r.stdout, r.stderr))
+    return r
+
+
+class Proc:
+    """A subprocess we started; `stop()` ends it by pid (SIGTERM, then SIGKILL)."""
+
+    def __init__(self, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw):
+        self.argv = argv
+        self.p = subprocess.Popen(argv, stdout=stdout, stderr=stderr, text=True, **kw)
+
+    @property
+    def pid(self):
+        return self.p.pid
+
+    def wait_line(self, stream, predicate, timeout=20.0):
+        """Read lines of `stream` (raw fd reads) until predicate(line); -> the line."""
+        import select
+        deadline = time.monotonic() + timeout
+        seen = []
+        fd = stream.fileno()
+        buf = b""
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([fd], [], [], 0.05)
+            if r:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    line = line.decode(errors="replace")
+                    seen.append(line)
+                    if predicate(line):
+                        return line
+            elif self.p.poll() is not None:
+                break
+        raise AssertionError("%s: no expected line within %.0fs (exit %s): %s"
+                             % (self.argv[:6], timeout, self.p.poll(), "\n".join(seen[-20:])))
+
+    def stop(self, sig=signal.SIGTERM, timeout=15.0):
+        if self.p.poll() is None:
+            try:
+                self.p.send_signal(sig)
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait(5)
+        out, err = self.p.communicate()
+        return self.p.returncode, out, err
+
+
+class Testbed:
+    """One peer namespace for the session, with helpers to run things inside it."""
+
+    def __init__(self, name):
+        self.name = name
+        self.procs = []
+
+    def up(self):
+        _cli("testbed", "up", "--netns", self.name)
+
+    def down(self):
+        for p in self.procs:
+            p.stop(signal.SIGKILL)
+        self.procs = []
+        _cli("testbed", "down", "--netns", self.name, "--ref-netns", self.name + "-ref",
+             check=False)
+
+    def ns(self, argv):
+        return ["ip", "netns", "exec", self.name] + list(argv)
+
+    def run(self, argv, timeout=120, check=True):
+        r = subprocess.run(self.ns(argv), capture_output=True, text=True, timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError("%s failed (%d): %s %s" % (argv, r.returncode, r.stdout,
+                                                            r.stderr))
+        return r
+
+    def peer(self, *args, timeout=180, check=True):
+        """Run a kernel peer program in the namespace; -> its JSON result."""
+        r = self.run(PEER + [str(a) for a in args], timeout=timeout, check=check)
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+    def popen(self, argv, **kw):
+        p = Proc(self.ns(argv), **kw)
+        self.procs.append(p)
+        return p
+
+    def serve(self, app="echo", port=7, offload=True, extra=(), stats=None):
+        """`acceltcp serve` as a subprocess; -> Server (stop() returns the stats JSON)."""
+        argv = ACCELTCP + ["serve", app, "--port", str(port), "--netns", self.name]
+        if not offload:
+            argv.append("--no-offload")
+        if stats is not None:
+            argv += ["--stats-file", str(stats)]
+        argv += list(extra)
+        p = Proc(argv)
+        self.procs.append(p)
+        p.wait_line(p.p.stderr, lambda line: '"event": "ready"' in line)
+        return Server(self, p, stats)
+
+    def loss(self, percent_in, percent_out=None):
+        from acceltcp.testbed import netns as tb
+        tb.set_loss(percent_in, percent_out, name=self.name)
+
+    def connect(self, host, port, *args, offload=True, stats=None, timeout=180, stdin=None):
+        argv = ACCELTCP + ["connect", host, str(port), "--netns", self.name,
+                           "--timeout", str(timeout)]
+        if not offload:
+            argv.append("--no-offload")
+        if stats is not None:
+            argv += ["--stats-file", str(stats)]
+        argv += [str(a) for a in args]
+        f = open(stdin, "rb") if stdin is not None else subprocess.DEVNULL
+        try:
+            p = Proc(argv, stdin=f)
+        finally:
+            if stdin is not None:
+                f.close()
+        self.procs.append(p)
+        try:
+            p.p.wait(timeout + 30)
+        finally:
+            rc, out, err = p.stop(signal.SIGKILL)
+        return rc, out, err
+
+
+class Server:
+    def __init__(self, tb, proc, stats):
+        self.tb = tb
+        self.proc = proc
+        self.stats_path = stats
+
+    def snapshot(self, timeout=5.0):
+        """SIGUSR1: the server rewrites its stats file; -> the JSON."""
+        before = os.stat(self.stats_path).st_mtime_ns if self.stats_path.exists() else 0
+        self.proc.p.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.stats_path.exists() and os.stat(self.stats_path).st_mtime_ns != before:
+                return json.loads(self.stats_path.read_text())
+            time.sleep(0.02)
+        raise AssertionError("no stats after SIGUSR1")
+
+    def stop(self):
+        rc, out, err = self.proc.stop(signal.SIGTERM)
+        assert rc == 0, "serve exited %s: %s" % (rc, err[-2000:])
+        if self.stats_path is None:
+            return None
+        return json.loads(self.stats_path.read_text())
+
+
+def _remove_stale_namespaces():
+    """Namespaces of earlier test sessions that were killed before their teardown."""
+    import re
+    try:
+        names = os.listdir("/run/netns")
+    except FileNotFoundError:
+        return
+    for name in names:
+        m = re.fullmatch(r"atcp-[tc](\d+)", name)
+        if m and not os.path.exists("/proc/%s" % m.group(1)):
+            _cli("testbed", "down", "--netns", name, "--ref-netns", name + "-ref",
+                 check=False)
+
+
+@pytest.fixture(scope="session")
+def testbed():
+    if os.geteuid() != 0:
+        pytest.skip(ROOT_REASON)
+    _remove_stale_namespaces()
+    tb = Testbed("atcp-t%d" % os.getpid())
+    tb.down()                      # a leftover of a crashed run with the same pid
+    try:
+        tb.up()
+        yield tb
+    finally:
+        tb.down()
+
+
+@pytest.fixture
+def bed(testbed):
+    """The session testbed; processes a test started are ended after it, and any loss
+    rule is removed."""
+    yield testbed
+    for p in testbed.procs:
+        p.stop(signal.SIGKILL)
+    testbed.procs = []
+    testbed.run(["nft", "delete", "table", "netdev", "atcp_loss"], check=False)
+
+
+def wait_for(predicate, timeout=10.0, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = predicate()
+        if v:
+            return v
+        time.sleep(interval)
+    return predicate()
