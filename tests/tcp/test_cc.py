@@ -1,6 +1,5 @@
 """Congestion control: NewReno (RFC 5681/6582/3465) and CUBIC (RFC 9438)."""
 
-import math
 
 import pytest
 from hypothesis import given, settings, strategies as st

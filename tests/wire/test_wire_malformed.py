@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from scapy.all import ARP, IP, Raw, raw
 
-from acceltcp.wire.arp import ArpPacket, parse_arp
+from acceltcp.wire.arp import parse_arp
 from acceltcp.wire.errors import DROP_REASONS, WireError
 from acceltcp.wire.ethernet import ETH_HLEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, parse_ethernet
 from acceltcp.wire.ipv4 import IPPROTO_TCP, ipv4_header, parse_ipv4

@@ -8,7 +8,6 @@ from scapy.all import IP, TCP, Ether, Raw, raw
 
 from acceltcp.wire import tcp as T
 from acceltcp.wire.checksum import checksum_update16, checksum_update32
-from acceltcp.wire.errors import WireError
 from acceltcp.wire.ethernet import ETH_HLEN, ethernet_header, mac_to_str
 from acceltcp.wire.ipv4 import ipv4_header, ip_to_str, parse_ipv4
 from acceltcp.wire.tcp import build_tcp, build_tcp_frame, parse_tcp, tcp_options
@@ -275,6 +274,31 @@ def test_fast_and_slow_paths_agree(opts):
     assert (s.tsval, s.tsecr) == e["ts"] and s.sack_blocks == e["sack_blocks"]
     assert s.sack_permitted == e["sack_permitted"] and bytes(s.payload) == b"xyz"
     assert (s.src_port, s.dst_port, s.seq, s.ack, s.flags) == (1, 2, 3, 4, T.PSH | T.ACK)
+
+
+@SETTINGS
+@given(u16, u8, st.booleans(), u32, u32, st.sampled_from(["linux", "moved-ws", "no-ws"]))
+def test_syn_layout_fast_path_agrees_with_scapy(mss, ws, sack, tsval, tsecr, layout):
+    """The 40-byte Linux SYN layout (fast path 3), and the same options laid out so
+    that the option loop parses them, give what scapy reads."""
+    ts = ("Timestamp", (tsval, tsecr))
+    head = [("SAckOK", b""), ts] if sack else [("NOP", None), ("NOP", None), ts]
+    if layout == "linux":                     # MSS, SACK-perm|NOP NOP, TS, NOP, WS
+        opts = [("MSS", mss)] + head + [("NOP", None), ("WScale", ws)]
+    elif layout == "moved-ws":                # the same options, another order: slow path
+        opts = [("NOP", None), ("WScale", ws), ("MSS", mss)] + head
+    else:                                     # no WS, padded to the same 40 bytes
+        opts = [("MSS", mss)] + head + [("NOP", None)] * 4
+    seg = raw(IP(src=ip_to_str(SRC), dst=ip_to_str(DST)) /
+              TCP(sport=1, dport=2, seq=3, ack=4, flags="S", options=opts) / Raw(b"q"))[20:]
+    assert (seg[12] >> 4) * 4 == 40
+    s = parse_tcp(seg, SRC, DST)
+    e = expected_from_scapy(opts)
+    assert (s.mss, s.wscale, s.sack_permitted, s.sack_blocks, (s.tsval, s.tsecr),
+            s.unknown_options) == (e["mss"], e["wscale"], e["sack_permitted"], e["sack_blocks"],
+                                   e["ts"], e["unknown"])
+    assert (s.src_port, s.dst_port, s.seq, s.ack, s.flags, bytes(s.payload)) == \
+        (1, 2, 3, 4, T.SYN, b"q")
 
 
 # ---- incremental checksum on real frames (splice-style rewrite, RFC 1624) ------------------

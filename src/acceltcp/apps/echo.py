@@ -24,16 +24,19 @@ class EchoServer:
         self.accepted = 0
         self.bytes_echoed = 0
         self._echoed = {}
+        self._handler = self._on_event        # bound once, shared by every connection
 
     def _on_acceptable(self, listener):
         stack = self.stack
-        while True:
+        queue = listener.accept_queue
+        while queue:
             conn = listener.accept()
-            if conn is None:
-                return
             self.accepted += 1
-            stack.attach(conn, self._on_event, self)
-            self._on_event(conn)
+            stack.attach(conn, self._handler, self)
+            if queue:
+                self._on_event(conn)
+            # else: the newest child, whose arrival made this call; the stack hands the
+            # event that established it to the handler just attached, right after this.
 
     def _on_event(self, conn):
         stack = self.stack

@@ -16,9 +16,9 @@ entry with timer re-arming and CPU accounting.
 
 Receive path (the hot path). Ethernet -> IPv4 -> TCP through the `wire` parsers (each
 validation failure is a `WireError` whose `reason` becomes `drops[reason]`). IP options
-are rejected by `parse_ipv4`, so the TCP ports sit at a fixed offset and the demux key is
-the raw 12 bytes ``frame[26:38]`` = src-ip|dst-ip|sport|dport, sliced without integer
-decoding and looked up in one dict (`_table`). A hit goes straight to
+are rejected by `parse_ipv4_fields`, so the TCP ports sit at a fixed offset and the demux
+key is the raw 12 bytes ``frame[26:38]`` = src-ip|dst-ip|sport|dport, sliced without
+integer decoding and looked up in one dict (`_table`). A hit goes straight to
 `conn.on_segment(seg, now)`; a miss takes the slow path: embryonic children of a listener
 (`_embryonic`), listeners, RST generation for closed ports (RFC 9293 §3.10.7.1).
 
@@ -51,6 +51,7 @@ import collections
 import errno
 import hashlib
 import heapq
+import operator
 import os
 import struct
 import types
@@ -59,12 +60,12 @@ from ..tcp import states
 from ..tcp.config import TcpConfig
 from ..tcp import timewait
 from ..tcp.connection import TcpConnection
-from ..tcp.seq import seq_add, seq_gt
+from ..tcp.seq import seq_add
 from ..wire.arp import ARP_REPLY, ARP_REQUEST, ArpPacket, parse_arp
 from ..wire.errors import WireError
 from ..wire.ethernet import (BROADCAST_MAC, ETH_HLEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ZERO_MAC,
                              ethernet_header, mac_from_str, mac_to_str, parse_ethernet)
-from ..wire.ipv4 import IPPROTO_TCP, ip_from_str, ip_to_str, parse_ipv4
+from ..wire.ipv4 import IPPROTO_TCP, ip_from_str, ip_to_str, parse_ipv4_fields
 from ..wire.tcp import ACK, FIN, RST, SYN, build_tcp_frame, parse_tcp
 
 __all__ = ["HostStack", "HostConn", "Listener", "HOST_DROP_REASONS", "OUTBOUND_DROP_REASONS",
@@ -112,6 +113,7 @@ _CONN_STAT_KEYS = ("retransmits", "fast_retransmits", "rto_timeouts")
 TCB_COUNTERS = ("segs_in", "segs_out", "bytes_in", "bytes_out", "retransmits",
                 "fast_retransmits", "rto_timeouts", "dupacks_in", "ooo_segments",
                 "paws_drops", "challenge_acks", "unacceptable", "window_probes")
+_tcb_counter_values = operator.attrgetter(*TCB_COUNTERS)
 
 
 def to_ip(ip):
@@ -256,6 +258,8 @@ class HostStack:
         #: the TCB type (TcpConnection's constructor and contract); a quasi-TCB later
         self.tcb_class = tcb_class
         self._secret = secret if secret is not None else os.urandom(16)
+        # F() of RFC 6528 keyed once: each ISN copies this state instead of re-keying.
+        self._isn_hash = hashlib.blake2s(key=self._secret, digest_size=4)
         #: re-raise exceptions from TCBs/app callbacks out of receive_frame/on_timer
         #: (tests); otherwise they are counted as drops["internal_error"].
         self.strict = strict
@@ -273,6 +277,10 @@ class HostStack:
         self._heap = []           # (deadline, seq, conn)
         self._heap_seq = 0
         self._busy = False
+        # The TCB an entry is driving right now: `_touch` leaves it alone, since the
+        # entry re-arms it once the TCB returns (app calls made from its callbacks
+        # would otherwise re-arm it once per call).
+        self._entry_conn = None
         self._ident = 0
         self._next_ephemeral = 0
         # ARP
@@ -282,9 +290,17 @@ class HostStack:
         # counters (plain ints on the hot path; `counters` builds the dict)
         self._frames_in = self._bytes_in = self._frames_out = self._bytes_out = 0
         self._delivered = 0
+        # ... and per connection: the short-lived connection's path is a hot path too
+        self._syns_received = self._conns_accepted = self._conns_closed = 0
         self._c = collections.Counter()       # slow-path counters
         self._closed_stats = collections.Counter()   # TCB stats of removed connections
+        # TCB counter values of removed connections not yet added to _closed_stats:
+        # folded in batches (and whenever the totals are read) instead of one by one.
+        self._closed_pending = []
         self._send_frame = device.send
+        # The callbacks every TCB gets, bound once (not a new bound method per TCB).
+        self._output_cb = self._output
+        self._event_cb = self._on_conn_event
 
     # ------------------------------------------------------------------ receive path
     def receive_frame(self, frame):
@@ -304,20 +320,28 @@ class HostStack:
                 if dst != self.mac and dst != BROADCAST_MAC:
                     self.drops["not_for_us"] += 1
                     return
-                mv = memoryview(frame)
-                ip = parse_ipv4(mv[ETH_HLEN:])
-                if ip.dst != self.ip:
+                ip_src, ip_dst, proto, _, _, _, _, total_length, _ = \
+                    parse_ipv4_fields(memoryview(frame)[ETH_HLEN:])
+                if ip_dst != self.ip:
                     self.drops["not_for_us"] += 1
                     return
-                if ip.proto != IPPROTO_TCP:
+                if proto != IPPROTO_TCP:
                     self.drops["ip_proto_unsupported"] += 1
                     return
-                seg = parse_tcp(mv[34:ETH_HLEN + ip.total_length], ip.src, ip.dst)
+                end = ETH_HLEN + total_length
+                # An MTU-sized segment as a bytes slice: the checksum reads it as one
+                # integer (int.from_bytes would copy a memoryview first). A larger
+                # (LRO/GRO) one as a memoryview: without verification it is never copied
+                # before the receive buffer.
+                seg = parse_tcp(frame[34:end] if end <= 2048 else memoryview(frame)[34:end],
+                                ip_src, ip_dst)
                 key = frame[26:38]            # src-ip|dst-ip|sport|dport (no IP options)
                 conn = self._table.get(key)
                 if conn is not None:
                     self._delivered += 1
+                    self._entry_conn = conn
                     conn.on_segment(seg, self.clock())
+                    self._entry_conn = None
                     if conn.closed:
                         self._remove(conn)
                         return
@@ -330,7 +354,7 @@ class HostStack:
                         if a is None or d < a:
                             self._push(conn, d)
                     return
-                self._segment_slow(key, ip, seg, src)
+                self._segment_slow(key, ip_src, seg, src)
             elif ethertype == ETHERTYPE_ARP:
                 self._receive_arp(frame, dst)
             else:
@@ -344,8 +368,9 @@ class HostStack:
             self.drops["internal_error"] += 1
         finally:
             self._busy = False
+            self._entry_conn = None
 
-    def _segment_slow(self, key, ip, seg, eth_src):
+    def _segment_slow(self, key, src, seg, eth_src):
         now = self.clock()
         conn = self._embryonic.get(key)
         if conn is not None:
@@ -359,7 +384,9 @@ class HostStack:
                 self.drops["listen_overflow"] += 1
                 return
             self._delivered += 1
+            self._entry_conn = conn
             conn.on_segment(seg, now)
+            self._entry_conn = None
             self._touch(conn)
             return
         tw = self._timewait.get(key)
@@ -372,7 +399,6 @@ class HostStack:
             if action == timewait.REMOVE:
                 return
             self._c["time_wait_reopened"] += 1      # RFC 6191: a new incarnation's SYN
-        src = ip.src
         flags = seg.flags
         if flags & RST:                              # RFC 9293 §3.10.7.1: never answer a RST
             self.drops["rst_no_connection"] += 1
@@ -400,14 +426,22 @@ class HostStack:
         lport = seg.dst_port
         rport = seg.src_port
         iss = self._isn(self.ip, lport, src, rport, now) & _U32
-        conn = self.tcb_class(cfg, self.ip, lport, src, rport, iss, self._output, now)
-        rec = self._register(conn, key, src, lport, rport, self._nexthop_or_self(src), True)
+        conn = self.tcb_class(cfg, self.ip, lport, src, rport, iss, self._output_cb, now)
+        rec = conn.owner = HostConn(key, src, lport, rport, self._nexthop_or_self(src), True)
+        conn.key = key
         rec.parent = lst
         rec.embryonic = True
         self._embryonic[key] = conn
         lst.syn_queue[conn] = None
-        self._c["syns_received"] += 1
-        conn.accept_syn(seg, now)
+        self._syns_received += 1
+        self._entry_conn = conn
+        try:
+            conn.accept_syn(seg, now)
+        finally:
+            self._entry_conn = None
+            # Events from here on. LISTEN -> SYN-RECEIVED concerns no one: the child has
+            # no app yet, and the table only cares about its establishment or its end.
+            conn.on_event = self._event_cb
         self._touch(conn)
 
     def _martian(self, src):
@@ -615,7 +649,7 @@ class HostStack:
         rec = HostConn(key, remote_ip, lport, rport, nexthop, passive)
         conn.owner = rec
         conn.key = key
-        conn.on_event = self._on_conn_event
+        conn.on_event = self._event_cb
         return rec
 
     def _on_conn_event(self, conn):
@@ -635,7 +669,7 @@ class HostStack:
             del self._embryonic[key]
         self._table[key] = conn
         rec.embryonic = False
-        self._c["conns_accepted"] += 1
+        self._conns_accepted += 1
         if lst is None or lst.closed:
             rec.parent = None
             return
@@ -667,19 +701,33 @@ class HostStack:
         # once they outnumber the live ones (amortized O(1) per removal).
         if len(self._heap) > 64 + 2 * (len(self._table) + len(self._embryonic)):
             self._compact()
-        c = self._c
-        c["conns_closed"] += 1
+        self._conns_closed += 1
         err = conn.error
         if err is not None:
-            c["conns_" + err] += 1          # conns_reset / conns_timeout / conns_refused
-        cs = self._closed_stats
-        for k in TCB_COUNTERS:
-            v = getattr(conn, k, 0)
-            if v:
-                cs[k] += v
+            self._c["conns_" + err] += 1    # conns_reset / conns_timeout / conns_refused
+        try:
+            values = _tcb_counter_values(conn)       # one C call for the 13 attributes
+        except AttributeError:                       # a TCB type without some of them
+            values = tuple(getattr(conn, k, 0) for k in TCB_COUNTERS)
+        pending = self._closed_pending
+        pending.append(values)
+        if len(pending) >= 256:
+            self._fold_closed_stats()
+
+    def _fold_closed_stats(self):
+        """Add the pending counters of removed TCBs to _closed_stats (nonzero totals only)."""
+        pending = self._closed_pending
+        if pending:
+            cs = self._closed_stats
+            for k, total in zip(TCB_COUNTERS, map(sum, zip(*pending))):
+                if total:
+                    cs[k] += total
+            pending.clear()
 
     def _touch(self, conn):
         """After any call into a TCB: drop it if closed, else re-arm its timer."""
+        if conn is self._entry_conn:
+            return                  # the running entry does it when the TCB returns
         if conn.closed:
             if not conn.owner.removed:
                 self._remove(conn)
@@ -765,7 +813,7 @@ class HostStack:
         now = self.clock()
         iss = self._isn(self.ip, lport, rip, remote_port, now) & _U32
         conn = self.tcb_class(config if config is not None else self.config, self.ip, lport,
-                             rip, remote_port, iss, self._output, now)
+                             rip, remote_port, iss, self._output_cb, now)
         self._register(conn, key, rip, lport, remote_port, nexthop, False)
         self._table[key] = conn
         self._c["conns_opened"] += 1
@@ -806,9 +854,9 @@ class HostStack:
     def _rfc6528_isn(self, local_ip, local_port, remote_ip, remote_port, now):
         """RFC 6528 §3: ISN = M + F(localip, localport, remoteip, remoteport, secretkey),
         M a 4 µs timer, F a keyed hash (BLAKE2s here)."""
-        h = hashlib.blake2s(local_ip + remote_ip + _ISN_PORTS.pack(local_port, remote_port),
-                            key=self._secret, digest_size=4).digest()
-        return (int.from_bytes(h, "big") + int(now * 250_000)) & _U32
+        h = self._isn_hash.copy()
+        h.update(local_ip + remote_ip + _ISN_PORTS.pack(local_port, remote_port))
+        return (int.from_bytes(h.digest(), "big") + int(now * 250_000)) & _U32
 
     def bind_port(self, port):
         """Reserve `port` (socket layer `bind`): ephemeral allocation skips it."""
@@ -828,18 +876,22 @@ class HostStack:
         return out
 
     # App-side calls into a TCB: supply `now`, then re-arm / reap. Errors of the TCB
-    # (`send` on a reset or closing connection) propagate to the caller.
+    # (`send` on a reset or closing connection) propagate to the caller. Called from the
+    # app's event callback for the connection an entry is driving, they leave the
+    # re-arming to that entry (the `_entry_conn` test of `_touch`, inline here).
     def send(self, conn, data):
         """Queue data -> bytes taken (0: buffer full). Raises ConnectionResetError /
         TimeoutError / ConnectionRefusedError after an error, BrokenPipeError after close."""
         try:
             return conn.send(data, self.clock())
         finally:
-            self._touch(conn)
+            if conn is not self._entry_conn:
+                self._touch(conn)
 
     def recv(self, conn, maxlen):
         data = conn.recv(maxlen, self.clock())
-        self._touch(conn)
+        if conn is not self._entry_conn:
+            self._touch(conn)
         return data
 
     def shutdown(self, conn):
@@ -853,7 +905,8 @@ class HostStack:
         TCB stays in the table until it is closed (FIN handshake, TIME-WAIT)."""
         if conn.state != states.CLOSED:
             conn.close(self.clock())
-        self._touch(conn)
+        if conn is not self._entry_conn:
+            self._touch(conn)
 
     def abort(self, conn):
         """RST the connection (RFC 9293 §3.10.5 ABORT)."""
@@ -941,6 +994,7 @@ class HostStack:
                 rec.armed = None
                 nd = conn.next_deadline()
                 if nd is not None and nd <= now:
+                    self._entry_conn = conn
                     try:
                         conn.on_timer(now)
                     except Exception as e:
@@ -948,6 +1002,8 @@ class HostStack:
                         if self.strict:
                             raise
                         self.drops["internal_error"] += 1
+                    finally:
+                        self._entry_conn = None
                 fired.append(conn)
             for conn in fired:                     # re-arm after the loop: always terminates
                 self._touch(conn)
@@ -1011,7 +1067,12 @@ class HostStack:
     @property
     def counters(self):
         """Stack counters; TCB retransmission counters summed over closed + live conns."""
+        self._fold_closed_stats()
         c = dict(self._c)
+        if self._syns_received:
+            c["syns_received"] = self._syns_received
+        c["conns_accepted"] = self._conns_accepted
+        c["conns_closed"] = self._conns_closed
         c.update(frames_in=self._frames_in, bytes_in=self._bytes_in,
                  frames_out=self._frames_out, bytes_out=self._bytes_out,
                  frames_delivered=self._delivered,
@@ -1026,6 +1087,7 @@ class HostStack:
 
     def stats(self):
         """JSON-able snapshot: counters, drops, TCB totals, listeners, connections, ARP."""
+        self._fold_closed_stats()
         tcp = collections.Counter(self._closed_stats)
         conns = []
         for (lip, lport, rip, rport), conn in sorted(self.connections.items()):

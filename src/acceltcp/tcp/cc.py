@@ -62,7 +62,12 @@ def initial_window(mss: int, segments: int = 10) -> int:
     if segments <= 4:
         cap = 2 if mss > 2190 else (3 if mss > 1095 else 4)
         return (segments if segments < cap else cap) * mss
-    return min(segments * mss, max(2 * mss, segments * 1460))
+    # min(n*MSS, max(2*MSS, n*1460)), without the builtin calls (twice per connection)
+    cap = segments * 1460
+    if cap < 2 * mss:
+        cap = 2 * mss
+    iw = segments * mss
+    return iw if iw < cap else cap
 
 
 class CongestionControl:
@@ -257,7 +262,8 @@ class Cubic(CongestionControl):
 
     def __init__(self, mss: int, initial_window_segments: int = 10,
                  fast_convergence: bool = True) -> None:
-        super().__init__(mss, initial_window_segments)
+        # The base class by name (as in set_mss): one per connection, no super object.
+        CongestionControl.__init__(self, mss, initial_window_segments)
         self.fast_convergence = fast_convergence
         self.w_max = None           # segments; None until the first congestion event
         self.k = 0.0
@@ -394,15 +400,18 @@ class Cubic(CongestionControl):
         self._last_ack = None
 
     def set_mss(self, mss: int) -> None:
-        super().set_mss(mss)
+        CongestionControl.set_mss(self, mss)
         self._frac = 0.0
+
+
+_BY_NAME = {"newreno": NewReno, "reno": NewReno, "cubic": Cubic}
 
 
 def make_congestion_control(name: str, mss: int, iw: int = 10) -> CongestionControl:
     """Factory: ``"newreno"`` or ``"cubic"`` (case-insensitive); ValueError otherwise."""
-    key = name.lower()
-    if key == "newreno" or key == "reno":
-        return NewReno(mss, iw)
-    if key == "cubic":
-        return Cubic(mss, iw)
-    raise ValueError(f"unknown congestion control {name!r}")
+    cls = _BY_NAME.get(name)                  # the usual spelling: no lower() per TCB
+    if cls is None:
+        cls = _BY_NAME.get(name.lower())
+        if cls is None:
+            raise ValueError(f"unknown congestion control {name!r}")
+    return cls(mss, iw)

@@ -14,6 +14,10 @@ procedures; every other state goes through the ordered checks of §3.10.7.4 in
 5961 §3 challenge ACK), SYN (RFC 5961 §4), ACK (with RFC 5961 §5 validation), text,
 FIN. Each check that changes state does so through ``_to(event)``, which looks the
 transition up in ``tcp.fsm`` — the one place where all transitions are written down.
+Header prediction takes the common segments with the same result in fewer steps:
+``_fast_path`` (ESTABLISHED, and the handshake's last ACK in SYN-RECEIVED) and
+``_fast_fin`` (the peer's FIN after ours, FIN-WAIT-1/2); anything unusual falls back
+to the full procedure.
 
 Sending: ``_output`` is the only place new data leaves. It sends what
 min(SND.WND, cwnd) allows, with Nagle (§3.7.4) and sender-side silly-window avoidance
@@ -51,6 +55,8 @@ from .states import (
 from ..wire.tcp import ACK, FIN, PSH, RST, SYN, tcp_options
 
 MASK = 0xFFFFFFFF
+HALF = 0x80000000                  # inline modular comparisons: the tcp.seq definitions
+SEQ_MOD = 1 << 32
 DEFAULT_MSS = 536                  # RFC 9293 §3.7.1: send MSS when the peer sent none
 PAWS_IDLE = 24 * 24 * 3600.0       # RFC 7323 §5.5: ts_recent is invalid after 24 days idle
 MAX_WSCALE = 14                    # RFC 7323 §2.3
@@ -68,7 +74,9 @@ _RCV_DATA_STATES = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2})
 # Entering these changes what the app (or the host's table) can see: established,
 # end of input, gone. Moves between the closing states after CLOSE do not.
 _NOTIFY_STATES = frozenset({SYN_SENT, SYN_RECEIVED, ESTABLISHED, CLOSE_WAIT, CLOSED, LISTEN})
-_TRANSITIONS = fsm.TRANSITIONS
+# fsm.TRANSITIONS keyed by ``state << 4 | event``: one int-keyed lookup per transition
+# instead of building and hashing a tuple (the table itself stays in tcp.fsm).
+_NEXT_STATE = {s << 4 | e: new for (s, e), new in fsm.TRANSITIONS.items()}
 
 ERROR_EXCEPTIONS = {
     "reset": ConnectionResetError,
@@ -125,7 +133,7 @@ class TcpConnection:
         self.iss = iss
         self.snd_una = self.snd_nxt = self.snd_max = iss
         self.snd_wnd = self.snd_wl1 = self.snd_wl2 = self.max_snd_wnd = 0
-        self.sbase = seq_add(iss, 1)          # the SYN takes one sequence number
+        self.sbase = (iss + 1) & MASK         # the SYN takes one sequence number
         self.sndbuf = bytearray()
         self.fin_queued = False
 
@@ -136,7 +144,7 @@ class TcpConnection:
         self.fin_rcvd = False
 
         self.peer_mss = DEFAULT_MSS
-        self.mss = self.rcv_mss = min(config.mss, DEFAULT_MSS)
+        self.mss = self.rcv_mss = config.mss if config.mss < DEFAULT_MSS else DEFAULT_MSS
         self.max_seg = self.mss
         self.snd_wscale = self.rcv_wscale = 0
         self.wscale_ok = self.sack_ok = self.ts_ok = False
@@ -197,7 +205,8 @@ class TcpConnection:
     def send_space(self) -> int:
         if self.fin_queued or self.state not in _SEND_OK:
             return 0
-        return max(0, self.config.snd_buf - len(self.sndbuf))
+        space = self.config.snd_buf - len(self.sndbuf)
+        return space if space > 0 else 0
 
     @property
     def unacked(self) -> int:
@@ -312,10 +321,10 @@ class TcpConnection:
     def handoff_time_wait(self, now: float) -> TimeWait:
         """Hand TIME-WAIT to a compact record (``tcp.timewait``); this TCB is done."""
         cfg = self.config
-        shift = self.rcv_wscale
         wnd = (self.rcv_adv - self.rcv_nxt) & MASK
+        wnd = 0 if wnd >= 0x80000000 else wnd >> self.rcv_wscale     # the window field
         tw = TimeWait(self.owner, self.key, self.output, self.snd_max, self.rcv_nxt,
-                      min(wnd >> shift, 0xFFFF) if wnd < 0x80000000 else 0, self.ts_ok,
+                      wnd if wnd < 0xFFFF else 0xFFFF, self.ts_ok,
                       self.ts_offset, cfg.ts_hz, self.ts_recent, self.ts_recent_time,
                       self.t_tw, cfg.time_wait)
         self._to(fsm.HANDOFF, now)
@@ -325,9 +334,15 @@ class TcpConnection:
     # --------------------------------------------------------------------- timers
     def next_deadline(self):
         d = self.t_rto
-        for t in (self.t_dack, self.t_persist, self.t_tw):
-            if t is not None and (d is None or t < d):
-                d = t
+        t = self.t_dack
+        if t is not None and (d is None or t < d):
+            d = t
+        t = self.t_persist
+        if t is not None and (d is None or t < d):
+            d = t
+        t = self.t_tw
+        if t is not None and (d is None or t < d):
+            d = t
         return d
 
     def on_timer(self, now: float) -> None:
@@ -411,9 +426,14 @@ class TcpConnection:
     def on_segment(self, seg, now: float) -> None:
         self.segs_in += 1
         state = self.state
-        if state == ESTABLISHED and self._fast_path(seg, now):
-            self._flush_events()
-            return
+        if state == ESTABLISHED or state == SYN_RECEIVED:
+            if self._fast_path(seg, now):
+                self._flush_events()
+                return
+        elif state == FIN_WAIT_1 or state == FIN_WAIT_2:
+            if self._fast_fin(seg, now):
+                self._flush_events()
+                return
         if state == SYN_SENT:
             self._rcv_syn_sent(seg, now)
         elif state == LISTEN:
@@ -430,6 +450,11 @@ class TcpConnection:
         in loss recovery, ACK within [SND.UNA, SND.MAX], data within the window — gets
         the same result as the full §3.10.7.4 procedure with far fewer steps. Anything
         else returns False and takes the full procedure.
+
+        The same holds in SYN-RECEIVED for the handshake's last ACK (the first data may
+        ride on it) when it acknowledges our SYN and nothing is queued to send yet: the
+        full procedure's "fifth, SYN-RECEIVED" step (ESTABLISHED) is done here, and the
+        rest is exactly the ESTABLISHED case with nothing newly acknowledged.
         """
         if seg.flags & 0xF7 != ACK or seg.seq != self.rcv_nxt or seg.sack_blocks or \
                 self.in_recovery or self.reasm:
@@ -438,6 +463,9 @@ class TcpConnection:
         acked = (ack - self.snd_una) & MASK
         if acked > ((self.snd_max - self.snd_una) & MASK):
             return False
+        handshake = self.state == SYN_RECEIVED
+        if handshake and (not acked or self.sndbuf or self.fin_queued):
+            return False                                  # no ACK of our SYN, or data queued
         tsval = seg.tsval
         if self.ts_ok:
             if tsval is None or ((tsval - self.ts_recent) & MASK) >= 0x80000000:
@@ -449,17 +477,14 @@ class TcpConnection:
         n = len(payload)
         if n and n > ((self.rcv_adv - self.rcv_nxt) & MASK):
             return False
+        if handshake:
+            self._ack_of_syn(seg, now)            # RTT sample, SND.UNA = SEG.ACK, timer off
+            self._to(fsm.RCV_ACK_OF_SYN)
+            acked = 0                             # our SYN was all there was to acknowledge
         wnd = seg.window << self.snd_wscale
         if acked:
             # RTT sample (RFC 7323 §4.2, or Karn's timed segment), free acked data.
-            tsecr = seg.tsecr
-            if tsecr:
-                ticks = (int(now * self.config.ts_hz) + self.ts_offset - tsecr) & MASK
-                if ticks < 0x7FFFFFFF:
-                    self.rto.on_rtt_sample(ticks / self.config.ts_hz)
-            elif self.rtt_seq is not None and ((ack - self.rtt_seq) & MASK) < 0x80000000:
-                self.rto.on_rtt_sample(now - self.rtt_time)
-                self.rtt_seq = None
+            self._sample_rtt(seg.tsecr, ack, now)
             flight = (self.snd_max - self.snd_una) & MASK
             self.snd_una = ack
             if ((ack - self.snd_nxt) & MASK) < 0x80000000:
@@ -504,8 +529,65 @@ class TcpConnection:
             if n >= self.rcv_mss:
                 self.full_segs += 1
             self._ack_policy(now)
-        if acked or wnd:
-            self._output(now)
+        if (acked or wnd) and (self.fin_queued or
+                               len(self.sndbuf) > ((self.snd_nxt - self.sbase) & MASK)):
+            self._output(now)                             # only if something is unsent
+        return True
+
+    def _fast_fin(self, seg, now: float) -> bool:
+        """The peer's FIN after ours (FIN-WAIT-1/2): the common end of a connection we
+        closed first, by a FIN,ACK (no data) exactly at RCV.NXT that acknowledges all we
+        sent, our FIN included, with room for it in the window, no SACK blocks, nothing
+        in reassembly, not in loss recovery, timestamp not older than TS.Recent. Gets
+        the same result as the full §3.10.7.4 procedure: ACK (our FIN acked: FIN-WAIT-2),
+        window update, FIN (TIME-WAIT, ACK sent). Anything else returns False.
+        """
+        # Modular arithmetic inline, as in _fast_path (this runs once per connection).
+        ack = seg.ack
+        if seg.flags & 0xF7 != ACK | FIN or seg.seq != self.rcv_nxt or seg.payload or \
+                seg.sack_blocks or self.in_recovery or self.reasm or self.fin_rcvd or \
+                self.rcv_fin_seq is not None or ack != self.snd_max or not self.fin_queued or \
+                ack != (self.sbase + len(self.sndbuf) + 1) & MASK:
+            return False                                  # ... or our FIN is not sent yet
+        if not 0 < ((self.rcv_adv - self.rcv_nxt) & MASK) <= HALF:
+            return False                                  # a zero window: the FIN is dropped
+        tsval = seg.tsval
+        if self.ts_ok:
+            if tsval is None or ((tsval - self.ts_recent) & MASK) >= HALF:
+                return False
+            if seg.seq == self.last_ack_sent:
+                self.ts_recent = tsval                    # RFC 7323 §4.3
+                self.ts_recent_time = now
+        acked = (ack - self.snd_una) & MASK
+        if acked:                                         # FIN-WAIT-1: ours is acked now
+            self._sample_rtt(seg.tsecr, ack, now)
+            flight = (self.snd_max - self.snd_una) & MASK
+            self.snd_una = ack
+            if ((self.snd_nxt - ack) & MASK) > HALF:     # seq_lt(snd_nxt, ack)
+                self.snd_nxt = ack
+            buf = self.sndbuf
+            self.sbase = (self.sbase + len(buf)) & MASK  # all data acked, and the FIN
+            buf.clear()
+            self.retries = 0
+            self.t_rto = None
+            self.dupacks = 0
+            self.cc.on_ack(acked, now, self.rto.srtt, flight)
+            if self._snd_full:                            # the buffer is empty now
+                self._snd_full = False
+                self._notify = True
+            self._to(fsm.RCV_ACK_OF_FIN, now)            # FIN-WAIT-1 -> FIN-WAIT-2
+        # Window update: SEG.SEQ == RCV.NXT is never older than SND.WL1.
+        wnd = seg.window << self.snd_wscale
+        self.snd_wl1 = seg.seq
+        self.snd_wl2 = ack
+        self.snd_wnd = wnd
+        if wnd > self.max_snd_wnd:
+            self.max_snd_wnd = wnd
+        if wnd and self.t_persist is not None:
+            self.t_persist = None
+            self.persist_backoff = 0
+        self.rcv_fin_seq = seg.seq
+        self._rcv_fin(now)
         return True
 
     def _rcv_listen(self, seg, now: float) -> None:
@@ -520,7 +602,7 @@ class TcpConnection:
             return
         self.passive = True
         self.irs = seg.seq
-        self.rcv_nxt = self.rcv_adv = seq_add(seg.seq, 1)
+        self.rcv_nxt = self.rcv_adv = (seg.seq + 1) & MASK     # seq_add
         self._negotiate(seg, now)
         self.snd_wnd = seg.window                 # RFC 7323 §2.2: SYN windows are unscaled
         self.max_snd_wnd = self.snd_wnd
@@ -700,14 +782,7 @@ class TcpConnection:
         if acked > 0:
             flight = seq_diff(self.snd_max, self.snd_una)
             # RTT sample: timestamps (RFC 7323 §4.2) or one timed segment (Karn, RFC 6298 §3)
-            tsecr = seg.tsecr
-            if self.ts_ok and tsecr:
-                ticks = (int(now * self.config.ts_hz) + self.ts_offset - tsecr) & MASK
-                if ticks < 0x7FFFFFFF:
-                    self.rto.on_rtt_sample(ticks / self.config.ts_hz)
-            elif self.rtt_seq is not None and seq_ge(ack, self.rtt_seq):
-                self.rto.on_rtt_sample(now - self.rtt_time)
-                self.rtt_seq = None
+            self._sample_rtt(seg.tsecr, ack, now)
             self.snd_una = ack
             if seq_lt(self.snd_nxt, ack):
                 self.snd_nxt = ack
@@ -777,6 +852,17 @@ class TcpConnection:
                 self._enter_recovery(now)
         self._output(now)
 
+    def _sample_rtt(self, tsecr, ack: int, now: float) -> None:
+        """An ACK of new data: RTT from the echoed timestamp (RFC 7323 §4.2), else from
+        the one timed segment, never a retransmitted one (Karn, RFC 6298 §3)."""
+        if self.ts_ok and tsecr:
+            ticks = (int(now * self.config.ts_hz) + self.ts_offset - tsecr) & MASK
+            if ticks < 0x7FFFFFFF:
+                self.rto.on_rtt_sample(ticks / self.config.ts_hz)
+        elif self.rtt_seq is not None and ((ack - self.rtt_seq) & MASK) < HALF:
+            self.rto.on_rtt_sample(now - self.rtt_time)     # seq_ge(ack, rtt_seq)
+            self.rtt_seq = None
+
     def _enter_recovery(self, now: float) -> None:
         """Fast retransmit / fast recovery (RFC 5681 §3.2, RFC 6582 §3.2, RFC 6675 §5)."""
         self.in_recovery = True
@@ -843,7 +929,7 @@ class TcpConnection:
     def _rcv_fin(self, now: float) -> None:
         """Eighth check: the peer's FIN is in sequence."""
         self.fin_rcvd = True
-        self.rcv_nxt = seq_add(self.rcv_nxt, 1)
+        self.rcv_nxt = (self.rcv_nxt + 1) & MASK
         self._notify = True
         self.ack_pending = True
         state = self.state
@@ -889,9 +975,9 @@ class TcpConnection:
             self.ts_recent = seg.tsval
             self.ts_recent_time = now
         opt = 12 if self.ts_ok else 0
-        self.mss = max(min(self.peer_mss, cfg.mss) - opt, 64)
-        self.rcv_mss = max(cfg.mss - opt, 64)
-        self.max_seg = self.mss
+        mss = self.peer_mss if self.peer_mss < cfg.mss else cfg.mss
+        self.mss = self.max_seg = mss - opt if mss - opt > 64 else 64
+        self.rcv_mss = cfg.mss - opt if cfg.mss - opt > 64 else 64
         self.cc.set_mss(self.mss)
 
     def _ack_of_syn(self, seg, now: float) -> None:
@@ -902,9 +988,9 @@ class TcpConnection:
             # RFC 6298 §5.7: RTO of 3 s after a lost SYN; RFC 5681 §3.1: window of 1 MSS.
             self.rto.on_syn_timeout_established()
             self.cc.on_syn_loss()
-        self.snd_una = seg.ack
-        if seq_lt(self.snd_nxt, self.snd_una):
-            self.snd_nxt = self.snd_una
+        self.snd_una = ack = seg.ack
+        if ((self.snd_nxt - ack) & MASK) > HALF:      # seq_lt(snd_nxt, ack), inline
+            self.snd_nxt = ack
         self.retries = 0
         self.t_rto = None
         self.rtt_seq = None
@@ -926,16 +1012,16 @@ class TcpConnection:
         else:
             opts = tcp_options(mss=cfg.mss, wscale=cfg.wscale, sack_permitted=cfg.sack,
                                timestamps=(tsval, 0) if cfg.timestamps else None)
-        self.output(self, flags, self.iss, self.rcv_nxt if flags & ACK else 0,
-                    min(cfg.rcv_buf, 0xFFFF), opts, b"")
+        wnd = cfg.rcv_buf if cfg.rcv_buf < 0xFFFF else 0xFFFF   # SYN windows are unscaled
+        self.output(self, flags, self.iss, self.rcv_nxt if flags & ACK else 0, wnd, opts, b"")
         self.segs_out += 1
         if self.snd_nxt == self.iss:
-            self.snd_nxt = self.snd_max = seq_add(self.iss, 1)
+            self.snd_nxt = self.snd_max = (self.iss + 1) & MASK    # seq_add
             self.rtt_time = now
         else:
             self.retransmits += 1
         if flags & ACK:
-            self.rcv_adv = seq_add(self.rcv_nxt, min(cfg.rcv_buf, 0xFFFF))
+            self.rcv_adv = (self.rcv_nxt + wnd) & MASK     # seq_add
             self.last_ack_sent = self.rcv_nxt
         self.last_send = now
         self.t_rto = now + self.rto.rto
@@ -996,17 +1082,20 @@ class TcpConnection:
             fin = last and self.fin_queued
             if fin:
                 flags |= FIN
-            self._emit(flags, nxt, bytes(buf[off:off + n]), now)
+            # one copy of the bytes (slicing a bytearray would copy them twice)
+            self._emit(flags, nxt, bytes(buf) if off == 0 and last else
+                       bytes(buf[off:off + n]), now)
             if nxt != self.snd_max:             # resending after an RTO rollback
                 self.retransmits += 1
             self._advance(nxt, n + 1 if fin else n, now)
-            if fin:
-                break
+            if last:
+                break                           # all sent (and the FIN with it, if queued)
 
     def _advance(self, seq: int, length: int, now: float) -> None:
-        nxt = seq_add(seq, length)
+        # Per segment sent: modular arithmetic inline (seq_add, seq_gt(nxt, snd_max)).
+        nxt = (seq + length) & MASK
         self.snd_nxt = nxt
-        if seq_gt(nxt, self.snd_max):
+        if ((self.snd_max - nxt) & MASK) >= 0x80000000:
             if self.rtt_seq is None and not self.ts_ok:
                 self.rtt_seq = nxt
                 self.rtt_time = now
@@ -1143,7 +1232,9 @@ class TcpConnection:
         A peer that is (nearly) blocked hears at once; otherwise the update waits for
         the next segment or the delayed-ACK timer, as Linux's __tcp_cleanup_rbuf does.
         """
-        cur = seq_diff(self.rcv_adv, self.rcv_nxt)
+        cur = (self.rcv_adv - self.rcv_nxt) & MASK     # seq_diff(rcv_adv, rcv_nxt), inline
+        if cur > HALF:
+            cur -= SEQ_MOD
         new = self.config.rcv_buf - len(self.rcvbuf)
         if new - cur < self.rcv_mss:
             return
@@ -1156,10 +1247,9 @@ class TcpConnection:
 
     # ---------------------------------------------------------------- transitions
     def _to(self, event: int, now: float = 0.0) -> None:
-        try:
-            new = _TRANSITIONS[(self.state, event)]
-        except KeyError:
-            raise fsm.IllegalTransition(self.state, event) from None
+        new = _NEXT_STATE.get(self.state << 4 | event)
+        if new is None:
+            raise fsm.IllegalTransition(self.state, event)
         self.state = new
         if new in _NOTIFY_STATES:
             self._notify = True

@@ -21,6 +21,8 @@ __all__ = ["RtoEstimator"]
 _ALPHA = 0.125  # RFC 6298 §2.3
 _BETA = 0.25
 _K = 4
+_1_ALPHA = 1.0 - _ALPHA
+_1_BETA = 1.0 - _BETA
 
 
 class RtoEstimator:
@@ -45,7 +47,10 @@ class RtoEstimator:
         self.min_rto = min_rto
         self.max_rto = max_rto
         self.granularity = granularity
-        self.reset()
+        # reset(), inline (once per connection)
+        self.srtt = self.rttvar = None
+        self.backoffs = 0
+        self._base = self.rto = self._clamp(initial)
 
     def reset(self) -> None:
         """Forget everything (connection reuse): RTO = initial (RFC 6298 §2.1)."""
@@ -78,14 +83,19 @@ class RtoEstimator:
         else:
             # §2.3: RTTVAR first, with the old SRTT.
             err = srtt - r
-            var = (1.0 - _BETA) * self.rttvar + _BETA * (err if err >= 0.0 else -err)
-            srtt = (1.0 - _ALPHA) * srtt + _ALPHA * r
+            var = _1_BETA * self.rttvar + _BETA * (err if err >= 0.0 else -err)
+            srtt = _1_ALPHA * srtt + _ALPHA * r
         self.srtt = srtt
         self.rttvar = var
         kvar = _K * var
-        self._base = self._clamp(srtt + (kvar if kvar > self.granularity else self.granularity))
+        g = self.granularity
+        rto = srtt + (kvar if kvar > g else g)
+        if rto < self.min_rto:                    # _clamp, inline: once per ACK
+            rto = self.min_rto
+        elif rto > self.max_rto:
+            rto = self.max_rto
+        self._base = self.rto = rto
         self.backoffs = 0
-        self.rto = self._base
 
     def backoff(self) -> float:
         """Retransmission timer expired: RTO *= 2, capped at max_rto (§5.5). Returns it."""

@@ -2,7 +2,8 @@
 
 `parse_ipv4(buf)` reads the header at buf[0:]; the payload is
 `buf[hdr.header_length:hdr.total_length]` — bytes past total_length (Ethernet
-padding up to the 60-byte minimum frame) are ignored.
+padding up to the 60-byte minimum frame) are ignored. `parse_ipv4_fields(buf)` is the
+same parse with the fields returned as a tuple (no object: the host's receive path).
 """
 
 import ipaddress
@@ -13,7 +14,8 @@ from .errors import WireError
 
 __all__ = [
     "IP_HLEN", "IPPROTO_ICMP", "IPPROTO_TCP", "IPPROTO_UDP",
-    "Ipv4Header", "parse_ipv4", "ipv4_header", "ip_from_str", "ip_to_str",
+    "Ipv4Header", "parse_ipv4", "parse_ipv4_fields", "ipv4_header", "ip_from_str",
+    "ip_to_str",
 ]
 
 IP_HLEN = 20
@@ -62,6 +64,13 @@ def parse_ipv4(buf, verify_checksum=True):
     (IHL > 5, not handled), ip_bad_length, ip_bad_checksum, ip_fragment (MF or
     offset != 0: no reassembly here; DF and the reserved bit are not checked).
     """
+    return Ipv4Header(*parse_ipv4_fields(buf, verify_checksum))
+
+
+def parse_ipv4_fields(buf, verify_checksum=True):
+    """`parse_ipv4` without the object: the same checks, then the Ipv4Header fields as
+    a tuple (src, dst, proto, ttl, ident, tos, dont_fragment, total_length,
+    header_length)."""
     n = len(buf)
     if n < 20:
         raise WireError("ip_short")
@@ -82,7 +91,7 @@ def parse_ipv4(buf, verify_checksum=True):
             raise WireError("ip_bad_checksum")
     if frag & 0x3FFF:
         raise WireError("ip_fragment")
-    return Ipv4Header(src, dst, proto, ttl, ident, tos, frag & 0x4000 != 0, total, 20)
+    return src, dst, proto, ttl, ident, tos, frag & 0x4000 != 0, total, 20
 
 
 def ipv4_header(src, dst, proto, payload_len, ident=0, ttl=64, tos=0, df=True):

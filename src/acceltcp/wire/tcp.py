@@ -1,15 +1,16 @@
 """TCP header and options (RFC 9293 §3.1/§3.2, RFC 7323 WS/TS, RFC 2018 SACK).
 
 `parse_tcp` validates once and returns a TcpSegment (a plain __slots__ object).
-Fast paths (no option loop): data offset 5 (no options) and 8 with the Linux
-`NOP NOP TS` layout. Checksums use the mod-0xFFFF trick of wire.checksum: the
-sum is formed from integer fields, never by concatenating a pseudo-header.
+Fast paths (no option loop): data offset 5 (no options), 8 with the Linux
+`NOP NOP TS` layout and 10 with the Linux SYN layout (MSS, SACK-perm or NOP NOP, TS,
+NOP WS). Checksums use the mod-0xFFFF trick of wire.checksum: the sum is formed from
+integer fields, never by concatenating a pseudo-header.
 Option *semantics* (MSS/WS only on SYN, RFC 7323 §3.2 TS rules, ...) are tcp/'s job.
 """
 
 import struct
 
-from .checksum import _FOLD_BITS, _fold
+from .checksum import _fold
 from .errors import WireError
 
 __all__ = [
@@ -45,10 +46,15 @@ MAX_WSCALE = 14                # RFC 7323 §2.3
 _TCP = struct.Struct("!HHIIBBHHH")
 # the same + one option word + tsval + tsecr: the NOP,NOP,TS(10) layout (32-byte header)
 _TCP_TS = struct.Struct("!HHIIBBHHHIII")
+# the same + the SYN layout of tcp_options (and Linux): MSS, SACK-perm+TS (or NOP,NOP,TS),
+# NOP,WS (40-byte header)
+_TCP_SYN = struct.Struct("!HHIIBBHHHIIIII")
 _NOP_NOP_TS = 0x0101080A
 _SACKPERM_TS = 0x0402080A
 _OPT_TS = struct.Struct("!III")        # option word, tsval, tsecr
 _OPT_MSS = struct.Struct("!BBH")
+# A SYN's full option set in the layout below (MSS, SACK-perm/NOP NOP + TS, NOP WS): one pack.
+_OPT_SYN = struct.Struct("!BBHIIIBBBB")
 _II = struct.Struct("!II")
 _H = struct.Struct("!H")
 # Ethernet + IPv4 + TCP fixed headers (54 bytes) in one Struct.
@@ -58,6 +64,7 @@ _FRAME = struct.Struct("!6s6sH" "BBHHHBBH4s4s" "HHIIBBHHH")
 _from_bytes = int.from_bytes
 _tcp_unpack = _TCP.unpack_from
 _tcp_ts_unpack = _TCP_TS.unpack_from
+_tcp_syn_unpack = _TCP_SYN.unpack_from
 _frame_pack = _FRAME.pack
 
 
@@ -139,8 +146,10 @@ def parse_tcp(buf, src_ip, dst_ip, verify_checksum=True):
         if n > 1024:
             s = _fold(s)
         # Sum incl. checksum field and pseudo-header must be -0, i.e. 0 mod 0xFFFF
-        # (never all-zero: proto 6 is in it).
-        if (s + _from_bytes(src_ip, "big") + _from_bytes(dst_ip, "big") + 6 + n) % 0xFFFF:
+        # (never all-zero: proto 6 is in it). Reduce the long integer first, then add
+        # the (small) pseudo-header.
+        if (s % 0xFFFF + _from_bytes(src_ip, "big") + _from_bytes(dst_ip, "big") + 6 + n) \
+                % 0xFFFF:
             raise WireError("tcp_bad_checksum")
     if doff == 20:
         sport, dport, seq, ack, _, flags, window, _, urg = _tcp_unpack(buf)
@@ -152,6 +161,15 @@ def parse_tcp(buf, src_ip, dst_ip, verify_checksum=True):
         if word == _NOP_NOP_TS:
             return TcpSegment(sport, dport, seq, ack, flags, window, urg, buf[32:],
                               None, None, False, (), tsval, tsecr, ())
+    elif doff == 40:
+        sport, dport, seq, ack, _, flags, window, _, urg, mss_opt, word, tsval, tsecr, \
+            ws_opt = _tcp_syn_unpack(buf)
+        if mss_opt >> 16 == 0x0204 and ws_opt >> 8 == 0x010303 and \
+                (word == _SACKPERM_TS or word == _NOP_NOP_TS):
+            wscale = ws_opt & 0xFF
+            return TcpSegment(sport, dport, seq, ack, flags, window, urg, buf[40:],
+                              mss_opt & 0xFFFF, wscale if wscale <= 14 else 14,
+                              word == _SACKPERM_TS, (), tsval, tsecr, ())
     sport, dport, seq, ack, _, flags, window, _, urg = _tcp_unpack(buf)
     # RFC 9293 §3.2: options are EOL, NOP, or kind-length-value.
     mss = wscale = tsval = tsecr = None
@@ -223,6 +241,14 @@ def tcp_options(mss=None, wscale=None, sack_permitted=False, timestamps=None, sa
             return _OPT_TS.pack(_NOP_NOP_TS, timestamps[0], timestamps[1])
         except struct.error as e:
             raise ValueError("timestamps: %s" % e) from None
+    if mss is not None and wscale is not None and timestamps is not None and \
+            not sack_blocks and not unknown:
+        # A SYN or SYN,ACK offering everything: the same bytes as the general path below.
+        try:
+            return _OPT_SYN.pack(2, 4, mss, _SACKPERM_TS if sack_permitted else _NOP_NOP_TS,
+                                 timestamps[0], timestamps[1], 1, 3, 3, wscale)
+        except struct.error as e:
+            raise ValueError(str(e)) from None
     try:
         parts = []
         if mss is not None:

@@ -170,7 +170,7 @@ def test_del_and_close_stop_reports(conn):
 
 
 def test_maxevents_leaves_the_rest_for_the_next_call(sk):
-    lfd = sk.server()
+    sk.server()
     ep = sk.a.epoll_create()
     fds = []
     for _ in range(5):
