@@ -66,7 +66,8 @@ from ..wire.errors import WireError
 from ..wire.ethernet import (BROADCAST_MAC, ETH_HLEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ZERO_MAC,
                              ethernet_header, mac_from_str, mac_to_str, parse_ethernet)
 from ..wire.ipv4 import IPPROTO_TCP, ip_from_str, ip_to_str, parse_ipv4_fields
-from ..wire.tcp import ACK, FIN, RST, SYN, build_tcp_frame, parse_tcp
+from ..wire.tcp import (ACK, FIN, RST, SYN, TSO_PAYLOAD_MAX, build_tcp_frame,
+                        build_tcp_header_partial, parse_tcp)
 
 __all__ = ["HostStack", "HostConn", "Listener", "HOST_DROP_REASONS", "OUTBOUND_DROP_REASONS",
            "to_ip", "to_mac"]
@@ -234,7 +235,7 @@ class HostStack:
 
     def __init__(self, device, ip, clock, *, config=None, netmask=24, gateway=None,
                  arp_timeout=60.0, isn=None, ephemeral=(32768, 60999), max_syn_backlog=1024,
-                 name="", secret=None, strict=False, tcb_class=TcpConnection):
+                 name="", secret=None, strict=False, tcb_class=TcpConnection, tso=True):
         self.device = device
         self.mac = to_mac(device.mac)
         self.ip = to_ip(ip)
@@ -257,6 +258,16 @@ class HostStack:
         self.name = name
         #: the TCB type (TcpConnection's constructor and contract); a quasi-TCB later
         self.tcb_class = tcb_class
+        # Device offloads (a TAP with virtio-net headers): a device with `offload` set and
+        # `send_segment(header, payload, gso_size)` completes TCP checksums, so data
+        # segments leave with a partial checksum; with `tso` they are also handed over
+        # as super-segments of up to TSO_PAYLOAD_MAX bytes that it cuts to the MSS. On
+        # receive, the device says per frame whether the kernel vouched for the
+        # checksum (`receive_frame(frame, csum_ok=True)`).
+        self._send_segment = (device.send_segment if getattr(device, "offload", False)
+                              and hasattr(device, "send_segment") else None)
+        self.tso_max = TSO_PAYLOAD_MAX if tso and self._send_segment is not None else 0
+        self._csum_trusted = 0
         self._secret = secret if secret is not None else os.urandom(16)
         # F() of RFC 6528 keyed once: each ISN copies this state instead of re-keying.
         self._isn_hash = hashlib.blake2s(key=self._secret, digest_size=4)
@@ -303,8 +314,10 @@ class HostStack:
         self._event_cb = self._on_conn_event
 
     # ------------------------------------------------------------------ receive path
-    def receive_frame(self, frame):
-        """One frame from the device. Never raises (see `strict`)."""
+    def receive_frame(self, frame, csum_ok=False):
+        """One frame from the device. Never raises (see `strict`). ``csum_ok``: the
+        device vouches for the TCP checksum (verified by hardware, or a partial one from
+        the local kernel), so it is not summed again."""
         self._frames_in += 1
         if frame.__class__ is not bytes:
             try:
@@ -333,8 +346,10 @@ class HostStack:
                 # integer (int.from_bytes would copy a memoryview first). A larger
                 # (LRO/GRO) one as a memoryview: without verification it is never copied
                 # before the receive buffer.
+                if csum_ok:
+                    self._csum_trusted += 1
                 seg = parse_tcp(frame[34:end] if end <= 2048 else memoryview(frame)[34:end],
-                                ip_src, ip_dst)
+                                ip_src, ip_dst, not csum_ok)
                 key = frame[26:38]            # src-ip|dst-ip|sport|dport (no IP options)
                 conn = self._table.get(key)
                 if conn is not None:
@@ -427,6 +442,7 @@ class HostStack:
         rport = seg.src_port
         iss = self._isn(self.ip, lport, src, rport, now) & _U32
         conn = self.tcb_class(cfg, self.ip, lport, src, rport, iss, self._output_cb, now)
+        conn.tso_max = self.tso_max
         rec = conn.owner = HostConn(key, src, lport, rport, self._nexthop_or_self(src), True)
         conn.key = key
         rec.parent = lst
@@ -472,6 +488,19 @@ class HostStack:
         self._ident = ident = (self._ident + 1) & 0xFFFF
         if e is not None:
             e.used = True
+            if payload and self._send_segment is not None:
+                # The device completes the checksum (and cuts a super-segment to the MSS:
+                # reserve the IP IDs of the frames it will make, as a TSO NIC does).
+                mss = conn.mss
+                n = len(payload)
+                self._ident = (ident + (n - 1) // mss) & 0xFFFF
+                hdr = build_tcp_header_partial(e.mac, self.mac, self.ip, rec.remote_ip, ident,
+                                               rec.local_port, rec.remote_port, seq, ack,
+                                               flags, window, options, n)
+                self._frames_out += 1
+                self._bytes_out += len(hdr) + n
+                self._send_segment(hdr, payload, mss)
+                return
             frame = build_tcp_frame(e.mac, self.mac, self.ip, rec.remote_ip, ident,
                                     rec.local_port, rec.remote_port, seq, ack, flags, window,
                                     options, payload)
@@ -814,6 +843,7 @@ class HostStack:
         iss = self._isn(self.ip, lport, rip, remote_port, now) & _U32
         conn = self.tcb_class(config if config is not None else self.config, self.ip, lport,
                              rip, remote_port, iss, self._output_cb, now)
+        conn.tso_max = self.tso_max
         self._register(conn, key, rip, lport, remote_port, nexthop, False)
         self._table[key] = conn
         self._c["conns_opened"] += 1
@@ -1077,7 +1107,7 @@ class HostStack:
                  frames_out=self._frames_out, bytes_out=self._bytes_out,
                  frames_delivered=self._delivered,
                  conns_live=len(self._table) + len(self._embryonic),
-                 conns_time_wait=len(self._timewait))
+                 conns_time_wait=len(self._timewait), csum_trusted=self._csum_trusted)
         for k in ("conns_opened", "conns_accepted", "conns_closed", "conns_reset",
                   "conns_timeout", "conns_refused", "conns_aborted", "rsts_sent"):
             c.setdefault(k, 0)

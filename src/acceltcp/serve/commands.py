@@ -89,8 +89,8 @@ def stats_snapshot(host, extra=None):
     tcp = st.stats()["tcp"]
     ru = resource.getrusage(resource.RUSAGE_SELF)
     out = {
-        "offload": st.offload,
-        "tso": st.tso,
+        "offload": host.device.offload,
+        "tso": st.tso_max > 0,
         "tap": host.device.name,
         "netns": host.netns,
         "stack_ip": host.stack_ip,
@@ -106,7 +106,7 @@ def stats_snapshot(host, extra=None):
         "fast_retransmits": c.get("fast_retransmits", 0),
         "rto_timeouts": c.get("rto_timeouts", 0),
         "drops": dict(st.drops),
-        "csum_trusted": st.csum_skipped,
+        "csum_trusted": c.get("csum_trusted", 0),
         "counters": c,
         "tcp": tcp,
         "device": host.device.stats.as_dict(),

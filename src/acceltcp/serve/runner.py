@@ -1,4 +1,4 @@
-"""Drive an OffloadStack on a TapDevice from a real asyncio loop, in batches.
+"""Drive a HostStack on a TapDevice from a real asyncio loop, in batches.
 
 ``TapRunner`` is ``host.runner.StackRunner`` for a device that delivers frames in
 batches with a checksum verdict: the device reads until EAGAIN on one readiness
@@ -13,9 +13,9 @@ and configured there), the stack on it, the runner, an optional pcap writer.
 
 import time
 
+from ..host.stack import HostStack
 from ..io.tap import TapDevice
 from ..tcp.config import TcpConfig
-from .offload import OffloadStack
 
 __all__ = ["TapRunner", "TapHost"]
 
@@ -140,8 +140,9 @@ class TapHost:
                 self.pcap = PcapWriter(pcap)
                 self.device.add_tap(self.pcap.write)
             self.config = config if config is not None else TcpConfig()
-            self.stack = OffloadStack(self.device, self.stack_ip, loop.time, offload=offload,
-                                      tso=tso, config=self.config, netmask=prefixlen, name=name)
+            self.stack = HostStack(self.device, self.stack_ip, loop.time,
+                                   tso=offload if tso is None else tso, config=self.config,
+                                   netmask=prefixlen, name=name)
             self.runner = TapRunner(loop, self.stack, self.device)
         except BaseException:
             self.device.close()

@@ -96,7 +96,7 @@ class TcpConnection:
         "irs", "rcv_nxt", "rcv_adv", "rcvbuf", "reasm", "rcv_fin_seq", "fin_rcvd",
         # negotiated options
         "mss", "rcv_mss", "peer_mss", "wscale_ok", "snd_wscale", "rcv_wscale", "sack_ok", "ts_ok",
-        "ts_offset", "ts_recent", "ts_recent_time", "last_ack_sent", "max_seg",
+        "ts_offset", "ts_recent", "ts_recent_time", "last_ack_sent", "max_seg", "tso_max",
         # timers and estimators
         "t_rto", "t_dack", "t_persist", "t_tw", "rto", "retries", "persist_backoff",
         "rtt_seq", "rtt_time", "last_send", "challenge_window", "challenge_count",
@@ -146,6 +146,7 @@ class TcpConnection:
         self.peer_mss = DEFAULT_MSS
         self.mss = self.rcv_mss = config.mss if config.mss < DEFAULT_MSS else DEFAULT_MSS
         self.max_seg = self.mss
+        self.tso_max = 0                      # set by a host whose device does TSO
         self.snd_wscale = self.rcv_wscale = 0
         self.wscale_ok = self.sack_ok = self.ts_ok = False
         # RFC 7323 §5.4 / RFC 7323 §7.1: a per-connection random-looking TS offset.
@@ -977,6 +978,9 @@ class TcpConnection:
         opt = 12 if self.ts_ok else 0
         mss = self.peer_mss if self.peer_mss < cfg.mss else cfg.mss
         self.mss = self.max_seg = mss - opt if mss - opt > 64 else 64
+        t = self.tso_max
+        if t > self.mss:                          # TSO: whole multiples of the MSS
+            self.max_seg = t - t % self.mss
         self.rcv_mss = cfg.mss - opt if cfg.mss - opt > 64 else 64
         self.cc.set_mss(self.mss)
 

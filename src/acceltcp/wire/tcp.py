@@ -382,3 +382,30 @@ if __name__ == "__main__":   # micro-benchmark: python -m acceltcp.wire.tcp
     _bench("tcp_options(timestamps=...)", lambda: tcp_options(timestamps=(1, 2)))
     _bench("tcp_options(SYN: mss, sack, ts, ws)",
            lambda: tcp_options(mss=1460, wscale=7, sack_permitted=True, timestamps=(1, 2)))
+
+
+#: TCP payload of a TSO super-segment: IPv4 total length <= 65535, minus IPv4 (20) and the
+#: largest TCP header (60).
+TSO_PAYLOAD_MAX = 65535 - 20 - 60
+
+
+def build_tcp_header_partial(eth_dst, eth_src, src_ip, dst_ip, ident, sport, dport, seq, ack,
+                             flags, window, options, payload_len, ttl=64):
+    """Ethernet + IPv4 (DF, full header checksum) + TCP header + options for a segment of
+    ``payload_len`` bytes, for a device that completes the TCP checksum (CHECKSUM_PARTIAL,
+    virtio-net NEEDS_CSUM): the checksum field holds the folded pseudo-header sum over the
+    whole TCP length, and the payload is never summed here. A ``payload_len`` above the
+    MSS makes it a TSO super-segment that the device cuts into MSS-sized frames."""
+    olen = len(options)
+    tcp_len = 20 + olen + payload_len
+    ident &= 0xFFFF
+    addrs = int.from_bytes(src_ip, "big") + int.from_bytes(dst_ip, "big")
+    ip_csum = -(0x8500 + 20 + tcp_len + ident + (ttl << 8) + 6 + addrs) % 0xFFFF
+    partial = (addrs + 6 + tcp_len) % 0xFFFF or 0xFFFF
+    try:
+        hdr = _FRAME.pack(eth_dst, eth_src, 0x0800, 0x45, 0, 20 + tcp_len, ident, 0x4000, ttl,
+                          6, ip_csum, src_ip, dst_ip, sport, dport, seq, ack, (20 + olen) << 2,
+                          flags, window, partial, 0)
+    except struct.error as e:
+        raise ValueError(str(e)) from None
+    return hdr + options if olen else hdr
