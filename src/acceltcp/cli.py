@@ -30,9 +30,10 @@ def cmd_demo(args) -> int:
                 size=args.size, warmup=args.warmup, seed=args.seed,
                 on_progress=lambda load, t=task: progress.update(t, completed=load.transactions)))
     table = Table(title=f"{args.clients} clients, {args.size} B echo, simulated 10 Gbit/s link "
-                        f"({args.transactions} transactions each)")
-    for col in ("connections", "transactions/s (sim)", "host frames / txn",
-                "host CPU µs / txn", "host CPU µs / frame in", "errors"):
+                        f"({args.transactions} transactions each); frames and CPU of the "
+                        f"server host")
+    for col in ("connections", "txn/s (sim)", "frames/txn", "CPU µs/txn",
+                "CPU µs/frame in", "errors"):
         table.add_column(col, justify="right")
     for r in results:
         table.add_row(r.mode, f"{r.tps:,.0f}", f"{r.frames_per_txn:.2f}",
