@@ -41,9 +41,13 @@ class StackRunner:
         self._in_entry = False
         self._closed = False
         self._batched = hasattr(self.device, "begin_batch")
-        self.device.set_receiver(self._on_frame)
+        self._attach()
         stack.wakeup = self._wakeup
         self._arm()
+
+    def _attach(self):
+        """Route the device's frames into the stack (subclasses: other delivery)."""
+        self.device.set_receiver(self._on_frame)
 
     def _on_frame(self, frame):
         self._in_entry = True
@@ -114,6 +118,9 @@ class StackRunner:
             self._handle.cancel()
             self._handle = None
             self._when = None
-        self.device.set_receiver(None)
+        self._detach()
         if self.stack.wakeup == self._wakeup:
             self.stack.wakeup = None
+
+    def _detach(self):
+        self.device.set_receiver(None)

@@ -357,17 +357,7 @@ class HostStack:
                     self._entry_conn = conn
                     conn.on_segment(seg, self.clock())
                     self._entry_conn = None
-                    if conn.closed:
-                        self._remove(conn)
-                        return
-                    if conn.state == _TIME_WAIT:
-                        self._enter_time_wait(conn)
-                        return
-                    d = conn.next_deadline()
-                    if d is not None:
-                        a = conn.owner.armed
-                        if a is None or d < a:
-                            self._push(conn, d)
+                    self._touch(conn)
                     return
                 self._segment_slow(key, ip_src, seg, src)
             elif ethertype == ETHERTYPE_ARP:

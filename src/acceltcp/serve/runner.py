@@ -13,6 +13,7 @@ and configured there), the stack on it, the runner, an optional pcap writer.
 
 import time
 
+from ..host.runner import StackRunner
 from ..host.stack import HostStack
 from ..io.tap import TapDevice
 from ..tcp.config import TcpConfig
@@ -20,31 +21,28 @@ from ..tcp.config import TcpConfig
 __all__ = ["TapRunner", "TapHost"]
 
 
-class TapRunner:
-    """``TapRunner(loop, stack, device)``: attach the device to the loop and drive the
-    stack; ``close()`` detaches."""
+class TapRunner(StackRunner):
+    """``TapRunner(loop, stack, device)``: ``StackRunner`` for a TAP. The device reads a
+    batch per readiness callback and hands each frame straight to
+    ``stack.receive_frame(frame, csum_ok)``; the stack's timer is re-armed once per batch,
+    and with ``cpu_accounting`` the whole batch (applications included) is measured.
+    ``close()`` detaches."""
 
-    def __init__(self, loop, stack, device):
-        self.loop = loop
-        self.stack = stack
-        self.device = device
-        if abs(stack.clock() - loop.time()) > 1e-3:
-            raise ValueError("stack.clock must be the loop's clock (loop.time)")
-        self.cpu_accounting = False
-        self.cpu_ns = 0
+    def _attach(self):
+        dev = self.device
         self.batches = 0
-        self.timer_fires = 0
-        self._handle = None
-        self._when = None
-        self._in_entry = False
-        self._closed = False
-        self._t0 = 0
-        device.set_receiver(stack.receive_frame)
-        device.set_batch_end(self._batch_end)
-        stack.wakeup = self._wakeup
-        self._poll = device.poll
-        loop.add_reader(device.fileno(), self._on_readable)
-        self._arm()
+        dev.set_receiver(self.stack.receive_frame)
+        dev.set_batch_end(self._batch_end)
+        self._poll = dev.poll
+        self.loop.add_reader(dev.fileno(), self._on_readable)
+
+    def _detach(self):
+        try:
+            self.loop.remove_reader(self.device.fileno())
+        except (ValueError, OSError):
+            pass
+        self.device.set_receiver(None)
+        self.device.set_batch_end(None)
 
     def _on_readable(self):
         self._in_entry = True
@@ -59,52 +57,6 @@ class TapRunner:
 
     def _batch_end(self):
         self.batches += 1
-
-    def _on_timer(self):
-        self._handle = None
-        self._when = None
-        if self._closed:
-            return
-        self._in_entry = True
-        self.timer_fires += 1
-        if self.cpu_accounting:
-            t0 = time.process_time_ns()
-            self.stack.on_timer()
-            self.cpu_ns += time.process_time_ns() - t0
-        else:
-            self.stack.on_timer()
-        self._in_entry = False
-        self._arm()
-
-    def _wakeup(self):
-        if not self._in_entry:
-            self._arm()
-
-    def _arm(self):
-        d = self.stack.next_deadline()
-        if d is None or self._closed:
-            return
-        w = self._when
-        if w is not None:
-            if w <= d:
-                return
-            self._handle.cancel()
-        self._when = d
-        self._handle = self.loop.call_at(d, self._on_timer)
-
-    def close(self):
-        self._closed = True
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-        try:
-            self.loop.remove_reader(self.device.fileno())
-        except (ValueError, OSError):
-            pass
-        self.device.set_receiver(None)
-        self.device.set_batch_end(None)
-        if self.stack.wakeup == self._wakeup:
-            self.stack.wakeup = None
 
 
 class TapHost:

@@ -507,17 +507,7 @@ class TcpConnection:
                 self._notify = True
         elif not n and wnd == self.snd_wnd and self.snd_una != self.snd_max:
             return False                                  # a duplicate ACK: full path
-        # Window update: SEG.SEQ == RCV.NXT is never older than SND.WL1.
-        self.snd_wl1 = seg.seq
-        self.snd_wl2 = ack
-        self.snd_wnd = wnd
-        if wnd > self.max_snd_wnd:
-            self.max_snd_wnd = wnd
-        if wnd and self.t_persist is not None:
-            self.t_persist = None
-            self.persist_backoff = 0
-            if self.snd_una != self.snd_max and self.t_rto is None:
-                self.t_rto = now + self.rto.rto
+        self._set_window(seg.seq, ack, wnd, now)   # SEG.SEQ == RCV.NXT: never older
         if n:
             if self.app_closed:
                 self.abort(now)
@@ -577,16 +567,7 @@ class TcpConnection:
                 self._snd_full = False
                 self._notify = True
             self._to(fsm.RCV_ACK_OF_FIN, now)            # FIN-WAIT-1 -> FIN-WAIT-2
-        # Window update: SEG.SEQ == RCV.NXT is never older than SND.WL1.
-        wnd = seg.window << self.snd_wscale
-        self.snd_wl1 = seg.seq
-        self.snd_wl2 = ack
-        self.snd_wnd = wnd
-        if wnd > self.max_snd_wnd:
-            self.max_snd_wnd = wnd
-        if wnd and self.t_persist is not None:
-            self.t_persist = None
-            self.persist_backoff = 0
+        self._set_window(seg.seq, ack, seg.window << self.snd_wscale, now)
         self.rcv_fin_seq = seg.seq
         self._rcv_fin(now)
         return True
@@ -830,17 +811,7 @@ class TcpConnection:
 
         # window update (§3.10.7.4: only from a newer segment)
         if seq_lt(self.snd_wl1, seq) or (self.snd_wl1 == seq and seq_le(self.snd_wl2, ack)):
-            wnd = seg.window << self.snd_wscale
-            self.snd_wnd = wnd
-            self.snd_wl1 = seq
-            self.snd_wl2 = ack
-            if wnd > self.max_snd_wnd:
-                self.max_snd_wnd = wnd
-            if wnd and self.t_persist is not None:
-                self.t_persist = None
-                self.persist_backoff = 0
-                if self.snd_una != self.snd_max and self.t_rto is None:
-                    self.t_rto = now + self.rto.rto
+            self._set_window(seq, ack, seg.window << self.snd_wscale, now)
 
         if not self.in_recovery and self.snd_una != self.snd_max and \
                 seq_gt(self.snd_una, self.recover):
@@ -852,6 +823,20 @@ class TcpConnection:
             if trigger:
                 self._enter_recovery(now)
         self._output(now)
+
+    def _set_window(self, seq: int, ack: int, wnd: int, now: float) -> None:
+        """SND.WND from a segment the caller found new enough (§3.10.7.4); an opening
+        window ends zero-window probing, and what the probe left in flight is timed."""
+        self.snd_wl1 = seq
+        self.snd_wl2 = ack
+        self.snd_wnd = wnd
+        if wnd > self.max_snd_wnd:
+            self.max_snd_wnd = wnd
+        if wnd and self.t_persist is not None:
+            self.t_persist = None
+            self.persist_backoff = 0
+            if self.snd_una != self.snd_max and self.t_rto is None:
+                self.t_rto = now + self.rto.rto
 
     def _sample_rtt(self, tsecr, ack: int, now: float) -> None:
         """An ACK of new data: RTT from the echoed timestamp (RFC 7323 §4.2), else from

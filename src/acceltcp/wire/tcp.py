@@ -280,6 +280,15 @@ def tcp_options(mss=None, wscale=None, sack_permitted=False, timestamps=None, sa
     return out
 
 
+def _payload_sum(payload, plen):
+    """The payload as one integer of 16-bit words (odd length padded), folded when long:
+    added to the header fields, it gives the TCP checksum sum (RFC 1071)."""
+    p = _from_bytes(payload, "big")
+    if plen & 1:
+        p <<= 8
+    return _fold(p) if plen > 1024 else p
+
+
 def build_tcp(src_ip, dst_ip, sport, dport, seq, ack, flags, window, options=b"", payload=b"",
               urgent=0):
     """TCP header + options + payload with the checksum filled (pseudo-header from src/dst ip).
@@ -298,12 +307,7 @@ def build_tcp(src_ip, dst_ip, sport, dport, seq, ack, flags, window, options=b""
     if olen:
         s += _from_bytes(options, "big")
     if plen:
-        p = _from_bytes(payload, "big")
-        if plen & 1:
-            p <<= 8
-        if plen > 1024:
-            p = _fold(p)
-        s += p
+        s += _payload_sum(payload, plen)
     try:
         hdr = _TCP.pack(sport, dport, seq, ack, off, flags, window, -s % 0xFFFF, urgent)
     except struct.error as e:
@@ -336,12 +340,7 @@ def build_tcp_frame(eth_dst, eth_src, src_ip, dst_ip, ident, sport, dport, seq, 
     if olen:
         s += _from_bytes(options, "big")
     if plen:
-        p = _from_bytes(payload, "big")
-        if plen & 1:
-            p <<= 8
-        if plen > 1024:
-            p = _fold(p)
-        s += p
+        s += _payload_sum(payload, plen)
     try:
         hdr = _frame_pack(eth_dst, eth_src, 0x0800,
                           0x45, 0, 20 + tcp_len, ident, 0x4000, ttl, 6, ip_csum, src_ip, dst_ip,
