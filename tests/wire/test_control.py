@@ -3,8 +3,14 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from acceltcp.wire.control import *  # noqa: F403
-from acceltcp.wire.control import CTL_DROP_REASONS, MESSAGES, decode, decode_header, unwrap, wrap
+from acceltcp.wire.control import (
+    CTL_DROP_REASONS, ETHERTYPE_CONTROL, L4Rule, Listen, MESSAGES, NewConnection,
+    SPLICE_END_RESET_SERVER, SPLICE_REFUSED_TABLE_FULL, STATE_CLOSE_WAIT,
+    STATE_ESTABLISHED, Splice, SpliceClosed, SpliceInstalled, SpliceRefused, StatusReport,
+    StatusRequest, TEARDOWN_END_CLOSED, TEARDOWN_REFUSED_TABLE_FULL, Teardown,
+    TeardownAccepted, TeardownDone, TeardownRefused, Unlisten, VERSION, decode,
+    decode_header, unwrap, wrap,
+)
 from acceltcp.wire.errors import WireError
 from acceltcp.wire.ipv4 import parse_ipv4
 from acceltcp.wire.tcp import ACK, PSH, build_tcp_frame, parse_tcp, tcp_options
