@@ -5,7 +5,8 @@ Theory of operation
 One `HostStack` owns one IPv4 address on one frame device. It is sans-thread and
 sans-loop: a driver (normally `host.runner.StackRunner`) calls exactly two entries,
 
-* `receive_frame(frame)` for every frame the device delivers, and
+* `receive_frame(frame, csum_ok=False)` for every frame the device delivers
+  (`csum_ok`: the device vouches for the TCP checksum), and
 * `on_timer()` when `next_deadline()` has passed,
 
 and after either one re-reads `next_deadline()` to re-arm its single timer. Application
@@ -20,7 +21,8 @@ are rejected by `parse_ipv4_fields`, so the TCP ports sit at a fixed offset and 
 key is the raw 12 bytes ``frame[26:38]`` = src-ip|dst-ip|sport|dport, sliced without
 integer decoding and looked up in one dict (`_table`). A hit goes straight to
 `conn.on_segment(seg, now)`; a miss takes the slow path: embryonic children of a listener
-(`_embryonic`), listeners, RST generation for closed ports (RFC 9293 §3.10.7.1).
+(`_embryonic`), TIME-WAIT records (`_timewait`), listeners, RST generation for closed
+ports (RFC 9293 §3.10.7.1).
 
 Per-connection host state lives in a `HostConn` record hung on ``conn.owner``
 (``conn.key`` is the demux key): route/ARP cache, timer bookkeeping, listener linkage and
@@ -34,7 +36,9 @@ the connection's cached ARP entry (one attribute check per frame). Unresolved ne
 queue a bounded number of frames per destination while ARP resolves (RFC 826; 1 s
 retransmission, 3 tries); a failed resolution drops them (`drops["arp_unresolved"]`) and
 the TCB's own retransmission recovers. Expired entries that are still in use are
-re-probed while they keep being used (Linux's STALE/PROBE, simplified).
+re-probed while they keep being used (Linux's STALE/PROBE, simplified). On a device with
+`offload` and `send_segment` (a TAP with virtio-net headers) data segments leave with a
+partial checksum for the device to complete, as TSO super-segments when `tso` is on.
 
 Timers are absolute deadlines in a heap of ``(deadline, seq, conn)`` with lazy
 invalidation: a connection is pushed only when its new deadline is earlier than the one
@@ -43,8 +47,11 @@ it already has in the heap (``HostConn.armed``); a popped entry that no longer m
 ``on_timer`` only if it is really due (a deadline that moved later just re-arms). ARP
 retries and expiries sit in a second small heap.
 
-Connections leave the table when ``conn.closed`` (after TIME-WAIT, on reset, abort,
-timeout); their stats are folded into the stack counters at that moment.
+Connections leave the table when ``conn.closed`` (on reset, abort, timeout, LAST-ACK
+done) or when they reach TIME-WAIT: the TCB then hands the rest of 2MSL to a compact
+`tcp.timewait.TimeWait` record and is freed; records expire from a FIFO per 2MSL
+duration, not through the heap. Counters of finished TCBs are folded into the stack's
+totals in batches.
 """
 
 import collections
