@@ -1,0 +1,394 @@
+"""The NIC dataplane, first slice: classify + connection-setup offload (AccelTCP §4.1,
+Appendix A). Sans-I/O: frames and ``now`` in, tagged frames out.
+
+Theory of operation
+-------------------
+``NicDataplane.process(frame, port, now)`` takes one Ethernet frame arriving on ``WIRE``
+(0, the network) or ``HOST`` (1, the "PCIe" port) and returns ``[(port, frame), ...]``,
+the frames that leave and where.  No per-SYN state: the only state is the fixed-capacity
+listener table and the counters.
+
+From HOST:
+
+* 0x090E ``Listen(ip, port, mss, wscale, sack_ok, timestamps)`` installs (or updates in
+  place) a listener; ``Unlisten(ip, port)`` removes it.  ip 0.0.0.0 = any local address
+  (an exact ip:port entry wins over the wildcard).  The table has ``listener_capacity``
+  entries of ``LISTENER_ENTRY_BYTES`` (16) bytes each, the Listen message's own layout
+  (ip 4, port 2, mss 2, wscale 1, flags 1, padding to 16): NIC SRAM-shaped.  A Listen
+  for a new key when the table is full is dropped and counted ``listener_table_full``:
+  control.py has no ListenRefused message, so the host learns it from a StatusReport
+  (``listeners`` / ``listener_capacity``) and keeps handling that port's SYNs itself --
+  which it must do anyway, since without an entry the NIC passes every SYN up.
+* 0x090E ``StatusRequest`` -> a ``StatusReport`` to HOST (listener gauges and the
+  cookie counters; the teardown/splice gauges are 0 in this slice).
+* 0x090B Teardown / 0x090C Splice: not offloaded yet, so they are refused straight
+  away (``TeardownRefused`` / ``SpliceRefused`` with reason TABLE_FULL: capacity 0) and
+  the host keeps the flow -- the advisory-offload contract (DESIGN.md).  A control frame
+  that does not decode, or a NIC->host type coming from the host, is dropped and
+  counted (``drop_<reason>``); control frames never reach the wire.
+* Everything else goes out on WIRE unchanged (``passthrough_wire``; no checksum/TSO
+  offload yet).  The NIC does not judge the host's ordinary frames.
+
+From WIRE (classification order):
+
+1. Offload EtherTypes 0x090A..0x090E are dropped (``drop_offload_ethertype``): a peer
+   must never be able to forge a NewConnection frame.
+2. Not IPv4/TCP, malformed (any WireError), or TCP to an ip:port with no listener ->
+   HOST unchanged (``passthrough_host``; malformed ones also ``malformed_<reason>``).
+   Malformed frames never raise and are not dropped here: the host's parser decides
+   (and counts) -- the NIC drops only what it is sure is its own business.  Only
+   frames to a listener get their TCP header parsed (checksum verified).
+3. To a listener:
+
+   * SYN (ACK/RST clear) with a Timestamps option, on a listener that offers
+     timestamps -> the NIC answers on WIRE with a SYN-ACK: seq = cookie ISN, ack =
+     client ISN + 1, options MSS (the listener's), SACK-permitted (listener and client),
+     WS (the listener's shift, only if the client sent WS and the listener offers one),
+     TS (cookie TSval, client's TSval); window ``syn_window``.  The host never sees the
+     SYN (``syn_cookies_sent``).  A SYN without timestamps, to a listener without
+     timestamps, or with a client MSS < 536 -> HOST unchanged (``syn_to_host``).
+   * ACK set, SYN/RST clear, TSecr with the cookie MARK bit (bit 0) -> ``check``.
+     Valid -> HOST as 0x090A: ``wrap(frame, NewConnection(...))`` (``cookie_ack_ok``).
+     Invalid (forged, stale, wrong tuple) -> dropped (``cookie_ack_bad``,
+     ``drop_cookie_bad``), answered with an RST (<SEQ=SEG.ACK><CTL=RST>, RFC 9293
+     §3.10.7.1) only if ``rst_on_bad_cookie``.
+   * Anything else (established traffic: host TSvals keep bit 0 clear) -> HOST.
+
+What the host does with a 0x090A frame
+--------------------------------------
+``unwrap`` gives (NewConnection h, the client's ACK as an ordinary IPv4 frame).  The
+header follows control.py's contract: ``mss``/``wscale``/``sack_ok`` are *the client's*
+(decoded from the cookie); the host combines them with what its own Listen offered:
+snd_wscale = h.wscale and rcv_wscale = Listen.wscale when both are set (else 0 both
+ways); SACK when h.sack_ok and Listen.sack_ok; send MSS = h.mss (a class value, <= the
+client's real MSS).  Timestamps are on; ts_recent = the ACK's TSval, and the host's
+TSvals must stay >= h.ts_base (= the ACK's TSecr) with bit 0 clear.  Sequence space:
+irs = SEG.SEQ - 1, rcv_nxt = SEG.SEQ, iss = SEG.ACK - 1, snd_una = snd_nxt = SEG.ACK;
+the peer's window comes from this ACK (scaled by snd_wscale).  The receive window the
+NIC offered in the SYN-ACK is ``syn_window`` (65535 default, unscaled): the host should
+start with rcv_adv = irs + 1 + syn_window (never move that right edge left, RFC 9293
+§3.8.6.2.2), i.e. give the connection at least that much receive buffer.  Then the
+segment itself (payload/FIN, if any) is processed normally.
+``rtt_us`` is 0xFFFFFFFF (unknown): the cookie TSval is up to 64 ticks stale.
+
+Bit 0 of every TSval the host sends on a listener's port must be clear -- also in the
+SYN-ACKs the host itself sends for SYNs the NIC passed up -- or the peer's ACKs echo a
+marked TSecr, fail ``check`` and are dropped here.  A cookie ACK that arrives after
+Unlisten is passed to the host as a plain segment (it has no TCB: RST).
+
+Counters: ``nic.counters`` (dict): syn_cookies_sent, syn_to_host, cookie_ack_ok,
+cookie_ack_bad, passthrough_wire, passthrough_host, listener_table_full, listens,
+unlistens, unlisten_unknown, rst_sent, refused_teardown, refused_splice,
+status_reports, drops (total) and ``drop_<reason>`` / ``malformed_<reason>`` per reason.
+"""
+
+import os
+
+from ..wire import control
+from ..wire.control import (
+    ETHERTYPE_CONTROL, ETHERTYPE_SPLICE, ETHERTYPE_TEARDOWN, OFFLOAD_ETHERTYPES,
+    NewConnection, Listen, Unlisten, StatusRequest, StatusReport, SpliceRefused,
+    TeardownRefused, SPLICE_REFUSED_TABLE_FULL, TEARDOWN_REFUSED_TABLE_FULL,
+)
+from ..wire.errors import WireError
+from ..wire.ipv4 import parse_ipv4_fields
+from ..wire.tcp import ACK, RST, SYN, build_tcp_frame, parse_tcp, tcp_options
+from .syncookie import SynCookieJar
+
+__all__ = ["WIRE", "HOST", "LISTENER_ENTRY_BYTES", "Listener", "ListenerTable",
+           "NicDataplane"]
+
+WIRE = 0
+HOST = 1
+
+#: Bytes of NIC memory per listener entry: ip 4, port 2, mss 2, wscale 1, flags 1,
+#: padding 6 (the Listen message's 16-byte layout, preamble replaced by nothing).
+LISTENER_ENTRY_BYTES = 16
+
+ANY_IP = b"\x00\x00\x00\x00"
+_MASK = 0xFFFFFFFF
+_SYN_ACK_RST = SYN | ACK | RST
+
+_COUNTERS = ("syn_cookies_sent", "syn_to_host", "cookie_ack_ok", "cookie_ack_bad",
+             "passthrough_wire", "passthrough_host", "listener_table_full", "listens",
+             "unlistens", "unlisten_unknown", "rst_sent", "refused_teardown",
+             "refused_splice", "status_reports", "drops")
+
+
+class Listener:
+    """One listener entry: what the NIC offers in its SYN-ACKs for ip:port."""
+
+    __slots__ = ("ip", "port", "mss", "wscale", "sack_ok", "timestamps")
+
+    def __init__(self, ip, port, mss, wscale, sack_ok, timestamps):
+        self.ip = ip
+        self.port = port
+        self.mss = mss
+        self.wscale = wscale
+        self.sack_ok = sack_ok
+        self.timestamps = timestamps
+
+    def __repr__(self):
+        return "Listener(%s:%d mss=%d ws=%r sack=%s ts=%s)" % (
+            ".".join(map(str, self.ip)), self.port, self.mss, self.wscale, self.sack_ok,
+            self.timestamps)
+
+
+class ListenerTable:
+    """Fixed capacity table of Listener keyed by (ip, port); ip 0.0.0.0 = wildcard.
+    Exact entries win over the wildcard.  ``_ports`` counts entries per port so the
+    fast path rejects non-listener traffic with one dict probe."""
+
+    __slots__ = ("capacity", "_by_key", "_ports")
+
+    def __init__(self, capacity):
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
+            raise ValueError("listener_capacity must be an int >= 0")
+        self.capacity = capacity
+        self._by_key = {}
+        self._ports = {}
+
+    def __len__(self):
+        return len(self._by_key)
+
+    @property
+    def memory_bytes(self):
+        return self.capacity * LISTENER_ENTRY_BYTES
+
+    def install(self, lst):
+        """True if installed/updated, False when the table is full."""
+        key = (lst.ip, lst.port)
+        if key not in self._by_key:
+            if len(self._by_key) >= self.capacity:
+                return False
+            self._ports[lst.port] = self._ports.get(lst.port, 0) + 1
+        self._by_key[key] = lst
+        return True
+
+    def remove(self, ip, port):
+        """True if an entry was removed."""
+        if self._by_key.pop((ip, port), None) is None:
+            return False
+        n = self._ports[port] - 1
+        if n:
+            self._ports[port] = n
+        else:
+            del self._ports[port]
+        return True
+
+    def has_port(self, port):
+        return port in self._ports
+
+    def lookup(self, ip, port):
+        if port not in self._ports:
+            return None
+        d = self._by_key
+        lst = d.get((ip, port))
+        return lst if lst is not None else d.get((ANY_IP, port))
+
+    def entries(self):
+        return list(self._by_key.values())
+
+
+class NicDataplane:
+    """The NIC (see the module docstring).  mac: the NIC/host MAC (source of frames the
+    NIC originates).  secret + cookie_kwargs (tick, window, period, ts_hz, ts_offset):
+    the SynCookieJar.  syn_window: the window field of the NIC's SYN-ACKs.
+    rst_on_bad_cookie: answer a failed cookie ACK with an RST (default: silent drop)."""
+
+    def __init__(self, mac, *, listener_capacity=64, secret=None, syn_window=65535,
+                 rst_on_bad_cookie=False, ttl=64, **cookie_kwargs):
+        mac = bytes(mac)
+        if len(mac) != 6:
+            raise ValueError("mac must be 6 bytes")
+        if not 0 <= syn_window <= 0xFFFF:
+            raise ValueError("syn_window must be 0..65535")
+        self.mac = mac
+        self.listeners = ListenerTable(listener_capacity)
+        self.jar = SynCookieJar(os.urandom(32) if secret is None else secret,
+                                **cookie_kwargs)
+        self.syn_window = syn_window
+        self.rst_on_bad_cookie = rst_on_bad_cookie
+        self.ttl = ttl
+        self.ident = 0
+        self.counters = dict.fromkeys(_COUNTERS, 0)
+
+    # -- timers (nothing timed in the setup slice) --------------------------------
+
+    def next_deadline(self):
+        return None
+
+    def on_timer(self, now):
+        return []
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _count(self, name):
+        c = self.counters
+        c[name] = c.get(name, 0) + 1
+
+    def _drop(self, reason):
+        c = self.counters
+        c["drops"] += 1
+        key = "drop_" + reason
+        c[key] = c.get(key, 0) + 1
+        return []
+
+    def _to_host(self, frame, malformed=None):
+        c = self.counters
+        c["passthrough_host"] += 1
+        if malformed is not None:
+            key = "malformed_" + malformed
+            c[key] = c.get(key, 0) + 1
+        return [(HOST, frame)]
+
+    # -- entry point ---------------------------------------------------------------
+
+    def process(self, frame, port, now):
+        """One frame in on `port` (WIRE/HOST) -> [(port, frame), ...] out.  Never raises
+        on frame contents."""
+        if port == WIRE:
+            return self._from_wire(frame, now)
+        if port == HOST:
+            return self._from_host(frame, now)
+        raise ValueError("port must be WIRE (0) or HOST (1), got %r" % (port,))
+
+    # -- host side -----------------------------------------------------------------
+
+    def _from_host(self, frame, now):
+        if len(frame) < 14 or ((frame[12] << 8) | frame[13]) not in OFFLOAD_ETHERTYPES:
+            self.counters["passthrough_wire"] += 1
+            return [(WIRE, frame)]
+        et = (frame[12] << 8) | frame[13]
+        host_mac = bytes(frame[6:12])
+        try:
+            if et == ETHERTYPE_CONTROL:
+                msg = control.decode(frame)
+            elif et == ETHERTYPE_TEARDOWN:
+                msg, seg_frame = control.unwrap(frame)
+            elif et == ETHERTYPE_SPLICE:
+                msg = control.decode(frame)
+            else:
+                return self._drop("ctl_from_host_unexpected")
+        except WireError as e:
+            return self._drop(e.reason)
+        t = type(msg)
+        if t is Listen:
+            return self._listen(msg)
+        if t is Unlisten:
+            self.counters["unlistens"] += 1
+            if not self.listeners.remove(msg.ip, msg.port):
+                self._count("unlisten_unknown")
+            return []
+        if t is StatusRequest:
+            self.counters["status_reports"] += 1
+            return [(HOST, self.status_report(msg.request_id).frame(host_mac, self.mac))]
+        if et == ETHERTYPE_SPLICE:
+            self.counters["refused_splice"] += 1
+            return [(HOST, SpliceRefused(msg.splice_id, SPLICE_REFUSED_TABLE_FULL)
+                     .frame(host_mac, self.mac))]
+        if et == ETHERTYPE_TEARDOWN:
+            # key: the 4-tuple of frames *from the peer* (peer ip, our ip, ports).
+            f = seg_frame
+            if len(f) < 38:
+                return self._drop("teardown_short")
+            key = bytes(f[30:34]) + bytes(f[26:30]) + bytes(f[36:38]) + bytes(f[34:36])
+            self.counters["refused_teardown"] += 1
+            return [(HOST, TeardownRefused(msg.flow_id, key, TEARDOWN_REFUSED_TABLE_FULL)
+                     .frame(host_mac, self.mac))]
+        return self._drop("ctl_from_host_unexpected")       # a NIC->host message type
+
+    def _listen(self, msg):
+        self.counters["listens"] += 1
+        lst = Listener(msg.ip, msg.port, msg.mss, msg.wscale, msg.sack_ok, msg.timestamps)
+        if not self.listeners.install(lst):
+            self.counters["listener_table_full"] += 1
+            return self._drop("listener_table_full")
+        return []
+
+    def status_report(self, request_id=0):
+        c = self.counters
+        return StatusReport(
+            request_id=request_id, listeners=len(self.listeners),
+            listener_capacity=self.listeners.capacity, cookies_sent=c["syn_cookies_sent"],
+            cookies_ok=c["cookie_ack_ok"], cookies_bad=c["cookie_ack_bad"],
+            syn_to_host=c["syn_to_host"], drops=c["drops"])
+
+    # -- wire side -----------------------------------------------------------------
+
+    def _from_wire(self, frame, now):
+        n = len(frame)
+        if n < 14:
+            return self._to_host(frame, "eth_short")
+        et = (frame[12] << 8) | frame[13]
+        if et != 0x0800:
+            if et in OFFLOAD_ETHERTYPES:
+                return self._drop("offload_ethertype")
+            return self._to_host(frame)
+        mv = memoryview(frame)
+        try:
+            src, dst, proto, _, _, _, _, total, _ = parse_ipv4_fields(mv[14:])
+        except WireError as e:
+            return self._to_host(frame, e.reason)
+        if proto != 6:
+            return self._to_host(frame)
+        if total < 24:
+            return self._to_host(frame, "tcp_short")
+        dport = (frame[36] << 8) | frame[37]
+        lst = self.listeners.lookup(dst, dport)
+        if lst is None:
+            return self._to_host(frame)
+        try:
+            seg = parse_tcp(mv[34:14 + total], src, dst)
+        except WireError as e:
+            return self._to_host(frame, e.reason)
+        flags = seg.flags
+        if flags & _SYN_ACK_RST == SYN:
+            return self._syn(frame, lst, src, dst, seg, now)
+        if flags & _SYN_ACK_RST == ACK and seg.tsecr is not None and seg.tsecr & 1:
+            return self._cookie_ack(frame, src, dst, seg, now)
+        return self._to_host(frame)
+
+    def _syn(self, frame, lst, src, dst, seg, now):
+        if seg.tsval is None or not lst.timestamps:
+            self.counters["syn_to_host"] += 1
+            return self._to_host(frame)
+        client_ws = seg.wscale
+        try:
+            cookie = self.jar.make(dst, seg.dst_port, src, seg.src_port, seg.seq, seg.mss,
+                                   client_ws, seg.sack_permitted, now)
+        except ValueError:                  # cannot happen for parsed values; be safe
+            cookie = None
+        if cookie is None:                  # client MSS below the smallest class
+            self.counters["syn_to_host"] += 1
+            return self._to_host(frame)
+        isn, tsval = cookie
+        ws = lst.wscale if client_ws is not None else None
+        opts = tcp_options(mss=lst.mss, wscale=ws,
+                           sack_permitted=lst.sack_ok and seg.sack_permitted,
+                           timestamps=(tsval, seg.tsval))
+        self.ident = (self.ident + 1) & 0xFFFF
+        out = build_tcp_frame(bytes(frame[6:12]), self.mac, dst, src, self.ident,
+                              seg.dst_port, seg.src_port, isn, (seg.seq + 1) & _MASK,
+                              SYN | ACK, self.syn_window, opts, b"", self.ttl)
+        self.counters["syn_cookies_sent"] += 1
+        return [(WIRE, out)]
+
+    def _cookie_ack(self, frame, src, dst, seg, now):
+        opts = self.jar.check(dst, seg.dst_port, src, seg.src_port, seg.seq, seg.ack,
+                              seg.tsecr, now)
+        if opts is None:
+            self.counters["cookie_ack_bad"] += 1
+            self._drop("cookie_bad")
+            if not self.rst_on_bad_cookie:
+                return []
+            self.counters["rst_sent"] += 1
+            self.ident = (self.ident + 1) & 0xFFFF
+            rst = build_tcp_frame(bytes(frame[6:12]), self.mac, dst, src, self.ident,
+                                  seg.dst_port, seg.src_port, seg.ack, 0, RST, 0, b"", b"",
+                                  self.ttl)
+            return [(WIRE, rst)]
+        hdr = NewConnection(mss=opts.mss, wscale=opts.wscale, sack_ok=opts.sack_ok,
+                            timestamps=True, ts_base=seg.tsecr)
+        self.counters["cookie_ack_ok"] += 1
+        return [(HOST, control.wrap(frame, hdr))]
