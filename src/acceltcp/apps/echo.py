@@ -14,12 +14,15 @@ import collections
 
 class EchoServer:
     """Echo every byte. ``close_after``: bytes after which the server closes (0: when
-    the client closes first)."""
+    the client closes first). ``offload_setup``: the NIC (if any) completes handshakes
+    with SYN cookies (AccelTCP §4.1)."""
 
-    def __init__(self, stack, port=7, *, backlog=4096, config=None, close_after=0):
+    def __init__(self, stack, port=7, *, backlog=4096, config=None, close_after=0,
+                 offload_setup=False):
         self.stack = stack
         self.close_after = close_after
-        self.listener = stack.listen(port, backlog, config=config)
+        self.listener = stack.listen(port, backlog, config=config,
+                                     offload_setup=offload_setup)
         self.listener.on_acceptable = self._on_acceptable
         self.accepted = 0
         self.bytes_echoed = 0

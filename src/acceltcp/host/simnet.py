@@ -4,26 +4,106 @@
     net = make_pair(loop, faults=FaultConfig(loss=0.01))
     a, b = net                       # HostStack 198.18.0.1 / 198.18.0.2 (RFC 2544 range)
     net.link, net.runner_a, net.runner_b
+
+    net = make_pair(loop, nic_b=True)  # stack b behind a NIC dataplane (setup offload)
+    net.nic_b.dataplane.counters
+
+Where the NIC sits. `SimNicDevice` is the simulator's NIC: a frame device between a link
+end and a host stack that runs `nic.dataplane.NicDataplane.process` on every frame (the
+dataplane stays sans-I/O; the device supplies `now` from the loop). Frames from the link
+enter on port WIRE: what leaves on HOST goes to the stack's receiver, what leaves on WIRE
+back onto the link. Frames the host sends enter on port HOST. The device looks like the
+link end to the stack and its runner (`mac`, `send`, `set_receiver`, `begin_batch` /
+`end_batch`) plus `nic = True`, so `HostStack` offers setup offload on it. The NIC's work
+is not the host's: inside a runner's batch the host's frames are only queued (like TX
+descriptors), and run through the dataplane at `end_batch`, outside the runner's CPU
+accounting; frames from the wire are processed before the runner's entry starts. Frames
+the NIC sends to the host while handling the host's own frames (status reports,
+refusals) are delivered by `loop.call_soon`, never re-entering the stack's entry.
 """
 
 import hashlib
 
 from ..io.sim import FaultConfig, Link
+from ..nic.dataplane import HOST, WIRE, NicDataplane
 from .runner import StackRunner
 from .stack import HostStack
 
-__all__ = ["SimNet", "SimPair", "make_pair", "IP_A", "IP_B"]
+__all__ = ["SimNet", "SimPair", "SimNicDevice", "make_pair", "IP_A", "IP_B"]
 
 IP_A = "198.18.0.1"
 IP_B = "198.18.0.2"
 
 
+class SimNicDevice:
+    """A `NicDataplane` in front of the link end `port` (see the module docstring)."""
+
+    nic = True
+
+    def __init__(self, loop, port, dataplane):
+        self.loop = loop
+        self.port = port
+        self.dataplane = dataplane
+        self.mac = port.mac
+        self.syn_window = dataplane.syn_window
+        self._time = loop.time
+        self._receiver = None
+        self._ring = None
+        port.set_receiver(self._from_wire)
+
+    def set_receiver(self, callback):
+        self._receiver = callback
+
+    def _from_wire(self, frame):
+        for port, out in self.dataplane.process(frame, WIRE, self._time()):
+            if port == HOST:
+                rx = self._receiver
+                if rx is not None:
+                    rx(out)
+            else:
+                self.port.send(out)
+
+    def send(self, frame):
+        """A frame from the host (port HOST); inside a batch only queued."""
+        ring = self._ring
+        if ring is not None:
+            ring.append(frame)
+            return True
+        self._from_host(frame)
+        return True
+
+    def _from_host(self, frame):
+        for port, out in self.dataplane.process(frame, HOST, self._time()):
+            if port == WIRE:
+                self.port.send(out)
+            elif self._receiver is not None:
+                self.loop.call_soon(self._receiver, out)
+
+    def begin_batch(self):
+        self._ring = []
+        self.port.begin_batch()
+
+    def end_batch(self):
+        ring = self._ring
+        self._ring = None
+        if ring:
+            for frame in ring:
+                self._from_host(frame)
+        self.port.end_batch()
+
+    def __getattr__(self, name):          # stats, add_tap, capture...: the link end's
+        return getattr(self.port, name)
+
+
 class SimPair:
-    """Result of `make_pair`: iterates as (stack_a, stack_b)."""
+    """Result of `make_pair`: iterates as (stack_a, stack_b). `nic_a` / `nic_b`: the
+    `SimNicDevice` in front of that stack, or None."""
 
-    __slots__ = ("a", "b", "link", "runner_a", "runner_b", "loop")
+    __slots__ = ("a", "b", "link", "runner_a", "runner_b", "loop", "nic_a", "nic_b")
 
-    def __init__(self, loop, a, b, link, runner_a, runner_b):
+    def __init__(self, loop, a, b, link, runner_a, runner_b, nic_a=None, nic_b=None):
+        self.nic_a = nic_a
+        self.nic_b = nic_b
         self.loop = loop
         self.a = a
         self.b = b
@@ -64,13 +144,20 @@ class SimNet:
         stack = HostStack(device, ip, self.loop.time, config=config, name=name, **stack_kwargs)
         return stack, StackRunner(self.loop, stack, device)
 
+    def _nic(self, port, name, nic_kwargs):
+        kw = dict(nic_kwargs or {})
+        kw.setdefault("secret", self._secret(name))
+        return SimNicDevice(self.loop, port, NicDataplane(port.mac, **kw))
+
     def pair(self, *, config_a=None, config_b=None, faults=None, faults_ab=None, faults_ba=None,
              ip_a=IP_A, ip_b=IP_B, static_arp=False, stack_a=None, stack_b=None, strict=True,
-             **link_kwargs):
+             nic_a=False, nic_b=False, nic_kwargs=None, **link_kwargs):
         """Two stacks on one `io.sim.Link` (`link_kwargs`: bandwidth_bps, delay,
         queue_limit, seed, mtu...). `faults` applies to both directions unless
         `faults_ab`/`faults_ba` is given. `stack_a`/`stack_b`: extra HostStack kwargs
-        (isn=, netmask=, ephemeral=...). `strict`: TCB exceptions propagate (tests)."""
+        (isn=, netmask=, ephemeral=...). `strict`: TCB exceptions propagate (tests).
+        `nic_a`/`nic_b`: put a `SimNicDevice` in front of that stack (`nic_kwargs`:
+        NicDataplane kwargs; its cookie secret derives from the seed)."""
         if isinstance(faults, dict):
             faults = FaultConfig(**faults)
         link_kwargs.setdefault("seed", self.seed)
@@ -80,12 +167,14 @@ class SimNet:
         kb = dict(stack_b or {})
         ka.setdefault("strict", strict)
         kb.setdefault("strict", strict)
-        a, ra = self.stack(link.a, ip_a, config=config_a, name="a", **ka)
-        b, rb = self.stack(link.b, ip_b, config=config_b, name="b", **kb)
+        dev_a = self._nic(link.a, "nic-a", nic_kwargs) if nic_a else None
+        dev_b = self._nic(link.b, "nic-b", nic_kwargs) if nic_b else None
+        a, ra = self.stack(dev_a or link.a, ip_a, config=config_a, name="a", **ka)
+        b, rb = self.stack(dev_b or link.b, ip_b, config=config_b, name="b", **kb)
         if static_arp:
             a.arp_add(b.ip, b.mac)
             b.arp_add(a.ip, a.mac)
-        p = SimPair(self.loop, a, b, link, ra, rb)
+        p = SimPair(self.loop, a, b, link, ra, rb, dev_a, dev_b)
         self.pairs.append(p)
         return p
 

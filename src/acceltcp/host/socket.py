@@ -25,7 +25,7 @@ from .stack import to_ip
 __all__ = [
     "SocketAPI", "SockOpt", "register_sockopt", "SOCKOPTS",
     "SOL_SOCKET", "SO_REUSEADDR", "SO_ERROR", "SO_SNDBUF", "SO_RCVBUF", "SO_LINGER",
-    "SO_KEEPALIVE", "IPPROTO_TCP", "TCP_NODELAY", "TCP_MAXSEG", "TCP_INFO",
+    "SO_KEEPALIVE", "IPPROTO_TCP", "TCP_NODELAY", "TCP_MAXSEG", "TCP_INFO", "TCP_SETUP_OFFLOAD",
     "SHUT_RD", "SHUT_WR", "SHUT_RDWR",
     "EPOLLIN", "EPOLLPRI", "EPOLLOUT", "EPOLLERR", "EPOLLHUP", "EPOLLRDNORM", "EPOLLRDBAND",
     "EPOLLWRNORM", "EPOLLWRBAND", "EPOLLRDHUP", "EPOLLEXCLUSIVE", "EPOLLWAKEUP",
@@ -44,6 +44,7 @@ IPPROTO_TCP = 6
 TCP_NODELAY = 1
 TCP_MAXSEG = 2
 TCP_INFO = 11
+TCP_SETUP_OFFLOAD = 0x4001    # AccelTCP §5.1: the NIC answers this listener's SYNs (cookies)
 SHUT_RD, SHUT_WR, SHUT_RDWR = 0, 1, 2
 SOMAXCONN = 4096
 TCP_MIN_MSS = 88          # Linux include/net/tcp.h
@@ -286,7 +287,8 @@ class SocketAPI:
         for o in self._ports.get(s.lport, ()):
             if o is not s and o.listener is not None:
                 raise _err(errno.EADDRINUSE)
-        lst = self.stack.listen(s.lport, backlog, config=s.config)
+        lst = self.stack.listen(s.lport, backlog, config=s.config,
+                                offload_setup=s.extra.get("setup_offload", False))
         lst.app = s
         lst.on_acceptable = self._listener_event
         s.listener = lst
@@ -742,8 +744,12 @@ register_sockopt(SOL_SOCKET, SO_REUSEADDR, "SO_REUSEADDR", lambda api, s: int(s.
                  _set_reuseaddr)
 register_sockopt(SOL_SOCKET, SO_ERROR, "SO_ERROR", _get_error)
 
-# AccelTCP offload flags (paper §5.1, Figure 9) go here, e.g.
-#   register_sockopt(IPPROTO_TCP, TCP_SETUP_OFFLOAD, "TCP_SETUP_OFFLOAD", get, set)
+# AccelTCP offload flags (paper §5.1, Figure 9). TCP_SETUP_OFFLOAD is read by `listen`
+# (set it before; advisory: no effect without a NIC device).
+register_sockopt(IPPROTO_TCP, TCP_SETUP_OFFLOAD, "TCP_SETUP_OFFLOAD",
+                 lambda api, s: int(s.extra.get("setup_offload", False)),
+                 lambda api, s, v: s.extra.__setitem__("setup_offload", bool(_flag(v))))
+# More go here, e.g.
 #   register_sockopt(IPPROTO_TCP, TCP_TEARDOWN_OFFLOAD, "TCP_TEARDOWN_OFFLOAD", get, set)
 # with the per-socket state in `sock.extra` (the host offload policy reads it on
 # listen/close). Pick optnames outside Linux's TCP range (e.g. from 0x4000).

@@ -47,6 +47,20 @@ it already has in the heap (``HostConn.armed``); a popped entry that no longer m
 ``on_timer`` only if it is really due (a deadline that moved later just re-arms). ARP
 retries and expiries sit in a second small heap.
 
+Connection-setup offload (AccelTCP §4.1). On a device that is a NIC (``device.nic``) a
+listener opened with ``offload_setup=True`` is announced to it with a ``Listen`` control
+frame made from the listener's config (``Unlisten`` when it closes); the NIC then answers
+its SYNs with SYN cookies and hands each completed handshake up as one 0x090A frame:
+a ``NewConnection`` header in front of the client's ACK (``nic.dataplane`` states the
+contract). ``_new_connection`` builds the TCB with ``accept_cookie`` -- already
+ESTABLISHED, straight into ``_table``, never embryonic -- and puts it on the accept
+queue at its first event like any other child (``conns_accepted``, ``cookie_conns``).
+SYNs the NIC does not answer (no timestamps, a tiny MSS, listener table full) still
+arrive and take the ordinary path, so an offloaded listener is never worse off. 0x090A
+frames are taken from a NIC device only, and a 0x090A for a 4-tuple that already has a
+TCB or TIME-WAIT record (a retransmitted ACK still echoing the cookie TSval) or for a
+port no longer offloaded is handled as the ordinary segment it carries.
+
 Connections leave the table when ``conn.closed`` (on reset, abort, timeout, LAST-ACK
 done) or when they reach TIME-WAIT: the TCB then hands the rest of 2MSL to a compact
 `tcp.timewait.TimeWait` record and is freed; records expire from a FIFO per 2MSL
@@ -68,6 +82,7 @@ from ..tcp.config import TcpConfig
 from ..tcp import timewait
 from ..tcp.connection import TcpConnection
 from ..tcp.seq import seq_add
+from ..wire import control
 from ..wire.arp import ARP_REPLY, ARP_REQUEST, ArpPacket, parse_arp
 from ..wire.errors import WireError
 from ..wire.ethernet import (BROADCAST_MAC, ETH_HLEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ZERO_MAC,
@@ -89,7 +104,8 @@ HOST_DROP_REASONS = (
                               # listener): RST sent (RFC 9293 §3.10.7.1/.2)
     "rst_no_connection",      # RST for no TCB: ignored, never answered (§3.10.7.1)
     "listen_no_syn",          # neither SYN nor ACK nor RST to a listener (§3.10.7.2 "fourth")
-    "listen_overflow",        # accept queue full: SYN, or the handshake's final ACK, dropped
+    "listen_overflow",        # accept queue full: SYN, or the handshake's final ACK (or
+                              # the NIC's NewConnection frame), dropped
     "syn_backlog_overflow",   # listener's SYN queue (embryonic children) full
     "arp_not_for_us",         # ARP whose target is not our address
     "arp_bad_sender",         # ARP with a multicast sender MAC or our own IP as sender
@@ -185,9 +201,9 @@ class Listener:
     """
 
     __slots__ = ("stack", "port", "ip", "backlog", "config", "syn_queue", "accept_queue",
-                 "on_acceptable", "closed", "app")
+                 "on_acceptable", "closed", "app", "offload_setup")
 
-    def __init__(self, stack, port, backlog, config, ip):
+    def __init__(self, stack, port, backlog, config, ip, offload_setup=False):
         self.stack = stack
         self.port = port
         self.ip = ip
@@ -198,6 +214,8 @@ class Listener:
         self.on_acceptable = None
         self.closed = False
         self.app = None
+        #: the NIC answers this listener's SYNs with cookies (AccelTCP §4.1)
+        self.offload_setup = offload_setup
 
     def accept(self):
         """-> the oldest established child, or None. The child is the caller's now."""
@@ -275,6 +293,9 @@ class HostStack:
                               and hasattr(device, "send_segment") else None)
         self.tso_max = TSO_PAYLOAD_MAX if tso and self._send_segment is not None else 0
         self._csum_trusted = 0
+        # A NIC dataplane in front of the device (AccelTCP): setup offload is possible.
+        self.nic = bool(getattr(device, "nic", False))
+        self._nic_syn_window = getattr(device, "syn_window", 0xFFFF)
         self._secret = secret if secret is not None else os.urandom(16)
         # F() of RFC 6528 keyed once: each ISN copies this state instead of re-keying.
         self._isn_hash = hashlib.blake2s(key=self._secret, digest_size=4)
@@ -310,6 +331,7 @@ class HostStack:
         self._delivered = 0
         # ... and per connection: the short-lived connection's path is a hot path too
         self._syns_received = self._conns_accepted = self._conns_closed = 0
+        self._cookie_conns = 0
         self._c = collections.Counter()       # slow-path counters
         self._closed_stats = collections.Counter()   # TCB stats of removed connections
         # TCB counter values of removed connections not yet added to _closed_stats:
@@ -369,6 +391,8 @@ class HostStack:
                 self._segment_slow(key, ip_src, seg, src)
             elif ethertype == ETHERTYPE_ARP:
                 self._receive_arp(frame, dst)
+            elif ethertype == control.ETHERTYPE_NEW_CONNECTION and self.nic:
+                self._new_connection(frame)
             else:
                 self.drops["ethertype_unsupported"] += 1
         except WireError as e:
@@ -455,6 +479,64 @@ class HostStack:
             # Events from here on. LISTEN -> SYN-RECEIVED concerns no one: the child has
             # no app yet, and the table only cares about its establishment or its end.
             conn.on_event = self._event_cb
+        self._touch(conn)
+
+    def _new_connection(self, frame):
+        """A 0x090A frame from the NIC: a handshake it completed with a SYN cookie."""
+        hdr, frame = control.unwrap(frame)         # WireError: a ctl_* drop
+        dst, src, _ = parse_ethernet(frame)
+        if dst != self.mac:
+            self.drops["not_for_us"] += 1
+            return
+        ip_src, ip_dst, proto, _, _, _, _, total_length, _ = \
+            parse_ipv4_fields(memoryview(frame)[ETH_HLEN:])
+        if ip_dst != self.ip:
+            self.drops["not_for_us"] += 1
+            return
+        if proto != IPPROTO_TCP:
+            self.drops["ip_proto_unsupported"] += 1
+            return
+        seg = parse_tcp(frame[34:ETH_HLEN + total_length], ip_src, ip_dst)
+        key = frame[26:38]
+        conn = self._table.get(key)
+        if conn is not None:                      # a retransmission still echoing the cookie
+            self._delivered += 1
+            self._entry_conn = conn
+            conn.on_segment(seg, self.clock())
+            self._entry_conn = None
+            self._touch(conn)
+            return
+        lst = self._listeners.get(seg.dst_port)
+        if (lst is None or not lst.offload_setup or seg.flags & (SYN | RST | ACK) != ACK
+                or key in self._embryonic or key in self._timewait or self._martian(ip_src)):
+            self._segment_slow(key, ip_src, seg, src)    # no new connection: as usual
+            return
+        if len(lst.accept_queue) >= lst.backlog:
+            # The client believes it is connected: its retransmission (still echoing the
+            # cookie TSval) comes back through the NIC as a new 0x090A.
+            self.drops["listen_overflow"] += 1
+            return
+        self._delivered += 1
+        now = self.clock()
+        cfg = lst.config if lst.config is not None else self.config
+        lport = seg.dst_port
+        rport = seg.src_port
+        conn = self.tcb_class(cfg, self.ip, lport, ip_src, rport, (seg.ack - 1) & _U32,
+                              self._output_cb, now)
+        conn.tso_max = self.tso_max
+        rec = self._register(conn, key, ip_src, lport, rport, self._nexthop_or_self(ip_src),
+                             True)
+        self._table[key] = conn
+        # Not in _embryonic: the flag only makes its first event (ESTABLISHED, with the
+        # data of the ACK) put it on the accept queue, as for a SYN-RECEIVED child.
+        rec.parent = lst
+        rec.embryonic = True
+        self._cookie_conns += 1
+        self._entry_conn = conn
+        try:
+            conn.accept_cookie(seg, hdr, now, self._nic_syn_window)
+        finally:
+            self._entry_conn = None
         self._touch(conn)
 
     def _martian(self, src):
@@ -943,10 +1025,12 @@ class HostStack:
         self._touch(conn)
 
     # ------------------------------------------------------------------ listeners
-    def listen(self, port, backlog=128, config=None, ip=None):
+    def listen(self, port, backlog=128, config=None, ip=None, offload_setup=False):
         """Passive open on `port` (0: pick an ephemeral port). -> Listener.
 
-        Raises OSError EADDRINUSE (already listening), EADDRNOTAVAIL (`ip` not ours).
+        `offload_setup`: on a NIC device, have the NIC answer this port's SYNs with SYN
+        cookies (AccelTCP §4.1; advisory: ignored without a NIC). Raises OSError
+        EADDRINUSE (already listening), EADDRNOTAVAIL (`ip` not ours).
         """
         if ip is not None:
             ipb = to_ip(ip)
@@ -958,13 +1042,28 @@ class HostStack:
             raise _oserror(errno.EINVAL, "port")
         if port in self._listeners:
             raise _oserror(errno.EADDRINUSE)
-        lst = self._listeners[port] = Listener(self, port, max(0, backlog), config, ip)
+        lst = self._listeners[port] = Listener(self, port, max(0, backlog), config, ip,
+                                               bool(offload_setup and self.nic))
+        if lst.offload_setup:
+            cfg = config if config is not None else self.config
+            self._nic_control(control.Listen(self._listen_ip(ip), port, cfg.mss, cfg.wscale,
+                                             cfg.sack, cfg.timestamps))
         return lst
+
+    def _listen_ip(self, ip):
+        return to_ip(ip) if ip is not None else _ZERO_IP
+
+    def _nic_control(self, msg):
+        """A control frame to the NIC (not counted in frames_out: not for the wire)."""
+        self._c["nic_control_sent"] += 1
+        self._send_frame(msg.frame(self.mac, self.mac))
 
     def unlisten(self, listener):
         """Stop listening; children not yet accepted are reset (as Linux does on close)."""
         if self._listeners.get(listener.port) is listener:
             del self._listeners[listener.port]
+        if listener.offload_setup and not listener.closed:
+            self._nic_control(control.Unlisten(self._listen_ip(listener.ip), listener.port))
         listener.closed = True
         children = list(listener.syn_queue) + list(listener.accept_queue)
         listener.syn_queue.clear()
@@ -1099,6 +1198,7 @@ class HostStack:
         if self._syns_received:
             c["syns_received"] = self._syns_received
         c["conns_accepted"] = self._conns_accepted
+        c["cookie_conns"] = self._cookie_conns
         c["conns_closed"] = self._conns_closed
         c.update(frames_in=self._frames_in, bytes_in=self._bytes_in,
                  frames_out=self._frames_out, bytes_out=self._bytes_out,

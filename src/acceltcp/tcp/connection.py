@@ -36,6 +36,14 @@ The advertised right edge never moves left (§3.8.6.2.2 receiver SWS avoidance).
 
 Timers are absolute deadlines kept as attributes: retransmission, delayed ACK, persist
 (zero-window probe and SWS override) and TIME-WAIT. ``next_deadline()`` is the earliest.
+
+Connection-setup offload (AccelTCP §4.1): every TSval we send keeps bit 0 clear, the
+NIC's SYN-cookie mark, so that only ACKs of the NIC's cookie SYN-ACKs are checked as
+cookies. ``accept_cookie`` builds an ESTABLISHED TCB from a handshake the NIC completed
+(a 0x090A NewConnection frame; ``nic.dataplane`` states the contract) without any SYN
+having been seen here: CLOSED -> LISTEN -> SYN-RECEIVED -> ESTABLISHED through the
+ordinary transitions, then the client's ACK (and the data riding on it) is processed as
+an ordinary segment.
 """
 
 import struct
@@ -62,6 +70,8 @@ PAWS_IDLE = 24 * 24 * 3600.0       # RFC 7323 §5.5: ts_recent is invalid after 
 MAX_WSCALE = 14                    # RFC 7323 §2.3
 TS_OPTION = struct.Struct("!III")  # NOP, NOP, kind 8, len 10, TSval, TSecr
 TS_HEAD = 0x0101080A
+TS_MASK = 0xFFFFFFFE               # our TSvals keep bit 0 clear: the NIC's SYN-cookie mark
+                                   # (docs/nic.md); clearing it keeps them non-decreasing
 CHALLENGE_ACKS_PER_SECOND = 10     # RFC 5961 §7 rate limit, per connection
 TIME_WAIT_TICK = 1.0 / 1024        # TIME-WAIT expiries are rounded up to this tick, so a
                                    # busy server reaps many in one timer run (Linux's
@@ -248,6 +258,42 @@ class TcpConnection:
             self._to(fsm.APP_LISTEN)
         self._rcv_listen(seg, now)
         self._flush_events()
+
+    def accept_cookie(self, seg, hdr, now: float, syn_window: int = 0xFFFF) -> None:
+        """Take over a handshake the NIC completed with a SYN cookie (AccelTCP §4.1).
+
+        ``seg``: the client's ACK (from ``wire.control.unwrap``); ``hdr``: the NIC's
+        ``NewConnection`` header, i.e. the client's options decoded from the cookie. Our
+        side of the negotiation is this TCB's config: the listener's ``Listen`` offer was
+        made from it. ``syn_window``: the (unscaled) window of the NIC's SYN-ACK. The
+        contract is the one ``nic.dataplane``'s docstring lists: irs = SEG.SEQ - 1,
+        iss = SEG.ACK - 1, options as ``_negotiate`` would have settled them, TS.Recent =
+        SEG.TSval and our TSvals >= ``hdr.ts_base`` (the client's PAWS, RFC 7323 §5).
+        """
+        self._to(fsm.APP_LISTEN)
+        self.passive = True
+        seq = seg.seq
+        ack = seg.ack
+        self.irs = (seq - 1) & MASK
+        self.rcv_nxt = self.last_ack_sent = seq
+        # The NIC offered syn_window in its SYN-ACK: never move that right edge left
+        # (RFC 9293 §3.8.6.2.2).
+        self.rcv_adv = (seq + syn_window) & MASK
+        self._set_options(hdr.mss, hdr.wscale, hdr.sack_ok,
+                          seg.tsval if hdr.timestamps else None, now)
+        if self.ts_ok:
+            # Start our TS clock just past the cookie TSval: (ts_base + 1) & ~1 >= ts_base.
+            self.ts_offset = (hdr.ts_base + 1 - int(now * self.config.ts_hz)) & MASK
+        self._to(fsm.RCV_SYN)
+        self.iss = self.recover = self.high_rxt = (ack - 1) & MASK
+        self.snd_una = self.snd_nxt = self.snd_max = self.sbase = ack
+        self.snd_wnd = self.max_snd_wnd = seg.window << self.snd_wscale
+        self.snd_wl1 = seq
+        self.snd_wl2 = ack
+        if hdr.rtt_us != 0xFFFFFFFF:
+            self.rto.on_rtt_sample(hdr.rtt_us / 1e6)
+        self._to(fsm.RCV_ACK_OF_SYN)
+        self.on_segment(seg, now)          # payload / FIN of the ACK; announces ESTABLISHED
 
     def send(self, data, now: float) -> int:
         """Queue data; returns how many bytes were taken (0 when the buffer is full)."""
@@ -944,21 +990,26 @@ class TcpConnection:
     # ------------------------------------------------------------------- handshake
     def _negotiate(self, seg, now: float) -> None:
         """Options from the peer's SYN (RFC 9293 §3.7.1, RFC 7323 §2.2/§3.2, RFC 2018 §2)."""
+        self._set_options(seg.mss, seg.wscale, seg.sack_permitted, seg.tsval, now)
+
+    def _set_options(self, peer_mss, peer_wscale, peer_sack, peer_tsval, now: float) -> None:
+        """Settle the options from what the peer's SYN carried (``_negotiate``) or what
+        the NIC's cookie recorded of it (``accept_cookie``)."""
         cfg = self.config
-        if seg.mss:
-            self.peer_mss = seg.mss
+        if peer_mss:
+            self.peer_mss = peer_mss
         # Each option is in use only if both sides sent it; on the active side "we sent
         # it" is our config, on the passive side our SYN,ACK answers only what was offered.
-        self.wscale_ok = seg.wscale is not None and cfg.wscale is not None
+        self.wscale_ok = peer_wscale is not None and cfg.wscale is not None
         if self.wscale_ok:
-            self.snd_wscale = min(seg.wscale, MAX_WSCALE)
+            self.snd_wscale = min(peer_wscale, MAX_WSCALE)
             self.rcv_wscale = min(cfg.wscale, MAX_WSCALE)
         else:
             self.snd_wscale = self.rcv_wscale = 0
-        self.sack_ok = cfg.sack and seg.sack_permitted
-        self.ts_ok = cfg.timestamps and seg.tsval is not None
+        self.sack_ok = cfg.sack and peer_sack
+        self.ts_ok = cfg.timestamps and peer_tsval is not None
         if self.ts_ok:
-            self.ts_recent = seg.tsval
+            self.ts_recent = peer_tsval
             self.ts_recent_time = now
         opt = 12 if self.ts_ok else 0
         mss = self.peer_mss if self.peer_mss < cfg.mss else cfg.mss
@@ -991,7 +1042,7 @@ class TcpConnection:
 
     def _send_syn(self, now: float, flags: int) -> None:
         cfg = self.config
-        tsval = (int(now * cfg.ts_hz) + self.ts_offset) & MASK
+        tsval = (int(now * cfg.ts_hz) + self.ts_offset) & TS_MASK
         if flags & ACK:                           # SYN,ACK: answer only what was offered
             opts = tcp_options(
                 mss=cfg.mss,
@@ -1155,7 +1206,7 @@ class TcpConnection:
         cfg = self.config
         opts = b""
         if self.ts_ok and not flags & RST:
-            tsval = (int(now * cfg.ts_hz) + self.ts_offset) & MASK
+            tsval = (int(now * cfg.ts_hz) + self.ts_offset) & TS_MASK
             if self.sack_ok and self.reasm:
                 opts = tcp_options(timestamps=(tsval, self.ts_recent),
                                    sack_blocks=self.reasm.sack_blocks(3))

@@ -17,6 +17,7 @@ from ..wire.tcp import ACK, FIN, RST, SYN
 MASK = 0xFFFFFFFF
 TS_OPTION = struct.Struct("!III")
 TS_HEAD = 0x0101080A
+TS_MASK = 0xFFFFFFFE       # TSvals keep bit 0 clear (the NIC's cookie mark; tcp.connection)
 
 # What the owner does after ``on_segment``.
 KEEP = 0          # still in TIME-WAIT
@@ -86,6 +87,6 @@ class TimeWait:
     def _ack(self, now: float) -> None:
         opts = b""
         if self.ts_ok:
-            opts = TS_OPTION.pack(TS_HEAD, (int(now * self.ts_hz) + self.ts_offset) & MASK,
+            opts = TS_OPTION.pack(TS_HEAD, (int(now * self.ts_hz) + self.ts_offset) & TS_MASK,
                                   self.ts_recent)
         self.output(self, ACK, self.snd_nxt, self.rcv_nxt, self.window, opts, b"")

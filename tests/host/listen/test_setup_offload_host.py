@@ -1,0 +1,100 @@
+"""The host side of setup offload: Listen/Unlisten to a NIC device, 0x090A frames only
+from a NIC, malformed ones counted, never raised."""
+
+from acceltcp.host.stack import HostStack
+from acceltcp.tcp.config import TcpConfig
+from acceltcp.wire import control
+from acceltcp.wire.tcp import ACK, build_tcp_frame, tcp_options
+
+from ..util import PEER_IP, PEER_MAC, US_IP, US_MAC, Clock, FakeDevice
+
+
+class FakeNic(FakeDevice):
+    nic = True
+
+
+def _stack(device):
+    return HostStack(device, US_IP, Clock(1.0), strict=True)
+
+
+def _cookie_frame(hdr, payload=b"hi"):
+    seg = build_tcp_frame(US_MAC, PEER_MAC, PEER_IP, US_IP, 1, 40000, 80, 1000, 5000, ACK,
+                          500, tcp_options(timestamps=(77, hdr.ts_base)), payload)
+    return control.wrap(seg, hdr)
+
+
+def test_offloaded_listener_sends_listen_and_unlisten():
+    dev = FakeNic()
+    st = _stack(dev)
+    cfg = TcpConfig(mss=1400, wscale=5, sack=False)
+    lst = st.listen(80, 8, config=cfg, offload_setup=True)
+    assert lst.offload_setup
+    msg = control.decode(dev.sent[-1])
+    assert msg == control.Listen(b"\0\0\0\0", 80, 1400, 5, False, True)
+    st.unlisten(lst)
+    assert control.decode(dev.sent[-1]) == control.Unlisten(b"\0\0\0\0", 80)
+    assert st.counters["nic_control_sent"] == 2 and st.counters["frames_out"] == 0
+
+
+def test_offload_is_advisory_without_a_nic():
+    dev = FakeDevice()
+    st = _stack(dev)
+    lst = st.listen(80, 8, offload_setup=True)
+    assert not lst.offload_setup and dev.sent == []
+    st.receive_frame(_cookie_frame(control.NewConnection(ts_base=0x1001)))
+    assert st.drops["ethertype_unsupported"] == 1 and not st.connections
+
+
+def test_new_connection_frame_builds_an_established_child():
+    dev = FakeNic()
+    st = _stack(dev)
+    st.arp_add(PEER_IP, PEER_MAC)
+    lst = st.listen(80, 8, offload_setup=True)
+    st.receive_frame(_cookie_frame(control.NewConnection(mss=1460, wscale=7, sack_ok=True,
+                                                         ts_base=0x1001)))
+    conn = lst.accept()
+    assert conn is not None and conn.state == 4 and bytes(conn.rcvbuf) == b"hi"
+    assert conn.iss == 4999 and conn.irs == 999
+    c = st.counters
+    assert c["cookie_conns"] == c["conns_accepted"] == 1 and "syns_received" not in c
+
+
+def test_backlog_full_drops_the_new_connection_frame():
+    dev = FakeNic()
+    st = _stack(dev)
+    st.listen(80, 0, offload_setup=True)
+    st.receive_frame(_cookie_frame(control.NewConnection(ts_base=0x1001)))
+    assert st.drops["listen_overflow"] == 1 and st.counters["cookie_conns"] == 0
+
+
+def test_malformed_new_connection_frames_are_counted():
+    dev = FakeNic()
+    st = _stack(dev)
+    st.listen(80, 8, offload_setup=True)
+    good = _cookie_frame(control.NewConnection(ts_base=0x1001))
+    st.receive_frame(good[:20])                                  # header cut short
+    bad_version = good[:14] + b"\x07" + good[15:]
+    st.receive_frame(bad_version)
+    bad_csum = good[:-1] + bytes([good[-1] ^ 0xFF])
+    st.receive_frame(bad_csum)
+    d = dict(st.drops)
+    assert d.get("ctl_short") == 1 and d.get("ctl_bad_version") == 1
+    assert sum(d.values()) == 3 and not st.connections
+    c = st.counters
+    assert c["frames_in"] == c["frames_delivered"] + 3
+
+
+def test_socket_option_tcp_setup_offload():
+    from acceltcp.host.socket import IPPROTO_TCP, TCP_SETUP_OFFLOAD, SocketAPI
+
+    dev = FakeNic()
+    st = _stack(dev)
+    api = SocketAPI(st)
+    fd = api.socket()
+    assert api.getsockopt(fd, IPPROTO_TCP, TCP_SETUP_OFFLOAD) == 0
+    api.setsockopt(fd, IPPROTO_TCP, TCP_SETUP_OFFLOAD, 1)
+    assert api.getsockopt(fd, IPPROTO_TCP, TCP_SETUP_OFFLOAD) == 1
+    api.bind(fd, ("0.0.0.0", 80))
+    api.listen(fd, 8)
+    assert st.listeners[80].offload_setup
+    assert isinstance(control.decode(dev.sent[-1]), control.Listen)
