@@ -359,27 +359,11 @@ class HostStack:
         try:
             dst, src, ethertype = parse_ethernet(frame)
             if ethertype == ETHERTYPE_IPV4:
-                if dst != self.mac and dst != BROADCAST_MAC:
-                    self.drops["not_for_us"] += 1
+                seg = self._tcp_segment(frame, dst, csum_ok)
+                if seg is None:
                     return
-                ip_src, ip_dst, proto, _, _, _, _, total_length, _ = \
-                    parse_ipv4_fields(memoryview(frame)[ETH_HLEN:])
-                if ip_dst != self.ip:
-                    self.drops["not_for_us"] += 1
-                    return
-                if proto != IPPROTO_TCP:
-                    self.drops["ip_proto_unsupported"] += 1
-                    return
-                end = ETH_HLEN + total_length
-                # An MTU-sized segment as a bytes slice: the checksum reads it as one
-                # integer (int.from_bytes would copy a memoryview first). A larger
-                # (LRO/GRO) one as a memoryview: without verification it is never copied
-                # before the receive buffer.
-                if csum_ok:
-                    self._csum_trusted += 1
-                seg = parse_tcp(frame[34:end] if end <= 2048 else memoryview(frame)[34:end],
-                                ip_src, ip_dst, not csum_ok)
                 key = frame[26:38]            # src-ip|dst-ip|sport|dport (no IP options)
+                ip_src = key[:4]
                 conn = self._table.get(key)
                 if conn is not None:
                     self._delivered += 1
@@ -481,23 +465,39 @@ class HostStack:
             conn.on_event = self._event_cb
         self._touch(conn)
 
-    def _new_connection(self, frame):
-        """A 0x090A frame from the NIC: a handshake it completed with a SYN cookie."""
-        hdr, frame = control.unwrap(frame)         # WireError: a ctl_* drop
-        dst, src, _ = parse_ethernet(frame)
-        if dst != self.mac:
+    def _tcp_segment(self, frame, dst, csum_ok):
+        """IPv4 -> TCP of a frame addressed to us (its Ethernet header already read):
+        the parsed segment, or None with the reason counted. IP options are rejected,
+        so the addresses and ports sit at fixed offsets (bytes 26-37)."""
+        if dst != self.mac and dst != BROADCAST_MAC:
             self.drops["not_for_us"] += 1
-            return
+            return None
         ip_src, ip_dst, proto, _, _, _, _, total_length, _ = \
             parse_ipv4_fields(memoryview(frame)[ETH_HLEN:])
         if ip_dst != self.ip:
             self.drops["not_for_us"] += 1
-            return
+            return None
         if proto != IPPROTO_TCP:
             self.drops["ip_proto_unsupported"] += 1
+            return None
+        end = ETH_HLEN + total_length
+        if csum_ok:
+            self._csum_trusted += 1
+        # An MTU-sized segment as a bytes slice: the checksum reads it as one integer
+        # (int.from_bytes would copy a memoryview first). A larger (LRO/GRO) one as a
+        # memoryview: without verification it is never copied before the receive buffer.
+        return parse_tcp(frame[34:end] if end <= 2048 else memoryview(frame)[34:end],
+                         ip_src, ip_dst, not csum_ok)
+
+    def _new_connection(self, frame):
+        """A 0x090A frame from the NIC: a handshake it completed with a SYN cookie."""
+        hdr, frame = control.unwrap(frame)         # WireError: a ctl_* drop
+        dst, src, _ = parse_ethernet(frame)
+        seg = self._tcp_segment(frame, dst, False)
+        if seg is None:
             return
-        seg = parse_tcp(frame[34:ETH_HLEN + total_length], ip_src, ip_dst)
         key = frame[26:38]
+        ip_src = key[:4]
         conn = self._table.get(key)
         if conn is not None:                      # a retransmission still echoing the cookie
             self._delivered += 1
