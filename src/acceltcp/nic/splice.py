@@ -100,6 +100,8 @@ import struct
 from array import array
 from collections import namedtuple
 
+from ..wire.control import L4Rule
+
 __all__ = [
     "NONE", "FIN_C", "FIN_S", "CLOSED", "RESET", "DROP", "EVENT_NAMES",
     "RULE_BYTES", "STATE_BYTES", "BYTES_PER_RULE",
@@ -168,50 +170,9 @@ class TableFull(Exception):
     """No two free rule slots left in the SpliceTable (the host keeps relaying itself)."""
 
 
-class SpliceRule:
-    """Control-path description of one direction of a splice (not used per packet).
-
-    key         raw 12-byte incoming 4-tuple: src-ip|dst-ip|sport|dport (``make_key``)
-    eth_src/eth_dst, ip_src/ip_dst, sport/dport   what the frame becomes
-    seq_offset, ack_offset   ΔSEQ / ΔACK (any int, taken mod 2^32)
-    ts_shift    added to TSval (mod 2^32); TSecr gets minus the paired rule's ts_shift
-    wscale_in   shift the *sender* applies to the windows it writes (0: WS not in use)
-    wscale_out  shift the *receiver* uses to read them (what the proxy announced to it)
-    last_ack, last_wnd   optional seed: the sender's latest ACK (incoming space) and its
-                window in bytes, for RST validation before its first frame is seen
-    """
-
-    __slots__ = ("key", "eth_src", "eth_dst", "ip_src", "ip_dst", "sport", "dport",
-                 "seq_offset", "ack_offset", "ts_shift", "wscale_in", "wscale_out",
-                 "last_ack", "last_wnd")
-
-    def __init__(self, key, eth_src, eth_dst, ip_src, ip_dst, sport, dport, seq_offset,
-                 ack_offset, ts_shift=0, wscale_in=0, wscale_out=0, last_ack=None,
-                 last_wnd=0):
-        self.key = bytes(key)
-        self.eth_src = bytes(eth_src)
-        self.eth_dst = bytes(eth_dst)
-        self.ip_src = bytes(ip_src)
-        self.ip_dst = bytes(ip_dst)
-        self.sport = sport
-        self.dport = dport
-        self.seq_offset = seq_offset & _M
-        self.ack_offset = ack_offset & _M
-        self.ts_shift = ts_shift & _M
-        self.wscale_in = wscale_in
-        self.wscale_out = wscale_out
-        self.last_ack = last_ack
-        self.last_wnd = last_wnd
-
-    @property
-    def out_key(self):
-        """The 4-tuple a translated frame carries (what frame[26:38] becomes)."""
-        return make_key(self.ip_src, self.ip_dst, self.sport, self.dport)
-
-    def __repr__(self):
-        return "SpliceRule(%s -> %s dseq=%d dack=%d ts=%d ws=%d/%d)" % (
-            self.key.hex(), self.out_key.hex(), self.seq_offset, self.ack_offset,
-            self.ts_shift, self.wscale_in, self.wscale_out)
+#: One direction of a splice (fields documented on wire.control.L4Rule): the host
+#: computes it (``splice_rules``), the table installs it, a 0x090C frame carries it.
+SpliceRule = L4Rule
 
 
 class SpliceSide:

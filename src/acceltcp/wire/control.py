@@ -280,14 +280,25 @@ class Teardown(_Msg):
 
 
 _RULE = struct.Struct("!12s6s6s4s4sHHIIIIIBBBB")   # 60 bytes
+_HH = struct.Struct("!HH")
 _RF_LAST_ACK = 0x01
 
 
 class L4Rule:
-    """One direction of a splice, 60 bytes on the wire; the field names are those of
-    nic.splice.SpliceRule (key = raw incoming 4-tuple src-ip|dst-ip|sport|dport;
-    eth_*/ip_*/ports = what the frame becomes; offsets/ts_shift mod 2**32; last_ack None
-    = not seeded). Not a message by itself: Splice carries two."""
+    """One direction of a splice: the value the host computes, the NIC's splice table
+    installs (``nic.splice.SpliceRule`` is this class) and a Splice message carries two
+    of (60 bytes each on the wire).
+
+    key         raw 12-byte incoming 4-tuple: src-ip|dst-ip|sport|dport
+    eth_src/eth_dst, ip_src/ip_dst, sport/dport   what the frame becomes
+    seq_offset, ack_offset   ΔSEQ / ΔACK (any int, taken mod 2^32)
+    ts_shift    added to TSval (mod 2^32); TSecr gets minus the paired rule's ts_shift
+    wscale_in   shift the *sender* applies to the windows it writes (0: WS not in use)
+    wscale_out  shift the *receiver* uses to read them (what the proxy announced to it)
+    last_ack, last_wnd   optional seed: the sender's latest ACK (incoming space) and its
+                window in bytes, for RST validation before its first frame is seen
+                (last_ack None = not seeded)
+    """
 
     __slots__ = ("key", "eth_src", "eth_dst", "ip_src", "ip_dst", "sport", "dport",
                  "seq_offset", "ack_offset", "ts_shift", "wscale_in", "wscale_out",
@@ -316,9 +327,14 @@ class L4Rule:
     __hash__ = None
     __repr__ = _Msg.__repr__
 
+    @property
+    def out_key(self):
+        """The 4-tuple a translated frame carries (what frame[26:38] becomes)."""
+        return self.ip_src + self.ip_dst + _HH.pack(self.sport, self.dport)
+
     @classmethod
     def from_rule(cls, r):
-        """From any object with these attribute names (e.g. nic.splice.SpliceRule)."""
+        """From any object with these attribute names."""
         return cls(*(getattr(r, s) for s in cls.__slots__))
 
     def _raw(self):
