@@ -62,24 +62,25 @@ def _config(args):
     return TcpConfig(rcv_buf=args.rcv_buf, snd_buf=args.snd_buf)
 
 
-def _tap_host(loop, args):
-    """-> TapHost, or None after printing why not (no namespace, not root, ...)."""
+def _tap_host(args):
+    """-> (loop, TapHost) with the stack's CPU accounted, or (None, None) after printing
+    why not (no namespace, not root, ...)."""
     from ..testbed.netns import TestbedError
+    loop = _new_loop()
     try:
-        return _open_tap_host(loop, args)
+        host = TapHost(loop, netns=args.netns, tap_name=args.tap, stack_ip=args.ip,
+                       peer_ip=args.peer_ip, offload=args.offload,
+                       tso=args.tso if args.offload else False, config=_config(args),
+                       pcap=args.pcap, batch=args.batch)
     except (TestbedError, OSError) as e:
+        loop.close()
         what = "%s %s" % (args.command, getattr(args, "app", "") or "")
         if isinstance(e, PermissionError) or getattr(e, "errno", None) == errno.EPERM:
             e = "%s (needs root: /dev/net/tun, network namespaces)" % e
         print("acceltcp %s: %s" % (what.strip(), e), file=sys.stderr)
-        return None
-
-
-def _open_tap_host(loop, args):
-    return TapHost(loop, netns=args.netns, tap_name=args.tap, stack_ip=args.ip,
-                   peer_ip=args.peer_ip, offload=args.offload,
-                   tso=args.tso if args.offload else False, config=_config(args),
-                   pcap=args.pcap, batch=args.batch)
+        return None, None
+    host.runner.cpu_accounting = True
+    return loop, host
 
 
 def stats_snapshot(host, extra=None):
@@ -162,12 +163,9 @@ def cmd_serve(args) -> int:
     from ..apps.bulk import SinkServer
     from ..apps.echo import EchoServer
 
-    loop = _new_loop()
-    host = _tap_host(loop, args)
+    loop, host = _tap_host(args)
     if host is None:
-        loop.close()
         return 2
-    host.runner.cpu_accounting = True
     if args.app == "echo":
         app = EchoServer(host.stack, args.port, backlog=args.backlog)
     else:
@@ -259,12 +257,9 @@ class _Input:
 
 def cmd_connect(args) -> int:
     """The stack is the client: connect to a kernel server in the peer namespace."""
-    loop = _new_loop()
-    host = _tap_host(loop, args)
+    loop, host = _tap_host(args)
     if host is None:
-        loop.close()
         return 2
-    host.runner.cpu_accounting = True
     stack = host.stack
     if args.transactions:
         return _echo_load(loop, host, args)
