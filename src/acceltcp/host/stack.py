@@ -376,7 +376,7 @@ class HostStack:
             elif ethertype == ETHERTYPE_ARP:
                 self._receive_arp(frame, dst)
             elif ethertype == control.ETHERTYPE_NEW_CONNECTION and self.nic:
-                self._new_connection(frame)
+                self._new_connection(frame, csum_ok)
             else:
                 self.drops["ethertype_unsupported"] += 1
         except WireError as e:
@@ -489,11 +489,11 @@ class HostStack:
         return parse_tcp(frame[34:end] if end <= 2048 else memoryview(frame)[34:end],
                          ip_src, ip_dst, not csum_ok)
 
-    def _new_connection(self, frame):
+    def _new_connection(self, frame, csum_ok=False):
         """A 0x090A frame from the NIC: a handshake it completed with a SYN cookie."""
         hdr, frame = control.unwrap(frame)         # WireError: a ctl_* drop
         dst, src, _ = parse_ethernet(frame)
-        seg = self._tcp_segment(frame, dst, False)
+        seg = self._tcp_segment(frame, dst, csum_ok)
         if seg is None:
             return
         key = frame[26:38]

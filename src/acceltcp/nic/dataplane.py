@@ -244,11 +244,13 @@ class NicDataplane:
 
     # -- entry point ---------------------------------------------------------------
 
-    def process(self, frame, port, now):
+    def process(self, frame, port, now, csum_ok=False):
         """One frame in on `port` (WIRE/HOST) -> [(port, frame), ...] out.  Never raises
-        on frame contents."""
+        on frame contents.  ``csum_ok``: the port vouches for the frame's TCP checksum
+        (a TAP's kernel, or a partial checksum from it), so the NIC does not verify it;
+        frames passed on to HOST keep that verdict (the caller hands it on)."""
         if port == WIRE:
-            return self._from_wire(frame, now)
+            return self._from_wire(frame, now, csum_ok)
         if port == HOST:
             return self._from_host(frame, now)
         raise ValueError("port must be WIRE (0) or HOST (1), got %r" % (port,))
@@ -316,7 +318,7 @@ class NicDataplane:
 
     # -- wire side -----------------------------------------------------------------
 
-    def _from_wire(self, frame, now):
+    def _from_wire(self, frame, now, csum_ok=False):
         n = len(frame)
         if n < 14:
             return self._to_host(frame, "eth_short")
@@ -339,7 +341,7 @@ class NicDataplane:
         if lst is None:
             return self._to_host(frame)
         try:
-            seg = parse_tcp(mv[34:14 + total], src, dst)
+            seg = parse_tcp(mv[34:14 + total], src, dst, not csum_ok)
         except WireError as e:
             return self._to_host(frame, e.reason)
         flags = seg.flags
