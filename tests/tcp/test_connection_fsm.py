@@ -15,6 +15,7 @@ from acceltcp.tcp.states import (
     CLOSED, CLOSE_WAIT, CLOSING, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, LAST_ACK, LISTEN,
     STATE_NAMES, SYN_RECEIVED, SYN_SENT, TIME_WAIT,
 )
+from acceltcp.wire import control
 from acceltcp.wire.tcp import ACK, FIN, RST, SYN
 
 from .pair import Pair, forge
@@ -281,6 +282,31 @@ def time_wait_handoff():
     return conn, CLOSED
 
 
+def _nic_handoff(p, ep, state):
+    """The host offers the rest of the connection to the NIC and hands it over: the
+    offer carries every unacknowledged byte and nothing leaves the TCB afterwards."""
+    conn = ep.conn
+    conn.send(b"response", p.now)
+    ep.take()
+    offer = conn.teardown_offer(p.now)
+    assert offer is not None
+    msg, seq, ack, _, payload = offer
+    assert (msg.state, seq, ack, payload) == (state, conn.snd_una, conn.rcv_nxt, b"response")
+    conn.handoff(p.now)
+    assert conn.closed and conn.error is None and ep.take() == []
+    return conn, CLOSED
+
+
+def established_handoff():
+    p = established()
+    return _nic_handoff(p, p.b, control.STATE_ESTABLISHED)
+
+
+def close_wait_handoff():
+    p = b_close_wait()
+    return _nic_handoff(p, p.b, control.STATE_CLOSE_WAIT)
+
+
 def make_rst(reach, who, expected_error):
     def scenario():
         p = reach()
@@ -414,6 +440,8 @@ SCENARIOS = {
     (TIME_WAIT, fsm.RCV_FIN): [time_wait_fin],
     (TIME_WAIT, fsm.TIMEOUT_2MSL): [time_wait_2msl],
     (TIME_WAIT, fsm.HANDOFF): [time_wait_handoff],
+    (ESTABLISHED, fsm.HANDOFF): [established_handoff],
+    (CLOSE_WAIT, fsm.HANDOFF): [close_wait_handoff],
     (ESTABLISHED, fsm.RCV_FIN): [established_fin],
     (CLOSE_WAIT, fsm.APP_CLOSE): [close_wait_close],
     (LAST_ACK, fsm.RCV_ACK_OF_FIN): [last_ack_ack_of_fin],

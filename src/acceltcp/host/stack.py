@@ -82,6 +82,7 @@ from ..tcp.config import TcpConfig
 from ..tcp import timewait
 from ..tcp.connection import TcpConnection
 from ..tcp.seq import seq_add
+from .offload import NicOffload
 from ..wire import control
 from ..wire.arp import ARP_REPLY, ARP_REQUEST, ArpPacket, parse_arp
 from ..wire.errors import WireError
@@ -131,6 +132,7 @@ _KEY = struct.Struct("!4s4sHH")      # remote-ip | local-ip | remote-port | loca
 _ISN_PORTS = struct.Struct("!HH")
 _U32 = 0xFFFFFFFF
 _ESTABLISHED_LIKE = frozenset(states.SYNCHRONIZED)
+_NIC_REPORTS = frozenset((control.ETHERTYPE_CONTROL, control.ETHERTYPE_SPLICE_CLOSED))
 _TIME_WAIT = states.TIME_WAIT
 _CONN_STAT_KEYS = ("retransmits", "fast_retransmits", "rto_timeouts")
 #: Per-TCB counters (TcpConnection attributes) folded into the stack totals.
@@ -172,7 +174,8 @@ class HostConn:
     """
 
     __slots__ = ("key", "remote_ip", "local_port", "remote_port", "nexthop", "arp",
-                 "armed", "parent", "embryonic", "removed", "handler", "app", "passive")
+                 "armed", "parent", "embryonic", "removed", "handler", "app", "passive",
+                 "offload_teardown")
 
     # No reference back to the TCB: conn -> owner only, so a finished connection is
     # freed by reference counting, without work for the cyclic garbage collector.
@@ -190,6 +193,7 @@ class HostConn:
         self.handler = None
         self.app = None
         self.passive = passive
+        self.offload_teardown = False   # offer the teardown to the NIC on close (§4.2)
 
 
 class Listener:
@@ -201,9 +205,10 @@ class Listener:
     """
 
     __slots__ = ("stack", "port", "ip", "backlog", "config", "syn_queue", "accept_queue",
-                 "on_acceptable", "closed", "app", "offload_setup")
+                 "on_acceptable", "closed", "app", "offload_setup", "offload_teardown")
 
-    def __init__(self, stack, port, backlog, config, ip, offload_setup=False):
+    def __init__(self, stack, port, backlog, config, ip, offload_setup=False,
+                 offload_teardown=False):
         self.stack = stack
         self.port = port
         self.ip = ip
@@ -216,6 +221,8 @@ class Listener:
         self.app = None
         #: the NIC answers this listener's SYNs with cookies (AccelTCP §4.1)
         self.offload_setup = offload_setup
+        #: children offer their teardown to the NIC (§4.2; TCP_TEARDOWN_OFFLOAD)
+        self.offload_teardown = offload_teardown
 
     def accept(self):
         """-> the oldest established child, or None. The child is the caller's now."""
@@ -338,6 +345,10 @@ class HostStack:
         # folded in batches (and whenever the totals are read) instead of one by one.
         self._closed_pending = []
         self._send_frame = device.send
+        #: teardown/splice offload policy and NIC accounting (host.offload)
+        self.offload = NicOffload(self) if self.nic else None
+        if self.offload is not None:
+            self.offload.start()
         # The callbacks every TCB gets, bound once (not a new bound method per TCB).
         self._output_cb = self._output
         self._event_cb = self._on_conn_event
@@ -377,6 +388,8 @@ class HostStack:
                 self._receive_arp(frame, dst)
             elif ethertype == control.ETHERTYPE_NEW_CONNECTION and self.nic:
                 self._new_connection(frame, csum_ok)
+            elif ethertype in _NIC_REPORTS and self.nic:
+                self.offload.on_frame(frame)
             else:
                 self.drops["ethertype_unsupported"] += 1
         except WireError as e:
@@ -778,6 +791,8 @@ class HostStack:
         self._table[key] = conn
         rec.embryonic = False
         self._conns_accepted += 1
+        if lst is not None:
+            rec.offload_teardown = lst.offload_teardown
         if lst is None or lst.closed:
             rec.parent = None
             return
@@ -1011,9 +1026,14 @@ class HostStack:
 
     def close(self, conn):
         """Full close (FIN after queued data; RST if unread data, RFC 2525 §2.17). The
-        TCB stays in the table until it is closed (FIN handshake, TIME-WAIT)."""
+        TCB stays in the table until it is closed (FIN handshake, TIME-WAIT) -- or, with
+        ``offload_teardown`` on a NIC, is handed to the NIC (``host.offload``)."""
         if conn.state != states.CLOSED:
-            conn.close(self.clock())
+            now = self.clock()
+            if (conn.owner.offload_teardown and self.nic and not conn.app_closed
+                    and self.offload.teardown(conn, now)):
+                return
+            conn.close(now)
         if conn is not self._entry_conn:
             self._touch(conn)
 
@@ -1025,11 +1045,14 @@ class HostStack:
         self._touch(conn)
 
     # ------------------------------------------------------------------ listeners
-    def listen(self, port, backlog=128, config=None, ip=None, offload_setup=False):
+    def listen(self, port, backlog=128, config=None, ip=None, offload_setup=False,
+               offload_teardown=False):
         """Passive open on `port` (0: pick an ephemeral port). -> Listener.
 
         `offload_setup`: on a NIC device, have the NIC answer this port's SYNs with SYN
-        cookies (AccelTCP §4.1; advisory: ignored without a NIC). Raises OSError
+        cookies (AccelTCP §4.1; advisory: ignored without a NIC). `offload_teardown`:
+        accepted connections offer their teardown to the NIC on close (§4.2; advisory,
+        per connection ``HostConn.offload_teardown``). Raises OSError
         EADDRINUSE (already listening), EADDRNOTAVAIL (`ip` not ours).
         """
         if ip is not None:
@@ -1043,7 +1066,8 @@ class HostStack:
         if port in self._listeners:
             raise _oserror(errno.EADDRINUSE)
         lst = self._listeners[port] = Listener(self, port, max(0, backlog), config, ip,
-                                               bool(offload_setup and self.nic))
+                                               bool(offload_setup and self.nic),
+                                               bool(offload_teardown))
         if lst.offload_setup:
             cfg = config if config is not None else self.config
             self._nic_control(control.Listen(self._listen_ip(ip), port, cfg.mss, cfg.wscale,
@@ -1055,8 +1079,25 @@ class HostStack:
 
     def _nic_control(self, msg):
         """A control frame to the NIC (not counted in frames_out: not for the wire)."""
+        self._nic_send(msg.frame(self.mac, self.mac))
+
+    def _nic_send(self, frame):
         self._c["nic_control_sent"] += 1
-        self._send_frame(msg.frame(self.mac, self.mac))
+        self._send_frame(frame)
+
+    def nic_lost(self):
+        """The NIC is gone (its process died): the device now moves plain frames, and the
+        stack does all the work itself from here on. Listeners stop being offloaded (SYNs
+        now reach the host); a handshake the NIC answered with a cookie but had not yet
+        completed is reset by the client's ACK meeting no TCB, and the client retries.
+        Flows already handed to the NIC (teardown, splice) went with it."""
+        if not self.nic:
+            return
+        self.nic = False
+        self._c["nic_lost"] += 1
+        for lst in self._listeners.values():
+            lst.offload_setup = False
+        self.offload.lost()
 
     def unlisten(self, listener):
         """Stop listening; children not yet accepted are reset (as Linux does on close)."""

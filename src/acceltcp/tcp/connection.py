@@ -60,7 +60,8 @@ from .states import (
     CLOSED, CLOSE_WAIT, CLOSING, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, LAST_ACK, LISTEN,
     STATE_NAMES, SYN_RECEIVED, SYN_SENT, TIME_WAIT,
 )
-from ..wire.tcp import ACK, FIN, PSH, RST, SYN, tcp_options
+from ..wire.control import STATE_CLOSE_WAIT, STATE_ESTABLISHED, Teardown
+from ..wire.tcp import ACK, FIN, PSH, RST, SYN, TSO_PAYLOAD_MAX, tcp_options
 
 MASK = 0xFFFFFFFF
 HALF = 0x80000000                  # inline modular comparisons: the tcp.seq definitions
@@ -377,6 +378,44 @@ class TcpConnection:
         self._to(fsm.HANDOFF, now)
         self._flush_events()
         return tw
+
+    def teardown_offer(self, now: float):
+        """The rest of this connection as a NIC teardown (AccelTCP §4.2), or None when
+        the NIC may not take it. Eligible: ESTABLISHED or CLOSE_WAIT, our FIN not yet
+        queued, nothing unread, nothing out of order or in recovery, and everything
+        unacknowledged fits the peer's window and the congestion window at once (the
+        NIC sends it in one flight). -> ``(Teardown, seq, ack, window_field, payload)``:
+        the header and the TCP segment the NIC continues from (seq = SND.UNA, all
+        unacknowledged data). Output corked during the app's callback is cancelled, so
+        nothing leaves meanwhile; the caller then calls ``handoff`` (the NIC took it)
+        or ``close`` (it did not)."""
+        state = self.state
+        if (state != ESTABLISHED and state != CLOSE_WAIT) or self.fin_queued \
+                or self.rcvbuf or self.reasm or self.in_recovery \
+                or self.snd_una != self.sbase:
+            return None
+        n = len(self.sndbuf)
+        if n > self.snd_wnd or n > self.cc.cwnd or n > TSO_PAYLOAD_MAX:
+            return None
+        cfg = self.config
+        wnd = (self.rcv_adv - self.rcv_nxt) & MASK
+        wnd = 0 if wnd >= HALF else wnd >> self.rcv_wscale      # what we advertise now
+        ts = (int(now * cfg.ts_hz) + self.ts_offset) & TS_MASK if self.ts_ok else 0
+        msg = Teardown(mss=self.mss, state=STATE_ESTABLISHED if state == ESTABLISHED
+                       else STATE_CLOSE_WAIT, rto_us=int(self.rto.rto * 1e6),
+                       snd_wnd=self.snd_wnd, snd_wscale=self.snd_wscale,
+                       rcv_wscale=self.rcv_wscale, sack_ok=self.sack_ok,
+                       timestamps=self.ts_ok, max_retries=min(cfg.max_retries, 255),
+                       ts_recent=self.ts_recent, ts_offset=self.ts_offset, ts_last=ts,
+                       time_wait_ms=int(cfg.time_wait * 1000))
+        self._cork_now = None
+        return msg, self.snd_una, self.rcv_nxt, min(wnd, 0xFFFF), bytes(self.sndbuf)
+
+    def handoff(self, now: float) -> None:
+        """The NIC took the connection over (teardown or splice): CLOSED here, without
+        sending anything; the app sees it closed."""
+        self._to(fsm.HANDOFF, now)
+        self._flush_events()
 
     # --------------------------------------------------------------------- timers
     def next_deadline(self):

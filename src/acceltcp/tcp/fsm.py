@@ -26,7 +26,7 @@ RCV_ACK_OF_FIN = 8    # an ACK covering our FIN
 RCV_RST = 9           # an acceptable RST
 TIMEOUT = 10          # retransmissions exhausted (RFC 9293 §3.8.3 R2)
 TIMEOUT_2MSL = 11     # TIME-WAIT expired
-HANDOFF = 12          # another owner takes the connection over (TIME-WAIT minisock)
+HANDOFF = 12          # another owner takes the connection over (TIME-WAIT record, NIC)
 
 EVENT_NAMES = (
     "APP_LISTEN", "APP_CONNECT", "APP_CLOSE", "APP_ABORT", "RCV_SYN", "RCV_SYN_ACK",
@@ -60,6 +60,9 @@ TRANSITIONS: dict[tuple[int, int], int] = {
     (ESTABLISHED, RCV_FIN): CLOSE_WAIT,
     (CLOSE_WAIT, APP_CLOSE): LAST_ACK,
     (LAST_ACK, RCV_ACK_OF_FIN): CLOSED,
+    # the NIC takes the connection over (AccelTCP §4.2 teardown, §4.3 splice)
+    (ESTABLISHED, HANDOFF): CLOSED,
+    (CLOSE_WAIT, HANDOFF): CLOSED,
 }
 
 # RST (§3.10.7.4 second check), ABORT (§3.10.5) and retransmission timeout (R2) end any
