@@ -274,8 +274,8 @@ def test_wire_arp_to_host_and_offload_ethertypes_dropped():
     assert n.counters["drop_offload_ethertype"] == 1
 
 
-def test_teardown_and_splice_are_refused():
-    n = nic()
+def test_teardown_and_splice_refused_without_tables():
+    n = nic(teardown_capacity=0, splice_capacity=0)
     seg = build_tcp_frame(PEER_MAC, NIC_MAC, SRV, CLI, 1, 80, CPORT, 5, 6, ACK, 100, b"",
                           b"data")
     out = n.process(control.wrap(seg, Teardown(flow_id=42)), HOST, T0)
@@ -287,6 +287,11 @@ def test_teardown_and_splice_are_refused():
     out = n.process(Splice(5, rule, rule).frame(NIC_MAC, PEER_MAC), HOST, T0)
     msg = control.decode(out[0][1])
     assert isinstance(msg, SpliceRefused) and msg.splice_id == 5
+    assert msg.reason == control.SPLICE_REFUSED_TABLE_FULL
+    # with a table, a rule pair that is not a pair is refused as such
+    out = nic().process(Splice(6, rule, rule).frame(NIC_MAC, PEER_MAC), HOST, T0)
+    msg = control.decode(out[0][1])
+    assert isinstance(msg, SpliceRefused) and msg.reason == control.SPLICE_REFUSED_BAD_RULE
     bad = Listen(SRV, 80).frame(NIC_MAC, NIC_MAC)[:-1]    # truncated control frame
     assert n.process(bad, HOST, T0) == []
     assert n.counters["drop_ctl_short"] == 1

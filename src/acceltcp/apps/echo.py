@@ -15,14 +15,16 @@ import collections
 class EchoServer:
     """Echo every byte. ``close_after``: bytes after which the server closes (0: when
     the client closes first). ``offload_setup``: the NIC (if any) completes handshakes
-    with SYN cookies (AccelTCP §4.1)."""
+    with SYN cookies (AccelTCP §4.1); ``offload_teardown``: connections are handed to
+    the NIC on close (§4.2)."""
 
     def __init__(self, stack, port=7, *, backlog=4096, config=None, close_after=0,
-                 offload_setup=False):
+                 offload_setup=False, offload_teardown=False):
         self.stack = stack
         self.close_after = close_after
         self.listener = stack.listen(port, backlog, config=config,
-                                     offload_setup=offload_setup)
+                                     offload_setup=offload_setup,
+                                     offload_teardown=offload_teardown)
         self.listener.on_acceptable = self._on_acceptable
         self.accepted = 0
         self.bytes_echoed = 0

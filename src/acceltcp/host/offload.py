@@ -28,28 +28,84 @@ the host forgets it. ``TeardownRefused`` -> back into the table and an ordinary
 can reach the host between the offer and the answer except after a refusal, which then
 arrived first.
 
-NIC loss (``lost``): parked TCBs are resumed as if refused; flows the NIC had accepted
-went with it.
+Splice (§4.3, Figure 7). ``nsplice(c, s, callback)`` joins the proxy's connection to
+the client (c) and to the server (s):
+
+1. Unread bytes in either receive buffer are relayed to the other side (the proxy asked
+   for everything from here on to be relayed). Both TCBs leave the demux table for
+   ``stack._splicing``: a segment that carries data or FIN is *held* (the raw frame,
+   in arrival order) and only its acknowledgment is given to the TCB (payload and FIN
+   stripped), so the receive sequence spaces stay frozen while the send sides drain.
+2. When both send buffers are empty and acknowledged the offsets are fixed
+   (``nic.splice.splice_rules`` from both TCBs) and a 0x090C ``Splice`` goes to the NIC.
+3. ``SpliceInstalled``: both TCBs are handed over (closed here without sending
+   anything), the held frames are sent to the NIC's host port, where the rules
+   translate them as if they had just arrived; when the NIC reports the end (0x090D)
+   ``callback(SpliceClosed)`` gets its counts. ``SpliceRefused`` -- or a TCB that dies,
+   or a condition that rules splicing out (timestamps on one side only, an MSS the
+   other side cannot take, a FIN already received) -- gives ``callback(SpliceFailed)``:
+   both connections are the app's again and the held frames are delivered to them.
+
+NIC loss (``lost``): parked TCBs are resumed as if refused, pending splices fail; flows
+the NIC had accepted went with it.
 
 Counters (in ``HostStack.counters``): teardown_offered, teardown_accepted,
 teardown_refused_<reason>, teardown_done_<reason>, teardown_ineligible,
-teardown_nic_full, nic_status_reports, nic_msgs_in, nic_msgs_bad.
+teardown_nic_full, splice_requested, splice_installed, splice_failed_<reason>,
+splice_closed, splice_held_frames, nic_status_reports, nic_msgs_in, nic_msgs_bad.
 """
 
+from ..nic.splice import SpliceSide, splice_rules
+from ..tcp.connection import TS_MASK
+from ..tcp.states import ESTABLISHED
 from ..wire import control
 from ..wire.control import (
-    StatusReport, StatusRequest, Teardown, TeardownAccepted, TeardownDone, TeardownRefused,
+    Splice, SpliceClosed, SpliceInstalled, SpliceRefused, StatusReport, StatusRequest,
+    TeardownAccepted, TeardownDone, TeardownRefused,
 )
 from ..wire.errors import WireError
-from ..wire.tcp import ACK, PSH, build_tcp_header_partial
+from ..wire.tcp import ACK, FIN, PSH, RST, build_tcp_header_partial
 
-__all__ = ["NicOffload"]
+__all__ = ["NicOffload", "SpliceFailed"]
+
+_SPLICE_REFUSED = {control.SPLICE_REFUSED_TABLE_FULL: "table_full",
+                   control.SPLICE_REFUSED_BAD_RULE: "bad_rule",
+                   control.SPLICE_REFUSED_DUPLICATE: "duplicate"}
 
 _REFUSED = {control.TEARDOWN_REFUSED_TABLE_FULL: "table_full",
             control.TEARDOWN_REFUSED_BAD_STATE: "bad_state",
             control.TEARDOWN_REFUSED_DUPLICATE: "duplicate"}
 _DONE = {control.TEARDOWN_END_CLOSED: "closed", control.TEARDOWN_END_RESET: "reset",
          control.TEARDOWN_END_RETRIES: "retries"}
+
+
+class SpliceFailed:
+    """``nsplice``'s callback argument when the NIC did not take the pair: `reason` (a
+    short word: table_full, bad_rule, duplicate, timestamps, mss, state, reset,
+    nic_lost, buffer), `detail` (text). Both connections are the app's again."""
+
+    __slots__ = ("splice_id", "reason", "detail")
+
+    def __init__(self, splice_id, reason, detail=""):
+        self.splice_id = splice_id
+        self.reason = reason
+        self.detail = detail
+
+    def __repr__(self):
+        return "SpliceFailed(%d, %r%s)" % (self.splice_id, self.reason,
+                                           ", %r" % self.detail if self.detail else "")
+
+
+class _Splice:
+    __slots__ = ("sid", "c", "s", "callback", "held", "sent")
+
+    def __init__(self, sid, c, s, callback):
+        self.sid = sid
+        self.c = c
+        self.s = s
+        self.callback = callback
+        self.held = []          # raw frames with data/FIN, in arrival order
+        self.sent = False       # the Splice message is out; waiting for the NIC
 
 
 class NicOffload:
@@ -65,6 +121,9 @@ class NicOffload:
         self.status = None                 # the latest StatusReport
         self._pending = {}                 # flow_id -> parked TcpConnection
         self._flow_id = 0
+        self._splice_id = 0
+        self._splices = {}                 # splice_id -> _Splice (before the NIC took it)
+        self._spliced = {}                 # splice_id -> callback (the NIC runs it)
 
     def start(self):
         """Ask the NIC for its capacities (the answer arrives as a StatusReport)."""
@@ -126,6 +185,140 @@ class NicOffload:
         conn.close(now)
         st._touch(conn)
 
+    # ------------------------------------------------------------------ splice
+    def nsplice(self, c, s, callback):
+        """Start splicing c (to the client) with s (to the server); -> splice id. The
+        outcome reaches ``callback`` (see the module docstring)."""
+        st = self.stack
+        self._splice_id = sid = (self._splice_id % 0xFFFFFFFF) + 1
+        sp = _Splice(sid, c, s, callback)
+        self._c["splice_requested"] += 1
+        why = self._unspliceable(c, s)
+        if why is not None:
+            self._fail(sp, why[0], why[1], held=False)
+            return sid
+        now = st.clock()
+        for a, b in ((c, s), (s, c)):            # unread input is relayed as it is
+            if a.rcvbuf:
+                data = a.recv(len(a.rcvbuf), now)
+                if b.send(data, now) != len(data):
+                    st._touch(a)
+                    st._touch(b)
+                    self._fail(sp, "buffer", "send buffer too small for the unread "
+                               "input", held=False)
+                    return sid
+        for conn in (c, s):
+            key = conn.owner.key
+            del st._table[key]
+            st._splicing[key] = sp
+            st._touch(conn)
+        self._splices[sid] = sp
+        self._check(sp)
+        return sid
+
+    @staticmethod
+    def _unspliceable(c, s):
+        for conn in (c, s):
+            if conn.state != ESTABLISHED or conn.fin_queued or conn.app_closed:
+                return "state", "both connections must be ESTABLISHED and open"
+            if conn.reasm:
+                return "state", "out-of-order data held"
+        if c.ts_ok != s.ts_ok:
+            return "timestamps", "timestamps on one connection only"
+        if c.rcv_mss > s.peer_mss or s.rcv_mss > c.peer_mss:
+            return "mss", "an endpoint may send segments the other did not agree to"
+        return None
+
+    def splice_segment(self, sp, key, frame, seg):
+        """A segment for a connection waiting to be spliced (``stack._splicing``)."""
+        st = self.stack
+        conn = sp.c if key == sp.c.owner.key else sp.s
+        if seg.flags & RST == 0 and (seg.payload or seg.flags & FIN):
+            sp.held.append(frame)
+            self._c["splice_held_frames"] += 1
+            seg.payload = b""
+            seg.flags &= ~(FIN | PSH)
+        st._entry_conn = conn
+        try:
+            conn.on_segment(seg, st.clock())
+        finally:
+            st._entry_conn = None
+        st._touch(conn)
+        self._check(sp)
+
+    def _check(self, sp):
+        """Splice once both send sides are drained; give up if a TCB died."""
+        if sp.sent:
+            return
+        c, s = sp.c, sp.s
+        if c.closed or s.closed:
+            self._fail(sp, "reset", "a connection closed while draining")
+            return
+        for conn in (c, s):
+            if conn.sndbuf or conn.snd_una != conn.snd_max:
+                return
+        st = self.stack
+        now = st.clock()
+        sides = []
+        for conn in (c, s):
+            rec = conn.owner
+            e = st._arp.get(rec.nexthop)
+            if e is None:
+                self._fail(sp, "state", "no ARP entry for the next hop")
+                return
+            cfg = conn.config
+            sides.append(SpliceSide(
+                st.mac, st.ip, rec.local_port, e.mac, rec.remote_ip, rec.remote_port,
+                conn.snd_nxt, conn.rcv_nxt, conn.snd_wnd, conn.ts_ok,
+                (int(now * cfg.ts_hz) + conn.ts_offset) & TS_MASK, conn.ts_recent,
+                conn.rcv_wscale, conn.snd_wscale))
+        rule_a, rule_b = splice_rules(*sides)
+        sp.sent = True
+        st._nic_control(Splice(sp.sid, rule_a, rule_b))
+
+    def _splice_answer(self, msg, installed):
+        sp = self._splices.pop(msg.splice_id, None)
+        if sp is None:
+            self._c["nic_msgs_bad"] += 1
+            return
+        if not installed:
+            self._fail(sp, _SPLICE_REFUSED.get(msg.reason, "refused"), "refused by the NIC")
+            return
+        st = self.stack
+        now = st.clock()
+        for conn in (sp.c, sp.s):
+            del st._splicing[conn.owner.key]
+            conn.owner.handler = None             # the app hears of it by the callback
+            conn.handoff(now)
+        self._c["splice_installed"] += 1
+        self._spliced[sp.sid] = sp.callback
+        for frame in sp.held:                     # through the new path, in order
+            st._send_frame(frame)
+
+    def _fail(self, sp, reason, detail, held=True):
+        st = self.stack
+        self._splices.pop(sp.sid, None)
+        self._c["splice_failed_" + reason] += 1
+        replay = []
+        if held:
+            for conn in (sp.c, sp.s):
+                key = conn.owner.key
+                if st._splicing.get(key) is sp:
+                    del st._splicing[key]
+                    if not conn.closed:
+                        st._table[key] = conn
+            replay, sp.held = sp.held, []
+        st._replay(replay)
+        sp.callback(SpliceFailed(sp.sid, reason, detail))
+
+    def _splice_closed(self, msg):
+        cb = self._spliced.pop(msg.splice_id, None)
+        if cb is None:
+            self._c["nic_msgs_bad"] += 1
+            return
+        self._c["splice_closed"] += 1
+        cb(msg)
+
     # ------------------------------------------------------------------ messages
     def on_frame(self, frame):
         """A 0x090D/0x090E frame from the NIC (WireError propagates: a ctl_* drop)."""
@@ -139,6 +332,12 @@ class NicOffload:
             self._c["teardown_done_" + _DONE.get(msg.reason, "other")] += 1
         elif t is TeardownRefused:
             self._teardown_answer(msg, False)
+        elif t is SpliceInstalled:
+            self._splice_answer(msg, True)
+        elif t is SpliceRefused:
+            self._splice_answer(msg, False)
+        elif t is SpliceClosed:
+            self._splice_closed(msg)
         elif t is StatusReport:
             self._c["nic_status_reports"] += 1
             self.status = msg
@@ -156,3 +355,5 @@ class NicOffload:
         for conn in pending.values():
             self._c["teardown_refused_nic_lost"] += 1
             self._resume(conn, now)
+        for sp in list(self._splices.values()):
+            self._fail(sp, "nic_lost", "the NIC is gone")

@@ -49,19 +49,39 @@ class SimNicDevice:
         self._time = loop.time
         self._receiver = None
         self._ring = None
+        self._timer = None            # (deadline, TimerHandle) of the dataplane's timer
         port.set_receiver(self._from_wire)
 
     def set_receiver(self, callback):
         self._receiver = callback
 
     def _from_wire(self, frame):
-        for port, out in self.dataplane.process(frame, WIRE, self._time()):
+        self._deliver(self.dataplane.process(frame, WIRE, self._time()))
+        self._arm()
+
+    def _deliver(self, outs):
+        for port, out in outs:
             if port == HOST:
                 rx = self._receiver
                 if rx is not None:
                     rx(out)
             else:
                 self.port.send(out)
+
+    def _arm(self):
+        """Keep one loop timer at the dataplane's next deadline (RTOs, TIME-WAITs)."""
+        d = self.dataplane.next_deadline()
+        t = self._timer
+        if d is None or (t is not None and t[0] <= d):
+            return
+        if t is not None:
+            t[1].cancel()
+        self._timer = (d, self.loop.call_at(d, self._on_timer))
+
+    def _on_timer(self):
+        self._timer = None
+        self._deliver(self.dataplane.on_timer(self._time()))
+        self._arm()
 
     def send(self, frame):
         """A frame from the host (port HOST); inside a batch only queued."""
@@ -76,8 +96,14 @@ class SimNicDevice:
         for port, out in self.dataplane.process(frame, HOST, self._time()):
             if port == WIRE:
                 self.port.send(out)
-            elif self._receiver is not None:
-                self.loop.call_soon(self._receiver, out)
+            else:
+                self.loop.call_soon(self._to_host, out)
+        self._arm()
+
+    def _to_host(self, frame):
+        rx = self._receiver               # looked up now: the stack may attach later
+        if rx is not None:
+            rx(frame)
 
     def begin_batch(self):
         self._ring = []

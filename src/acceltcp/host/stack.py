@@ -317,6 +317,7 @@ class HostStack:
         self._table = {}          # key -> conn (synchronized or actively opened)
         self._embryonic = {}      # key -> conn (listener children in SYN-RECEIVED)
         self._timewait = {}       # key -> tcp.timewait.TimeWait (the TCB is gone)
+        self._splicing = {}       # key -> host.offload._Splice (TCB draining to splice)
         self._tw_fifo = {}        # 2MSL duration -> deque of TimeWait, in expiry order
         self._listeners = {}      # port -> Listener
         self._bound = collections.Counter()   # ports reserved by the socket layer
@@ -383,6 +384,12 @@ class HostStack:
                     self._entry_conn = None
                     self._touch(conn)
                     return
+                if self._splicing:
+                    sp = self._splicing.get(key)
+                    if sp is not None:
+                        self._delivered += 1
+                        self.offload.splice_segment(sp, key, frame, seg)
+                        return
                 self._segment_slow(key, ip_src, seg, src)
             elif ethertype == ETHERTYPE_ARP:
                 self._receive_arp(frame, dst)
@@ -402,6 +409,16 @@ class HostStack:
         finally:
             self._busy = False
             self._entry_conn = None
+
+    def _replay(self, frames):
+        """Frames held back (a splice that did not happen) are received after all; their
+        checksums were verified on arrival and they are not counted twice."""
+        for frame in frames:
+            self._frames_in -= 1
+            self._bytes_in -= len(frame)
+            busy = self._busy
+            self.receive_frame(frame, True)
+            self._busy = busy
 
     def _segment_slow(self, key, src, seg, eth_src):
         now = self.clock()
@@ -1037,6 +1054,17 @@ class HostStack:
         if conn is not self._entry_conn:
             self._touch(conn)
 
+    def nsplice(self, conn_c, conn_s, callback):
+        """Have the NIC relay between conn_c (to a client) and conn_s (to a server) from
+        now on (AccelTCP §4.3). -> splice id. Both connections leave the app at once:
+        ``callback(control.SpliceClosed)`` when the spliced connection ends on the NIC
+        (bytes and packets moved each way, how it ended), or
+        ``callback(host.offload.SpliceFailed)`` if the NIC did not take it, and then
+        both connections are the app's again. Raises OSError EOPNOTSUPP without a NIC."""
+        if not self.nic:
+            raise _oserror(errno.EOPNOTSUPP, "no NIC to splice on")
+        return self.offload.nsplice(conn_c, conn_s, callback)
+
     def abort(self, conn):
         """RST the connection (RFC 9293 §3.10.5 ABORT)."""
         if conn.state != states.CLOSED:
@@ -1191,8 +1219,10 @@ class HostStack:
 
     def _compact(self):
         h = []
-        for tbl in (self._table, self._embryonic):
-            for conn in tbl.values():
+        waiting = {sp.c for sp in self._splicing.values()} | \
+            {sp.s for sp in self._splicing.values()}
+        for tbl in (self._table.values(), self._embryonic.values(), waiting):
+            for conn in tbl:
                 a = conn.owner.armed
                 if a is not None:
                     self._heap_seq += 1

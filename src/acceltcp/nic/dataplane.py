@@ -87,13 +87,15 @@ import os
 from ..wire import control
 from ..wire.control import (
     ETHERTYPE_CONTROL, ETHERTYPE_SPLICE, ETHERTYPE_TEARDOWN, OFFLOAD_ETHERTYPES,
-    NewConnection, Listen, Unlisten, StatusRequest, StatusReport, SpliceRefused,
-    TeardownRefused, SPLICE_REFUSED_TABLE_FULL, TEARDOWN_REFUSED_TABLE_FULL,
+    NewConnection, Listen, Unlisten, StatusRequest, StatusReport, Splice, SpliceClosed,
+    SpliceInstalled, SpliceRefused, TeardownRefused,
 )
 from ..wire.errors import WireError
 from ..wire.ipv4 import parse_ipv4_fields
 from ..wire.tcp import ACK, RST, SYN, build_tcp_frame, parse_tcp, tcp_options
+from . import splice as sp
 from .syncookie import SynCookieJar
+from .teardown import TeardownEngine
 
 __all__ = ["WIRE", "HOST", "LISTENER_ENTRY_BYTES", "Listener", "ListenerTable",
            "NicDataplane"]
@@ -112,7 +114,11 @@ _SYN_ACK_RST = SYN | ACK | RST
 _COUNTERS = ("syn_cookies_sent", "syn_to_host", "cookie_ack_ok", "cookie_ack_bad",
              "passthrough_wire", "passthrough_host", "listener_table_full", "listens",
              "unlistens", "unlisten_unknown", "rst_sent", "refused_teardown",
-             "refused_splice", "status_reports", "drops")
+             "refused_splice", "status_reports", "drops", "teardown_frames",
+             "splices_installed", "splices_closed", "splice_frames", "splice_flushed")
+_SPLICE_REFUSED = {"full": control.SPLICE_REFUSED_TABLE_FULL,
+                   "dup": control.SPLICE_REFUSED_DUPLICATE,
+                   "bad": control.SPLICE_REFUSED_BAD_RULE}
 
 
 class Listener:
@@ -196,8 +202,9 @@ class NicDataplane:
     the SynCookieJar.  syn_window: the window field of the NIC's SYN-ACKs.
     rst_on_bad_cookie: answer a failed cookie ACK with an RST (default: silent drop)."""
 
-    def __init__(self, mac, *, listener_capacity=64, secret=None, syn_window=65535,
-                 rst_on_bad_cookie=False, ttl=64, **cookie_kwargs):
+    def __init__(self, mac, *, listener_capacity=64, teardown_capacity=4096,
+                 splice_capacity=4096, splice_idle=300.0, secret=None, syn_window=65535,
+                 rst_on_bad_cookie=False, ttl=64, teardown_kwargs=None, **cookie_kwargs):
         mac = bytes(mac)
         if len(mac) != 6:
             raise ValueError("mac must be 6 bytes")
@@ -212,14 +219,34 @@ class NicDataplane:
         self.ttl = ttl
         self.ident = 0
         self.counters = dict.fromkeys(_COUNTERS, 0)
+        self.host_mac = None          # learned from the host's control frames
+        self.teardown = (TeardownEngine(mac, teardown_capacity, ttl=ttl,
+                                        **(teardown_kwargs or {}))
+                         if teardown_capacity else None)
+        self._td_index = self.teardown._index if self.teardown is not None else {}
+        self.splices = sp.SpliceTable(splice_capacity) if splice_capacity else None
+        self._sp_index = self.splices._index if self.splices is not None else {}
+        self._sp_meta = {}            # client-side key -> (splice_id, install time)
+        self.splice_idle = splice_idle
+        self._idle_check = None       # next idle sweep of the splice table
 
-    # -- timers (nothing timed in the setup slice) --------------------------------
+    # -- timers ------------------------------------------------------------------
 
     def next_deadline(self):
-        return None
+        d = self.teardown.next_deadline() if self.teardown is not None else None
+        t = self._idle_check
+        if t is not None and (d is None or t < d):
+            d = t
+        return d
 
     def on_timer(self, now):
-        return []
+        out = self.teardown.on_timer(now) if self.teardown is not None else []
+        t = self._idle_check
+        if t is not None and now >= t:
+            for slot in self.splices.expired(now, self.splice_idle):
+                out.append(self._splice_closed(slot, control.SPLICE_END_IDLE, now))
+            self._idle_check = (now + min(self.splice_idle, 1.0)) if self._sp_index else None
+        return out
 
     # -- helpers -------------------------------------------------------------------
 
@@ -259,10 +286,16 @@ class NicDataplane:
 
     def _from_host(self, frame, now):
         if len(frame) < 14 or ((frame[12] << 8) | frame[13]) not in OFFLOAD_ETHERTYPES:
+            if self._sp_index and len(frame) >= 38:
+                # the host flushing what it buffered while a splice was installed
+                slot = self._sp_index.get(bytes(frame[26:38]))
+                if slot is not None:
+                    self.counters["splice_flushed"] += 1
+                    return self._splice(frame, slot, now)
             self.counters["passthrough_wire"] += 1
             return [(WIRE, frame)]
         et = (frame[12] << 8) | frame[13]
-        host_mac = bytes(frame[6:12])
+        host_mac = self.host_mac = bytes(frame[6:12])
         try:
             if et == ETHERTYPE_CONTROL:
                 msg = control.decode(frame)
@@ -285,20 +318,70 @@ class NicDataplane:
         if t is StatusRequest:
             self.counters["status_reports"] += 1
             return [(HOST, self.status_report(msg.request_id).frame(host_mac, self.mac))]
-        if et == ETHERTYPE_SPLICE:
-            self.counters["refused_splice"] += 1
-            return [(HOST, SpliceRefused(msg.splice_id, SPLICE_REFUSED_TABLE_FULL)
-                     .frame(host_mac, self.mac))]
+        if t is Splice:
+            return self._splice_install(msg, host_mac, now)
         if et == ETHERTYPE_TEARDOWN:
-            # key: the 4-tuple of frames *from the peer* (peer ip, our ip, ports).
+            if self.teardown is not None:
+                return self.teardown.accept(msg, seg_frame, host_mac, now)
+            # no teardown table: refuse (the host closes the flow itself)
             f = seg_frame
-            if len(f) < 38:
-                return self._drop("teardown_short")
-            key = bytes(f[30:34]) + bytes(f[26:30]) + bytes(f[36:38]) + bytes(f[34:36])
+            key = (bytes(f[30:34]) + bytes(f[26:30]) + bytes(f[36:38]) + bytes(f[34:36])
+                   if len(f) >= 38 else bytes(12))
             self.counters["refused_teardown"] += 1
-            return [(HOST, TeardownRefused(msg.flow_id, key, TEARDOWN_REFUSED_TABLE_FULL)
+            return [(HOST, TeardownRefused(msg.flow_id, key, control.TEARDOWN_REFUSED_TABLE_FULL)
                      .frame(host_mac, self.mac))]
         return self._drop("ctl_from_host_unexpected")       # a NIC->host message type
+
+    # -- splice (§4.3) -------------------------------------------------------------
+
+    def _splice_install(self, msg, host_mac, now):
+        why = None
+        if self.splices is None:
+            why = "full"
+        else:
+            try:
+                self.splices.install(msg.rule_a, msg.rule_b, now)
+            except sp.TableFull:
+                why = "full"
+            except ValueError as e:
+                why = "dup" if "already installed" in str(e) else "bad"
+        if why is not None:
+            self.counters["refused_splice"] += 1
+            self._count("refused_splice_" + why)
+            return [(HOST, SpliceRefused(msg.splice_id, _SPLICE_REFUSED[why])
+                     .frame(host_mac, self.mac))]
+        self._sp_meta[msg.rule_a.key] = (msg.splice_id, now)
+        self.counters["splices_installed"] += 1
+        if self._idle_check is None:
+            self._idle_check = now + min(self.splice_idle, 1.0)
+        return [(HOST, SpliceInstalled(msg.splice_id).frame(host_mac, self.mac))]
+
+    def _splice(self, frame, slot, now):
+        """Translate one frame of a spliced connection (in a copy) and forward it; on the
+        end of the splice also report it to the host."""
+        buf = bytearray(frame)
+        ev = sp.translate(self.splices, slot, buf, now)
+        if ev == sp.DROP:
+            return self._drop("splice_untranslatable")
+        self.counters["splice_frames"] += 1
+        if ev < sp.CLOSED:
+            return [(WIRE, buf)]
+        if ev == sp.CLOSED:
+            reason = control.SPLICE_END_FIN
+        elif self.splices.rule(slot)["from_server"]:       # who sent the RST
+            reason = control.SPLICE_END_RESET_SERVER
+        else:
+            reason = control.SPLICE_END_RESET_CLIENT
+        return [(WIRE, buf), self._splice_closed(slot, reason, now)]
+
+    def _splice_closed(self, slot, reason, now):
+        rep = self.splices.remove(slot)
+        sid, t0 = self._sp_meta.pop(rep.client_key, (0, now))
+        self.counters["splices_closed"] += 1
+        msg = SpliceClosed(sid, rep.client_key, rep.server_key, reason, rep.fin_c, rep.fin_s,
+                           int((now - t0) * 1000), rep.packets_c, rep.bytes_c, rep.packets_s,
+                           rep.bytes_s)
+        return (HOST, msg.frame(self.host_mac or bytes(6), self.mac))
 
     def _listen(self, msg):
         self.counters["listens"] += 1
@@ -310,11 +393,19 @@ class NicDataplane:
 
     def status_report(self, request_id=0):
         c = self.counters
+        td = self.teardown
         return StatusReport(
-            request_id=request_id, listeners=len(self.listeners),
+            request_id=request_id,
+            teardown_active=td.active if td is not None else 0,
+            teardown_capacity=td.capacity if td is not None else 0,
+            splice_rules=len(self.splices) if self.splices is not None else 0,
+            splice_capacity=self.splices.capacity if self.splices is not None else 0,
+            listeners=len(self.listeners),
             listener_capacity=self.listeners.capacity, cookies_sent=c["syn_cookies_sent"],
             cookies_ok=c["cookie_ack_ok"], cookies_bad=c["cookie_ack_bad"],
-            syn_to_host=c["syn_to_host"], drops=c["drops"])
+            syn_to_host=c["syn_to_host"],
+            teardowns_done=td.counters.get("done_total", 0) if td is not None else 0,
+            splices_closed=c["splices_closed"], drops=c["drops"])
 
     # -- wire side -----------------------------------------------------------------
 
@@ -336,6 +427,21 @@ class NicDataplane:
             return self._to_host(frame)
         if total < 24:
             return self._to_host(frame, "tcp_short")
+        if self._sp_index or self._td_index:
+            key = frame[26:38]
+            if key.__class__ is not bytes:
+                key = bytes(key)
+            slot = self._sp_index.get(key)
+            if slot is not None:
+                return self._splice(frame, slot, now)
+            fid = self._td_index.get(key)
+            if fid is not None:
+                try:
+                    seg = parse_tcp(mv[34:14 + total], src, dst, not csum_ok)
+                except WireError as e:
+                    return self._drop("teardown_" + e.reason)
+                self.counters["teardown_frames"] += 1
+                return self.teardown.on_segment(fid, frame, seg, now)
         dport = (frame[36] << 8) | frame[37]
         lst = self.listeners.lookup(dst, dport)
         if lst is None:
