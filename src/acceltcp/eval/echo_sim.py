@@ -6,7 +6,8 @@ One client stack and one server stack on a simulated 10 Gbit/s link. Only the se
 
 ``setup_offload=True`` (short-lived only) puts a NIC dataplane in front of the server
 (``host.simnet.SimNicDevice``) and offloads the echo listener's handshakes to it (SYN
-cookies, AccelTCP §4.1). The NIC's work is not counted: it is not the host's CPU.
+cookies, AccelTCP §4.1); ``teardown_offload=True`` hands each connection to the NIC when
+the server closes it (§4.2). The NIC's work is not counted: it is not the host's CPU.
 """
 
 import time
@@ -49,7 +50,8 @@ class EchoResult:
 
 def run_echo(*, persistent: bool, clients: int = 64, transactions: int = 20000,
              size: int = 64, warmup: int = 1000, seed: int = 1, on_progress=None,
-             config: TcpConfig | None = None, setup_offload: bool = False) -> EchoResult:
+             config: TcpConfig | None = None, setup_offload: bool = False,
+             teardown_offload: bool = False) -> EchoResult:
     """Run one echo experiment; measurement starts after ``warmup`` transactions."""
     # 2MSL short enough that TIME-WAIT expiries fall inside the measured window: the
     # host pays for them too.
@@ -57,9 +59,9 @@ def run_echo(*, persistent: bool, clients: int = 64, transactions: int = 20000,
     with SimLoop(seed) as loop:
         net = make_pair(loop, config_a=cfg, config_b=cfg, bandwidth_bps=10e9, delay=10e-6,
                         queue_limit=8192, seed=seed, stack_b={"max_syn_backlog": 8192},
-                        nic_b=setup_offload)
+                        nic_b=setup_offload or teardown_offload)
         EchoServer(net.b, 7, close_after=0 if persistent else size, config=cfg,
-                   offload_setup=setup_offload)
+                   offload_setup=setup_offload, offload_teardown=teardown_offload)
         load = EchoLoad(net.a, "198.18.0.2", 7, concurrency=clients, size=size,
                         per_conn=0 if persistent else 1, total=warmup + transactions,
                         config=cfg, on_progress=on_progress)
@@ -74,7 +76,8 @@ def run_echo(*, persistent: bool, clients: int = 64, transactions: int = 20000,
         c1 = net.b.counters
         result = EchoResult(
             mode=("persistent" if persistent else "short-lived") +
-                 (" + setup offload" if setup_offload else ""),
+                 (" + setup offload" if setup_offload else "") +
+                 (" + teardown offload" if teardown_offload else ""),
             transactions=load.transactions - n0, sim_seconds=loop.time() - t0,
             wall_seconds=time.perf_counter() - w0, host_cpu_ns=runner.cpu_ns,
             host_frames_in=c1["frames_in"] - c0["frames_in"],

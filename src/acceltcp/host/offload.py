@@ -14,16 +14,20 @@ from its listener). The offer is made only when
 
 * the TCB allows it (``TcpConnection.teardown_offer``: ESTABLISHED/CLOSE_WAIT, nothing
   unread, every unacknowledged byte fits the peer's window and cwnd), no linger, and
-* the NIC is under its teardown-flow threshold as the host counts it: flows offered
-  minus flows the NIC reported finished (``TeardownDone``), against the capacity of the
-  latest ``StatusReport`` (the host asks for one when it starts). The host's count can
-  only be too high (a finish it has not heard of yet), so it never overfills the NIC.
+* the NIC is under its teardown-flow threshold as the host counts it: the NIC's
+  ``teardown_active`` gauge of its latest ``StatusReport`` (the host asks for one when
+  it starts; a moderating NIC sends one whenever flows finished, at most once per
+  report interval) plus the flows offered since, minus any ``TeardownDone`` since,
+  against the NIC's capacity. The count can only be too high (a finish not yet
+  heard of), so the host never overfills the NIC.
 
 The offer is one 0x090B frame: the ``Teardown`` header in front of a TSO segment with
 all unacknowledged data (partial checksum: the NIC rebuilds every frame it sends). The
 TCB is *parked* meanwhile: out of the demux table and the timer heap, output cancelled.
-``TeardownAccepted`` -> ``conn.handoff``: the TCB closes without sending anything and
-the host forgets it. ``TeardownRefused`` -> back into the table and an ordinary
+``TeardownAccepted(k)`` is cumulative: every offer up to flow id k that was not
+refused is the NIC's (a moderating NIC sends one per report interval, not one per
+flow) -> ``conn.handoff``: the TCB closes without sending anything and the host forgets
+it. ``TeardownRefused`` (always sent at once) -> back into the table and an ordinary
 ``close``. The NIC answers in the order it got the frames, so no segment of the peer
 can reach the host between the offer and the answer except after a refusal, which then
 arrived first.
@@ -54,6 +58,8 @@ teardown_refused_<reason>, teardown_done_<reason>, teardown_ineligible,
 teardown_nic_full, splice_requested, splice_installed, splice_failed_<reason>,
 splice_closed, splice_held_frames, nic_status_reports, nic_msgs_in, nic_msgs_bad.
 """
+
+import collections
 
 from ..nic.splice import SpliceSide, splice_rules
 from ..tcp.connection import TS_MASK
@@ -120,6 +126,8 @@ class NicOffload:
         self.teardown_active = 0
         self.status = None                 # the latest StatusReport
         self._pending = {}                 # flow_id -> parked TcpConnection
+        self._order = collections.deque()  # flow ids in offer order (cumulative accepts)
+        self._offered_since_report = 0
         self._flow_id = 0
         self._splice_id = 0
         self._splices = {}                 # splice_id -> _Splice (before the NIC took it)
@@ -159,22 +167,34 @@ class NicOffload:
         rec.armed = None
         conn.app_closed = True
         self._pending[fid] = conn
+        self._order.append(fid)
         self.teardown_active += 1
+        self._offered_since_report += 1
         self._c["teardown_offered"] += 1
-        st._nic_send(control.wrap(hdr + payload, msg))
+        st._nic_send(control.wrap(hdr + payload, msg, check=False))
         return True
 
-    def _teardown_answer(self, msg, accepted):
+    def _teardown_accepted(self, msg):
+        """Cumulative: every offer up to msg.flow_id still parked is the NIC's."""
+        k = msg.flow_id
+        order, pending = self._order, self._pending
+        st = self.stack
+        now = st.clock()
+        n = 0
+        while order and (k - order[0]) & 0xFFFFFFFF < 0x80000000:
+            conn = pending.pop(order.popleft(), None)
+            if conn is not None:                   # else refused earlier
+                n += 1
+                conn.handoff(now, False)           # the app closed it: no event
+                st._remove(conn)
+        self._c["teardown_accepted"] += n
+
+    def _teardown_refused(self, msg):
         conn = self._pending.pop(msg.flow_id, None)
         if conn is None:
             self._c["nic_msgs_bad"] += 1
             return
-        st = self.stack
-        now = st.clock()
-        if accepted:
-            self._c["teardown_accepted"] += 1
-            conn.handoff(now)                      # CLOSED; _on_conn_event removes it
-            return
+        now = self.stack.clock()
         self.teardown_active -= 1
         self._c["teardown_refused_" + _REFUSED.get(msg.reason, "other")] += 1
         self._resume(conn, now)
@@ -326,12 +346,12 @@ class NicOffload:
         self._c["nic_msgs_in"] += 1
         t = type(msg)
         if t is TeardownAccepted:
-            self._teardown_answer(msg, True)
+            self._teardown_accepted(msg)
         elif t is TeardownDone:
             self.teardown_active = max(0, self.teardown_active - 1)
             self._c["teardown_done_" + _DONE.get(msg.reason, "other")] += 1
         elif t is TeardownRefused:
-            self._teardown_answer(msg, False)
+            self._teardown_refused(msg)
         elif t is SpliceInstalled:
             self._splice_answer(msg, True)
         elif t is SpliceRefused:
@@ -342,7 +362,8 @@ class NicOffload:
             self._c["nic_status_reports"] += 1
             self.status = msg
             self.teardown_capacity = msg.teardown_capacity
-            self.teardown_active = max(msg.teardown_active, len(self._pending))
+            self.teardown_active = msg.teardown_active + self._offered_since_report
+            self._offered_since_report = 0
         else:
             self._c["nic_msgs_bad"] += 1           # a host->NIC type, or not ours
             raise WireError("ctl_unexpected_type")
@@ -351,6 +372,7 @@ class NicOffload:
         """The NIC is gone: parked connections are closed by the host after all."""
         now = self.stack.clock()
         pending, self._pending = self._pending, {}
+        self._order.clear()
         self.teardown_active = 0
         for conn in pending.values():
             self._c["teardown_refused_nic_lost"] += 1

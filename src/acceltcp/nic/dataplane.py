@@ -88,7 +88,7 @@ from ..wire import control
 from ..wire.control import (
     ETHERTYPE_CONTROL, ETHERTYPE_SPLICE, ETHERTYPE_TEARDOWN, OFFLOAD_ETHERTYPES,
     NewConnection, Listen, Unlisten, StatusRequest, StatusReport, Splice, SpliceClosed,
-    SpliceInstalled, SpliceRefused, TeardownRefused,
+    SpliceInstalled, SpliceRefused, TeardownAccepted, TeardownRefused,
 )
 from ..wire.errors import WireError
 from ..wire.ipv4 import parse_ipv4_fields
@@ -203,8 +203,9 @@ class NicDataplane:
     rst_on_bad_cookie: answer a failed cookie ACK with an RST (default: silent drop)."""
 
     def __init__(self, mac, *, listener_capacity=64, teardown_capacity=4096,
-                 splice_capacity=4096, splice_idle=300.0, secret=None, syn_window=65535,
-                 rst_on_bad_cookie=False, ttl=64, teardown_kwargs=None, **cookie_kwargs):
+                 splice_capacity=4096, splice_idle=300.0, report_interval=0.001, secret=None,
+                 syn_window=65535, rst_on_bad_cookie=False, ttl=64, teardown_kwargs=None,
+                 **cookie_kwargs):
         mac = bytes(mac)
         if len(mac) != 6:
             raise ValueError("mac must be 6 bytes")
@@ -221,8 +222,12 @@ class NicDataplane:
         self.counters = dict.fromkeys(_COUNTERS, 0)
         self.host_mac = None          # learned from the host's control frames
         self.teardown = (TeardownEngine(mac, teardown_capacity, ttl=ttl,
+                                        moderate=report_interval > 0,
                                         **(teardown_kwargs or {}))
                          if teardown_capacity else None)
+        self.report_interval = report_interval
+        self._report_at = None        # when the moderated teardown reports are due
+        self._reported = (None, 0)    # (last accepted, done_total) as last reported
         self._td_index = self.teardown._index if self.teardown is not None else {}
         self.splices = sp.SpliceTable(splice_capacity) if splice_capacity else None
         self._sp_index = self.splices._index if self.splices is not None else {}
@@ -234,13 +239,19 @@ class NicDataplane:
 
     def next_deadline(self):
         d = self.teardown.next_deadline() if self.teardown is not None else None
-        t = self._idle_check
-        if t is not None and (d is None or t < d):
-            d = t
+        for t in (self._idle_check, self._report_at):
+            if t is not None and (d is None or t < d):
+                d = t
         return d
 
     def on_timer(self, now):
-        out = self.teardown.on_timer(now) if self.teardown is not None else []
+        out = []
+        if self.teardown is not None:
+            out = self.teardown.on_timer(now)
+            self._td_changed(now)
+            t = self._report_at
+            if t is not None and now >= t:
+                self._td_report(out)
         t = self._idle_check
         if t is not None and now >= t:
             for slot in self.splices.expired(now, self.splice_idle):
@@ -322,7 +333,9 @@ class NicDataplane:
             return self._splice_install(msg, host_mac, now)
         if et == ETHERTYPE_TEARDOWN:
             if self.teardown is not None:
-                return self.teardown.accept(msg, seg_frame, host_mac, now)
+                out = self.teardown.accept(msg, seg_frame, host_mac, now)
+                self._td_changed(now)
+                return out
             # no teardown table: refuse (the host closes the flow itself)
             f = seg_frame
             key = (bytes(f[30:34]) + bytes(f[26:30]) + bytes(f[36:38]) + bytes(f[34:36])
@@ -331,6 +344,29 @@ class NicDataplane:
             return [(HOST, TeardownRefused(msg.flow_id, key, control.TEARDOWN_REFUSED_TABLE_FULL)
                      .frame(host_mac, self.mac))]
         return self._drop("ctl_from_host_unexpected")       # a NIC->host message type
+
+    # -- teardown report moderation ------------------------------------------------
+
+    def _td_changed(self, now):
+        """Moderated reports (``report_interval`` > 0): at most one cumulative
+        TeardownAccepted and one StatusReport per interval, like interrupt
+        moderation, instead of two control frames per flow."""
+        td = self.teardown
+        if self._report_at is None and td.moderate and \
+                (td.last_accepted, td.counters["done_total"]) != self._reported:
+            self._report_at = now + self.report_interval
+
+    def _td_report(self, out):
+        td = self.teardown
+        self._report_at = None
+        last, done = td.last_accepted, td.counters["done_total"]
+        mac = self.host_mac or bytes(6)
+        if last is not None and last != self._reported[0]:
+            out.append((HOST, TeardownAccepted(*last).frame(mac, self.mac)))
+        if done != self._reported[1]:
+            self.counters["status_reports"] += 1
+            out.append((HOST, self.status_report(0).frame(mac, self.mac)))
+        self._reported = (last, done)
 
     # -- splice (§4.3) -------------------------------------------------------------
 
@@ -441,7 +477,9 @@ class NicDataplane:
                 except WireError as e:
                     return self._drop("teardown_" + e.reason)
                 self.counters["teardown_frames"] += 1
-                return self.teardown.on_segment(fid, frame, seg, now)
+                out = self.teardown.on_segment(fid, frame, seg, now)
+                self._td_changed(now)
+                return out
         dport = (frame[36] << 8) | frame[37]
         lst = self.listeners.lookup(dst, dport)
         if lst is None:

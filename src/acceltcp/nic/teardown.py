@@ -9,7 +9,9 @@ header in front of one TSO segment whose TCP header carries SND.UNA (seq), RCV.N
 acknowledged (up to 64 KiB; its checksum is not trusted -- every frame the engine sends
 is built from scratch with full IPv4/TCP checksums). ``accept`` answers the host with
 TEARDOWN_ACCEPTED (or TEARDOWN_REFUSED: BAD_STATE, DUPLICATE, TABLE_FULL, checked in
-that order), cuts the payload into ``msg.mss``-sized frames, puts our FIN on the last
+that order; BAD_STATE = not Ethernet/IPv4/TCP, SYN/RST/FIN set or ACK clear, a state
+other than ESTABLISHED/CLOSE-WAIT, mss outside [MIN_MSS, MAX_MSS], a field outside its
+wire range), cuts the payload into ``msg.mss``-sized frames, puts our FIN on the last
 one (or sends it alone) and arms the RTO. From then on the NIC owns the connection:
 
     ESTABLISHED handover -> FIN-WAIT-1 --ACK of FIN--> FIN-WAIT-2 --FIN--> TIME-WAIT
@@ -110,8 +112,9 @@ CLOSED). Entry layout (network byte order, struct ``_ENTRY``)::
      56   4  ts_last      the last TSval sent (never go below)
      60   4  time_wait_ms 2MSL in ms
 
-Flow lookup table: ``_index`` maps the 12-byte key to the slot, the model of the
-paper's hash table: INDEX_ENTRY_BYTES = 16 per flow (key + 32-bit slot), not counted
+Flow lookup table: ``_index`` maps the 12-byte key to the slot (one dict for the
+engine's lifetime: ``nic.dataplane`` probes it directly), the model of the paper's
+hash table: INDEX_ENTRY_BYTES = 16 per flow (key + 32-bit slot), not counted
 in ``memory_bytes`` (``index_bytes`` reports it; a real table sized for load adds its
 slack on top). Timer wheel: ``wheel.memory_bytes`` (in ``memory_bytes``).
 
@@ -124,12 +127,20 @@ payload held in it right now.
 
 Counters (``counters`` dict): accepted, refused_table_full, refused_duplicate,
 refused_bad, retransmits_rto, retransmits_fast, retransmits_partial, done_closed,
-done_reset, done_retries, time_wait_entered, time_wait_restarts, fin_wait2_timeouts,
+done_reset, done_retries, done_total (their sum), time_wait_entered, time_wait_restarts, fin_wait2_timeouts,
 syn_reopen (new incarnations handed to the host), bytes_acked, bytes_received,
 frames_sent (to WIRE), reports_sent (to HOST), acks_sent, challenge_acks, rst_sent,
-dupacks, paws_drops, unacceptable, drops (total) and ``drop_<reason>`` per reason.
-Malformed input never raises: a bad handover is refused (BAD_STATE), a stray segment
-is a counted drop.
+dupacks, paws_drops, unacceptable, drops (total) and ``drop_<reason>`` per reason:
+teardown_no_flow (free slot), teardown_key_mismatch (frame[26:38] is not the slot's
+key), teardown_rst_outside (RST outside the window), teardown_no_ack (acceptable
+segment without ACK). Malformed input never raises: a bad handover is refused
+(BAD_STATE), a stray segment is a counted drop.
+
+API beyond the dataplane's contract: ``fin_timeout`` (constructor), ``entry(fid)`` (a
+slot as a dict, for tests and status), ``index_bytes``, ``stored_bytes``, ``wheel``.
+Not done: RFC 5961 §7 challenge-ACK rate limiting (each forged in-window RST/SYN gets
+one ACK, no amplification); using the peer's SACK blocks; flow control on the
+peer's window (the host hands over only what fits it, §4.2).
 """
 
 import struct
@@ -183,7 +194,7 @@ _STATE_NAMES = {FIN_WAIT_1: "FIN-WAIT-1", FIN_WAIT_2: "FIN-WAIT-2", CLOSING: "CL
 
 _COUNTERS = ("accepted", "refused_table_full", "refused_duplicate", "refused_bad",
              "retransmits_rto", "retransmits_fast", "retransmits_partial", "done_closed",
-             "done_reset", "done_retries", "time_wait_entered", "time_wait_restarts",
+             "done_reset", "done_retries", "done_total", "time_wait_entered", "time_wait_restarts",
              "fin_wait2_timeouts", "syn_reopen", "bytes_acked", "bytes_received",
              "frames_sent", "reports_sent", "acks_sent", "challenge_acks", "rst_sent",
              "dupacks", "paws_drops", "unacceptable", "drops")
@@ -205,7 +216,7 @@ class TeardownEngine:
     """
 
     def __init__(self, mac, capacity=4096, *, tick=0.001, slots=1024, ts_hz=1000, ttl=64,
-                 fin_timeout=60.0):
+                 fin_timeout=60.0, moderate=False):
         mac = bytes(mac)
         if len(mac) != 6:
             raise ValueError("mac must be 6 bytes")
@@ -219,6 +230,10 @@ class TeardownEngine:
         self.ttl = ttl
         self.fin_timeout = float(fin_timeout)
         self.host_mac = None
+        #: report moderation: no per-flow TeardownAccepted / TeardownDone(CLOSED); the
+        #: caller reports `last_accepted` (cumulatively) and the gauges periodically
+        self.moderate = moderate
+        self.last_accepted = None            # (flow_id, key) of the latest accept
         self.wheel = TimerWheel(capacity, slots, tick, 0.0)
         self._min_rto_us = max(1, int(tick * 1e6))
         self._table = bytearray(capacity * FLOW_ENTRY_BYTES)
@@ -325,8 +340,12 @@ class TeardownEngine:
         self.stored_bytes += n
         index[key] = fid
         c["accepted"] += 1
-        c["reports_sent"] += 1
-        out = [(HOST, TeardownAccepted(flow_id, key).frame(host_mac, self.mac))]
+        if self.moderate:
+            self.last_accepted = (flow_id, key)
+            out = []
+        else:
+            c["reports_sent"] += 1
+            out = [(HOST, TeardownAccepted(flow_id, key).frame(host_mac, self.mac))]
         # TSO: cut the payload into MSS-sized frames; the FIN rides on the last one.
         build = self._build
         mv = memoryview(data)
@@ -405,6 +424,10 @@ class TeardownEngine:
         side = self._side[fid]
         c = self.counters
         c[_DONE_COUNTER[reason]] += 1
+        c["done_total"] += 1
+        if self.moderate and reason == TEARDOWN_END_CLOSED:
+            self._free_slot(fid, e)
+            return out
         c["reports_sent"] += 1
         out.append((HOST, TeardownDone(
             side[_S_ID], e[_KEY], reason, side[_S_RTX],
@@ -425,12 +448,11 @@ class TeardownEngine:
         """One frame to the peer from entry `e` (TSval bookkeeping included)."""
         opts = b""
         if e[_FLAGS] & F_TS and not flags & RST:        # RFC 7323 §5.2: no TS on RST
+            # max(ts_last, clock + offset), bit 0 cleared (the SYN-cookie mark); an odd
+            # ts_last (not from a well-behaved host) is rounded up, never undercut.
             last = e[_TSLAST]
-            ts = (int(now * self.ts_hz) + e[_TSOFF]) & MASK
+            ts = (int(now * self.ts_hz) + e[_TSOFF]) & 0xFFFFFFFE
             if seq_lt(ts, last):
-                ts = last
-            ts &= 0xFFFFFFFE                             # bit 0: the SYN-cookie mark
-            if seq_lt(ts, last):                         # an odd ts_last from the host
                 ts = (last + 1) & 0xFFFFFFFE
             e[_TSLAST] = ts
             opts = _TS_OPT.pack(_TS_HEAD, ts, e[_TSR])
@@ -592,13 +614,14 @@ class TeardownEngine:
         elif ack == una and not plen and not fin and una != smax and \
                 seg.window == e[_PWIN]:
             c["dupacks"] += 1                            # RFC 5681 §2
-            d = e[_DUPS] + 1
-            if d >= _DUPTHRESH:
-                d = 0
-                c["retransmits_fast"] += 1
-                e[_FLAGS] |= F_RECOVER
-                out.append(self._first_segment(e, side, now))
-            e[_DUPS] = d
+            d = e[_DUPS]
+            if d < _DUPTHRESH:
+                d += 1
+                e[_DUPS] = d
+                if d == _DUPTHRESH:                      # RFC 5681 §3.2: on the 3rd only;
+                    c["retransmits_fast"] += 1           # further holes: partial ACKs/RTO
+                    e[_FLAGS] |= F_RECOVER
+                    out.append(self._first_segment(e, side, now))
         e[_PWIN] = seg.window
 
         # seventh: text. Acknowledged and discarded; after the peer's FIN, ignored.

@@ -411,11 +411,14 @@ class TcpConnection:
         self._cork_now = None
         return msg, self.snd_una, self.rcv_nxt, min(wnd, 0xFFFF), bytes(self.sndbuf)
 
-    def handoff(self, now: float) -> None:
+    def handoff(self, now: float, notify: bool = True) -> None:
         """The NIC took the connection over (teardown or splice): CLOSED here, without
-        sending anything; the app sees it closed."""
+        sending anything. ``notify=False``: no event (the owner removes it itself)."""
         self._to(fsm.HANDOFF, now)
-        self._flush_events()
+        if notify:
+            self._flush_events()
+        else:
+            self._notify = False
 
     # --------------------------------------------------------------------- timers
     def next_deadline(self):

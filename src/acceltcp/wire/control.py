@@ -164,11 +164,14 @@ class _Msg:
         return "%s(%s)" % (type(self).__name__, ", ".join(
             "%s=%r" % (s, getattr(self, s)) for s in self.__slots__))
 
-    def encode(self):
-        """The control header (bytes). ValueError on a value the decoder would refuse."""
+    def encode(self, check=True):
+        """The control header (bytes). ValueError on a value the decoder would refuse
+        (``check=False``: only struct's range checks, for values built by this project's
+        own code on a hot path)."""
         try:
             b = self._S.pack(VERSION, self.TYPE, self._S.size, *self._raw())
-            self._build(self._S.unpack(b)[3:])
+            if check:
+                self._build(self._S.unpack(b)[3:])
         except struct.error as e:
             raise ValueError(str(e)) from None
         except WireError as e:
@@ -690,16 +693,16 @@ def decode(frame):
     return decode_header(memoryview(frame)[14:], _ethertype(frame))
 
 
-def wrap(ethernet_frame, header):
+def wrap(ethernet_frame, header, check=True):
     """IPv4 Ethernet frame + NewConnection/Teardown header -> offload frame (EtherType
     replaced, header inserted between Ethernet and IP). ValueError if the frame is not
-    IPv4 or the header does not carry a segment."""
+    IPv4 or the header does not carry a segment (`check`: see ``encode``)."""
     if not header.CARRIES_SEGMENT:
         raise ValueError("%s does not travel in front of a segment" % type(header).__name__)
     if len(ethernet_frame) < 14 or ethernet_frame[12:14] != b"\x08\x00":
         raise ValueError("not an IPv4 Ethernet frame")
     return bytes(ethernet_frame[:12]) + header.ETHERTYPE.to_bytes(2, "big") + \
-        header.encode() + bytes(ethernet_frame[14:])
+        header.encode(check) + bytes(ethernet_frame[14:])
 
 
 def unwrap(frame):
