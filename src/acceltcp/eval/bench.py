@@ -15,11 +15,15 @@ from ..apps.bulk import SinkServer, Source
 from ..host.simnet import make_pair
 from ..io.sim import SimLoop
 from ..tcp.config import TcpConfig
+from ..nic.splice import BYTES_PER_RULE
+from ..nic.teardown import FLOW_ENTRY_BYTES
 from .echo_sim import run_echo
 
 MiB = 1 << 20
 TARGET_US_PER_FRAME = 15.0      # persistent echo, per received data frame
 TARGET_SHORT_RATIO = 4.0        # short-lived / persistent, per transaction
+TARGET_OFFLOAD_GAIN = 2.3       # no offload / setup+teardown offload, per transaction
+TARGET_OFFLOAD_VS_PERSISTENT = 1.10
 
 
 def run_bulk(nbytes: int, seed: int = 1) -> dict:
@@ -56,9 +60,9 @@ def main(args) -> int:
 
     console = Console()
     t_start = time.perf_counter()
-    pers, short, offl, bulk = [], [], [], []
+    pers, short, offl, full, bulk = [], [], [], [], []
     with _progress() as progress:
-        task = progress.add_task("bench", total=4 * args.repeat)
+        task = progress.add_task("bench", total=5 * args.repeat)
         for i in range(args.repeat):
             pers.append(run_echo(persistent=True, transactions=args.transactions, seed=i + 1))
             progress.advance(task)
@@ -66,6 +70,9 @@ def main(args) -> int:
             progress.advance(task)
             offl.append(run_echo(persistent=False, transactions=args.transactions, seed=i + 1,
                                  setup_offload=True))
+            progress.advance(task)
+            full.append(run_echo(persistent=False, transactions=args.transactions, seed=i + 1,
+                                 setup_offload=True, teardown_offload=True))
             progress.advance(task)
             bulk.append(run_bulk(args.bulk_mib * MiB, seed=i + 1))
             progress.advance(task)
@@ -77,6 +84,8 @@ def main(args) -> int:
     ratio = s_txn / p_txn
     o_txn = _median(offl, "cpu_us_per_txn")
     o_frame = _median(offl, "cpu_us_per_frame_in")
+    f_txn = _median(full, "cpu_us_per_txn")
+    f_frame = _median(full, "cpu_us_per_frame_in")
     figures = {
         "persistent_us_per_txn": p_txn, "persistent_us_per_frame_in": p_frame,
         "persistent_frames_per_txn": _median(pers, "frames_per_txn"),
@@ -86,6 +95,11 @@ def main(args) -> int:
         "setup_offload_us_per_txn": o_txn, "setup_offload_us_per_frame_in": o_frame,
         "setup_offload_frames_per_txn": _median(offl, "frames_per_txn"),
         "setup_offload_over_short": o_txn / s_txn,
+        "setup_teardown_us_per_txn": f_txn, "setup_teardown_us_per_frame_in": f_frame,
+        "setup_teardown_frames_per_txn": _median(full, "frames_per_txn"),
+        "short_over_setup_teardown": s_txn / f_txn,
+        "setup_teardown_over_persistent": f_txn / p_txn,
+        "teardown_flow_bytes": FLOW_ENTRY_BYTES, "splice_rule_bytes": BYTES_PER_RULE,
         "bulk_mib": args.bulk_mib,
         "bulk_rx_mb_per_cpu_s": _median(bulk, "rx_mb_per_cpu_s"),
         "bulk_tx_mb_per_cpu_s": _median(bulk, "tx_mb_per_cpu_s"),
@@ -108,6 +122,9 @@ def main(args) -> int:
     table.add_row("echo, short-lived + setup offload",
                   f"{figures['setup_offload_frames_per_txn']:.2f}", f"{o_txn:.1f}",
                   f"{o_frame:.1f}", "")
+    table.add_row("echo, short-lived + setup + teardown offload",
+                  f"{figures['setup_teardown_frames_per_txn']:.2f}", f"{f_txn:.1f}",
+                  f"{f_frame:.1f}", "")
     table.add_row("bulk, receiver", "", "", f"{figures['bulk_rx_us_per_frame']:.1f}",
                   f"{figures['bulk_rx_mb_per_cpu_s']:.1f}")
     table.add_row("bulk, sender", "", "", "", f"{figures['bulk_tx_mb_per_cpu_s']:.1f}")
@@ -122,6 +139,16 @@ def main(args) -> int:
                   f"(target ≤ {TARGET_SHORT_RATIO:.0f}x): {verdict(ratio <= TARGET_SHORT_RATIO)}")
     console.print(f"setup offload / short-lived per transaction: {o_txn / s_txn:.2f}x "
                   f"(the NIC answers the handshakes)")
+    gain = s_txn / f_txn
+    console.print(f"short-lived, no offload / setup+teardown offload: {gain:.2f}x fewer host µs "
+                  f"(target ≥ {TARGET_OFFLOAD_GAIN}x): {verdict(gain >= TARGET_OFFLOAD_GAIN)}")
+    rel = f_txn / p_txn
+    console.print(f"short-lived with offload / persistent: {rel:.2f}x "
+                  f"(target ≤ {TARGET_OFFLOAD_VS_PERSISTENT:.2f}x): "
+                  f"{verdict(rel <= TARGET_OFFLOAD_VS_PERSISTENT)}")
+    console.print(f"NIC table state: {FLOW_ENTRY_BYTES} B per teardown flow (target ≤ 64): "
+                  f"{verdict(FLOW_ENTRY_BYTES <= 64)}; {BYTES_PER_RULE} B per splice rule "
+                  f"(target ≤ 96): {verdict(BYTES_PER_RULE <= 96)}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(figures, f, indent=2)

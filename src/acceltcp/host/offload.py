@@ -74,6 +74,7 @@ from ..wire.tcp import ACK, FIN, PSH, RST, build_tcp_header_partial
 
 __all__ = ["NicOffload", "SpliceFailed"]
 
+_ET_TEARDOWN = control.ETHERTYPE_TEARDOWN.to_bytes(2, "big")
 _SPLICE_REFUSED = {control.SPLICE_REFUSED_TABLE_FULL: "table_full",
                    control.SPLICE_REFUSED_BAD_RULE: "bad_rule",
                    control.SPLICE_REFUSED_DUPLICATE: "duplicate"}
@@ -171,7 +172,9 @@ class NicOffload:
         self.teardown_active += 1
         self._offered_since_report += 1
         self._c["teardown_offered"] += 1
-        st._nic_send(control.wrap(hdr + payload, msg, check=False))
+        # the 0x090B frame: Ethernet, the Teardown header, then IP/TCP header + payload
+        st._nic_send(b"".join((hdr[:12], _ET_TEARDOWN, msg.encode(False), hdr[14:],
+                               payload)))
         return True
 
     def _teardown_accepted(self, msg):

@@ -394,7 +394,7 @@ class HostStack:
             elif ethertype == ETHERTYPE_ARP:
                 self._receive_arp(frame, dst)
             elif ethertype == control.ETHERTYPE_NEW_CONNECTION and self.nic:
-                self._new_connection(frame, csum_ok)
+                self._new_connection(frame)
             elif ethertype in _NIC_REPORTS and self.nic:
                 self.offload.on_frame(frame)
             else:
@@ -519,11 +519,13 @@ class HostStack:
         return parse_tcp(frame[34:end] if end <= 2048 else memoryview(frame)[34:end],
                          ip_src, ip_dst, not csum_ok)
 
-    def _new_connection(self, frame, csum_ok=False):
-        """A 0x090A frame from the NIC: a handshake it completed with a SYN cookie."""
+    def _new_connection(self, frame):
+        """A 0x090A frame from the NIC: a handshake it completed with a SYN cookie. The
+        NIC checked the ACK's TCP checksum before checking its cookie (receive checksum
+        offload), so it is not summed again."""
         hdr, frame = control.unwrap(frame)         # WireError: a ctl_* drop
         dst, src, _ = parse_ethernet(frame)
-        seg = self._tcp_segment(frame, dst, csum_ok)
+        seg = self._tcp_segment(frame, dst, True)
         if seg is None:
             return
         key = frame[26:38]

@@ -77,8 +77,9 @@ def test_malformed_new_connection_frames_are_counted():
     st.receive_frame(good[:20])                                  # header cut short
     bad_version = good[:14] + b"\x07" + good[15:]
     st.receive_frame(bad_version)
-    bad_csum = good[:-1] + bytes([good[-1] ^ 0xFF])
-    st.receive_frame(bad_csum)
+    # the TCP checksum is the NIC's to check (it verified the ACK before its cookie);
+    # a segment cut short is still the host's to notice
+    st.receive_frame(good[:30 + 20 + 10])
     d = dict(st.drops)
     assert d.get("ctl_short") == 1 and d.get("ctl_bad_version") == 1
     assert sum(d.values()) == 3 and not st.connections
