@@ -146,3 +146,40 @@ def test_host_relay_baseline():
 
 def test_splice_failed_type_is_reported():
     assert "table_full" in repr(SpliceFailed(1, "table_full"))
+
+
+def test_splice_overload_capacity_8_rules():
+    """40 proxied connections at once, room for 4 splices (8 rules) on the NIC: the
+    rest is relayed by the host; every byte arrives, the counters add up."""
+    n = 40
+    size = 64 << 10
+    cfg = TcpConfig(rcv_buf=1 << 20, snd_buf=1 << 20, time_wait=1.0)
+    with SimLoop(9) as loop:
+        net = make_pair(loop, config_a=cfg, config_b=cfg, nic_b=True, seed=9,
+                        bandwidth_bps=10e9, delay=20e-6, queue_limit=100000,
+                        nic_kwargs={"splice_capacity": 8})
+        a, b = net
+        proxy = SpliceProxy(b, 8080, [(IP_A, 80)], config=cfg, rewrite=lambda h: REWRITTEN)
+        servers, clients = [], []
+        lst = a.listen(80, 64, config=cfg)
+
+        def on_server(lst):
+            while (conn := lst.accept()) is not None:
+                servers.append(Peer(a, conn, b"", bytes(size), len(REWRITTEN)))
+        lst.on_acceptable = on_server
+        for i in range(n):
+            conn = a.connect("198.18.0.2", 8080, config=cfg)
+            clients.append(Peer(a, conn, HEAD, bytes([i]) * size, 1))
+        loop.run_until(lambda: all(p.done for p in clients + servers)
+                       and len(servers) == n, timeout=600)
+        loop.run_for(3.0)
+    for p in clients:
+        assert p.n == size and p.got.digest() == hashlib.sha256(bytes(size)).digest()
+    got = sorted(p.got.digest() for p in servers)
+    want = sorted(hashlib.sha256(REWRITTEN + bytes([i]) * size).digest() for i in range(n))
+    assert got == want
+    c = proxy.counters
+    assert c["spliced"] > 0 and c["splice_failed"] > 0
+    assert c["spliced"] + c["splice_failed"] == n
+    assert net.b.counters["splice_failed_table_full"] == c["splice_failed"]
+    assert len(net.nic_b.dataplane.splices) == 0
