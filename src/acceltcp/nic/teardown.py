@@ -8,7 +8,8 @@ header in front of one TSO segment whose TCP header carries SND.UNA (seq), RCV.N
 (ack) and our receive-window field, and whose payload is everything not yet
 acknowledged (up to 64 KiB; its checksum is not trusted -- every frame the engine sends
 is built from scratch with full IPv4/TCP checksums). ``accept`` answers the host with
-TEARDOWN_ACCEPTED (or TEARDOWN_REFUSED: BAD_STATE, DUPLICATE, TABLE_FULL, checked in
+TEARDOWN_ACCEPTED (with ``moderate``: none -- the dataplane reports ``last_accepted``
+cumulatively, once per report interval; or TEARDOWN_REFUSED: BAD_STATE, DUPLICATE, TABLE_FULL, checked in
 that order; BAD_STATE = not Ethernet/IPv4/TCP, SYN/RST/FIN set or ACK clear, a state
 other than ESTABLISHED/CLOSE-WAIT, mss outside [MIN_MSS, MAX_MSS], a field outside its
 wire range), cuts the payload into ``msg.mss``-sized frames, puts our FIN on the last
@@ -41,8 +42,8 @@ already checked the TCP checksum) follow RFC 9293 §3.10.7.4 for these states:
    side store, resets retries/backoff and dup-ACK count, re-arms the RTO for the rest
    or, when our FIN is acknowledged, moves the state on (timer: FIN-WAIT-2 timeout /
    2MSL / none). A duplicate ACK (RFC 5681 §2: SEG.ACK == SND.UNA, no data, no SYN/FIN,
-   window field unchanged, something outstanding) counts; the 3rd and every 3rd after
-   it retransmit the first unacknowledged segment (fast retransmit). After any
+   window field unchanged, something outstanding) counts; the 3rd retransmits the
+   first unacknowledged segment (fast retransmit, RFC 5681 §3.2; later ones do not). After any
    retransmission, an ACK that advances SND.UNA but not to SND.MAX retransmits the next
    segment at once (the partial ACK of NewReno, RFC 6582 §3.2 step 4): the handed-over
    data is one window, so SND.MAX is always the recovery point, and each further hole
