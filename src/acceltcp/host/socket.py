@@ -26,6 +26,7 @@ __all__ = [
     "SocketAPI", "SockOpt", "register_sockopt", "SOCKOPTS",
     "SOL_SOCKET", "SO_REUSEADDR", "SO_ERROR", "SO_SNDBUF", "SO_RCVBUF", "SO_LINGER",
     "SO_KEEPALIVE", "IPPROTO_TCP", "TCP_NODELAY", "TCP_MAXSEG", "TCP_INFO", "TCP_SETUP_OFFLOAD",
+    "TCP_TEARDOWN_OFFLOAD",
     "SHUT_RD", "SHUT_WR", "SHUT_RDWR",
     "EPOLLIN", "EPOLLPRI", "EPOLLOUT", "EPOLLERR", "EPOLLHUP", "EPOLLRDNORM", "EPOLLRDBAND",
     "EPOLLWRNORM", "EPOLLWRBAND", "EPOLLRDHUP", "EPOLLEXCLUSIVE", "EPOLLWAKEUP",
@@ -45,6 +46,7 @@ TCP_NODELAY = 1
 TCP_MAXSEG = 2
 TCP_INFO = 11
 TCP_SETUP_OFFLOAD = 0x4001    # AccelTCP §5.1: the NIC answers this listener's SYNs (cookies)
+TCP_TEARDOWN_OFFLOAD = 0x4002  # §4.2: hand the connection to the NIC on close (advisory)
 SHUT_RD, SHUT_WR, SHUT_RDWR = 0, 1, 2
 SOMAXCONN = 4096
 TCP_MIN_MSS = 88          # Linux include/net/tcp.h
@@ -288,7 +290,8 @@ class SocketAPI:
             if o is not s and o.listener is not None:
                 raise _err(errno.EADDRINUSE)
         lst = self.stack.listen(s.lport, backlog, config=s.config,
-                                offload_setup=s.extra.get("setup_offload", False))
+                                offload_setup=s.extra.get("setup_offload", False),
+                                offload_teardown=s.extra.get("teardown_offload", False))
         lst.app = s
         lst.on_acceptable = self._listener_event
         s.listener = lst
@@ -311,6 +314,8 @@ class SocketAPI:
         c.lport = conn.local_port
         c.reuseaddr = s.reuseaddr
         c.linger = s.linger
+        if "teardown_offload" in s.extra:                # inherited, as in Linux
+            c.extra["teardown_offload"] = s.extra["teardown_offload"]
         self._adopt(c, conn)
         return c.fd, (ip_to_str(conn.remote_ip), conn.remote_port)
 
@@ -459,6 +464,9 @@ class SocketAPI:
             if s.linger is not None and s.linger[0] and s.linger[1] == 0:
                 self.stack.abort(conn)
             else:
+                # TCP_TEARDOWN_OFFLOAD: advisory; never with SO_LINGER (§4.2)
+                conn.owner.offload_teardown = bool(
+                    s.extra.get("teardown_offload", False) and s.linger is None)
                 self.stack.close(conn)
         self._port_drop(s)
         self._release(fd)
@@ -749,7 +757,7 @@ register_sockopt(SOL_SOCKET, SO_ERROR, "SO_ERROR", _get_error)
 register_sockopt(IPPROTO_TCP, TCP_SETUP_OFFLOAD, "TCP_SETUP_OFFLOAD",
                  lambda api, s: int(s.extra.get("setup_offload", False)),
                  lambda api, s, v: s.extra.__setitem__("setup_offload", bool(_flag(v))))
-# More go here, e.g.
-#   register_sockopt(IPPROTO_TCP, TCP_TEARDOWN_OFFLOAD, "TCP_TEARDOWN_OFFLOAD", get, set)
-# with the per-socket state in `sock.extra` (the host offload policy reads it on
-# listen/close). Pick optnames outside Linux's TCP range (e.g. from 0x4000).
+# TCP_TEARDOWN_OFFLOAD is read on close (on a listener: inherited by accepted sockets).
+register_sockopt(IPPROTO_TCP, TCP_TEARDOWN_OFFLOAD, "TCP_TEARDOWN_OFFLOAD",
+                 lambda api, s: int(s.extra.get("teardown_offload", False)),
+                 lambda api, s, v: s.extra.__setitem__("teardown_offload", bool(_flag(v))))

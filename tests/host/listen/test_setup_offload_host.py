@@ -101,3 +101,35 @@ def test_socket_option_tcp_setup_offload():
     api.listen(fd, 8)
     assert st.listeners[80].offload_setup
     assert isinstance(control.decode(dev.sent[-1]), control.Listen)
+
+
+def test_socket_option_tcp_teardown_offload_offers_on_close():
+    """TCP_TEARDOWN_OFFLOAD on the listener socket: the accepted socket inherits it and
+    close() offers the connection to the NIC (one 0x090B with the unsent reply)."""
+    from acceltcp.host.socket import IPPROTO_TCP, TCP_TEARDOWN_OFFLOAD, SocketAPI
+
+    dev = FakeNic()
+    st = _stack(dev)
+    st.arp_add(PEER_IP, PEER_MAC)
+    api = SocketAPI(st)
+    fd = api.socket()
+    api.setsockopt(fd, IPPROTO_TCP, TCP_TEARDOWN_OFFLOAD, 1)
+    assert api.getsockopt(fd, IPPROTO_TCP, TCP_TEARDOWN_OFFLOAD) == 1
+    api.bind(fd, ("0.0.0.0", 80))
+    api.listen(fd, 8)
+    st.offload.on_frame(control.StatusReport(teardown_capacity=4).frame(US_MAC, US_MAC))
+    st.listeners[80].offload_setup = True
+    st.receive_frame(_cookie_frame(control.NewConnection(mss=1460, ts_base=0x1001)))
+    cfd, _ = api.accept(fd)
+    assert api.getsockopt(cfd, IPPROTO_TCP, TCP_TEARDOWN_OFFLOAD) == 1
+    assert api.read(cfd, 10) == b"hi"
+    api.write(cfd, b"reply")
+    dev.sent.clear()
+    api.close(cfd)
+    assert len(dev.sent) == 1
+    msg, seg = control.unwrap(dev.sent[0])
+    assert isinstance(msg, control.Teardown) and seg.endswith(b"reply")
+    assert st.counters["teardown_offered"] == 1
+    # the NIC's (cumulative) answer: the host forgets the connection
+    st.offload.on_frame(control.TeardownAccepted(msg.flow_id, bytes(12)).frame(US_MAC, US_MAC))
+    assert not st.connections and st.counters["teardown_accepted"] == 1
