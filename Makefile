@@ -13,11 +13,14 @@ $(STAMP): pyproject.toml
 
 # Debian tools the tests use as real peers and independent checkers (tshark reads our
 # pcaps; tcpdump, socat, nc, nftables and iproute2 for the TAP/namespace tests in
-# tests/net), and what the real-network benchmark builds (gcc + libc headers for its C
-# load client, benchmarks/rr_client.c). Installs only what is missing, as root.
+# tests/net; redis-cli, redis-benchmark and redis-server as the kv server's real clients
+# and reference, tests/apps), and what the real-network benchmark builds (gcc + libc
+# headers for its C load client, benchmarks/rr_client.c). Installs only what is
+# missing, as root.
 SYSTEM_DEPS := tshark:tshark tcpdump:tcpdump socat:socat nc:netcat-openbsd nft:nftables \
                ip:iproute2 nstat:iproute2 cc:gcc \
-               /usr/include/stdio.h:libc6-dev
+               /usr/include/stdio.h:libc6-dev \
+               redis-cli:redis-tools redis-benchmark:redis-tools redis-server:redis-server
 
 system-deps:
 	@if [ "$$(id -u)" = 0 ]; then \
