@@ -7,9 +7,13 @@
 
 Both run until done (connect) or SIGINT/SIGTERM (serve), then write the stack's
 counters as JSON (``--stats-file``; SIGUSR1 writes them at any time). ``--pcap FILE``
-records every frame the stack sees, both directions, as the device carries it (with
-offloads on: 64 KiB super-frames, partial checksums on what the stack sends).
+records every frame on the TAP, both directions, as the device carries it (with
+offloads on: 64 KiB super-frames, partial checksums on what the stack sends), and with
+a NIC also the control frames crossing its host port.
 When ready, both print one JSON line ``{"event": "ready", ...}`` on stderr.
+
+``serve --nic inline|process`` puts the AccelTCP NIC dataplane between the TAP and the
+stack (docs/placements.md), ``--offload`` picks what the app hands it.
 """
 
 import asyncio
@@ -45,7 +49,9 @@ def add_tap_arguments(p):
                         "checksummed frames both ways")
     p.add_argument("--no-tso", dest="tso", action="store_false",
                    help="keep checksum offload and LRO but send MSS-sized segments")
-    p.add_argument("--pcap", metavar="FILE", help="record every frame the stack sees")
+    p.add_argument("--pcap", metavar="FILE",
+                   help="record every frame on the TAP, both ways (with --nic also the "
+                        "control frames 0x090A-0x090E crossing the host port)")
     p.add_argument("--stats-file", metavar="FILE",
                    help="write JSON counters here on exit (and on SIGUSR1)")
     p.add_argument("--rcv-buf", type=int, default=1 << 20,
@@ -62,17 +68,31 @@ def _config(args):
     return TcpConfig(rcv_buf=args.rcv_buf, snd_buf=args.snd_buf)
 
 
+def _dataplane_kwargs(args):
+    """NicDataplane kwargs from the --nic-* options that were given."""
+    kw = {}
+    for opt, name in (("nic_listeners", "listener_capacity"),
+                      ("nic_teardown_flows", "teardown_capacity"),
+                      ("nic_splice_rules", "splice_capacity")):
+        v = getattr(args, opt, None)
+        if v is not None:
+            kw[name] = v
+    return kw
+
+
 def _tap_host(args):
     """-> (loop, TapHost) with the stack's CPU accounted, or (None, None) after printing
     why not (no namespace, not root, ...)."""
     from ..testbed.netns import TestbedError
+    from .nic import NicStartError
     loop = _new_loop()
     try:
         host = TapHost(loop, netns=args.netns, tap_name=args.tap, stack_ip=args.ip,
                        peer_ip=args.peer_ip, offload=args.offload,
                        tso=args.tso if args.offload else False, config=_config(args),
-                       pcap=args.pcap, batch=args.batch)
-    except (TestbedError, OSError) as e:
+                       pcap=args.pcap, batch=args.batch, nic=getattr(args, "nic", "none"),
+                       dataplane=_dataplane_kwargs(args))
+    except (TestbedError, OSError, NicStartError, ValueError) as e:
         loop.close()
         what = "%s %s" % (args.command, getattr(args, "app", "") or "")
         if isinstance(e, PermissionError) or getattr(e, "errno", None) == errno.EPERM:
@@ -90,9 +110,9 @@ def stats_snapshot(host, extra=None):
     tcp = st.stats()["tcp"]
     ru = resource.getrusage(resource.RUSAGE_SELF)
     out = {
-        "offload": host.device.offload,
+        "offload": host.tap.offload,
         "tso": st.tso_max > 0,
-        "tap": host.device.name,
+        "tap": host.tap.name,
         "netns": host.netns,
         "stack_ip": host.stack_ip,
         "frames_in": c["frames_in"],
@@ -110,13 +130,21 @@ def stats_snapshot(host, extra=None):
         "csum_trusted": c.get("csum_trusted", 0),
         "counters": c,
         "tcp": tcp,
-        "device": host.device.stats.as_dict(),
+        "device": host.device_stats(),
         "cpu": {"user_s": ru.ru_utime, "sys_s": ru.ru_stime,
                 "stack_s": host.runner.cpu_ns / 1e9},
         "elapsed_s": time.monotonic() - host.started,
+        "placement": host.placement,
     }
+    nic = host.nic_stats()
+    if nic is not None:
+        # The NIC's CPU apart from the host's: busy time in the dataplane (and, for the
+        # process placement, the NIC process's whole user/sys time).
+        out["nic"] = nic
+        out["nic_lost"] = nic["lost"]
+        out["cpu"]["nic_s"] = nic["cpu"].get("busy_s", 0.0)
     if host.pcap is not None:
-        out["pcap"] = {"path": host.pcap.path, "frames": host.pcap.frames}
+        out["pcap"] = {"path": host.pcap.path, "frames": host.pcap_frames()}
     if extra:
         out.update(extra)
     return out
@@ -158,18 +186,73 @@ def profiled(fn):
 
 
 # ---------------------------------------------------------------------- serve
+OFFLOADS = ("setup", "teardown", "splice")
+
+
+def _parse_offloads(text):
+    """--offload value -> tuple of names ("none" or "" -> ())."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if names == ["none"]:
+        return ()
+    bad = [n for n in names if n not in OFFLOADS]
+    if bad:
+        raise ValueError("unknown offload %s (choose from %s, or none)"
+                         % (", ".join(bad), ", ".join(OFFLOADS)))
+    return tuple(dict.fromkeys(names))
+
+
+def _app_offload_kwargs(cls, wanted):
+    """Keyword arguments for the app's constructor from the wanted offloads, passing only
+    those its signature names. -> (kwargs, {offload: why it is not used})."""
+    import inspect
+    params = inspect.signature(cls).parameters
+    kw = {}
+    unused = {}
+    for name in wanted:
+        arg = "offload_" + name
+        if arg in params:
+            kw[arg] = True
+        elif name == "splice":
+            unused[name] = "%s is not a proxy (nothing to splice)" % cls.__name__
+        else:
+            unused[name] = "%s has no %s parameter in this build" % (cls.__name__, arg)
+    return kw, unused
+
+
 def cmd_serve(args) -> int:
     """The stack serves an application on a TAP in the peer namespace until a signal."""
     from ..apps.bulk import SinkServer
     from ..apps.echo import EchoServer
 
+    try:
+        wanted = _parse_offloads(args.nic_offload if args.nic_offload is not None else
+                                 ("setup" if args.nic != "none" else "none"))
+    except ValueError as e:
+        print("acceltcp serve: --offload: %s" % e, file=sys.stderr)
+        return 2
+    if wanted and args.nic == "none":
+        print("acceltcp serve: --offload %s needs a NIC (--nic inline or --nic process)"
+              % ",".join(wanted), file=sys.stderr)
+        return 2
     loop, host = _tap_host(args)
     if host is None:
         return 2
+    cls = EchoServer if args.app == "echo" else SinkServer
+    app_kw, unused = _app_offload_kwargs(cls, wanted)
+    for name, why in unused.items():
+        print("acceltcp serve: offload %s not used: %s" % (name, why), file=sys.stderr)
+    nic = host.nic_stats()
+    if nic is not None and nic["ignored_kwargs"]:
+        print("acceltcp serve: this NIC dataplane has no %s: ignored"
+              % ", ".join(nic["ignored_kwargs"]), file=sys.stderr)
     if args.app == "echo":
-        app = EchoServer(host.stack, args.port, backlog=args.backlog)
+        app = EchoServer(host.stack, args.port, backlog=args.backlog, **app_kw)
     else:
-        app = SinkServer(host.stack, args.port, backlog=args.backlog, digest=args.sha256)
+        app = SinkServer(host.stack, args.port, backlog=args.backlog, digest=args.sha256,
+                         **app_kw)
+    offloads = {"requested": list(wanted),
+                "used": [n for n in wanted if "offload_" + n in app_kw],
+                "not_used": unused}
     stop = loop.create_future()
 
     def app_stats():
@@ -179,25 +262,41 @@ def cmd_serve(args) -> int:
             d = {"bytes": app.bytes, "closed": app.closed}
             if app.digest is not None:
                 d["sha256"] = app.digest.hexdigest()
-        return {"command": "serve", "app": args.app, "port": args.port, "app_stats": d}
+        return {"command": "serve", "app": args.app, "port": args.port, "app_stats": d,
+                "offloads": offloads}
 
     def dump():
         if args.stats_file:
             _write_json(args.stats_file, stats_snapshot(host, app_stats()))
 
+    async def refresh_and_dump():
+        await host.refresh()          # a NIC process: its counters as of now
+        dump()
+
+    def on_usr1():
+        if args.stats_file:
+            loop.create_task(refresh_and_dump())
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
-    loop.add_signal_handler(signal.SIGUSR1, dump)
-    _ready(app=args.app, ip=host.stack_ip, port=args.port, tap=host.device.name,
-           netns=host.netns, offload=args.offload, pid=os.getpid())
+    loop.add_signal_handler(signal.SIGUSR1, on_usr1)
+    ready = dict(app=args.app, ip=host.stack_ip, port=args.port, tap=host.tap.name,
+                 netns=host.netns, offload=args.offload, pid=os.getpid(), nic=args.nic,
+                 offloads=offloads["used"])
+    if args.nic == "process":
+        ready["nic_pid"] = host.device.pid
+    _ready(**ready)
     try:
         loop.run_until_complete(stop)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
             loop.remove_signal_handler(sig)
-        dump()
-        host.close()
-        loop.close()
+        try:
+            loop.run_until_complete(host.refresh())
+        finally:
+            dump()
+            host.close()
+            loop.close()
     return 0
 
 
@@ -338,7 +437,7 @@ def cmd_connect(args) -> int:
         print("acceltcp connect: %s" % e, file=sys.stderr)
         return 2
     stack.attach(conn, on_event)
-    _ready(host=args.host, port=args.port, tap=host.device.name, netns=host.netns,
+    _ready(host=args.host, port=args.port, tap=host.tap.name, netns=host.netns,
            offload=args.offload, pid=os.getpid())
     timer = loop.call_later(args.timeout, finish, "timeout") if args.timeout else None
     try:
@@ -396,7 +495,7 @@ def _echo_load(loop, host, args):
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: done.done() or done.set_result(None))
-    _ready(host=args.host, port=args.port, tap=host.device.name, netns=host.netns,
+    _ready(host=args.host, port=args.port, tap=host.tap.name, netns=host.netns,
            offload=args.offload, pid=os.getpid())
     t0 = loop.time()
     load.start()
@@ -424,6 +523,16 @@ def _echo_load(loop, host, args):
     return 0 if ok else 1
 
 
+def _count(text):
+    n = int(text)
+    if n < 0:
+        raise ValueError(text)
+    return n
+
+
+_count.__name__ = "count"          # argparse: "invalid count value"
+
+
 def add_serve_parser(sub):
     p = sub.add_parser("serve", help="run an app on the stack, on a TAP into the peer netns",
                        description=cmd_serve.__doc__ + " Needs root and `acceltcp testbed up`.")
@@ -433,6 +542,25 @@ def add_serve_parser(sub):
     p.add_argument("--backlog", type=int, default=4096)
     p.add_argument("--sha256", action="store_true", help="sink: hash what it receives")
     add_tap_arguments(p)
+    g = p.add_argument_group(
+        "AccelTCP NIC", "a NIC dataplane between the TAP and the stack (docs/placements.md)")
+    g.add_argument("--nic", choices=("none", "inline", "process"), default="none",
+                   help="none: the stack drives the TAP; inline: the dataplane runs in this "
+                        "process in front of the stack; process: in a child process that "
+                        "owns the TAP (a host-port channel to the stack; if it dies the "
+                        "stack takes the TAP over) (%(default)s)")
+    g.add_argument("--offload", dest="nic_offload", metavar="LIST",
+                   help="comma list of what the app offloads to the NIC: setup (SYN "
+                        "cookies), teardown, splice; or none. Default: setup with a NIC, "
+                        "none without. Not the TAP's checksum/TSO offloads (--no-offload). "
+                        "An offload the app or the NIC does not support is reported and "
+                        "not used")
+    g.add_argument("--nic-listeners", type=_count, metavar="N",
+                   help="NIC listener table capacity (the dataplane's default if unset)")
+    g.add_argument("--nic-teardown-flows", type=_count, metavar="N",
+                   help="NIC teardown flow table capacity (if the dataplane has one)")
+    g.add_argument("--nic-splice-rules", type=_count, metavar="N",
+                   help="NIC splice rule table capacity (if the dataplane has one)")
     p.set_defaults(func=profiled(cmd_serve))
     return p
 

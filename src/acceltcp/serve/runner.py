@@ -8,9 +8,15 @@ process CPU time spent in the stack (receive batches and timers, applications
 included) when ``cpu_accounting`` is set.
 
 ``TapHost`` bundles what a command needs: the TAP (moved into the peer namespace
-and configured there), the stack on it, the runner, an optional pcap writer.
+and configured there), the NIC in front of it if any (``nic``: "none", "inline" or
+"process", see ``serve.nic`` and docs/placements.md), the stack on it, the runner, an
+optional pcap writer.
 """
 
+import fcntl
+import os
+import struct
+import sys
 import time
 
 from ..host.runner import StackRunner
@@ -22,11 +28,16 @@ __all__ = ["TapRunner", "TapHost"]
 
 
 class TapRunner(StackRunner):
-    """``TapRunner(loop, stack, device)``: ``StackRunner`` for a TAP. The device reads a
-    batch per readiness callback and hands each frame straight to
-    ``stack.receive_frame(frame, csum_ok)``; the stack's timer is re-armed once per batch,
-    and with ``cpu_accounting`` the whole batch (applications included) is measured.
-    ``close()`` detaches."""
+    """``TapRunner(loop, stack, device)``: ``StackRunner`` for a TAP, or for a NIC device
+    in front of one (``serve.nic``). The device reads a batch per readiness callback and
+    hands each frame straight to ``stack.receive_frame(frame, csum_ok)``; the stack's
+    timer is re-armed once per batch, and with ``cpu_accounting`` the whole batch
+    (applications included) is measured, minus the NIC's own share (``nic_cpu_ns`` of
+    an inline NIC). A device with ``attach_runner(loop, entry)`` registers its own file
+    descriptors (and changes them, as a process NIC does when it falls back to the TAP)
+    and calls ``entry`` when it has frames for the host; a device with a TX ring
+    (``begin_batch``/``end_batch``) gets every entry bracketed, the ring handed over
+    after the accounting. ``close()`` detaches."""
 
     def _attach(self):
         dev = self.device
@@ -34,46 +45,93 @@ class TapRunner(StackRunner):
         dev.set_receiver(self.stack.receive_frame)
         dev.set_batch_end(self._batch_end)
         self._poll = dev.poll
-        self.loop.add_reader(dev.fileno(), self._on_readable)
+        self._nic_time = hasattr(dev, "nic_cpu_ns")
+        if hasattr(dev, "attach_runner"):
+            dev.attach_runner(self.loop, self._on_readable)
+        else:
+            self.loop.add_reader(dev.fileno(), self._on_readable)
 
     def _detach(self):
-        try:
-            self.loop.remove_reader(self.device.fileno())
-        except (ValueError, OSError):
-            pass
-        self.device.set_receiver(None)
-        self.device.set_batch_end(None)
+        dev = self.device
+        if hasattr(dev, "detach_runner"):
+            dev.detach_runner()
+        else:
+            try:
+                self.loop.remove_reader(dev.fileno())
+            except (ValueError, OSError):
+                pass
+        dev.set_receiver(None)
+        dev.set_batch_end(None)
 
     def _on_readable(self):
+        if self._closed:
+            return
         self._in_entry = True
-        if self.cpu_accounting:
-            t0 = time.process_time_ns()
-            self._poll()
-            self.cpu_ns += time.process_time_ns() - t0
-        else:
-            self._poll()
-        self._in_entry = False
+        dev = self.device
+        batched = self._batched
+        if batched:
+            dev.begin_batch()
+        try:
+            if self.cpu_accounting:
+                nic0 = dev.nic_cpu_ns if self._nic_time else 0
+                t0 = time.process_time_ns()
+                self._poll()
+                t1 = time.process_time_ns()
+                nic = dev.nic_cpu_ns - nic0 if self._nic_time else 0
+                self.cpu_ns += t1 - t0 - nic
+            else:
+                self._poll()
+        finally:
+            if batched:
+                dev.end_batch()
+            self._in_entry = False
         self._arm()
 
     def _batch_end(self):
         self.batches += 1
 
 
+def _trim_pcap(path, fd):
+    """Cut a torn last record off a pcap file (its writer was killed mid-write), so that
+    records appended through ``fd`` follow whole ones. -> bytes cut."""
+    rec = struct.Struct("<IIII")
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        off = 24
+        while off + rec.size <= size:
+            incl = rec.unpack(os.pread(f.fileno(), rec.size, off))[2]
+            if off + rec.size + incl > size:
+                break
+            off += rec.size + incl
+    if off < size:
+        os.ftruncate(fd, off)
+    return size - off
+
+
 class TapHost:
-    """A TAP whose kernel end lives in a peer namespace, the stack on it, the runner.
+    """A TAP whose kernel end lives in a peer namespace, the NIC in front of it (``nic``:
+    "none", "inline", "process"; ``dataplane``: NicDataplane kwargs), the stack, the
+    runner.
 
     ``TapHost(loop, netns="atcp-peer", offload=True, ...)``; ``close()`` tears it down
-    (the TAP netdev disappears with its fd).
+    (the TAP netdev disappears with its fd; a NIC process is ended and reaped first).
+    ``device`` is what the stack sends through (the TAP itself without a NIC), ``tap``
+    the TapDevice.
     """
 
     def __init__(self, loop, *, netns=None, tap_name=None, stack_ip=None, peer_ip=None,
                  prefixlen=None, stack_mac=None, peer_mac=None, offload=True, tso=None,
-                 config=None, pcap=None, batch=256, mtu=1500, name="tap"):
+                 config=None, pcap=None, batch=256, mtu=1500, name="tap", nic="none",
+                 dataplane=None, nic_stats_interval=0.5):
         from ..testbed import netns as tb
         from ..wire.ethernet import mac_from_str
+        from . import nic as nicmod
+        if nic not in nicmod.PLACEMENTS:
+            raise ValueError("nic must be one of %s" % (nicmod.PLACEMENTS,))
         netns = netns or tb.DEFAULT_NS
         tap_name = tap_name or tb.TAP_NAME
         self.netns = netns
+        self.placement = nic
         self.stack_ip = stack_ip or tb.STACK_IP
         self.peer_ip = peer_ip or tb.PEER_IP
         prefixlen = prefixlen or tb.PREFIXLEN
@@ -82,28 +140,96 @@ class TapHost:
             raise tb.TestbedError("network namespace %s does not exist: run `acceltcp testbed "
                                   "up%s` first" % (netns, "" if netns == tb.DEFAULT_NS
                                                    else " --netns " + netns))
-        self.device = TapDevice(tap_name, mac, offload=offload, batch=batch)
+        self.tap = TapDevice(tap_name, mac, offload=offload, batch=batch)
+        self.device = self.tap
+        self.pcap = None
+        self._pcap_file = None
         try:
-            tb.attach_tap(self.device.name, netns, self.peer_ip, prefixlen,
+            tb.attach_tap(self.tap.name, netns, self.peer_ip, prefixlen,
                           peer_mac or tb.PEER_MAC, mtu)
-            self.pcap = None
             if pcap:
                 from ..io.pcap import PcapWriter
-                self.pcap = PcapWriter(pcap)
-                self.device.add_tap(self.pcap.write)
+                self._pcap_file = open(pcap, "wb")
+                self.pcap = PcapWriter(self._pcap_file)
+                self.pcap.flush()
+            if nic == "process":
+                pcap_fd = None
+                if self.pcap is not None:
+                    # The NIC process appends to the same open file (and the host after a
+                    # fallback): O_APPEND on the shared file description.
+                    pcap_fd = self._pcap_file.fileno()
+                    fl = fcntl.fcntl(pcap_fd, fcntl.F_GETFL)
+                    fcntl.fcntl(pcap_fd, fcntl.F_SETFL, fl | os.O_APPEND)
+                self.device = nicmod.ProcessNicDevice(self.tap, dataplane=dataplane,
+                                                      pcap_fd=pcap_fd,
+                                                      stats_interval=nic_stats_interval)
+            else:
+                if nic == "inline":
+                    dp, ignored = nicmod.make_dataplane(mac, dataplane or {})
+                    self.device = nicmod.InlineNicDevice(self.tap, dp, loop.time, ignored)
+                if self.pcap is not None:
+                    self.tap.add_tap(self.pcap.write)
+                    if self.device is not self.tap:
+                        self.device.set_capture(self.pcap.write)
             self.config = config if config is not None else TcpConfig()
             self.stack = HostStack(self.device, self.stack_ip, loop.time,
                                    tso=offload if tso is None else tso, config=self.config,
                                    netmask=prefixlen, name=name)
+            if self.device is not self.tap:
+                self.device.on_nic_lost = self._on_nic_lost
             self.runner = TapRunner(loop, self.stack, self.device)
         except BaseException:
-            self.device.close()
+            self._close_devices()
             raise
         self.loop = loop
         self.started = time.monotonic()
 
-    def close(self):
-        self.runner.close()
-        self.device.close()
+    def _on_nic_lost(self):
+        """The NIC process died: the stack takes over, and the capture continues here."""
+        lost = getattr(self.stack, "nic_lost", None)
+        if lost is not None:
+            lost()
+        if self.pcap is not None:
+            try:
+                self.pcap.flush()
+                _trim_pcap(self.pcap.path, self._pcap_file.fileno())
+            except OSError as e:
+                sys.stderr.write("acceltcp: capture stops after the NIC's loss: %s\n" % e)
+                return
+            self.tap.add_tap(self.pcap.write)
+
+    # -- figures for the stats file
+    def device_stats(self):
+        d = self.device
+        return d.stats.as_dict()
+
+    def nic_stats(self):
+        """The NIC's counters and state (None without a NIC)."""
+        if self.device is self.tap:
+            return None
+        return self.device.nic_stats()
+
+    async def refresh(self, timeout=1.0):
+        """Fetch fresh counters from a NIC process (bounded); no-op otherwise."""
+        fn = getattr(self.device, "refresh_stats", None)
+        if fn is not None:
+            await fn(timeout)
+
+    def pcap_frames(self):
+        if self.pcap is None:
+            return 0
+        n = self.pcap.frames
+        fn = getattr(self.device, "pcap_frames", None)
+        return n + (fn() if fn is not None else 0)
+
+    def _close_devices(self):
+        if self.device is not self.tap:
+            self.device.close()
+        self.tap.close()
         if self.pcap is not None:
             self.pcap.close()
+            self._pcap_file.close()
+
+    def close(self):
+        self.runner.close()
+        self._close_devices()

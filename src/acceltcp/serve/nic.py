@@ -1,0 +1,607 @@
+"""The NIC dataplane in front of a host stack on a real TAP: the inline and the process
+placements (the simulator's `host.simnet.SimNicDevice` is the third). docs/placements.md.
+
+Theory of operation
+-------------------
+Both devices look like the TAP to the host stack and to `serve.runner.TapRunner`
+(``mac``, ``send``, ``send_segment`` + ``offload``, ``set_receiver(cb(frame, csum_ok))``,
+``set_batch_end``, ``poll``) plus what a NIC adds: ``nic = True`` (the stack offers
+offloads), ``syn_window`` (the window of the NIC's SYN-ACKs), ``begin_batch`` /
+``end_batch`` (a TX ring), and ``attach_runner(loop, entry)``: the device registers the
+file descriptor(s) it is driven by and calls ``entry`` (the runner's batch entry, which
+calls ``poll``) whenever it has frames for the host.
+
+Frames from the host enter the dataplane on port HOST, except data segments the stack
+hands to ``send_segment`` (partial checksum, maybe a TSO super-segment): those go to
+the TAP as they are, the kernel completing checksum and segmentation through the
+virtio-net header. The classic offloads are delegated to the kernel; the dataplane sees
+every control frame and every full-checksum frame (SYN, ACK, FIN, RST, ARP). Inside a
+runner entry the host's frames and segments are only queued, in order; ``end_batch``
+hands the queue to the NIC, outside the runner's CPU accounting.
+
+``InlineNicDevice`` (inline): the dataplane runs in the host's process. ``poll`` reads
+a batch from the TAP and runs every frame through ``process(frame, WIRE, now,
+csum_ok)`` first (frames for the wire written back at once, frames for the host
+collected), then delivers the collected frames to the stack with the wire frame's
+``csum_ok``. The NIC's share (TAP reads and writes, the dataplane) is measured apart in
+``nic_cpu_ns``, which the runner subtracts from the stack's. The dataplane's own timer
+(``next_deadline`` / ``on_timer``) is a ``loop.call_at`` of the device.
+
+``ProcessNicDevice`` (process): the dataplane runs in a child process
+(``python -m acceltcp.serve.nicd``, the "NIC cores") that owns the TAP; the device
+moves record batches over an `io.nicchannel` socketpair: ``end_batch`` = one sendmsg
+for the whole queue, ``poll`` = one recv for the child's whole batch. The parent keeps
+its TAP fd without reading it. When the channel ends (EOF, socket error, a garbled
+record: the child died), the device kills and reaps the child, switches to reading and
+writing the TAP itself, and calls ``on_nic_lost`` (the stack's ``nic_lost``): from
+then on it is a plain TAP and the host does all the work. The child's counters arrive
+as STATS records, periodically and on ``request_stats()``; the last ones survive it.
+"""
+
+import asyncio
+import inspect
+import json
+import select
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+from ..io import nicchannel as nc
+from ..nic.dataplane import HOST, WIRE, NicDataplane
+
+__all__ = ["InlineNicDevice", "ProcessNicDevice", "NicStartError", "dataplane_kwargs",
+           "make_dataplane", "is_control_frame", "PLACEMENTS"]
+
+PLACEMENTS = ("none", "inline", "process")
+
+_ptime = time.process_time_ns
+_U32 = struct.Struct("!I")
+
+
+def is_control_frame(frame):
+    """An AccelTCP host<->NIC frame (EtherType 0x090A..0x090E)?"""
+    return len(frame) >= 14 and frame[12] == 0x09 and 0x0A <= frame[13] <= 0x0E
+
+
+def dataplane_kwargs(requested):
+    """Split NicDataplane keyword arguments into (accepted, ignored names): only the
+    constructor's *named* parameters count (its ``**cookie_kwargs`` would swallow
+    anything), so table capacities it does not know yet are reported, not passed."""
+    params = inspect.signature(NicDataplane).parameters
+    named = {n for n, p in params.items()
+             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    ok = {k: v for k, v in requested.items() if k in named}
+    return ok, sorted(set(requested) - set(ok))
+
+
+def make_dataplane(mac, requested):
+    """-> (NicDataplane, ignored kwarg names)."""
+    ok, ignored = dataplane_kwargs(requested)
+    return NicDataplane(mac, **ok), ignored
+
+
+def status_dict(dp):
+    rep = dp.status_report()
+    return {k: getattr(rep, k) for k in type(rep).__slots__ if k != "request_id"}
+
+
+class _HostPort:
+    """What both placements share: the host-side ring, runner hooks, capture."""
+
+    nic = True
+    placement = None
+
+    def __init__(self, tap):
+        self.tap = tap
+        self.mac = tap.mac
+        self.name = tap.name
+        self.offload = tap.offload
+        self.nic_cpu_ns = 0
+        self.nic_lost = 0
+        self.on_nic_lost = None
+        self._receiver = None
+        self._batch_end = None
+        self._ring = None
+        self._loop = None
+        self._entry = None
+        self._entry_pending = False
+        self._capture = None
+
+    # -- device API
+    def fileno(self):
+        return self.tap.fd
+
+    def set_receiver(self, callback):
+        self._receiver = callback
+
+    def set_batch_end(self, callback):
+        self._batch_end = callback
+
+    def set_capture(self, fn):
+        """``fn(frame, timestamp)`` for every control frame crossing the host port."""
+        self._capture = fn
+
+    def send(self, frame):
+        ring = self._ring
+        if ring is not None:
+            ring.append(frame)
+        else:
+            self._to_nic((frame,))
+        return True
+
+    def send_segment(self, header, payload, gso_size):
+        ring = self._ring
+        if ring is not None:
+            ring.append((header, payload, gso_size))
+        else:
+            self._to_nic(((header, payload, gso_size),))
+        return True
+
+    def begin_batch(self):
+        self._ring = []
+
+    def end_batch(self):
+        ring = self._ring
+        self._ring = None
+        if ring:
+            self._to_nic(ring)
+
+    # -- runner hooks
+    def attach_runner(self, loop, entry):
+        self._loop = loop
+        self._entry = entry
+        loop.add_reader(self.fileno(), entry)
+        if self._host_backlog():            # replies to frames sent before the runner
+            self._wake_host()
+
+    def _host_backlog(self):
+        return False
+
+    def detach_runner(self):
+        if self._loop is not None:
+            try:
+                self._loop.remove_reader(self.fileno())
+            except (ValueError, OSError):
+                pass
+        self._entry = None
+
+    def _wake_host(self):
+        """Frames for the host arrived outside a readiness callback: run an entry soon."""
+        if not self._entry_pending and self._entry is not None:
+            self._entry_pending = True
+            self._loop.call_soon(self._run_entry)
+
+    def _run_entry(self):
+        self._entry_pending = False
+        if self._entry is not None:
+            self._entry()
+
+    def _record(self, frame):
+        if self._capture is not None and is_control_frame(frame):
+            self._capture(frame, time.time())
+
+
+class InlineNicDevice(_HostPort):
+    """The dataplane in the host's process, between the TAP and the stack (module doc).
+    ``clock``: the dataplane's ``now`` (the loop's clock)."""
+
+    placement = "inline"
+
+    def __init__(self, tap, dataplane, clock=time.monotonic, ignored=()):
+        super().__init__(tap)
+        self.dataplane = dataplane
+        self.syn_window = dataplane.syn_window
+        self.ignored = list(ignored)
+        self._clock = clock
+        self._rx = []
+        self._timer = None
+        self._timer_when = None
+        tap.set_receiver(self._from_wire)
+        tap.set_batch_end(None)
+
+    @property
+    def stats(self):
+        return self.tap.stats
+
+    def poll(self):
+        t0 = _ptime()
+        n = self.tap.poll()
+        self._arm()
+        rx = self._rx
+        self.nic_cpu_ns += _ptime() - t0
+        if rx:
+            self._rx = []
+            recv = self._receiver
+            if recv is not None:
+                for frame, ok in rx:
+                    recv(frame, ok)
+        if (n or rx) and self._batch_end is not None:
+            self._batch_end()
+        return n + len(rx)
+
+    def _from_wire(self, frame, csum_ok):
+        for port, out in self.dataplane.process(frame, WIRE, self._clock(), csum_ok):
+            if port == HOST:
+                self._rx.append((out, csum_ok))
+                if self._capture is not None:
+                    self._record(out)
+            else:
+                self.tap.send(out)
+
+    def _to_nic(self, items):
+        t0 = _ptime()
+        dp = self.dataplane
+        tap = self.tap
+        now = self._clock()
+        woke = False
+        for item in items:
+            if item.__class__ is tuple:
+                tap.send_segment(*item)
+                continue
+            self._record(item)
+            for port, out in dp.process(item, HOST, now):
+                if port == WIRE:
+                    tap.send(out)
+                else:
+                    self._rx.append((out, False))
+                    self._record(out)
+                    woke = True
+        self._arm()
+        self.nic_cpu_ns += _ptime() - t0
+        if woke:
+            self._wake_host()
+
+    # -- the dataplane's timer
+    def _arm(self):
+        d = self.dataplane.next_deadline()
+        if d is None or self._loop is None:
+            return
+        w = self._timer_when
+        if w is not None:
+            if w <= d:
+                return
+            self._timer.cancel()
+        self._timer_when = d
+        self._timer = self._loop.call_at(d, self._on_timer)
+
+    def _on_timer(self):
+        self._timer = self._timer_when = None
+        t0 = _ptime()
+        woke = False
+        for port, out in self.dataplane.on_timer(self._clock()):
+            if port == WIRE:
+                self.tap.send(out)
+            else:
+                self._rx.append((out, False))
+                self._record(out)
+                woke = True
+        self._arm()
+        self.nic_cpu_ns += _ptime() - t0
+        if woke:
+            self._wake_host()
+
+    def attach_runner(self, loop, entry):
+        super().attach_runner(loop, entry)
+        self._arm()
+
+    def _host_backlog(self):
+        return bool(self._rx)
+
+    def nic_stats(self):
+        dp = self.dataplane
+        return {"placement": self.placement, "alive": True, "lost": 0,
+                "counters": dict(dp.counters), "status": status_dict(dp),
+                "syn_window": dp.syn_window, "ignored_kwargs": self.ignored,
+                "cpu": {"busy_s": self.nic_cpu_ns / 1e9}}
+
+    def close(self):
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = self._timer_when = None
+        self.detach_runner()
+        self.tap.set_receiver(None)
+
+
+class NicStartError(RuntimeError):
+    pass
+
+
+class ProcessNicDevice(_HostPort):
+    """The dataplane in a child process that owns the TAP (module doc).
+
+    ``dataplane``: NicDataplane kwargs (the child keeps those its constructor names).
+    ``pcap_fd``: a file the child appends pcap records to (the parent wrote the global
+    header). ``stats_interval``: seconds between the child's unsolicited STATS."""
+
+    placement = "process"
+
+    def __init__(self, tap, *, dataplane=None, pcap_fd=None, stats_interval=0.5,
+                 start_timeout=15.0):
+        super().__init__(tap)
+        self.alive = True
+        self.lost_reason = None
+        self.exit_status = None
+        self.report = None                 # the child's last STATS document
+        self.report_time = None
+        self.stats_bad = 0
+        self.ctl_dropped = 0
+        self._waiters = {}
+        self._next_request = 1
+        self._writer = False
+        self._early = []
+        host_end, nic_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        argv = [sys.executable, "-m", "acceltcp.serve.nicd",
+                "--tap-fd", str(tap.fd), "--channel-fd", str(nic_end.fileno()),
+                "--mac", tap.mac.hex(), "--batch", str(tap.batch),
+                "--dataplane", json.dumps(dataplane or {}),
+                "--stats-interval", str(stats_interval)]
+        fds = [tap.fd, nic_end.fileno()]
+        if tap.offload:
+            argv.append("--offload")
+        if pcap_fd is not None:
+            argv += ["--pcap-fd", str(pcap_fd)]
+            fds.append(pcap_fd)
+        try:
+            self.proc = subprocess.Popen(argv, pass_fds=fds, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL)
+        except BaseException:
+            host_end.close()
+            nic_end.close()
+            raise
+        nic_end.close()
+        self.pid = self.proc.pid
+        self.channel = nc.NicChannel(host_end, accept=nc.NIC_TO_HOST)
+        try:
+            self.hello = self._wait_hello(start_timeout)
+        except BaseException:
+            self._reap()
+            self.channel.close()
+            raise
+        self.syn_window = self.hello["syn_window"]
+        self.ignored = self.hello.get("ignored_kwargs", [])
+
+    def _wait_hello(self, timeout):
+        deadline = time.monotonic() + timeout
+        ch = self.channel
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([ch.fileno()], [], [], 0.05)
+            if r:
+                recs = ch.receive()
+                if recs:
+                    kind, _, _, _, body = recs[0]
+                    if kind != nc.HELLO:
+                        raise NicStartError("NIC process: first record is kind %d, not "
+                                            "HELLO" % kind)
+                    self._early = recs[1:]
+                    try:
+                        doc = json.loads(body)
+                        int(doc["syn_window"])
+                    except (ValueError, TypeError, KeyError) as e:
+                        raise NicStartError("NIC process: bad HELLO (%s)" % e) from None
+                    return doc
+                if ch.error is not None or ch.eof:
+                    break
+            if self.proc.poll() is not None:
+                break
+        self._reap()
+        raise NicStartError("NIC process did not start (exit status %s%s)" % (
+            self.proc.returncode, ", channel: %s" % ch.error if ch.error else ""))
+
+    # -- host -> NIC
+    def _to_nic(self, items):
+        if not self.alive:
+            self._to_tap(items)
+            return
+        ch = self.channel
+        for item in items:
+            if item.__class__ is tuple:
+                ch.queue_segment(*item)
+            else:
+                ch.queue_frame(item)
+        self._flush(items)
+
+    def _flush(self, items=()):
+        try:
+            done = self.channel.flush()
+        except nc.ChannelClosed as e:
+            self._lose("send: %s" % e)
+            self._to_tap(items)          # the host's frames of this batch go out itself
+            return
+        if not done and not self._writer and self._loop is not None:
+            self._writer = True
+            self._loop.add_writer(self.channel.fileno(), self._on_writable)
+        elif done and self._writer:
+            self._writer = False
+            self._loop.remove_writer(self.channel.fileno())
+
+    def _on_writable(self):
+        self._flush()
+
+    def _to_tap(self, items):
+        tap = self.tap
+        for item in items:
+            if item.__class__ is tuple:
+                tap.send_segment(*item)
+            elif is_control_frame(item):
+                self.ctl_dropped += 1           # no NIC to take it: never to the wire
+            else:
+                tap.send(item)
+
+    # -- NIC -> host
+    def poll(self):
+        if not self.alive:
+            return self.tap.poll()
+        ch = self.channel
+        recs = ch.receive(self.tap.batch)
+        if self._early:
+            recs = self._early + recs
+            self._early = []
+        recv = self._receiver
+        n = 0
+        for kind, flags, _, _, body in recs:
+            if kind == nc.FRAME:
+                n += 1
+                if recv is not None:
+                    recv(body, flags & nc.CSUM_OK != 0)
+            elif kind == nc.STATS:
+                self._on_stats(body)
+        if ch.eof or ch.error is not None:
+            self._lose("channel %s" % ("error: %s" % ch.error if ch.error is not None
+                                       else "EOF"))
+        if n and self._batch_end is not None:
+            self._batch_end()
+        return n
+
+    def _host_backlog(self):
+        return bool(self._early)
+
+    def _on_stats(self, body):
+        try:
+            doc = json.loads(body)
+            rid = int(doc.get("request_id", 0))
+        except (ValueError, TypeError, AttributeError):
+            self.stats_bad += 1
+            return
+        self.report = doc
+        self.report_time = time.monotonic()
+        fut = self._waiters.pop(rid, None)
+        if fut is not None and not fut.done():
+            fut.set_result(doc)
+
+    def request_stats(self):
+        """Ask the child for a STATS record now. -> a future of the document (None if
+        the NIC is gone)."""
+        fut = self._loop.create_future()
+        if not self.alive:
+            fut.set_result(None)
+            return fut
+        rid = self._next_request
+        self._next_request = rid % 0xFFFFFFFF + 1
+        self._waiters[rid] = fut
+        self.channel.queue_record(nc.STATS_REQUEST, _U32.pack(rid))
+        if self._ring is None:
+            self._flush()
+        return fut
+
+    async def refresh_stats(self, timeout=1.0):
+        """Fresh counters from the child (bounded wait); the last known ones otherwise."""
+        if not self.alive or self._loop is None:
+            return self.report
+        fut = self.request_stats()
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            return self.report
+
+    # -- losing the NIC
+    def _lose(self, reason):
+        if not self.alive:
+            return
+        self.alive = False
+        self.nic = False
+        self.nic_lost += 1
+        self.lost_reason = reason
+        loop = self._loop
+        if loop is not None:
+            try:
+                loop.remove_reader(self.channel.fileno())
+                if self._writer:
+                    loop.remove_writer(self.channel.fileno())
+            except (ValueError, OSError):
+                pass
+            self._writer = False
+        garbled = isinstance(self.channel.error, nc.ChannelError)
+        self.channel.close()
+        # At EOF the child is exiting (or dead) anyway: give it a moment to finish by
+        # itself; a child that garbles the stream is killed at once.
+        self._reap(0.0 if garbled else 1.0)
+        for fut in self._waiters.values():
+            if not fut.done():
+                fut.set_result(None)
+        self._waiters.clear()
+        tap = self.tap
+        tap.set_receiver(self._receiver)
+        tap.set_batch_end(self._batch_end)
+        if loop is not None and self._entry is not None:
+            loop.add_reader(tap.fd, self._entry)
+        sys.stderr.write(json.dumps({"event": "nic_lost", "reason": reason,
+                                     "nic_pid": self.pid, "exit": self.exit_status}) + "\n")
+        sys.stderr.flush()
+        if self.on_nic_lost is not None:
+            self.on_nic_lost()
+
+    def _reap(self, grace=0.0):
+        """Wait ``grace`` seconds for the child to exit by itself, then SIGKILL; reaped."""
+        p = self.proc
+        if p.poll() is None:
+            try:
+                p.wait(grace)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        self.exit_status = p.returncode
+
+    # -- runner hooks: the channel while the NIC lives, the TAP after
+    def fileno(self):
+        return self.channel.fileno() if self.alive else self.tap.fd
+
+    def detach_runner(self):
+        super().detach_runner()
+        if self._writer and self.alive:
+            self._loop.remove_writer(self.channel.fileno())
+            self._writer = False
+
+    @property
+    def stats(self):
+        return self
+
+    def as_dict(self):
+        """TAP counters: the child's (last report) plus the parent's own (after a
+        fallback), so the figures cover the whole run."""
+        mine = self.tap.stats.as_dict()
+        theirs = (self.report or {}).get("tap") or {}
+        out = {}
+        for k, v in mine.items():
+            t = theirs.get(k, 0)
+            out[k] = max(v, t) if k.endswith("_max_frame") else v + t
+        return out
+
+    def nic_stats(self):
+        rep = self.report or {}
+        out = {"placement": self.placement, "alive": self.alive, "lost": self.nic_lost,
+               "pid": self.pid, "syn_window": self.syn_window,
+               "ignored_kwargs": self.ignored, "counters": rep.get("counters", {}),
+               "status": rep.get("status", {}), "cpu": rep.get("cpu", {}),
+               "channel_nic": rep.get("channel", {}),
+               "channel_host": self.channel.stats.as_dict(),
+               "report_age_s": (time.monotonic() - self.report_time
+                                if self.report_time is not None else None),
+               "stats_bad": self.stats_bad, "ctl_dropped": self.ctl_dropped}
+        if not self.alive:
+            out["lost_reason"] = self.lost_reason
+            out["exit_status"] = self.exit_status
+        return out
+
+    def pcap_frames(self):
+        return (self.report or {}).get("pcap_frames", 0)
+
+    def close(self):
+        """End the NIC process: close the channel (it exits at EOF), then SIGTERM and
+        SIGKILL if it lingers; always reaped."""
+        self.detach_runner()
+        if self.alive:
+            self.alive = False
+            self.channel.close()
+            p = self.proc
+            try:
+                p.wait(3.0)
+            except subprocess.TimeoutExpired:
+                p.terminate()
+                self._reap(2.0)
+            self.exit_status = p.returncode
+        for fut in self._waiters.values():
+            if not fut.done():
+                fut.set_result(None)
+        self._waiters.clear()
