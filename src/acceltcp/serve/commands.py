@@ -91,7 +91,7 @@ def _tap_host(args):
                        peer_ip=args.peer_ip, offload=args.offload,
                        tso=args.tso if args.offload else False, config=_config(args),
                        pcap=args.pcap, batch=args.batch, nic=getattr(args, "nic", "none"),
-                       dataplane=_dataplane_kwargs(args))
+                       dataplane=_dataplane_kwargs(args), isn=getattr(args, "isn", None))
     except (TestbedError, OSError, NicStartError, ValueError) as e:
         loop.close()
         what = "%s %s" % (args.command, getattr(args, "app", "") or "")
@@ -201,29 +201,26 @@ def _parse_offloads(text):
     return tuple(dict.fromkeys(names))
 
 
-def _app_offload_kwargs(cls, wanted):
-    """Keyword arguments for the app's constructor from the wanted offloads, passing only
-    those its signature names. -> (kwargs, {offload: why it is not used})."""
-    import inspect
-    params = inspect.signature(cls).parameters
+def _app_offload_kwargs(spec, wanted):
+    """``offload_<name>=True`` for each wanted offload the app can use.
+    -> (kwargs, {offload: why it is not used})."""
     kw = {}
     unused = {}
     for name in wanted:
-        arg = "offload_" + name
-        if arg in params:
-            kw[arg] = True
+        if name in spec.offloads:
+            kw["offload_" + name] = True
         elif name == "splice":
-            unused[name] = "%s is not a proxy (nothing to splice)" % cls.__name__
+            unused[name] = "%s is not a proxy (nothing to splice)" % spec.name
         else:
-            unused[name] = "%s has no %s parameter in this build" % (cls.__name__, arg)
+            unused[name] = "%s does not use %s offload" % (spec.name, name)
     return kw, unused
 
 
 def cmd_serve(args) -> int:
     """The stack serves an application on a TAP in the peer namespace until a signal."""
-    from ..apps.bulk import SinkServer
-    from ..apps.echo import EchoServer
+    from .apps import APPS
 
+    spec = APPS[args.app]
     try:
         wanted = _parse_offloads(args.nic_offload if args.nic_offload is not None else
                                  ("setup" if args.nic != "none" else "none"))
@@ -237,33 +234,30 @@ def cmd_serve(args) -> int:
     loop, host = _tap_host(args)
     if host is None:
         return 2
-    cls = EchoServer if args.app == "echo" else SinkServer
-    app_kw, unused = _app_offload_kwargs(cls, wanted)
+    app_kw, unused = _app_offload_kwargs(spec, wanted)
     for name, why in unused.items():
         print("acceltcp serve: offload %s not used: %s" % (name, why), file=sys.stderr)
     nic = host.nic_stats()
     if nic is not None and nic["ignored_kwargs"]:
         print("acceltcp serve: this NIC dataplane has no %s: ignored"
               % ", ".join(nic["ignored_kwargs"]), file=sys.stderr)
-    if args.app == "echo":
-        app = EchoServer(host.stack, args.port, backlog=args.backlog, **app_kw)
-    else:
-        app = SinkServer(host.stack, args.port, backlog=args.backlog, digest=args.sha256,
-                         **app_kw)
+    if args.port is None:
+        args.port = spec.port
+    try:
+        app = spec.build(host.stack, args, app_kw)
+    except (OSError, ValueError) as e:
+        print("acceltcp serve %s: %s" % (args.app, e), file=sys.stderr)
+        host.close()
+        loop.close()
+        return 2
     offloads = {"requested": list(wanted),
                 "used": [n for n in wanted if "offload_" + n in app_kw],
                 "not_used": unused}
     stop = loop.create_future()
 
     def app_stats():
-        if args.app == "echo":
-            d = {"accepted": app.accepted, "bytes_echoed": app.bytes_echoed}
-        else:
-            d = {"bytes": app.bytes, "closed": app.closed}
-            if app.digest is not None:
-                d["sha256"] = app.digest.hexdigest()
-        return {"command": "serve", "app": args.app, "port": args.port, "app_stats": d,
-                "offloads": offloads}
+        return {"command": "serve", "app": args.app, "port": args.port,
+                "app_stats": spec.stats(app), "offloads": offloads}
 
     def dump():
         if args.stats_file:
@@ -534,14 +528,27 @@ _count.__name__ = "count"          # argparse: "invalid count value"
 
 
 def add_serve_parser(sub):
-    p = sub.add_parser("serve", help="run an app on the stack, on a TAP into the peer netns",
-                       description=cmd_serve.__doc__ + " Needs root and `acceltcp testbed up`.")
-    p.add_argument("app", choices=("echo", "sink"),
-                   help="echo: echo every byte; sink: read and discard (count, --sha256)")
-    p.add_argument("--port", type=int, default=7, help="TCP port (%(default)s)")
-    p.add_argument("--backlog", type=int, default=4096)
-    p.add_argument("--sha256", action="store_true", help="sink: hash what it receives")
+    from .apps import APPS
+
+    top = sub.add_parser("serve", help="run an app on the stack, on a TAP into the peer netns",
+                         description=cmd_serve.__doc__ + " Needs root and `acceltcp "
+                         "testbed up`. `acceltcp serve APP --help` lists the app's options.")
+    apps = top.add_subparsers(dest="app", metavar="APP", required=True)
+    for spec in APPS.values():
+        p = apps.add_parser(spec.name, help=spec.help, description=spec.help + ".")
+        p.add_argument("--port", type=int, default=None,
+                       help="TCP port (%d)" % spec.port)
+        p.add_argument("--backlog", type=int, default=4096)
+        spec.add_arguments(p)
+        _add_serve_options(p)
+    return top
+
+
+def _add_serve_options(p):
     add_tap_arguments(p)
+    p.add_argument("--isn", type=lambda t: int(t, 0) & 0xFFFFFFFF, metavar="N",
+                   help="initial sequence number of every connection (testing: a value "
+                        "just below 2**32 makes sequence numbers wrap); default RFC 6528")
     g = p.add_argument_group(
         "AccelTCP NIC", "a NIC dataplane between the TAP and the stack (docs/placements.md)")
     g.add_argument("--nic", choices=("none", "inline", "process"), default="none",
@@ -562,7 +569,6 @@ def add_serve_parser(sub):
     g.add_argument("--nic-splice-rules", type=_count, metavar="N",
                    help="NIC splice rule table capacity (if the dataplane has one)")
     p.set_defaults(func=profiled(cmd_serve))
-    return p
 
 
 def add_connect_parser(sub):

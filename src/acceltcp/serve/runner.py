@@ -122,7 +122,7 @@ class TapHost:
     def __init__(self, loop, *, netns=None, tap_name=None, stack_ip=None, peer_ip=None,
                  prefixlen=None, stack_mac=None, peer_mac=None, offload=True, tso=None,
                  config=None, pcap=None, batch=256, mtu=1500, name="tap", nic="none",
-                 dataplane=None, nic_stats_interval=0.5):
+                 dataplane=None, nic_stats_interval=0.5, isn=None):
         from ..testbed import netns as tb
         from ..wire.ethernet import mac_from_str
         from . import nic as nicmod
@@ -174,7 +174,8 @@ class TapHost:
             self.config = config if config is not None else TcpConfig()
             self.stack = HostStack(self.device, self.stack_ip, loop.time,
                                    tso=offload if tso is None else tso, config=self.config,
-                                   netmask=prefixlen, name=name)
+                                   netmask=prefixlen, name=name,
+                                   isn=None if isn is None else (lambda *a: isn))
             if self.device is not self.tap:
                 self.device.on_nic_lost = self._on_nic_lost
             self.runner = TapRunner(loop, self.stack, self.device)
