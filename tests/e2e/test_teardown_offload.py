@@ -165,3 +165,60 @@ def test_overload_capacity_8_of_1000_connections_falls_back():
     assert td.counters["done_closed"] == offloaded and td.active == 0
     assert net.b.offload.status.teardowns_done == offloaded
     assert not net.b.connections and c["conns_reset"] == 0
+
+
+class BlobServer:
+    """Answer each connection's first bytes with `size` bytes and close at once: more
+    than one flight on a fresh connection, so the offer has to wait for the window."""
+
+    def __init__(self, stack, port, size, config):
+        self.stack = stack
+        self.data = bytes(range(256)) * (size // 256)
+        lst = stack.listen(port, 1024, config=config, offload_setup=True,
+                           offload_teardown=True)
+        lst.on_acceptable = self.on_acceptable
+
+    def on_acceptable(self, lst):
+        while (conn := lst.accept()) is not None:
+            self.stack.attach(conn, self.on_event)
+            self.on_event(conn)
+
+    def on_event(self, conn):
+        if conn.rcvbuf and not conn.app_closed:
+            self.stack.recv(conn, 1 << 20)
+            assert self.stack.send(conn, self.data) == len(self.data)
+            self.stack.close(conn)
+
+
+@pytest.mark.parametrize("loss", [0.0, 0.03])
+def test_large_response_is_offered_once_the_rest_fits(loss):
+    """200 KiB then close on a fresh connection: the host sends until what is left fits
+    the windows, then hands the rest (data + FIN) to the NIC."""
+    n, size = 100, 200 << 10
+    cfg = TcpConfig(time_wait=2.0, snd_buf=1 << 20, rcv_buf=1 << 20)
+    with SimLoop(31) as loop:
+        net = make_pair(loop, config_a=cfg, config_b=cfg, nic_b=True, seed=31,
+                        faults=FaultConfig(loss=loss) if loss else None,
+                        bandwidth_bps=1e9, delay=100e-6, queue_limit=8192)
+        srv = BlobServer(net.b, 80, size, cfg)
+
+        async def client(i):
+            reader, writer = await open_connection(net.a, "198.18.0.2", 80)
+            writer.write(b"GET")
+            got = await reader.read(-1)             # everything until the FIN
+            writer.close()
+            await writer.wait_closed()
+            return got == srv.data
+
+        async def main():
+            return await asyncio.gather(*(client(i) for i in range(n)))
+
+        results = loop.run(main(), timeout=3600)
+        loop.run_for(10.0)
+    assert results.count(True) == n
+    c = net.b.counters
+    td = net.nic_b.dataplane.teardown
+    assert c["teardown_deferred"] == n                # none fitted at close time ...
+    assert c["teardown_accepted"] == n                # ... every one did later
+    assert td.counters["done_closed"] == n and td.active == 0
+    assert not net.b.connections and c["conns_reset"] == 0

@@ -62,7 +62,7 @@ splice_closed, splice_held_frames, nic_status_reports, nic_msgs_in, nic_msgs_bad
 import collections
 
 from ..nic.splice import SpliceSide, splice_rules
-from ..tcp.connection import TS_MASK
+from ..tcp.connection import TEARDOWN_WAIT, TS_MASK
 from ..tcp.states import ESTABLISHED
 from ..wire import control
 from ..wire.control import (
@@ -140,8 +140,9 @@ class NicOffload:
 
     # ------------------------------------------------------------------ teardown
     def teardown(self, conn, now):
-        """Offer `conn`'s teardown to the NIC. True: parked, the NIC decides; False: the
-        caller closes it itself."""
+        """Offer `conn`'s teardown to the NIC. True: parked (the NIC decides) or waiting
+        (until what is left to send fits one flight); False: the caller closes it
+        itself."""
         cap = self.teardown_capacity
         if cap is not None and self.teardown_active >= cap:
             self._c["teardown_nic_full"] += 1
@@ -151,6 +152,15 @@ class NicOffload:
         if e is None or not e.live:
             e = rec.arp = self.stack._arp.get(rec.nexthop)
         offer = conn.teardown_offer(now) if e is not None else None
+        if offer is TEARDOWN_WAIT:
+            # Closed for the app; the host sends on, and offers again after every
+            # segment or timer (HostStack._touch -> retry) until the rest fits.
+            if not rec.teardown_wait:
+                rec.teardown_wait = True
+                rec.handler = None
+                conn.app_closed = True
+                self._c["teardown_deferred"] += 1
+            return True
         if offer is None:
             self._c["teardown_ineligible"] += 1
             return False
@@ -176,6 +186,21 @@ class NicOffload:
         st._nic_send(b"".join((hdr[:12], _ET_TEARDOWN, msg.encode(False), hdr[14:],
                                payload)))
         return True
+
+    def retry(self, conn):
+        """A connection waiting to be offered (``rec.teardown_wait``) after a segment or a
+        timer: offer it now, keep waiting, or close it here after all."""
+        rec = conn.owner
+        now = self.stack.clock()
+        if conn.state != ESTABLISHED and conn.state != CLOSE_WAIT:
+            rec.teardown_wait = False                  # reset, or the peer went away
+            return
+        if self.teardown(conn, now):
+            if not rec.teardown_wait or rec.key not in self.stack._table:
+                rec.teardown_wait = False               # offered: parked now
+            return
+        rec.teardown_wait = False
+        conn.close(now)
 
     def _teardown_accepted(self, msg):
         """Cumulative: every offer up to msg.flow_id still parked is the NIC's."""

@@ -175,7 +175,7 @@ class HostConn:
 
     __slots__ = ("key", "remote_ip", "local_port", "remote_port", "nexthop", "arp",
                  "armed", "parent", "embryonic", "removed", "handler", "app", "passive",
-                 "offload_teardown")
+                 "offload_teardown", "teardown_wait")
 
     # No reference back to the TCB: conn -> owner only, so a finished connection is
     # freed by reference counting, without work for the cyclic garbage collector.
@@ -194,6 +194,7 @@ class HostConn:
         self.app = None
         self.passive = passive
         self.offload_teardown = False   # offer the teardown to the NIC on close (§4.2)
+        self.teardown_wait = False      # closed by the app, offered once the rest fits
 
 
 class Listener:
@@ -870,6 +871,10 @@ class HostStack:
         """After any call into a TCB: drop it if closed, else re-arm its timer."""
         if conn is self._entry_conn:
             return                  # the running entry does it when the TCB returns
+        if conn.owner.teardown_wait:
+            self.offload.retry(conn)
+            if conn.owner.key not in self._table:
+                return              # offered: parked, out of the table and the timers
         if conn.closed:
             if not conn.owner.removed:
                 self._remove(conn)
@@ -1048,8 +1053,11 @@ class HostStack:
         TCB stays in the table until it is closed (FIN handshake, TIME-WAIT) -- or, with
         ``offload_teardown`` on a NIC, is handed to the NIC (``host.offload``)."""
         if conn.state != states.CLOSED:
+            rec = conn.owner
+            if rec.teardown_wait:
+                return                     # closed already: waiting to be offered
             now = self.clock()
-            if (conn.owner.offload_teardown and self.nic and not conn.app_closed
+            if (rec.offload_teardown and self.nic and not conn.app_closed
                     and self.offload.teardown(conn, now)):
                 return
             conn.close(now)

@@ -71,6 +71,7 @@ PAWS_IDLE = 24 * 24 * 3600.0       # RFC 7323 §5.5: ts_recent is invalid after 
 MAX_WSCALE = 14                    # RFC 7323 §2.3
 TS_OPTION = struct.Struct("!III")  # NOP, NOP, kind 8, len 10, TSval, TSecr
 TS_HEAD = 0x0101080A
+TEARDOWN_WAIT = "wait"             # teardown_offer: not yet (too much data in flight)
 TS_MASK = 0xFFFFFFFE               # our TSvals keep bit 0 clear: the NIC's SYN-cookie mark
                                    # (docs/nic.md); clearing it keeps them non-decreasing
 CHALLENGE_ACKS_PER_SECOND = 10     # RFC 5961 §7 rate limit, per connection
@@ -380,23 +381,26 @@ class TcpConnection:
         return tw
 
     def teardown_offer(self, now: float):
-        """The rest of this connection as a NIC teardown (AccelTCP §4.2), or None when
-        the NIC may not take it. Eligible: ESTABLISHED or CLOSE_WAIT, our FIN not yet
-        queued, nothing unread, nothing out of order or in recovery, and everything
-        unacknowledged fits the peer's window and the congestion window at once (the
-        NIC sends it in one flight). -> ``(Teardown, seq, ack, window_field, payload)``:
-        the header and the TCP segment the NIC continues from (seq = SND.UNA, all
-        unacknowledged data). Output corked during the app's callback is cancelled, so
-        nothing leaves meanwhile; the caller then calls ``handoff`` (the NIC took it)
-        or ``close`` (it did not)."""
+        """The rest of this connection as a NIC teardown (AccelTCP §4.2).
+
+        Eligible: ESTABLISHED or CLOSE_WAIT, our FIN not yet queued, nothing unread,
+        and everything unacknowledged fits the peer's window and the congestion window
+        at once (the NIC sends it in one flight), with nothing out of order or in
+        recovery. -> ``(Teardown, seq, ack, window_field, payload)``: the header and the
+        TCP segment the NIC continues from (seq = SND.UNA, all unacknowledged data);
+        ``TEARDOWN_WAIT`` when only the amount of data (or a recovery in progress)
+        stands in the way, so that sending on may make it eligible; None when the NIC
+        may not take it. With an offer, output corked during the app's callback is
+        cancelled, so nothing leaves meanwhile; the caller then calls ``handoff`` (the
+        NIC took it) or ``close`` (it did not)."""
         state = self.state
         if (state != ESTABLISHED and state != CLOSE_WAIT) or self.fin_queued \
-                or self.rcvbuf or self.reasm or self.in_recovery \
-                or self.snd_una != self.sbase:
+                or self.rcvbuf or self.snd_una != self.sbase:
             return None
         n = len(self.sndbuf)
-        if n > self.snd_wnd or n > self.cc.cwnd or n > TSO_PAYLOAD_MAX:
-            return None
+        if n > self.snd_wnd or n > self.cc.cwnd or n > TSO_PAYLOAD_MAX or self.reasm \
+                or self.in_recovery:
+            return TEARDOWN_WAIT
         cfg = self.config
         wnd = (self.rcv_adv - self.rcv_nxt) & MASK
         wnd = 0 if wnd >= HALF else wnd >> self.rcv_wscale      # what we advertise now

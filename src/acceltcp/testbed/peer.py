@@ -12,6 +12,10 @@ only the kernel's TCP (``socket``), so they are the "real Linux peer" of the tes
                C at a time; every one must complete
   serve-bytes  a server: for each connection send N bytes, then close (the stack
                downloads); --count connections, then exit
+  duplex       one connection, both ways at once: after an optional head (client: sent
+               first; server: --head-lines lines read first) send N bytes of the seed's
+               pattern, half-close, and hash everything received until EOF (a spliced
+               connection through a proxy on the stack)
   server       a reference server on the kernel stack (asyncio or uvloop): echo, sink,
                or a minimal RESP "PING" responder, until SIGTERM
 """
@@ -147,12 +151,15 @@ def short(a):
                     if not d:
                         break
                     got += d
+                extra = s.recv(65536) if a.expect_eof and got == msg else b""
                 s.close()
                 with lock:
-                    if got == msg:
-                        state["ok"] += 1
-                    else:
+                    if got != msg:
                         state["errors"].append("short reply %d" % len(got))
+                    elif extra:
+                        state["errors"].append("%d bytes instead of EOF" % len(extra))
+                    else:
+                        state["ok"] += 1
             except OSError as e:
                 with lock:
                     state["errors"].append(repr(e))
@@ -193,6 +200,58 @@ def serve_bytes(a):
     ls.close()
     print(json.dumps({"served": results}))
     return 0
+
+
+def duplex(a):
+    """See the module docstring. Prints sent/received counts, the received sha256 (after
+    the head) and, for the server, the head it read."""
+    if a.host:
+        s = _connect(a.host, a.port, a.timeout)
+        if a.head:
+            s.sendall(a.head.encode().decode("unicode_escape").encode("latin-1"))
+        head = b""
+    else:
+        ls = socket.create_server(("0.0.0.0", a.port), backlog=8)
+        ls.settimeout(a.timeout)
+        print(json.dumps({"event": "ready", "port": a.port}), flush=True)
+        s, _ = ls.accept()
+        ls.close()
+        head = b""
+        while head.count(b"\n") < a.head_lines:
+            d = s.recv(1)
+            if not d:
+                break
+            head += d
+    s.settimeout(a.timeout)
+    t0 = time.monotonic()
+    err = []
+
+    def sender():
+        try:
+            for chunk in _chunks(a.seed, a.bytes):
+                s.sendall(chunk)
+            s.shutdown(socket.SHUT_WR)
+        except OSError as e:
+            err.append(repr(e))
+    t = threading.Thread(target=sender, daemon=True)
+    t.start()
+    h = hashlib.sha256()
+    n = 0
+    try:
+        while True:
+            d = s.recv(1 << 20)
+            if not d:
+                break
+            h.update(d)
+            n += len(d)
+    except OSError as e:
+        err.append(repr(e))
+    t.join(a.timeout)
+    s.close()
+    print(json.dumps({"sent": a.bytes, "received": n, "sha256": h.hexdigest(),
+                      "head": head.decode("latin-1"), "errors": err,
+                      "elapsed_s": time.monotonic() - t0}))
+    return 0 if not err else 1
 
 
 # ---------------------------------------------------------------------- reference servers
@@ -281,19 +340,29 @@ def main(argv=None):
             q.add_argument("--count", type=int, default=2000)
             q.add_argument("--concurrency", type=int, default=32)
             q.add_argument("--size", type=int, default=64)
+            q.add_argument("--expect-eof", action="store_true",
+                           help="after the reply, the server's FIN must follow")
     q = sub.add_parser("serve-bytes")
     q.add_argument("--port", type=int, required=True)
     q.add_argument("--bytes", type=int, required=True)
     q.add_argument("--seed", type=int, default=1)
     q.add_argument("--count", type=int, default=1)
     q.add_argument("--timeout", type=float, default=60.0)
+    q = sub.add_parser("duplex")
+    q.add_argument("host", nargs="?", help="connect here (client); without it: serve")
+    q.add_argument("port", type=int)
+    q.add_argument("--bytes", type=int, required=True)
+    q.add_argument("--seed", type=int, default=1)
+    q.add_argument("--head", default="", help="client: sent first (\\n escapes)")
+    q.add_argument("--head-lines", type=int, default=0, help="server: lines read first")
+    q.add_argument("--timeout", type=float, default=120.0)
     q = sub.add_parser("server")
     q.add_argument("app", choices=("echo", "sink", "ping"))
     q.add_argument("--port", type=int, required=True)
     q.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     a = p.parse_args(argv)
     fn = {"echo-client": echo_client, "send": send, "short": short,
-          "serve-bytes": serve_bytes, "server": server}[a.cmd]
+          "serve-bytes": serve_bytes, "server": server, "duplex": duplex}[a.cmd]
     return fn(a)
 
 
