@@ -17,8 +17,18 @@ Side by side, in one run, on this machine:
    its own CPU is reported to show it is not the bottleneck), against the stack's echo
    server (offloads on and off) and asyncio/uvloop echo servers on the kernel stack.
 
-Every figure is followed by its ratio to the asyncio kernel-stack server. The traffic
-stays inside the two namespaces this script creates and removes (198.18.0.0/15).
+3. the same short-lived load against the stack's echo server behind the AccelTCP NIC
+   (`--nic inline|process --offload setup,teardown`, the server closing first): the
+   host CPU the stack spends per transaction (its runner's accounting, the NIC's share
+   measured apart) against the stack without a NIC.
+4. spliced forwarding: a kernel client and a kernel server (both in atcp-bench) move
+   --splice-mib MiB each way through the stack's proxy (`acceltcp serve proxy`, TAP
+   offloads off: MTU frames), relayed by the host, then spliced on the NIC inline and
+   in its own process: frames/s the NIC translated, Gbit/s, host and NIC CPU.
+
+Every figure is followed by its ratio to the asyncio kernel-stack server (3: to the
+stack without a NIC; 4: to the host relay). The traffic stays inside the two namespaces
+this script creates and removes (198.18.0.0/15).
 """
 
 import argparse
@@ -151,12 +161,47 @@ def rr(label, host, port, seconds, conc, client, start):
     if r.returncode != 0:
         raise RuntimeError("%s: client failed: %s" % (label, r.stderr))
     res = json.loads(r.stdout)
+    stack_us = None
+    if srv.stats and os.path.exists(srv.stats):
+        st = json.loads(Path(srv.stats).read_text())
+        stack_us = 1e6 * st["cpu"]["stack_s"] / max(res["transactions"], 1)
     out = {"label": label, "tps": res["tps"], "errors": res["errors"],
+           "stack_cpu_us_per_txn": stack_us,
            "client_cpu_pct": res["client_cpu_pct"], "mean_latency_us": res["mean_latency_us"],
            "host_cpu_us_per_txn": 1e6 * (c1 - c0) / max(res["transactions"], 1),
            "transactions": res["transactions"],
            "server_cpu_pct": 100.0 * (s1 - s0) / res["elapsed_s"]}
     return out
+
+
+def splice(label, nbytes, extra, tmp):
+    """One duplex transfer client -> stack proxy -> server, `nbytes` each way."""
+    from acceltcp.testbed.peer import expected_sha256
+    srv = Server(ns(NS, [PY, "-m", "acceltcp.testbed.peer", "duplex", "8081", "--bytes",
+                         str(nbytes), "--seed", "2", "--head-lines", "1", "--timeout",
+                         "300"]), "stdout")
+    proxy = stack_server("proxy", 8080, False, tmp,
+                         ["--backend", "198.18.0.1:8081"] + list(extra))
+    time.sleep(0.2)
+    r = subprocess.run(ns(NS, [PY, "-m", "acceltcp.testbed.peer", "duplex", STACK_IP,
+                               "8080", "--bytes", str(nbytes), "--seed", "1", "--head",
+                               "GET / HTTP/1.1\\n", "--timeout", "300"]),
+                       capture_output=True, text=True, timeout=900)
+    sv = srv.stop()
+    st = proxy.stop()
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    if (res["received"] != nbytes or res["sha256"] != expected_sha256(2, nbytes)
+            or sv.get("sha256") != expected_sha256(1, nbytes)):
+        raise RuntimeError("%s: transfer not byte-exact: %s %s" % (label, res, sv))
+    el = res["elapsed_s"]
+    nic = st.get("nic") or {}
+    frames = (nic.get("counters") or {}).get("splice_frames", 0)
+    return {"label": label, "elapsed_s": el, "gbit_s": 2 * nbytes * 8 / el / 1e9,
+            "nic_frames": frames, "nic_frames_per_s": frames / el,
+            "host_frames": st["counters"]["frames_in"] + st["counters"]["frames_out"],
+            "host_frames_per_s": (st["counters"]["frames_in"] + st["counters"]["frames_out"])
+            / el, "stack_cpu_s": st["cpu"]["stack_s"], "nic_cpu_s": st["cpu"].get("nic_s", 0),
+            "spliced": st["app_stats"]["spliced"]}
 
 
 def build_client(tmp):
@@ -176,12 +221,15 @@ def main(argv=None):
     p.add_argument("--json", metavar="FILE")
     p.add_argument("--skip-bulk", action="store_true")
     p.add_argument("--skip-rr", action="store_true")
+    p.add_argument("--skip-nic", action="store_true")
+    p.add_argument("--skip-splice", action="store_true")
+    p.add_argument("--splice-mib", type=int, default=200)
     a = p.parse_args(argv)
     if os.geteuid() != 0:
         print("benchmarks/realnet.py needs root (namespaces, TAP)", file=sys.stderr)
         return 2
     nbytes = int(a.bulk_gib * GiB)
-    results = {"bulk": [], "rr": [], "machine": {"cpus": os.cpu_count(),
+    results = {"bulk": [], "rr": [], "nic_rr": [], "splice": [], "machine": {"cpus": os.cpu_count(),
                                                  "kernel": os.uname().release}}
     cli("testbed", "down", "--netns", NS, "--ref-netns", REF)
     cli("testbed", "up", "--ref", "--netns", NS, "--ref-netns", REF)
@@ -218,6 +266,29 @@ def main(argv=None):
                                            lambda: kernel_server("echo", 7, lp)),
                         a.repeat, "tps"))
                     _progress(results["rr"][-1])
+            if not a.skip_nic:
+                for place in ("none", "inline", "process"):
+                    extra = ["--close-after", "64"]
+                    if place != "none":
+                        extra += ["--nic", place, "--offload", "setup,teardown"]
+                    label = "stack" + ("" if place == "none" else
+                                       ", NIC %s, setup+teardown" % place)
+                    results["nic_rr"].append(median_run(
+                        lambda lb=label, x=extra: rr(
+                            lb, STACK_IP, 7, a.rr_seconds, a.concurrency, client,
+                            lambda: stack_server("echo", 7, True, tmp, x)),
+                        a.repeat, "tps"))
+                    _progress(results["nic_rr"][-1])
+            if not a.skip_splice:
+                nb = a.splice_mib << 20
+                for label, extra in (
+                        ("host relay", []),
+                        ("NIC inline, spliced", ["--nic", "inline", "--offload", "splice"]),
+                        ("NIC process, spliced", ["--nic", "process", "--offload", "splice"])):
+                    results["splice"].append(median_run(
+                        lambda lb=label, x=extra: splice(lb, nb, x, tmp), a.repeat,
+                        "gbit_s"))
+                    _progress(results["splice"][-1])
     finally:
         cli("testbed", "down", "--netns", NS, "--ref-netns", REF)
     report(results, a)
@@ -269,6 +340,27 @@ def report(results, a):
             print("%-26s %10.0f %8.2f %16.1f %12.1f %12.1f %12.0f %8d" % (
                 r["label"], r["tps"], r["tps"] / ref, r["host_cpu_us_per_txn"],
                 r["server_cpu_pct"], r["client_cpu_pct"], r["mean_latency_us"], r["errors"]))
+    if results["nic_rr"]:
+        print("\nShort-lived 64 B, the server closes first, against the NIC offloads "
+              "(median of %d)" % a.repeat)
+        print("%-36s %10s %18s %10s %16s %8s" % ("server", "txn/s", "stack CPU us/txn",
+                                                "x no NIC", "host CPU us/txn", "errors"))
+        ref = results["nic_rr"][0]["stack_cpu_us_per_txn"]
+        for r in results["nic_rr"]:
+            print("%-36s %10.0f %18.1f %10.2f %16.1f %8d" % (
+                r["label"], r["tps"], r["stack_cpu_us_per_txn"],
+                ref / r["stack_cpu_us_per_txn"], r["host_cpu_us_per_txn"], r["errors"]))
+    if results["splice"]:
+        print("\nProxy, %d MiB each way, one connection, TAP offloads off (median of %d)"
+              % (a.splice_mib, a.repeat))
+        print("%-24s %8s %10s %14s %14s %12s %10s" % (
+            "relay", "Gbit/s", "x host", "NIC frames/s", "host frames/s", "stack CPU s",
+            "NIC CPU s"))
+        ref = results["splice"][0]["gbit_s"]
+        for r in results["splice"]:
+            print("%-24s %8.2f %10.2f %14.0f %14.0f %12.2f %10.2f" % (
+                r["label"], r["gbit_s"], r["gbit_s"] / ref, r["nic_frames_per_s"],
+                r["host_frames_per_s"], r["stack_cpu_s"], r["nic_cpu_s"]))
 
 
 if __name__ == "__main__":

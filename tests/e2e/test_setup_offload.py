@@ -123,3 +123,36 @@ def test_non_offloaded_listener_unchanged():
     nic = net.nic_b.dataplane.counters
     assert nic["syn_cookies_sent"] == 0 and nic["listens"] == 0
     assert c["frames_in"] >= 4 * n
+
+
+def test_cookie_handshake_reopens_a_host_time_wait():
+    """The host closed the first connection itself and holds its TIME-WAIT; the NIC does
+    not know and answers the next incarnation's SYN with a cookie. The cookie ACK, with
+    a newer timestamp, replaces the TIME-WAIT (RFC 6191) instead of meeting an ACK of
+    the old connection and stalling the client."""
+    cfg = TcpConfig(time_wait=30.0)
+    with SimLoop(5) as loop:
+        net = make_pair(loop, config_a=cfg, config_b=cfg, nic_b=True, seed=5,
+                        stack_a={"isn": lambda *a: 1000})   # same ISN, later TSvals
+        EchoServer(net.b, 7, config=cfg, close_after=SIZE, offload_setup=True)
+
+        async def one():
+            reader, writer = await open_connection(net.a, "198.18.0.2", 7, local_port=40000)
+            writer.write(b"y" * SIZE)
+            ok = await reader.readexactly(SIZE) == b"y" * SIZE
+            assert await reader.read() == b""
+            writer.close()
+            await writer.wait_closed()
+            return ok, loop.time()
+
+        async def main():
+            first = await one()
+            await asyncio.sleep(0.1)
+            t0 = loop.time()
+            second = await one()
+            return first[0], second[0], second[1] - t0
+
+        ok1, ok2, took = loop.run(main(), timeout=60)
+    assert ok1 and ok2 and took < 0.05
+    c = net.b.counters
+    assert c["cookie_conns"] == 2 and c["time_wait_reopened"] == 1

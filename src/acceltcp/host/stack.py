@@ -540,8 +540,15 @@ class HostStack:
             self._touch(conn)
             return
         lst = self._listeners.get(seg.dst_port)
+        tw = self._timewait.get(key)
+        if tw is not None and seg.flags & (SYN | RST | ACK) == ACK and tw.reopens(seg, True):
+            # The NIC answered a new incarnation's SYN while we hold the old one's
+            # TIME-WAIT (it does not know of it): the same RFC 6191 test as for a SYN.
+            del self._timewait[key]
+            self._c["time_wait_reopened"] += 1
+            tw = None
         if (lst is None or not lst.offload_setup or seg.flags & (SYN | RST | ACK) != ACK
-                or key in self._embryonic or key in self._timewait or self._martian(ip_src)):
+                or key in self._embryonic or tw is not None or self._martian(ip_src)):
             self._segment_slow(key, ip_src, seg, src)    # no new connection: as usual
             return
         if len(lst.accept_queue) >= lst.backlog:

@@ -202,7 +202,7 @@ class NicDataplane:
     the SynCookieJar.  syn_window: the window field of the NIC's SYN-ACKs.
     rst_on_bad_cookie: answer a failed cookie ACK with an RST (default: silent drop)."""
 
-    def __init__(self, mac, *, listener_capacity=64, teardown_capacity=4096,
+    def __init__(self, mac, *, listener_capacity=64, teardown_capacity=65536,
                  splice_capacity=4096, splice_idle=300.0, report_interval=0.001, secret=None,
                  syn_window=65535, rst_on_bad_cookie=False, ttl=64, teardown_kwargs=None,
                  **cookie_kwargs):

@@ -55,12 +55,7 @@ class TimeWait:
         """RFC 9293 §3.10.7.4 in TIME-WAIT; returns KEEP, REMOVE or REOPEN."""
         flags = seg.flags
         if flags & SYN and not flags & (ACK | RST):
-            # RFC 6191: a SYN provably newer than the old incarnation may reopen.
-            if self.ts_ok and seg.tsval is not None:
-                newer = seq_gt(seg.tsval, self.ts_recent)
-            else:
-                newer = seq_gt(seg.seq, self.rcv_nxt)
-            if newer:
+            if self.reopens(seg):
                 return REOPEN
             self._ack(now)                                # RFC 5961 §4.2 challenge ACK
             return KEEP
@@ -83,6 +78,15 @@ class TimeWait:
         if seq != self.rcv_nxt or seg.payload:
             self._ack(now)                                # unacceptable: ACK, drop
         return KEEP
+
+    def reopens(self, seg, cookie_ack=False) -> bool:
+        """RFC 6191: is this the SYN of a new incarnation, provably newer than the old one
+        (timestamps, else the sequence number)? ``cookie_ack``: `seg` is the ACK that
+        completed a handshake on the NIC (its SYN never reached us): the same test, the
+        SYN's sequence number being SEG.SEQ - 1."""
+        if self.ts_ok and seg.tsval is not None:
+            return seq_gt(seg.tsval, self.ts_recent)
+        return seq_gt((seg.seq - 1) & MASK if cookie_ack else seg.seq, self.rcv_nxt)
 
     def _ack(self, now: float) -> None:
         opts = b""
