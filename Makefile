@@ -14,13 +14,15 @@ $(STAMP): pyproject.toml
 # Debian tools the tests use as real peers and independent checkers (tshark reads our
 # pcaps; tcpdump, socat, nc, nftables and iproute2 for the TAP/namespace tests in
 # tests/net; redis-cli, redis-benchmark and redis-server as the kv server's real clients
-# and reference, tests/apps), and what the real-network benchmark builds (gcc + libc
+# and reference, tests/apps; nginx as the load balancer's backends, wrk, ab and curl as
+# its clients, apps/lb.py), and what the real-network benchmark builds (gcc + libc
 # headers for its C load client, benchmarks/rr_client.c). Installs only what is
 # missing, as root.
 SYSTEM_DEPS := tshark:tshark tcpdump:tcpdump socat:socat nc:netcat-openbsd nft:nftables \
                ip:iproute2 nstat:iproute2 cc:gcc \
                /usr/include/stdio.h:libc6-dev \
-               redis-cli:redis-tools redis-benchmark:redis-tools redis-server:redis-server
+               redis-cli:redis-tools redis-benchmark:redis-tools redis-server:redis-server \
+               nginx:nginx wrk:wrk ab:apache2-utils curl:curl
 
 system-deps:
 	@if [ "$$(id -u)" = 0 ]; then \

@@ -11,14 +11,32 @@ connections' sequence spaces differ by more than their ISNs -- and then either
 * ``splice=False``: relay in the host (read from one side, write to the other, half
   closes followed), the baseline the offload is measured against.
 
-Written on the stack's event callbacks, like the other apps; the backend choice is a
-callable so that the HTTP load balancer can reuse the relay.
+Written on the stack's event callbacks, like the other apps. `relay` is the host's
+byte relay for one direction (the HTTP load balancer, ``apps.lb``, uses it for tunnels).
 """
 
 from ..host.offload import SpliceFailed
 from ..tcp.states import ESTABLISHED
 
-__all__ = ["SpliceProxy"]
+__all__ = ["SpliceProxy", "relay"]
+
+
+def relay(stack, src, dst):
+    """Move what ``src`` received to ``dst`` (as much as ``dst``'s send buffer takes) and
+    follow the end of ``src``: its FIN becomes a FIN on ``dst`` once everything is
+    moved, its reset an abort of ``dst``. -> bytes moved. Call it on the events of
+    either connection (data on ``src``, send space on ``dst``)."""
+    n = 0
+    if src.rcvbuf and not dst.closed:
+        space = dst.send_space
+        if space:
+            data = stack.recv(src, space)
+            n = stack.send(dst, data)
+    if src.eof and not dst.fin_queued and not dst.closed:
+        stack.shutdown(dst)
+    if src.error is not None and not dst.closed:
+        stack.abort(dst)
+    return n
 
 
 class _Pair:
@@ -130,14 +148,7 @@ class SpliceProxy:
     # ------------------------------------------------------------------ host relay
     def _relay(self, src, dst, p):
         st = self.stack
-        if src.rcvbuf and not dst.closed:
-            space = dst.send_space
-            if space:
-                st.send(dst, st.recv(src, space))
-        if src.eof and not src.rcvbuf and not dst.fin_queued and not dst.closed:
-            st.shutdown(dst)
-        if src.error is not None and not dst.closed:
-            st.abort(dst)
+        relay(st, src, dst)
         c, b = p.client, p.backend
         if c.closed and (b is None or b.closed):
             self._finish(p)
