@@ -96,7 +96,13 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.p.kill()
                 self.p.wait(5)
-        out, err = self.p.communicate()
+        try:
+            out, err = self.p.communicate(timeout=10)
+        except subprocess.TimeoutExpired:        # a child of it still holds the pipes
+            for f in (self.p.stdout, self.p.stderr):
+                if f is not None:
+                    f.close()
+            out = err = ""
         return self.p.returncode, out, err
 
 

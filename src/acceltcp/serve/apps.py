@@ -10,8 +10,9 @@ __all__ = ["APPS", "AppSpec"]
 
 
 class AppSpec:
-    """name, one-line help, default port, add_arguments(parser), build(stack, args, kw),
-    stats(app) -> dict, offloads: the offload names the app can use."""
+    """name, one-line help, default port (None: the app decides), add_arguments(parser),
+    build(stack, args, kw, loop), stats(app) -> dict, offloads: the offload names the app
+    can use."""
 
     __slots__ = ("name", "help", "port", "add_arguments", "build", "stats", "offloads")
 
@@ -35,7 +36,7 @@ def _echo():
                             "the client closes; >0 makes the server close first, which "
                             "is what teardown offload needs)")
 
-    def build(stack, args, kw):
+    def build(stack, args, kw, loop):
         return EchoServer(stack, args.port, backlog=args.backlog,
                           close_after=args.close_after, **kw)
     return AppSpec("echo", "echo every byte (the paper's msg_server)", 7, add, build,
@@ -49,7 +50,7 @@ def _sink():
     def add(p):
         p.add_argument("--sha256", action="store_true", help="hash what it receives")
 
-    def build(stack, args, kw):
+    def build(stack, args, kw, loop):
         return SinkServer(stack, args.port, backlog=args.backlog, digest=args.sha256, **kw)
 
     def stats(app):
@@ -67,7 +68,7 @@ def _kv():
     def add(p):
         kv.add_kv_arguments(p, offload_flags=False)
 
-    def build(stack, args, kw):
+    def build(stack, args, kw, loop):
         return kv.build_kv_server(stack, args, **kw)
     return AppSpec("kv", "RESP2 key-value server (redis-cli, redis-benchmark)",
                    kv.KV_DEFAULT_PORT, add, build, lambda app: app.stats(),
@@ -100,7 +101,7 @@ def _proxy():
                        help="append this line to the forwarded first line (a rewrite that "
                             "changes the length, so the splice offsets must cover it)")
 
-    def build(stack, args, kw):
+    def build(stack, args, kw, loop):
         rewrite = None
         if args.add_line:
             extra = args.add_line.encode() + b"\n"
@@ -124,8 +125,25 @@ def _proxy():
                    ("setup", "splice"))
 
 
+# ------------------------------------------------------------------------ lb
+def _lb():
+    import sys
+
+    from ..apps import lb
+
+    def build(stack, args, kw, loop):
+        kw.setdefault("offload_splice", False)      # --offload decides, not the file
+        app = lb.build_lb(stack, args, loop=loop, **kw)
+        for w in app.warnings:
+            print("acceltcp serve lb: %s" % w, file=sys.stderr)
+        return app
+    return AppSpec("lb", "HTTP/1.1 layer-7 load balancer that splices (--offload "
+                   "splice) after the first request", None, lb.add_lb_arguments, build,
+                   lambda app: app.stats(), ("setup", "teardown", "splice"))
+
+
 APPS = {}
-for _make in (_echo, _sink, _kv, _proxy):
+for _make in (_echo, _sink, _kv, _proxy, _lb):
     _spec = _make()
     APPS[_spec.name] = _spec
 del _make, _spec

@@ -241,15 +241,18 @@ def cmd_serve(args) -> int:
     if nic is not None and nic["ignored_kwargs"]:
         print("acceltcp serve: this NIC dataplane has no %s: ignored"
               % ", ".join(nic["ignored_kwargs"]), file=sys.stderr)
-    if args.port is None:
+    if args.port is None and spec.port is not None:
         args.port = spec.port
+    if args.backlog is None and spec.name != "lb":     # lb: its config file's, else 4096
+        args.backlog = 4096
     try:
-        app = spec.build(host.stack, args, app_kw)
+        app = spec.build(host.stack, args, app_kw, loop)
     except (OSError, ValueError) as e:
         print("acceltcp serve %s: %s" % (args.app, e), file=sys.stderr)
         host.close()
         loop.close()
         return 2
+    args.port = app.listener.port                  # the port it listens on (lb: its config)
     offloads = {"requested": list(wanted),
                 "used": [n for n in wanted if "offload_" + n in app_kw],
                 "not_used": unused}
@@ -288,6 +291,8 @@ def cmd_serve(args) -> int:
         try:
             loop.run_until_complete(host.refresh())
         finally:
+            if hasattr(app, "summary"):
+                print(app.summary(), file=sys.stderr)
             dump()
             host.close()
             loop.close()
@@ -536,9 +541,10 @@ def add_serve_parser(sub):
     apps = top.add_subparsers(dest="app", metavar="APP", required=True)
     for spec in APPS.values():
         p = apps.add_parser(spec.name, help=spec.help, description=spec.help + ".")
-        p.add_argument("--port", type=int, default=None,
-                       help="TCP port (%d)" % spec.port)
-        p.add_argument("--backlog", type=int, default=4096)
+        if spec.port is not None:               # (lb: its own, from its config)
+            p.add_argument("--port", type=int, default=None,
+                           help="TCP port (%d)" % spec.port)
+            p.add_argument("--backlog", type=int, default=None, help="accept queue (4096)")
         spec.add_arguments(p)
         _add_serve_options(p)
     return top
