@@ -1,8 +1,11 @@
-"""The stack on a real TAP device against real Linux peers (issue 3).
+"""The stack on a real TAP device against real Linux peers.
 
-    runner.py    TapRunner (batched asyncio driver) and TapHost (TAP + netns + stack)
+    runner.py    TapRunner (batched asyncio driver) and TapHost (TAP + netns + stack,
+                 with or without the NIC in front)
     commands.py  `acceltcp serve` and `acceltcp connect`
-
+    apps.py      the apps `serve` runs (echo, sink, kv, proxy, lb): options, build, stats
+    nic.py       the NIC dataplane in front of the TAP: inline, or as its own process
+    nicd.py      that process (`python -m acceltcp.serve.nicd`): docs/placements.md
 
 The host stack itself uses the TAP's checksum offload, TSO and LRO (see HostStack's
 ``tso`` and ``receive_frame(frame, csum_ok)``).
