@@ -49,11 +49,13 @@ REF_IP = "198.18.1.2"            # the kernel-stack reference servers
 TAP_NAME = "atcp0"
 
 #: sysctls of the peer namespace: no IPv6 chatter on the link (the stack is IPv4
-#: only), a wide ephemeral range and TIME-WAIT reuse for the short-lived load.
+#: only), a wide ephemeral range and TIME-WAIT reuse for the short-lived load. The
+#: range starts at 10000 so that clients never take a port servers listen on there
+#: (the tests and benchmarks use ports below 10000).
 NS_SYSCTLS = {
     "net.ipv6.conf.all.disable_ipv6": "1",
     "net.ipv6.conf.default.disable_ipv6": "1",
-    "net.ipv4.ip_local_port_range": "1024 65000",
+    "net.ipv4.ip_local_port_range": "10000 65000",
     "net.ipv4.tcp_tw_reuse": "1",
     "net.core.somaxconn": "4096",
     "net.ipv4.tcp_max_syn_backlog": "4096",
