@@ -110,7 +110,9 @@ class SpliceProxy:
             return
         if not c.rcvbuf:
             return
-        p.head += st.recv(c, 1 << 20)
+        # at most max_head at a time: what follows the head stays in the receive buffer
+        # (nsplice relays it), and what is read always fits the new connection's buffer
+        p.head += st.recv(c, self.max_head)
         i = p.head.find(self.delimiter)
         if i < 0:
             if len(p.head) > self.max_head:

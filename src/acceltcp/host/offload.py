@@ -35,12 +35,14 @@ arrived first.
 Splice (§4.3, Figure 7). ``nsplice(c, s, callback)`` joins the proxy's connection to
 the client (c) and to the server (s):
 
-1. Unread bytes in either receive buffer are relayed to the other side (the proxy asked
-   for everything from here on to be relayed). Both TCBs leave the demux table for
+1. Unread bytes in either receive buffer are relayed to the other side as its send
+   buffer allows (the proxy asked for everything from here on to be relayed). Both
+   TCBs leave the demux table for
    ``stack._splicing``: a segment that carries data or FIN is *held* (the raw frame,
    in arrival order) and only its acknowledgment is given to the TCB (payload and FIN
    stripped), so the receive sequence spaces stay frozen while the send sides drain.
-2. When both send buffers are empty and acknowledged the offsets are fixed
+2. When both receive buffers are empty and both send buffers empty and acknowledged,
+   the offsets are fixed
    (``nic.splice.splice_rules`` from both TCBs) and a 0x090C ``Splice`` goes to the NIC.
 3. ``SpliceInstalled``: both TCBs are handed over (closed here without sending
    anything), the held frames are sent to the NIC's host port, where the rules
@@ -89,7 +91,7 @@ _DONE = {control.TEARDOWN_END_CLOSED: "closed", control.TEARDOWN_END_RESET: "res
 class SpliceFailed:
     """``nsplice``'s callback argument when the NIC did not take the pair: `reason` (a
     short word: table_full, bad_rule, duplicate, timestamps, mss, state, reset,
-    nic_lost, buffer), `detail` (text). Both connections are the app's again."""
+    nic_lost), `detail` (text). Both connections are the app's again."""
 
     __slots__ = ("splice_id", "reason", "detail")
 
@@ -104,7 +106,7 @@ class SpliceFailed:
 
 
 class _Splice:
-    __slots__ = ("sid", "c", "s", "callback", "held", "sent")
+    __slots__ = ("sid", "c", "s", "callback", "held", "sent", "ts_floor")
 
     def __init__(self, sid, c, s, callback):
         self.sid = sid
@@ -113,6 +115,7 @@ class _Splice:
         self.callback = callback
         self.held = []          # raw frames with data/FIN, in arrival order
         self.sent = False       # the Splice message is out; waiting for the NIC
+        self.ts_floor = {}      # conn -> the oldest TSval among its held frames
 
 
 class NicOffload:
@@ -245,16 +248,6 @@ class NicOffload:
         if why is not None:
             self._fail(sp, why[0], why[1], held=False)
             return sid
-        now = st.clock()
-        for a, b in ((c, s), (s, c)):            # unread input is relayed as it is
-            if a.rcvbuf:
-                data = a.recv(len(a.rcvbuf), now)
-                if b.send(data, now) != len(data):
-                    st._touch(a)
-                    st._touch(b)
-                    self._fail(sp, "buffer", "send buffer too small for the unread "
-                               "input", held=False)
-                    return sid
         for conn in (c, s):
             key = conn.owner.key
             del st._table[key]
@@ -284,6 +277,11 @@ class NicOffload:
         if seg.flags & RST == 0 and (seg.payload or seg.flags & FIN):
             sp.held.append(frame)
             self._c["splice_held_frames"] += 1
+            t = seg.tsval
+            if t is not None:
+                f = sp.ts_floor.get(conn)
+                if f is None or (t - f) & 0xFFFFFFFF >= 0x80000000:
+                    sp.ts_floor[conn] = t
             seg.payload = b""
             seg.flags &= ~(FIN | PSH)
         st._entry_conn = conn
@@ -302,11 +300,18 @@ class NicOffload:
         if c.closed or s.closed:
             self._fail(sp, "reset", "a connection closed while draining")
             return
-        for conn in (c, s):
-            if conn.sndbuf or conn.snd_una != conn.snd_max:
-                return
         st = self.stack
         now = st.clock()
+        for a, b in ((c, s), (s, c)):
+            if a.rcvbuf:                 # unread input is relayed as it is, as room allows
+                n = b.send_space
+                if n:
+                    b.send(a.recv(n, now), now)
+                    st._touch(a)
+                    st._touch(b)
+        for conn in (c, s):
+            if conn.rcvbuf or conn.sndbuf or conn.snd_una != conn.snd_max:
+                return
         sides = []
         for conn in (c, s):
             rec = conn.owner
@@ -315,10 +320,17 @@ class NicOffload:
                 self._fail(sp, "state", "no ARP entry for the next hop")
                 return
             cfg = conn.config
+            # The TS shift must map the oldest TSval still to be translated -- a held
+            # frame's, older than TS.Recent -- to at least what the other peer saw from
+            # us (its PAWS, RFC 7323 §5).
+            recent = conn.ts_recent
+            f = sp.ts_floor.get(conn)
+            if f is not None and (recent - f) & 0xFFFFFFFF < 0x80000000:
+                recent = f
             sides.append(SpliceSide(
                 st.mac, st.ip, rec.local_port, e.mac, rec.remote_ip, rec.remote_port,
                 conn.snd_nxt, conn.rcv_nxt, conn.snd_wnd, conn.ts_ok,
-                (int(now * cfg.ts_hz) + conn.ts_offset) & TS_MASK, conn.ts_recent,
+                (int(now * cfg.ts_hz) + conn.ts_offset) & TS_MASK, recent,
                 conn.rcv_wscale, conn.snd_wscale))
         rule_a, rule_b = splice_rules(*sides)
         sp.sent = True
