@@ -1,5 +1,5 @@
-"""The ``acceltcp`` command: ``demo``, ``bench``; on a real TAP (root): ``testbed``,
-``serve``, ``connect`` (more subcommands join as they land)."""
+"""The ``acceltcp`` command: ``demo``, ``bench``, ``load --sim``; on a real TAP (root):
+``testbed``, ``serve``, ``connect``, ``load`` (more subcommands join as they land)."""
 
 import argparse
 import sys
@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     tbp.set_defaults(func=cmd_testbed)
     add_serve_parser(sub)
     add_connect_parser(sub)
+    from .eval.load import add_load_parser
+    add_load_parser(sub)
     return parser
 
 

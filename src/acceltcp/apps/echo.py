@@ -83,7 +83,15 @@ class _Client:
 class EchoLoad:
     """``concurrency`` connections, each sending ``size``-byte messages and waiting for
     the echo. ``per_conn``: transactions per connection (1 = short-lived, 0 = persistent).
-    Stops opening and sending after ``total`` transactions (None: until ``stop()``)."""
+    Issues exactly ``total`` transactions (None: until ``stop()``): the last request sent
+    stops the load, the ones in flight are still answered and counted. Once stopped,
+    connections close as their reply arrives (or, not yet used, when they open);
+    ``finished`` once all are closed.
+
+    ``on_progress(load)`` is called every ``progress_every`` completed transactions.
+    ``stack.connect`` failures (ephemeral ports exhausted, no route) are counted in
+    ``errors`` and leave the slot empty: ``refill()`` opens connections again up to
+    ``concurrency``; ``active`` is how many are open."""
 
     def __init__(self, stack, server_ip, port=7, *, concurrency=64, size=64, per_conn=0,
                  total=None, config=None, on_progress=None, progress_every=100):
@@ -99,6 +107,7 @@ class EchoLoad:
         self.on_progress = on_progress
         self.progress_every = progress_every
         self.running = False
+        self.issued = 0
         self.transactions = 0
         self.errors = collections.Counter()
         self.connections = 0
@@ -117,21 +126,40 @@ class EchoLoad:
     def finished(self):
         return not self.running and not self._clients
 
+    @property
+    def active(self):
+        """Connections open (connecting, in a transaction, or closing)."""
+        return len(self._clients)
+
+    def refill(self):
+        """While running, open connections up to ``concurrency`` (slots left empty by
+        failed connects). -> how many were opened."""
+        opened = 0
+        while self.running and len(self._clients) < self.concurrency:
+            if not self._open():
+                break
+            opened += 1
+        return opened
+
     def _open(self):
         stack = self.stack
         try:
             conn = stack.connect(self.server_ip, self.port, config=self.config)
         except OSError as e:
             self.errors[e.strerror or str(e)] += 1
-            return
+            return False
         self.connections += 1
         client = _Client(conn, stack.clock())
         self._clients[conn] = client
         stack.attach(conn, self._on_event, client)
+        return True
 
     def _send(self, client):
         client.got = 0
         client.sent_at = self.stack.clock()
+        self.issued += 1
+        if self.total is not None and self.issued >= self.total:
+            self.running = False                     # the last one: stop issuing
         self.stack.send(client.conn, self.message)
 
     def _on_event(self, conn):
@@ -143,13 +171,21 @@ class EchoLoad:
             self.errors[conn.error] += 1
             self._finish(client)
             return
-        if client.sent_at is None and conn.writable and self.running:
+        if client.sent_at is None and conn.writable:
+            if not self.running:                      # opened before the load stopped
+                if not conn.fin_queued and not conn.closed:
+                    stack.close(conn)
+                self._finish(client)
+                return
             self._send(client)                        # rides on the handshake ACK
         if conn.rcvbuf:
             client.got += len(stack.recv(conn, 1 << 20))
             if client.got >= self.size and client.sent_at is not None:
                 self._complete(client)
         if conn.eof or conn.closed:
+            if client.sent_at is not None:
+                self.errors["closed before reply"] += 1
+                client.sent_at = None
             if not conn.fin_queued and not conn.closed:
                 stack.close(conn)
             if conn.closed:

@@ -1079,11 +1079,18 @@ class KvLoad:
     anything else counts in ``errors``. Issues exactly ``total`` transactions (None: until
     ``stop()``); ``finished`` once they are all answered and their connections closed.
     Deterministic for a given ``seed`` in the simulator.
+
+    ``stack.connect`` failures (ephemeral ports exhausted, no route) are counted in
+    ``errors`` and leave the slot empty: ``refill()`` opens connections again up to
+    ``concurrency``; ``active`` is how many are open. ``on_populated(load)`` is called
+    once the keys are written, right before the first transaction's connections open
+    (a measurement starts there).
     """
 
     def __init__(self, stack, server_ip, port=KV_DEFAULT_PORT, *, concurrency=64, per_conn=1,
                  total=None, keys=1000, get_ratio=0.998, key_size=16, value_size=2,
-                 populate=True, seed=1, config=None, on_progress=None, progress_every=100):
+                 populate=True, seed=1, config=None, on_progress=None, progress_every=100,
+                 on_populated=None):
         if keys < 1:
             raise ValueError("keys must be at least 1")
         width = key_size - 4
@@ -1100,6 +1107,7 @@ class KvLoad:
         self.config = config
         self.on_progress = on_progress
         self.progress_every = progress_every
+        self.on_populated = on_populated
         self.rng = random.Random(seed)
         self.keys = [b"usr:%0*d" % (width, i) for i in range(keys)]
         self._get_requests = [encode_command(b"GET", k) for k in self.keys]
@@ -1146,6 +1154,21 @@ class KvLoad:
     def finished(self):
         return not self.running and not self._clients
 
+    @property
+    def active(self):
+        """Connections open (populating, connecting, in a transaction, or closing)."""
+        return len(self._clients)
+
+    def refill(self):
+        """While running (and populated), open connections up to ``concurrency`` (slots
+        left empty by failed connects). -> how many were opened."""
+        opened = 0
+        while self.running and self.populated and len(self._clients) < self.concurrency:
+            if not self._open():
+                break
+            opened += 1
+        return opened
+
     def _open_all(self):
         for _ in range(self.concurrency):
             self._open()
@@ -1158,11 +1181,12 @@ class KvLoad:
             self.errors[e.strerror or str(e)] += 1
             if populate:
                 self.running = False
-            return
+            return False
         self.connections += 1
         client = _KvClient(conn, stack.clock())
         self._clients[conn] = client
         stack.attach(conn, self._on_populate if populate else self._on_event, client)
+        return True
 
     # ------------------------------------------------------------------ populate phase
     def _on_populate(self, conn):
@@ -1196,6 +1220,8 @@ class KvLoad:
                 self.populated = True
                 self.stack.close(conn)
                 self._finish(client, reopen=False)
+                if self.on_populated is not None:
+                    self.on_populated(self)
                 if self.running:
                     self._open_all()
                 return

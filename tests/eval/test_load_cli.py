@@ -1,0 +1,286 @@
+"""`acceltcp load {echo,kv} --sim` through the CLI entry: report lines per (simulated)
+interval, a JSON summary with exact totals and no errors, short-lived and persistent,
+with and without the simulated NIC's setup + teardown offloads (the server host's
+frames per transaction drop); bad options exit 2 with a message. And the driver
+(`LoadRun`) on its own: refused connections, a server that never answers and connect()
+failures are counted, never raised, and the load recovers from the last."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from acceltcp.apps.echo import EchoLoad, EchoServer
+from acceltcp.apps.kv import KvLoad, KvServer
+from acceltcp.cli import main
+from acceltcp.eval.load import LatencyHistogram, LoadRun
+from acceltcp.host.simnet import make_pair
+from acceltcp.io.sim import SimLoop
+from acceltcp.tcp.config import TcpConfig
+
+
+def _load(capsys, tmp_path, *argv, status=0, stderr=False):
+    path = tmp_path / "summary.json"
+    rc = main(["load", *argv, "--json", str(path)])
+    cap = capsys.readouterr()
+    assert rc == status, cap.out + cap.err
+    return json.loads(path.read_text()), (cap.err if stderr else cap.out)
+
+
+def _report_lines(out):
+    """The interval rows of the report: (time, txns, errors)."""
+    rows = []
+    for line in out.splitlines():
+        f = line.split()
+        if len(f) >= 5 and f[0].replace(".", "", 1).isdigit() and f[1].isdigit():
+            rows.append((float(f[0]), int(f[1]), int(f[3])))
+    return rows
+
+
+def _check_totals(s, n=None):
+    assert s["errors"] == {} and s["errors_total"] == 0
+    if n is not None:
+        assert s["transactions"] == n and s["stopped_by"] == "transactions"
+    assert sum(i["transactions"] for i in s["intervals"]) == s["transactions"]
+    assert sum(i["errors"] for i in s["intervals"]) == 0
+    assert s["latency_us"]["samples"] == s["transactions"]
+    lat = s["latency_us"]
+    assert 0 < lat["min"] <= lat["p50"] <= lat["p99"] <= lat["max"]
+    assert s["tps"] == pytest.approx(s["transactions"] / s["elapsed_s"])
+
+
+# ---------------------------------------------------------------------- echo
+@pytest.mark.parametrize("offload", [None, "setup", "setup,teardown"])
+def test_echo_short_lived_frames_drop_with_offloads(capsys, tmp_path, offload):
+    extra = ["--nic", "--offload", offload] if offload else []
+    s, out = _load(capsys, tmp_path, "echo", "--sim", "-n", "2000", "--interval", "0.04",
+                   *extra)
+    _check_totals(s, 2000)
+    sv = s["server"]
+    assert sv["app_stats"]["bytes_echoed"] == 2000 * 64
+    fpt = sv["frames_per_txn"]
+    # the paper's six packets; four with SYN cookies on the NIC; one (the NIC's 0x090A
+    # carrying the request) when the NIC also runs the teardown
+    expected = {None: 6.0, "setup": 4.0, "setup,teardown": 1.0}[offload]
+    assert expected <= fpt < expected + 0.15
+    assert sv["offloads"] == (offload.split(",") if offload else [])
+    if offload:
+        assert sv["nic_counters"]
+    # a report line per 0.04 simulated s, then the summary
+    rows = _report_lines(out)
+    assert len(rows) == len(s["intervals"]) >= 2
+    assert [r[1] for r in rows] == [i["transactions"] for i in s["intervals"]]
+    assert rows[0][0] == pytest.approx(0.04, abs=0.005)
+    assert "summary: 2,000 transactions" in out
+    # one server core, charged with its measured CPU: busy the whole run
+    core = sv["core"]
+    assert core["rx_ring_drops"] == 0
+    assert core["utilization"] == pytest.approx(core["busy_s"] / s["elapsed_s"])
+    assert 0.9 < core["utilization"] < 1.05
+    assert sv["cpu_us_per_txn"] > 0
+
+
+def test_echo_persistent(capsys, tmp_path):
+    s, _ = _load(capsys, tmp_path, "echo", "--sim", "--per-conn", "0", "-c", "16",
+                 "--size", "300", "-n", "4000")
+    _check_totals(s, 4000)
+    assert s["connections"] == 16
+    assert s["server"]["app_stats"] == {"accepted": 16, "bytes_echoed": 4000 * 300}
+    assert 1.9 < s["server"]["frames_per_txn"] < 2.1
+
+
+def test_echo_duration_lines_per_simulated_second(capsys, tmp_path):
+    """The default interval is one second of loop time: here simulated seconds, on a
+    slow link (2 ms RTT) with the CPU free, so that seconds are cheap to simulate."""
+    s, out = _load(capsys, tmp_path, "echo", "--sim", "--server-cpu", "free", "-c", "4",
+                   "--per-conn", "0", "--link-delay-us", "1000", "-d", "3")
+    _check_totals(s)
+    assert s["stopped_by"] == "duration"
+    rows = _report_lines(out)
+    assert [round(r[0]) for r in rows] == [1, 2, 3]
+    assert 3.0 <= s["elapsed_s"] < 3.01
+    # 4 connections, one transaction per RTT (2 ms + serialization) each: ~2,000/s
+    for row in s["intervals"]:
+        assert 1900 < row["tps"] < 2010
+        assert 2000 <= row["latency_us_mean"] < 2100
+    assert "server" in s and "core" not in s["server"]
+
+
+# ---------------------------------------------------------------------- kv
+@pytest.mark.parametrize("nic", [False, True], ids=["host-only", "setup+teardown"])
+def test_kv_usr_short_lived(capsys, tmp_path, nic):
+    extra = ["--nic", "--offload", "setup,teardown"] if nic else []
+    s, out = _load(capsys, tmp_path, "kv", "--sim", "-n", "1500", "--keys", "500", *extra)
+    _check_totals(s, 1500)
+    kv = s["kv"]
+    assert kv["gets"] + kv["sets"] == 1500 and kv["hits"] == kv["gets"] and not kv["misses"]
+    app = s["server"]["app_stats"]
+    assert app["commands"]["get"] == kv["gets"] and app["commands"].get("set", 0) == kv["sets"]
+    assert app["commands"]["mset"] == 1 and app["keys"] == 500
+    assert app["error_replies"] == 0 and app["conn_errors"] == {}
+    assert app["accepted"] == s["connections"]         # the populate connection included
+    assert s["populate_s"] > 0
+    assert "kv: " in out and "GET" in out
+    fpt = s["server"]["frames_per_txn"]
+    if nic:
+        assert app["offload_setup"] and app["offload_teardown"]
+        assert fpt < 3.5
+    else:
+        assert 6.9 < fpt < 7.2
+
+
+def test_kv_persistent(capsys, tmp_path):
+    s, _ = _load(capsys, tmp_path, "kv", "--sim", "--per-conn", "0", "-c", "8", "-n", "3000",
+                 "--get-ratio", "0.9")
+    _check_totals(s, 3000)
+    assert s["connections"] == 9                          # 8 + the populate one
+    assert s["kv"]["sets"] > 100 and s["kv"]["hits"] == s["kv"]["gets"]
+
+
+# ---------------------------------------------------------------------- options
+@pytest.mark.parametrize("argv,message", [
+    (["echo"], "HOST is required"),
+    (["echo", "--sim", "198.18.0.1"], "--sim runs the server in the simulator"),
+    (["echo", "--sim", "-d", "0"], "nothing bounds the run"),
+    (["echo", "--sim", "--per-conn", "-1"], "--per-conn must be >= 0"),
+    (["echo", "--sim", "-c", "0"], "--concurrency must be >= 1"),
+    (["echo", "--sim", "--size", "0"], "--size must be 1.."),
+    (["echo", "--sim", "--interval", "0"], "--interval must be > 0"),
+    (["echo", "--sim", "--offload", "setup"], "needs the simulated NIC: add --nic"),
+    (["echo", "--sim", "--nic", "--offload", "bogus"], "unknown offload bogus"),
+    (["echo", "--sim", "--stats-file", "x.json"], "with --sim use --json"),
+    (["echo", "198.18.0.1", "--nic"], "--nic is for --sim"),
+    (["echo", "198.18.0.1", "--server-cpu", "free"], "--server-cpu is for --sim"),
+    (["echo", "peer.example"], "HOST must be an IPv4 address"),
+    (["echo", "198.18.0.1", "70000"], "PORT must be 1..65535"),
+    (["echo", "--sim", "-n", "x"], "invalid int value"),
+    (["kv", "--sim", "--get-ratio", "2"], "--get-ratio must be within 0..1"),
+    (["kv", "--sim", "--keys", "100000", "--key-size", "8"], "too short for 100000 keys"),
+    (["kv", "--sim", "--size", "64"], "unrecognized arguments: --size"),
+    (["ping", "--sim"], "invalid choice: 'ping'"),
+    (["echo", "--sim", "--json", "/nonexistent/dir/s.json"], "--json /nonexistent/dir/s.json:"),
+])
+def test_bad_options_exit_2(capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        main(["load", *argv])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "usage: acceltcp" in err
+
+
+def test_process_exit_status_and_help():
+    r = subprocess.run([sys.executable, "-m", "acceltcp.cli", "load", "echo", "--sim",
+                        "--offload", "teardown"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "add --nic" in r.stderr and not r.stdout
+    r = subprocess.run([sys.executable, "-m", "acceltcp.cli", "load", "kv", "--help"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0
+    for what in ("--per-conn", "--sim", "--nic", "--offload", "--json", "99.8 % GET",
+                 "--netns", "redis-server"):
+        assert what in r.stdout
+
+
+def test_offload_an_app_cannot_use_is_reported(capsys, tmp_path):
+    s, err = _load(capsys, tmp_path, "echo", "--sim", "--nic", "--offload", "setup,splice",
+                   "-n", "300", "-q", stderr=True)
+    assert s["server"]["offloads"] == ["setup"]
+    assert "offload splice not used: echo is not a proxy" in err
+
+
+def test_quiet_prints_nothing(capsys, tmp_path):
+    s, out = _load(capsys, tmp_path, "echo", "--sim", "-n", "200", "-q")
+    assert out == "" and s["transactions"] == 200
+
+
+# ---------------------------------------------------------------------- the driver
+def _run(loop, load, **kw):
+    run = LoadRun(loop, load, out=None, **kw)
+    run.begin()
+    loop.run_until(lambda: run.completed, timeout=60)
+    assert run.completed
+    return run.summary()
+
+
+def test_refused_connections_are_counted():
+    with SimLoop(3) as loop:
+        net = make_pair(loop, static_arp=True)          # nothing listens on port 7
+        load = EchoLoad(net.a, "198.18.0.2", 7, concurrency=8, per_conn=1)
+        s = _run(loop, load, duration=0.05, interval=0.01)
+        assert s["transactions"] == 0 and s["tps"] == 0
+        assert set(s["errors"]) == {"refused"} and s["errors"]["refused"] > 100
+        assert s["errors_total"] == sum(i["errors"] for i in s["intervals"])
+        assert len(s["intervals"]) == 5
+
+
+def test_unanswered_requests_end_as_unfinished():
+    with SimLoop(4) as loop:
+        net = make_pair(loop, static_arp=True)
+        net.b.listen(7, 64)                             # accepts, never reads nor replies
+        load = EchoLoad(net.a, "198.18.0.2", 7, concurrency=5, per_conn=1)
+        s = _run(loop, load, duration=0.1, interval=0.05, drain=0.5)
+        assert s["transactions"] == 0
+        assert s["errors"] == {"unfinished at the end": 5}
+        assert s["stopped_by"] == "duration" and s["elapsed_s"] == pytest.approx(0.1)
+
+
+def test_server_closing_without_a_reply_is_counted():
+    with SimLoop(7) as loop:
+        net = make_pair(loop, static_arp=True)
+        listener = net.b.listen(7, 64)
+
+        def close_each(lst):               # accept, read the request, close: no reply
+            while lst.accept_queue:
+                conn = lst.accept()
+                net.b.attach(conn, lambda c: c.rcvbuf and not c.fin_queued and (
+                    net.b.recv(c, 1 << 20), net.b.close(c)))
+        listener.on_acceptable = close_each
+        load = EchoLoad(net.a, "198.18.0.2", 7, concurrency=4, per_conn=1)
+        s = _run(loop, load, duration=0.02, interval=0.01)
+        assert s["transactions"] == 0
+        assert set(s["errors"]) == {"closed before reply"}
+        assert s["errors"]["closed before reply"] >= 4 * 0.02 / 0.001
+
+
+def test_connect_failures_are_counted_and_slots_refilled():
+    """Eight ephemeral ports and a client TIME-WAIT of 50 ms (at most 160 connections/s):
+    connect() fails while the ports wait, the failures are counted, and the emptied
+    slots are refilled once ports are free: every interval has transactions."""
+    cfg = TcpConfig(time_wait=0.05)
+    with SimLoop(5) as loop:
+        net = make_pair(loop, config_a=cfg, config_b=cfg, static_arp=True,
+                        stack_a={"ephemeral": (40000, 40007)})
+        KvServer(net.b, 6379, config=cfg)
+        load = KvLoad(net.a, "198.18.0.2", 6379, concurrency=4, per_conn=1, keys=20,
+                      config=cfg)
+        s = _run(loop, load, duration=1.0, interval=0.25)
+        failures = {k: v for k, v in s["errors"].items() if "ephemeral" in k}
+        assert failures and sum(failures.values()) == s["errors_total"]
+        assert len(s["intervals"]) == 4
+        assert all(i["transactions"] >= 10 and i["errors"] for i in s["intervals"])
+        assert load.hits == load.gets and load.gets + load.sets == s["transactions"]
+
+
+def test_transactions_bound_is_exact_for_echo():
+    with SimLoop(6) as loop:
+        net = make_pair(loop, static_arp=True)
+        EchoServer(net.b, 7, close_after=64)
+        load = EchoLoad(net.a, "198.18.0.2", 7, concurrency=50, per_conn=1, total=1234)
+        s = _run(loop, load, transactions=1234, interval=0.01)
+        assert s["transactions"] == load.transactions == load.issued == 1234
+        assert load.finished and s["errors"] == {}
+        assert 0 < s["elapsed_s"] <= loop.time()
+        assert sum(i["transactions"] for i in s["intervals"]) == 1234
+
+
+def test_latency_histogram_quantiles():
+    h = LatencyHistogram()
+    values = [i * 1e-6 for i in range(1, 10001)]       # 1 us .. 10 ms, uniform
+    h.add_many(values[:5000])
+    h.add_many(values[5000:])
+    assert h.count == 10000 and h.mean == pytest.approx(sum(values) / 10000)
+    assert h.min == 1e-6 and h.max == 10000e-6
+    for q in (0.5, 0.9, 0.99):
+        assert h.quantile(q) == pytest.approx(q * 10000e-6, rel=0.006)
+    assert h.quantile(1.0) == pytest.approx(10000e-6, rel=0.006)
+    assert LatencyHistogram().quantile(0.5) is None
