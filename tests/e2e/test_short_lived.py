@@ -56,3 +56,30 @@ def test_thousand_concurrent_short_lived_connections():
         assert len(net.a.connections) == len(net.b.connections) == 0
         assert len(net.a.time_wait) == len(net.b.time_wait) == 0
         assert a_counters["conns_reset"] == b_counters["conns_reset"] == 0
+
+
+def test_port_reuse_against_time_wait_does_not_stall():
+    """5,000 short-lived connections from 200 client ports to a server that closes first
+    (so it holds every 4-tuple in TIME-WAIT): each reuse must pass the server's RFC 6191
+    check at once. TSvals toward one peer increase across connections (the TS offset is
+    per address pair), so no SYN meets a challenge ACK and waits for its retransmission."""
+    from acceltcp.apps.echo import EchoLoad, EchoServer
+    from acceltcp.host.simnet import make_pair
+    from acceltcp.io.sim import SimLoop
+    from acceltcp.tcp.config import TcpConfig
+
+    with SimLoop(1) as loop:
+        net = make_pair(loop, config_a=TcpConfig(time_wait=0.0001),
+                        config_b=TcpConfig(time_wait=60.0), seed=1,
+                        stack_a={"ephemeral": (40000, 40199)}, bandwidth_bps=1e9,
+                        delay=50e-6)
+        EchoServer(net.b, 7, close_after=64, config=TcpConfig(time_wait=60.0))
+        load = EchoLoad(net.a, "198.18.0.2", 7, concurrency=64, size=64, per_conn=1,
+                        total=5000, config=TcpConfig(time_wait=0.0001))
+        load.start()
+        t0 = loop.time()
+        loop.run_until(lambda: load.transactions >= 5000, timeout=600)
+        took = loop.time() - t0
+    assert not load.errors and took < 1.0, (took, load.errors)
+    c = net.b.counters
+    assert c["time_wait_reopened"] >= 4000 and c["conns_reset"] == 0

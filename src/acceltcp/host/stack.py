@@ -307,6 +307,7 @@ class HostStack:
         self._secret = secret if secret is not None else os.urandom(16)
         # F() of RFC 6528 keyed once: each ISN copies this state instead of re-keying.
         self._isn_hash = hashlib.blake2s(key=self._secret, digest_size=4)
+        self._ts_offsets = {}     # remote ip -> TS clock offset (_ts_offset)
         #: re-raise exceptions from TCBs/app callbacks out of receive_frame/on_timer
         #: (tests); otherwise they are counted as drops["internal_error"].
         self.strict = strict
@@ -479,6 +480,7 @@ class HostStack:
         iss = self._isn(self.ip, lport, src, rport, now) & _U32
         conn = self.tcb_class(cfg, self.ip, lport, src, rport, iss, self._output_cb, now)
         conn.tso_max = self.tso_max
+        conn.ts_offset = self._ts_offset(src)
         rec = conn.owner = HostConn(key, src, lport, rport, self._nexthop_or_self(src), True)
         conn.key = key
         rec.parent = lst
@@ -969,6 +971,7 @@ class HostStack:
         conn = self.tcb_class(config if config is not None else self.config, self.ip, lport,
                              rip, remote_port, iss, self._output_cb, now)
         conn.tso_max = self.tso_max
+        conn.ts_offset = self._ts_offset(rip)
         self._register(conn, key, rip, lport, remote_port, nexthop, False)
         self._table[key] = conn
         self._c["conns_opened"] += 1
@@ -1012,6 +1015,21 @@ class HostStack:
         h = self._isn_hash.copy()
         h.update(local_ip + remote_ip + _ISN_PORTS.pack(local_port, remote_port))
         return (int.from_bytes(h.digest(), "big") + int(now * 250_000)) & _U32
+
+    def _ts_offset(self, remote_ip):
+        """The timestamp clock offset toward `remote_ip`: a keyed hash of the address
+        pair (RFC 7323 §7.1; Linux's secure_tcp_ts_off), so successive connections to
+        one peer send increasing TSvals and a new SYN passes the peer's PAWS check on a
+        4-tuple it still holds in TIME-WAIT (RFC 6191). Not per 4-tuple: reusing a port
+        toward a server that closed first would then fail about half the time."""
+        off = self._ts_offsets.get(remote_ip)
+        if off is None:
+            if len(self._ts_offsets) >= 4096:
+                self._ts_offsets.clear()
+            h = self._isn_hash.copy()
+            h.update(b"ts" + self.ip + remote_ip)
+            off = self._ts_offsets[remote_ip] = int.from_bytes(h.digest(), "big")
+        return off
 
     def bind_port(self, port):
         """Reserve `port` (socket layer `bind`): ephemeral allocation skips it."""
