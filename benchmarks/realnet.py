@@ -187,6 +187,10 @@ def splice(label, nbytes, extra, tmp):
                                "8080", "--bytes", str(nbytes), "--seed", "1", "--head",
                                "GET / HTTP/1.1\\n", "--timeout", "300"]),
                        capture_output=True, text=True, timeout=900)
+    try:
+        srv.p.wait(60)                  # the server ends by itself after the transfer
+    except subprocess.TimeoutExpired:
+        pass
     sv = srv.stop()
     st = proxy.stop()
     res = json.loads(r.stdout.strip().splitlines()[-1])
