@@ -148,8 +148,9 @@ def test_wrk_ab_curl_through_lb(bed, tmp_path, site, splice):
         assert app.get("spliced", 0) == 0, app
 
 
-def test_backend_killed_mid_run(bed, tmp_path, site):
-    srv = _lb(bed, tmp_path, splice=False)
+@pytest.mark.parametrize("splice", [False, True], ids=["host-relay", "spliced"])
+def test_backend_killed_mid_run(bed, tmp_path, site, splice):
+    srv = _lb(bed, tmp_path, splice)
     wrk = bed.popen(["wrk", "-t", "1", "-c", "16", "-d", "4s", "-H", "Connection: close",
                      "http://%s:%d/f3.bin" % (STACK_IP, PORT)], stdout=subprocess.PIPE)
     time.sleep(1.5)
