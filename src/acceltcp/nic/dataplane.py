@@ -1,12 +1,15 @@
-"""The NIC dataplane, first slice: classify + connection-setup offload (AccelTCP §4.1,
-Appendix A). Sans-I/O: frames and ``now`` in, tagged frames out.
+"""The NIC dataplane: classification, connection setup (SYN cookies), teardown and splice
+offloads (AccelTCP §4, Appendix A). Sans-I/O: frames and ``now`` in, tagged frames out.
 
 Theory of operation
 -------------------
-``NicDataplane.process(frame, port, now)`` takes one Ethernet frame arriving on ``WIRE``
-(0, the network) or ``HOST`` (1, the "PCIe" port) and returns ``[(port, frame), ...]``,
-the frames that leave and where.  No per-SYN state: the only state is the fixed-capacity
-listener table and the counters.
+``NicDataplane.process(frame, port, now, csum_ok)`` takes one Ethernet frame arriving on
+``WIRE`` (0, the network) or ``HOST`` (1, the "PCIe" port) and returns ``[(port,
+frame), ...]``, the frames that leave and where; ``next_deadline()`` / ``on_timer(now)``
+drive the teardown engine's RTO/TIME-WAIT wheel, the splice idle sweep and the report
+moderation.  State: fixed-capacity tables -- listeners (16 B each), teardown flows
+(``nic.teardown``, 64 B each), splice rules (``nic.splice``, 89 B each) -- and counters;
+no per-SYN state.
 
 From HOST:
 
@@ -19,26 +22,36 @@ From HOST:
   control.py has no ListenRefused message, so the host learns it from a StatusReport
   (``listeners`` / ``listener_capacity``) and keeps handling that port's SYNs itself --
   which it must do anyway, since without an entry the NIC passes every SYN up.
-* 0x090E ``StatusRequest`` -> a ``StatusReport`` to HOST (listener gauges and the
-  cookie counters; the teardown/splice gauges are 0 in this slice).
-* 0x090B Teardown / 0x090C Splice: not offloaded yet, so they are refused straight
-  away (``TeardownRefused`` / ``SpliceRefused`` with reason TABLE_FULL: capacity 0) and
-  the host keeps the flow -- the advisory-offload contract (DESIGN.md).  A control frame
-  that does not decode, or a NIC->host type coming from the host, is dropped and
-  counted (``drop_<reason>``); control frames never reach the wire.
-* Everything else goes out on WIRE unchanged (``passthrough_wire``; no checksum/TSO
-  offload yet).  The NIC does not judge the host's ordinary frames.
+* 0x090E ``StatusRequest`` -> a ``StatusReport`` to HOST (table gauges and counters).
+* 0x090B Teardown: the teardown engine takes the flow (``nic.teardown``) or refuses it
+  (TABLE_FULL, DUPLICATE, BAD_STATE; without a table: TABLE_FULL) -- the advisory-offload
+  contract (DESIGN.md).  With ``report_interval`` > 0 the engine's acceptances and normal
+  ends are not reported per flow: at most once per interval one cumulative
+  ``TeardownAccepted`` (the latest flow) and one unsolicited ``StatusReport``.
+* 0x090C Splice: both rules installed -> ``SpliceInstalled``; else ``SpliceRefused``
+  (TABLE_FULL, DUPLICATE, BAD_RULE).  A control frame that does not decode, or a
+  NIC->host type coming from the host, is dropped and counted (``drop_<reason>``);
+  control frames never reach the wire.
+* An IPv4 frame whose 4-tuple is a splice rule's (the host flushing what it held while
+  the splice was being installed) is translated like one from the wire.
+* Everything else goes out on WIRE unchanged (``passthrough_wire``; checksum and TSO
+  of the host's data segments are the TAP kernel's, docs/placements.md).  The NIC does
+  not judge the host's ordinary frames.
 
 From WIRE (classification order):
 
 1. Offload EtherTypes 0x090A..0x090E are dropped (``drop_offload_ethertype``): a peer
    must never be able to forge a NewConnection frame.
-2. Not IPv4/TCP, malformed (any WireError), or TCP to an ip:port with no listener ->
+2. A 4-tuple (``frame[26:38]``) with a splice rule -> translated in a copy and sent on
+   WIRE (``splice_frames``); on the splice's end (both FINs acknowledged, an acceptable
+   RST) also a 0x090D ``SpliceClosed`` to HOST.  A teardown flow's 4-tuple -> the
+   teardown engine (checksum verified unless ``csum_ok``).
+3. Not IPv4/TCP, malformed (any WireError), or TCP to an ip:port with no listener ->
    HOST unchanged (``passthrough_host``; malformed ones also ``malformed_<reason>``).
    Malformed frames never raise and are not dropped here: the host's parser decides
    (and counts) -- the NIC drops only what it is sure is its own business.  Only
    frames to a listener get their TCP header parsed (checksum verified).
-3. To a listener:
+4. To a listener:
 
    * SYN (ACK/RST clear) with a Timestamps option, on a listener that offers
      timestamps -> the NIC answers on WIRE with a SYN-ACK: seq = cookie ISN, ack =
@@ -79,7 +92,9 @@ Unlisten is passed to the host as a plain segment (it has no TCB: RST).
 Counters: ``nic.counters`` (dict): syn_cookies_sent, syn_to_host, cookie_ack_ok,
 cookie_ack_bad, passthrough_wire, passthrough_host, listener_table_full, listens,
 unlistens, unlisten_unknown, rst_sent, refused_teardown, refused_splice,
-status_reports, drops (total) and ``drop_<reason>`` / ``malformed_<reason>`` per reason.
+refused_splice_<why>, status_reports, teardown_frames, splices_installed,
+splices_closed, splice_frames, splice_flushed, drops (total) and ``drop_<reason>`` /
+``malformed_<reason>`` per reason; the teardown engine's own in ``teardown.counters``.
 """
 
 import os
