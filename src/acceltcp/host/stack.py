@@ -1152,8 +1152,9 @@ class HostStack:
         """The NIC is gone (its process died): the device now moves plain frames, and the
         stack does all the work itself from here on. Listeners stop being offloaded (SYNs
         now reach the host); a handshake the NIC answered with a cookie but had not yet
-        completed is reset by the client's ACK meeting no TCB, and the client retries.
-        Flows already handed to the NIC (teardown, splice) went with it."""
+        completed meets no TCB here, so the client's connection is reset. Flows already
+        handed to the NIC (teardown, splice) went with it; parked offers are closed by
+        the host, pending splices fail (``host.offload``)."""
         if not self.nic:
             return
         self.nic = False
