@@ -24,6 +24,7 @@ refusals) are delivered by `loop.call_soon`, never re-entering the stack's entry
 
 import hashlib
 
+from ..io.deadline import DeadlineTimer
 from ..io.sim import FaultConfig, Link
 from ..nic.dataplane import HOST, WIRE, NicDataplane
 from .runner import StackRunner
@@ -49,7 +50,7 @@ class SimNicDevice:
         self._time = loop.time
         self._receiver = None
         self._ring = None
-        self._timer = None            # (deadline, TimerHandle) of the dataplane's timer
+        self._timer = DeadlineTimer(loop, self._on_timer)   # the dataplane's timers
         port.set_receiver(self._from_wire)
 
     def set_receiver(self, callback):
@@ -70,16 +71,9 @@ class SimNicDevice:
 
     def _arm(self):
         """Keep one loop timer at the dataplane's next deadline (RTOs, TIME-WAITs)."""
-        d = self.dataplane.next_deadline()
-        t = self._timer
-        if d is None or (t is not None and t[0] <= d):
-            return
-        if t is not None:
-            t[1].cancel()
-        self._timer = (d, self.loop.call_at(d, self._on_timer))
+        self._timer.arm(self.dataplane.next_deadline())
 
     def _on_timer(self):
-        self._timer = None
         self._deliver(self.dataplane.on_timer(self._time()))
         self._arm()
 

@@ -49,6 +49,7 @@ import sys
 import time
 
 from ..io import nicchannel as nc
+from ..io.deadline import DeadlineTimer
 from ..nic.dataplane import HOST, WIRE, NicDataplane
 
 __all__ = ["InlineNicDevice", "ProcessNicDevice", "NicStartError", "dataplane_kwargs",
@@ -196,8 +197,7 @@ class InlineNicDevice(_HostPort):
         self.ignored = list(ignored)
         self._clock = clock
         self._rx = []
-        self._timer = None
-        self._timer_when = None
+        self._timer = None            # DeadlineTimer, once attached to a loop
         tap.set_receiver(self._from_wire)
         tap.set_batch_end(None)
 
@@ -241,42 +241,33 @@ class InlineNicDevice(_HostPort):
                 tap.send_segment(*item)
                 continue
             self._record(item)
-            for port, out in dp.process(item, HOST, now):
-                if port == WIRE:
-                    tap.send(out)
-                else:
-                    self._rx.append((out, False))
-                    self._record(out)
-                    woke = True
+            woke |= self._route(dp.process(item, HOST, now))
         self._arm()
         self.nic_cpu_ns += _ptime() - t0
         if woke:
             self._wake_host()
 
-    # -- the dataplane's timer
-    def _arm(self):
-        d = self.dataplane.next_deadline()
-        if d is None or self._loop is None:
-            return
-        w = self._timer_when
-        if w is not None:
-            if w <= d:
-                return
-            self._timer.cancel()
-        self._timer_when = d
-        self._timer = self._loop.call_at(d, self._on_timer)
-
-    def _on_timer(self):
-        self._timer = self._timer_when = None
-        t0 = _ptime()
+    def _route(self, outs):
+        """The dataplane's output for a host frame or a timer: to the TAP, or queued for
+        the host (a new runner entry). -> whether anything is for the host."""
         woke = False
-        for port, out in self.dataplane.on_timer(self._clock()):
+        for port, out in outs:
             if port == WIRE:
                 self.tap.send(out)
             else:
                 self._rx.append((out, False))
                 self._record(out)
                 woke = True
+        return woke
+
+    # -- the dataplane's timer
+    def _arm(self):
+        if self._timer is not None:
+            self._timer.arm(self.dataplane.next_deadline())
+
+    def _on_timer(self):
+        t0 = _ptime()
+        woke = self._route(self.dataplane.on_timer(self._clock()))
         self._arm()
         self.nic_cpu_ns += _ptime() - t0
         if woke:
@@ -284,6 +275,7 @@ class InlineNicDevice(_HostPort):
 
     def attach_runner(self, loop, entry):
         super().attach_runner(loop, entry)
+        self._timer = DeadlineTimer(loop, self._on_timer)
         self._arm()
 
     def _host_backlog(self):
@@ -299,7 +291,6 @@ class InlineNicDevice(_HostPort):
     def close(self):
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = self._timer_when = None
         self.detach_runner()
         self.tap.set_receiver(None)
 

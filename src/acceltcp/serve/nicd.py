@@ -46,6 +46,7 @@ import sys
 import time
 
 from ..io import nicchannel as nc
+from ..io.deadline import DeadlineTimer
 from ..io.tap import TapDevice
 from ..nic.dataplane import HOST, WIRE
 from .nic import is_control_frame, make_dataplane, status_dict
@@ -118,8 +119,7 @@ class NicProcess:
         self.exit_code = 0
         self.busy_ns = 0
         self.started = time.monotonic()
-        self._timer = None
-        self._timer_when = None
+        self._timer = DeadlineTimer(loop, self._on_timer)   # the dataplane's timers
         self._writer = False
         self._activity = 0
         self._reported = -1
@@ -188,7 +188,6 @@ class NicProcess:
         self._after(t0)
 
     def _on_timer(self):
-        self._timer = self._timer_when = None
         t0 = _ptime()
         for port, out in self.dp.on_timer(self.loop.time()):
             if port == WIRE:
@@ -228,16 +227,7 @@ class NicProcess:
             self._flush()
 
     def _arm(self):
-        d = self.dp.next_deadline()
-        if d is None:
-            return
-        w = self._timer_when
-        if w is not None:
-            if w <= d:
-                return
-            self._timer.cancel()
-        self._timer_when = d
-        self._timer = self.loop.call_at(d, self._on_timer)
+        self._timer.arm(self.dp.next_deadline())
 
     # -- counters for the host
     def stats_doc(self, request_id=0):
@@ -282,8 +272,7 @@ class NicProcess:
                 pass
         if self._writer:
             self.loop.remove_writer(self.channel.fileno())
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         self._periodic.cancel()
         if self.pcap is not None:
             self.pcap.flush()
