@@ -80,7 +80,6 @@ import hashlib
 import io
 import json
 import os
-import random
 import resource
 import signal
 import subprocess
@@ -97,6 +96,7 @@ import realnet  # noqa: E402  (benchmarks/realnet.py: the shared helpers)
 from realnet import PY, cpu_busy_s, median_run, ns, proc_cpu_s  # noqa: E402
 
 from acceltcp.testbed import netns as tb  # noqa: E402
+from acceltcp.testbed import website  # noqa: E402
 
 NS = "atcp-apps"
 REF = "atcp-apps-ref"
@@ -113,14 +113,6 @@ KV_KEYS = 1000
 
 #: every process this script starts that is not ended yet (ended on the way out)
 _STARTED = []
-
-
-def _file_sizes(n, seed=7):
-    """SpecWeb-like sizes: 30 B .. 5,670 B (tests/net/test_lb_net.py's file set)."""
-    rnd = random.Random(seed)
-    sizes = [min(5670, max(30, int(rnd.lognormvariate(6.45, 0.95)))) for _ in range(n)]
-    sizes[0], sizes[1] = 30, 5670
-    return sizes
 
 
 # ------------------------------------------------------------------------ servers
@@ -375,33 +367,6 @@ def kv_section(a, tmp):
 
 
 # ------------------------------------------------------------------------ lb
-NGINX_COMMON = """
-master_process off;
-user root;
-pid %(d)s/nginx.pid;
-error_log %(d)s/error.log;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path %(d)s;
-    proxy_temp_path %(d)s;
-    fastcgi_temp_path %(d)s;
-    uwsgi_temp_path %(d)s;
-    scgi_temp_path %(d)s;
-%(body)s
-}
-"""
-
-BACKEND_BODY = """
-    sendfile off;
-    server {
-%(listen)s
-        root %(www)s;
-        default_type application/octet-stream;
-    }
-"""
-
 PROXY_BODY = """
     upstream backends {
         server %(b1)s;
@@ -420,23 +385,8 @@ PROXY_BODY = """
 
 def _nginx(netns, tmp, name, body, ip, port):
     d = os.path.join(tmp, name)
-    os.makedirs(d, exist_ok=True)
-    conf = os.path.join(d, "nginx.conf")
-    Path(conf).write_text(NGINX_COMMON % {"d": d, "body": body})
-    return KernelServer(netns, ["nginx", "-c", conf, "-g", "daemon off;"], ip, port,
-                        os.path.join(d, "stdout.log"))
-
-
-def make_site(tmp):
-    www = os.path.join(tmp, "www")
-    os.makedirs(www)
-    rnd = random.Random(11)
-    files = {}
-    for i, size in enumerate(_file_sizes(NFILES)):
-        data = rnd.randbytes(size)
-        Path(www, "f%d.bin" % i).write_bytes(data)
-        files["f%d.bin" % i] = (size, hashlib.sha256(data).hexdigest())
-    return www, files
+    return KernelServer(netns, ["nginx", "-c", website.nginx_conf(d, body), "-g",
+                                "daemon off;"], ip, port, os.path.join(d, "stdout.log"))
 
 
 WRK_LUA = """
@@ -521,7 +471,8 @@ def _check_files(host, files):
 
 
 def lb_section(a, tmp):
-    www, files = make_site(tmp)
+    www = os.path.join(tmp, "www")
+    files = website.make_site(www, NFILES)
     script = os.path.join(tmp, "files.lua")
     Path(script).write_text(WRK_LUA % {
         "paths": ", ".join('"/%s"' % name for name in sorted(files)), "seed": 5})
@@ -546,10 +497,9 @@ def lb_section(a, tmp):
     rows = []
     try:
         for k in range(2):                       # nginx 1: even ports, nginx 2: odd ports
-            listen = "\n".join("        listen %d backlog=4096;" % (BACKEND_BASE + 2 * i + k)
-                               for i in range(nruns))
+            ports = [BACKEND_BASE + 2 * i + k for i in range(nruns)]
             backends.append(_nginx(NS, tmp, "backend%d" % (k + 1),
-                                   BACKEND_BODY % {"listen": listen, "www": www},
+                                   website.backend_body(ports, www),
                                    "127.0.0.1", BACKEND_BASE + k))
 
         def one(label, kind, extra, close):

@@ -4,13 +4,14 @@ and one connection per request), splice on and off; curl fetches every file of a
 and its sha256 must match; a backend killed mid-run costs only its in-flight requests."""
 
 import hashlib
-import random
 import re
 import signal
 import subprocess
 import time
 
 import pytest
+
+from acceltcp.testbed import website
 
 from .conftest import PEER_IP, STACK_IP
 
@@ -20,57 +21,20 @@ BACKENDS = (8081, 8082)
 NFILES = 60
 
 
-def _file_sizes(n, seed=7):
-    """SpecWeb-like sizes: 30 B .. 5,670 B, mean about 728 B (the paper's file set)."""
-    rnd = random.Random(seed)
-    sizes = [min(5670, max(30, int(rnd.lognormvariate(6.45, 0.95)))) for _ in range(n)]
-    sizes[0], sizes[1] = 30, 5670
-    return sizes
-
-
 @pytest.fixture
 def site(bed, tmp_path):
     www = tmp_path / "www"
-    www.mkdir()
-    digests = {}
-    rnd = random.Random(11)
-    for i, size in enumerate(_file_sizes(NFILES)):
-        data = rnd.randbytes(size)
-        (www / ("f%d.bin" % i)).write_bytes(data)
-        digests["f%d.bin" % i] = hashlib.sha256(data).hexdigest()
-    sizes = [len((www / name).read_bytes()) for name in digests]
+    files = website.make_site(str(www), NFILES)
+    digests = {name: digest for name, (_, digest) in files.items()}
+    sizes = [size for size, _ in files.values()]
     assert 600 <= sum(sizes) / len(sizes) <= 860 and min(sizes) == 30 and max(sizes) == 5670
     procs = {}
     for port in BACKENDS:
-        d = tmp_path / ("nginx%d" % port)
-        d.mkdir()
-        conf = d / "nginx.conf"
-        conf.write_text("""
-master_process off;
-user root;
-pid %(d)s/nginx.pid;
-error_log %(d)s/error.log;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    sendfile off;
-    keepalive_requests 100000;
-    client_body_temp_path %(d)s;
-    proxy_temp_path %(d)s;
-    fastcgi_temp_path %(d)s;
-    uwsgi_temp_path %(d)s;
-    scgi_temp_path %(d)s;
-    server {
-        listen %(port)d backlog=4096;
-        root %(www)s;
-        default_type application/octet-stream;
-    }
-}
-""" % {"d": d, "port": port, "www": www})
+        d = str(tmp_path / ("nginx%d" % port))
+        conf = website.nginx_conf(d, website.backend_body([port], www))
         # one process (no master/worker pair): SIGKILL ends the whole backend
-        p = bed.popen(["nginx", "-c", str(conf), "-g", "daemon off;"],
-                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs[port] = p
+        procs[port] = bed.popen(["nginx", "-c", conf, "-g", "daemon off;"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # both answer before the tests start (on loopback: the TAP's address appears with
     # the stack)
     for port in BACKENDS:
