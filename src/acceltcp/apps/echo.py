@@ -9,7 +9,7 @@ rides on its handshake ACK, the server answers and closes (response + FIN), the 
 closes (FIN-ACK), the server ACKs: six packets, the server in TIME-WAIT.
 """
 
-import collections
+from .loadclient import LoadClient
 
 
 class EchoServer:
@@ -80,86 +80,36 @@ class _Client:
         self.opened = now
 
 
-class EchoLoad:
+class EchoLoad(LoadClient):
     """``concurrency`` connections, each sending ``size``-byte messages and waiting for
     the echo. ``per_conn``: transactions per connection (1 = short-lived, 0 = persistent).
     Issues exactly ``total`` transactions (None: until ``stop()``): the last request sent
     stops the load, the ones in flight are still answered and counted. Once stopped,
     connections close as their reply arrives (or, not yet used, when they open);
-    ``finished`` once all are closed.
-
-    ``on_progress(load)`` is called every ``progress_every`` completed transactions.
-    ``stack.connect`` failures (ephemeral ports exhausted, no route) are counted in
-    ``errors`` and leave the slot empty: ``refill()`` opens connections again up to
-    ``concurrency``; ``active`` is how many are open."""
+    ``finished`` once all are closed. ``on_progress(load)`` is called every
+    ``progress_every`` completed transactions. Slots and accounting:
+    `apps.loadclient.LoadClient`."""
 
     def __init__(self, stack, server_ip, port=7, *, concurrency=64, size=64, per_conn=0,
                  total=None, config=None, on_progress=None, progress_every=100):
-        self.stack = stack
-        self.server_ip = server_ip
-        self.port = port
-        self.concurrency = concurrency
+        super().__init__(stack, server_ip, port, concurrency=concurrency, per_conn=per_conn,
+                         total=total, config=config, on_progress=on_progress,
+                         progress_every=progress_every)
         self.message = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
         self.size = size
-        self.per_conn = per_conn
-        self.total = total
-        self.config = config
-        self.on_progress = on_progress
-        self.progress_every = progress_every
-        self.running = False
-        self.issued = 0
-        self.transactions = 0
-        self.errors = collections.Counter()
-        self.connections = 0
-        self.latencies = []
-        self._clients = {}
 
     def start(self):
         self.running = True
         for _ in range(self.concurrency):
             self._open()
 
-    def stop(self):
-        self.running = False
-
-    @property
-    def finished(self):
-        return not self.running and not self._clients
-
-    @property
-    def active(self):
-        """Connections open (connecting, in a transaction, or closing)."""
-        return len(self._clients)
-
-    def refill(self):
-        """While running, open connections up to ``concurrency`` (slots left empty by
-        failed connects). -> how many were opened."""
-        opened = 0
-        while self.running and len(self._clients) < self.concurrency:
-            if not self._open():
-                break
-            opened += 1
-        return opened
-
     def _open(self):
-        stack = self.stack
-        try:
-            conn = stack.connect(self.server_ip, self.port, config=self.config)
-        except OSError as e:
-            self.errors[e.strerror or str(e)] += 1
-            return False
-        self.connections += 1
-        client = _Client(conn, stack.clock())
-        self._clients[conn] = client
-        stack.attach(conn, self._on_event, client)
-        return True
+        return self._connect(_Client, self._on_event) is not None
 
     def _send(self, client):
         client.got = 0
         client.sent_at = self.stack.clock()
-        self.issued += 1
-        if self.total is not None and self.issued >= self.total:
-            self.running = False                     # the last one: stop issuing
+        self._issued()
         self.stack.send(client.conn, self.message)
 
     def _on_event(self, conn):
@@ -192,26 +142,13 @@ class EchoLoad:
                 self._finish(client)
 
     def _complete(self, client):
-        now = self.stack.clock()
-        self.latencies.append(now - client.sent_at)
-        self.transactions += 1
-        client.done += 1
-        client.sent_at = None
+        self._answered(client)
         if self.total is not None and self.transactions >= self.total:
             self.running = False
-        if self.on_progress is not None and self.transactions % self.progress_every == 0:
-            self.on_progress(self)
         conn = client.conn
-        if self.running and (self.per_conn == 0 or client.done < self.per_conn):
+        if self._goes_on(client):
             self._send(client)
         elif not conn.fin_queued:
             # Done with it: the stack finishes the teardown; the next connection opens now.
             self.stack.close(conn)
             self._finish(client)
-
-    def _finish(self, client):
-        if self._clients.pop(client.conn, None) is None:
-            return
-        client.conn = None          # no conn -> owner -> client -> conn cycle left behind
-        if self.running:
-            self._open()

@@ -53,6 +53,7 @@ import sys
 import time
 
 from . import resp
+from .loadclient import LoadClient
 from .resp import bulk as _bulk
 from .resp import error as _err
 from .resp import (EMPTY_ARRAY, LLONG_MAX, LLONG_MIN, NIL, OK, ONE, PONG, ZERO, ReplyError,
@@ -1065,7 +1066,7 @@ class _KvClient:
         self.opened = now
 
 
-class KvLoad:
+class KvLoad(LoadClient):
     """Clients running the Facebook USR workload against a RESP server.
 
     ``concurrency`` connections; ``per_conn`` transactions each (1: the paper's one
@@ -1080,11 +1081,9 @@ class KvLoad:
     ``stop()``); ``finished`` once they are all answered and their connections closed.
     Deterministic for a given ``seed`` in the simulator.
 
-    ``stack.connect`` failures (ephemeral ports exhausted, no route) are counted in
-    ``errors`` and leave the slot empty: ``refill()`` opens connections again up to
-    ``concurrency``; ``active`` is how many are open. ``on_populated(load)`` is called
-    once the keys are written, right before the first transaction's connections open
-    (a measurement starts there).
+    Slots, ``refill()``, ``active`` and the accounting: `apps.loadclient.LoadClient`.
+    ``on_populated(load)`` is called once the keys are written, right before the first
+    transaction's connections open (a measurement starts there).
     """
 
     def __init__(self, stack, server_ip, port=KV_DEFAULT_PORT, *, concurrency=64, per_conn=1,
@@ -1096,17 +1095,11 @@ class KvLoad:
         width = key_size - 4
         if width < len(str(keys - 1)):
             raise ValueError("key_size %d is too small for %d keys" % (key_size, keys))
-        self.stack = stack
-        self.server_ip = server_ip
-        self.port = port
-        self.concurrency = concurrency
-        self.per_conn = per_conn
-        self.total = total
+        super().__init__(stack, server_ip, port, concurrency=concurrency, per_conn=per_conn,
+                         total=total, config=config, on_progress=on_progress,
+                         progress_every=progress_every)
         self.get_ratio = get_ratio
         self.value_size = value_size
-        self.config = config
-        self.on_progress = on_progress
-        self.progress_every = progress_every
         self.on_populated = on_populated
         self.rng = random.Random(seed)
         self.keys = [b"usr:%0*d" % (width, i) for i in range(keys)]
@@ -1124,17 +1117,10 @@ class KvLoad:
                     args += (self.keys[j], v)
                 self._batches.append(encode_command(*args))
         self.populated = not populate
-        self.running = False
-        self.issued = 0
-        self.transactions = 0
         self.gets = 0
         self.sets = 0
         self.hits = 0
         self.misses = 0
-        self.errors = collections.Counter()
-        self.connections = 0
-        self.latencies = []
-        self._clients = {}
 
     def _value(self):
         return bytes(self.rng.choices(_VALUE_ALPHABET, k=self.value_size))
@@ -1147,46 +1133,20 @@ class KvLoad:
         else:
             self._open(populate=True)
 
-    def stop(self):
-        self.running = False
-
-    @property
-    def finished(self):
-        return not self.running and not self._clients
-
-    @property
-    def active(self):
-        """Connections open (populating, connecting, in a transaction, or closing)."""
-        return len(self._clients)
-
-    def refill(self):
-        """While running (and populated), open connections up to ``concurrency`` (slots
-        left empty by failed connects). -> how many were opened."""
-        opened = 0
-        while self.running and self.populated and len(self._clients) < self.concurrency:
-            if not self._open():
-                break
-            opened += 1
-        return opened
+    def _can_open(self):
+        return self.running and self.populated
 
     def _open_all(self):
         for _ in range(self.concurrency):
             self._open()
 
     def _open(self, populate=False):
-        stack = self.stack
-        try:
-            conn = stack.connect(self.server_ip, self.port, config=self.config)
-        except OSError as e:
-            self.errors[e.strerror or str(e)] += 1
-            if populate:
-                self.running = False
-            return False
-        self.connections += 1
-        client = _KvClient(conn, stack.clock())
-        self._clients[conn] = client
-        stack.attach(conn, self._on_populate if populate else self._on_event, client)
-        return True
+        if self._connect(_KvClient, self._on_populate if populate else self._on_event) \
+                is not None:
+            return True
+        if populate:
+            self.running = False
+        return False
 
     # ------------------------------------------------------------------ populate phase
     def _on_populate(self, conn):
@@ -1245,9 +1205,7 @@ class KvLoad:
             self._allowed[i].add(v)
             req = encode_command(b"SET", self.keys[i], v)
         client.sent_at = self.stack.clock()
-        self.issued += 1
-        if self.total is not None and self.issued >= self.total:
-            self.running = False                     # the last one: stop issuing
+        self._issued()
         self.stack.send(client.conn, req)
 
     def _on_event(self, conn):
@@ -1310,13 +1268,8 @@ class KvLoad:
 
     def _complete(self, client):
         """A reply arrived: -> True if the client goes on (persistent, more to do)."""
-        self.latencies.append(self.stack.clock() - client.sent_at)
-        self.transactions += 1
-        client.done += 1
-        client.sent_at = None
-        if self.on_progress is not None and self.transactions % self.progress_every == 0:
-            self.on_progress(self)
-        if self.running and (self.per_conn == 0 or client.done < self.per_conn):
+        self._answered(client)
+        if self._goes_on(client):
             self._send(client)
             return True
         conn = client.conn
@@ -1324,13 +1277,6 @@ class KvLoad:
             self.stack.close(conn)
         self._finish(client)
         return False
-
-    def _finish(self, client, reopen=True):
-        if self._clients.pop(client.conn, None) is None:
-            return
-        client.conn = None          # no conn -> owner -> client -> conn cycle left behind
-        if reopen and self.running and self.populated:
-            self._open()
 
     def stats(self):
         lat = sorted(self.latencies)
