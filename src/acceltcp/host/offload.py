@@ -65,7 +65,7 @@ import collections
 
 from ..nic.splice import SpliceSide, splice_rules
 from ..tcp.connection import TEARDOWN_WAIT, TS_MASK
-from ..tcp.states import ESTABLISHED
+from ..tcp.states import CLOSE_WAIT, ESTABLISHED
 from ..wire import control
 from ..wire.control import (
     Splice, SpliceClosed, SpliceInstalled, SpliceRefused, StatusReport, StatusRequest,

@@ -1237,7 +1237,13 @@ class HostStack:
                         self._entry_conn = None
                 fired.append(conn)
             for conn in fired:                     # re-arm after the loop: always terminates
-                self._touch(conn)
+                try:
+                    self._touch(conn)
+                except Exception as e:             # one TCB's bug must not stop the others' timers
+                    self.last_exception = e
+                    if self.strict:
+                        raise
+                    self.drops["internal_error"] += 1
             while h:                               # drop stale heads: no spurious wakeups
                 d, _, conn = h[0]
                 rec = conn.owner
