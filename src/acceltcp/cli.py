@@ -61,6 +61,7 @@ def cmd_testbed(args) -> int:
     import json
 
     from .testbed import netns as tb
+    args.ref_netns = args.ref_netns or tb.ref_name_for(args.netns)
     try:
         if args.action == "up":
             created = tb.up(args.netns, ref=args.ref, ref_name=args.ref_netns)
@@ -128,9 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     tbp.add_argument("--out", type=int, help="loss: %% of frames to the stack (default: same)")
     tbp.add_argument("--netns", default=DEFAULT_NS, help="namespace name (%(default)s)")
     tbp.add_argument("--ref", action="store_true",
-                     help="up: also the reference namespace %s (kernel-stack servers, veth "
-                          "198.18.1.0/24) for the benchmarks" % REF_NS)
-    tbp.add_argument("--ref-netns", default=REF_NS, help=argparse.SUPPRESS)
+                     help="up: also the reference namespace (kernel-stack servers, veth "
+                          "198.18.1.0/24) for the benchmarks: %s for %s, NAME-ref for "
+                          "any other --netns NAME" % (REF_NS, DEFAULT_NS))
+    tbp.add_argument("--ref-netns", default=None, help=argparse.SUPPRESS)
     tbp.add_argument("--tap", default=TAP_NAME, help=argparse.SUPPRESS)
     tbp.set_defaults(func=cmd_testbed)
     add_serve_parser(sub)

@@ -84,3 +84,30 @@ def test_serve_without_testbed_fails_clearly(nsname):
     assert "does not exist" in r.stderr and "testbed up" in r.stderr
     assert "Traceback" not in r.stderr
     assert time.monotonic() - t0 < 30
+
+
+def test_down_of_one_testbed_leaves_the_default_reference_alone(nsname, monkeypatch):
+    """`testbed down --netns X` removes X and X's own reference namespace (X-ref), never the
+    default atcp-ref of another testbed (it used to: the reference name defaulted to
+    atcp-ref whatever X was)."""
+    from acceltcp.testbed import netns as tb
+    name, procs = nsname
+    assert tb.ref_name_for(tb.DEFAULT_NS) == tb.REF_NS
+    assert tb.ref_name_for(name) == name + "-ref"
+    # What `down` would end and remove, without touching a developer's real atcp-ref:
+    # every namespace "exists", removal and the process sweep are recorded.
+    removed, swept = [], []
+    import pyroute2.netns
+    monkeypatch.setattr(tb, "exists", lambda ns: True)
+    monkeypatch.setattr(tb, "_kill_ns_processes", lambda names: swept.extend(names))
+    monkeypatch.setattr(pyroute2.netns, "remove", removed.append)
+    assert tb.down(name) == [name, name + "-ref"]
+    assert removed == [name, name + "-ref"] and swept == removed
+    monkeypatch.undo()
+
+    # and for real: up --ref without --ref-netns makes X-ref; down without it removes both
+    _cli("testbed", "up", "--ref", "--netns", name)
+    assert set(_status(name)) == {name, name + "-ref"}
+    out = _cli("testbed", "down", "--netns", name).stdout
+    assert name + "-ref" in out and tb.REF_NS + "," not in out + ","
+    assert not os.path.exists("/run/netns/" + name + "-ref")

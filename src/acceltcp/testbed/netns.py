@@ -34,7 +34,7 @@ __all__ = [
     "DEFAULT_NS", "REF_NS", "PEER_IP", "STACK_IP", "PREFIXLEN", "PEER_MAC", "STACK_MAC",
     "REF_PEER_IP", "REF_IP", "TAP_NAME",
     "up", "down", "exists", "status", "attach_tap", "ns_cmd", "ns_popen", "ns_run",
-    "set_loss", "clear_loss", "ns_pids", "require_root", "TestbedError",
+    "set_loss", "clear_loss", "ns_pids", "require_root", "TestbedError", "ref_name_for",
 ]
 
 DEFAULT_NS = "atcp-peer"
@@ -64,6 +64,13 @@ NS_SYSCTLS = {
 
 class TestbedError(RuntimeError):
     pass
+
+
+def ref_name_for(name):
+    """The reference namespace that belongs to peer namespace `name`: ``atcp-ref`` for the
+    default ``atcp-peer``, ``NAME-ref`` for any other, so that ``down --netns X`` never
+    touches another testbed's reference namespace."""
+    return REF_NS if name == DEFAULT_NS else name + "-ref"
 
 
 def require_root():
@@ -113,9 +120,11 @@ def _sysctl(name, key, value):
     ns_run(name, ["sysctl", "-qw", "%s=%s" % (key, value)], check=False)
 
 
-def up(name=DEFAULT_NS, ref=False, ref_name=REF_NS):
-    """Create the peer namespace (and the reference one with ``ref``). Idempotent."""
+def up(name=DEFAULT_NS, ref=False, ref_name=None):
+    """Create the peer namespace (and the reference one with ``ref``; by default
+    ``ref_name_for(name)``). Idempotent."""
     require_root()
+    ref_name = ref_name or ref_name_for(name)
     from pyroute2 import NetNS, netns
     created = []
     for ns in ([name, ref_name] if ref else [name]):
@@ -191,9 +200,11 @@ def _alive(pid):
         return False
 
 
-def down(name=DEFAULT_NS, ref_name=REF_NS):
-    """Remove the namespaces (processes inside are ended first). Idempotent."""
+def down(name=DEFAULT_NS, ref_name=None):
+    """Remove the namespace and its reference namespace (``ref_name_for(name)`` by
+    default; processes inside are ended first). Idempotent."""
     require_root()
+    ref_name = ref_name or ref_name_for(name)
     from pyroute2 import netns
     names = [ns for ns in (name, ref_name) if exists(ns)]
     _kill_ns_processes(names)
@@ -210,9 +221,10 @@ def down(name=DEFAULT_NS, ref_name=REF_NS):
     return removed
 
 
-def status(name=DEFAULT_NS, ref_name=REF_NS):
+def status(name=DEFAULT_NS, ref_name=None):
     """{namespace: {links: {ifname: [addresses]}, pids: [...]}} of what exists."""
     from pyroute2 import NetNS
+    ref_name = ref_name or ref_name_for(name)
     out = {}
     for ns in (name, ref_name):
         if not exists(ns):
