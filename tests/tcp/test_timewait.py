@@ -56,3 +56,23 @@ def test_paws_in_time_wait():
     assert tw.on_segment(seg, p.now) == timewait.KEEP
     assert len(sent) == 1
     assert Pair and FIN
+
+
+def test_rst_window_check_uses_the_scaled_window():
+    """RFC 5961 §3.2 in TIME-WAIT: an RST inside RCV.WND = window field << scale draws a
+    challenge ACK. With field 512 and scale 7 the window is 65,536 bytes: an RST at
+    rcv_nxt + 4,000 is in it (it used to be tested against the unscaled 512)."""
+    sent = []
+    tw = timewait.TimeWait(None, b"k", lambda rec, *f: sent.append(f), 1000, 0xFFFFF000,
+                           512, 7, False, 0, 1000, 0, 0.0, 60.0, 60.0)
+    p = b_last_ack()
+    inside = forge(p.b, RST, seq=0xFFFFF000 + 4000, ack=0, ts=False)
+    assert tw.on_segment(inside, 0.0) == timewait.KEEP and len(sent) == 1
+    assert sent[0][0] == ACK and sent[0][2] == 0xFFFFF000      # the challenge ACK
+    outside = forge(p.b, RST, seq=0xFFFFF000 + (512 << 7), ack=0, ts=False)
+    assert tw.on_segment(outside, 0.0) == timewait.KEEP and len(sent) == 1
+
+
+def test_handoff_keeps_the_receive_window_scale():
+    p, tw, fin, sent = time_wait_record()
+    assert tw.wscale == p.a.conn.rcv_wscale

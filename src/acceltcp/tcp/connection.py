@@ -373,7 +373,7 @@ class TcpConnection:
         wnd = (self.rcv_adv - self.rcv_nxt) & MASK
         wnd = 0 if wnd >= 0x80000000 else wnd >> self.rcv_wscale     # the window field
         tw = TimeWait(self.owner, self.key, self.output, self.snd_max, self.rcv_nxt,
-                      wnd if wnd < 0xFFFF else 0xFFFF, self.ts_ok,
+                      wnd if wnd < 0xFFFF else 0xFFFF, self.rcv_wscale, self.ts_ok,
                       self.ts_offset, cfg.ts_hz, self.ts_recent, self.ts_recent_time,
                       self.t_tw, cfg.time_wait)
         self._to(fsm.HANDOFF, now)

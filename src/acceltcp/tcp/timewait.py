@@ -29,17 +29,18 @@ class TimeWait:
     state = TIME_WAIT             # read-only views treat it like a TCB in TIME-WAIT
     closed = False
 
-    __slots__ = ("owner", "key", "output", "snd_nxt", "rcv_nxt", "window", "ts_ok",
+    __slots__ = ("owner", "key", "output", "snd_nxt", "rcv_nxt", "window", "wscale", "ts_ok",
                  "ts_offset", "ts_hz", "ts_recent", "ts_recent_time", "expires", "duration")
 
-    def __init__(self, owner, key, output, snd_nxt, rcv_nxt, window, ts_ok, ts_offset,
-                 ts_hz, ts_recent, ts_recent_time, expires, duration):
+    def __init__(self, owner, key, output, snd_nxt, rcv_nxt, window, wscale, ts_ok,
+                 ts_offset, ts_hz, ts_recent, ts_recent_time, expires, duration):
         self.owner = owner              # the host's per-connection record (addressing)
         self.key = key
         self.output = output            # same contract as TcpConnection.output
         self.snd_nxt = snd_nxt
         self.rcv_nxt = rcv_nxt
         self.window = window            # last advertised window field
+        self.wscale = wscale            # its shift (RCV.WND = window << wscale, RFC 7323 §2.3)
         self.ts_ok = ts_ok
         self.ts_offset = ts_offset
         self.ts_hz = ts_hz
@@ -67,7 +68,7 @@ class TimeWait:
         if flags & RST:
             if seq == self.rcv_nxt:
                 return REMOVE
-            if 0 <= seq_diff(seq, self.rcv_nxt) < (self.window or 1):
+            if 0 <= seq_diff(seq, self.rcv_nxt) < ((self.window << self.wscale) or 1):
                 self._ack(now)                            # RFC 5961 §3.2
             return KEEP
         if flags & FIN and seq_diff(seq_add(seq, len(seg.payload)), self.rcv_nxt) < 0:
