@@ -171,8 +171,9 @@ class BlobServer:
     """Answer each connection's first bytes with `size` bytes and close at once: more
     than one flight on a fresh connection, so the offer has to wait for the window."""
 
-    def __init__(self, stack, port, size, config):
+    def __init__(self, stack, port, size, config, on_eof=False):
         self.stack = stack
+        self.on_eof = on_eof            # answer only after the client's FIN (CLOSE-WAIT)
         self.data = bytes(range(256)) * (size // 256)
         lst = stack.listen(port, 1024, config=config, offload_setup=True,
                            offload_teardown=True)
@@ -184,7 +185,7 @@ class BlobServer:
             self.on_event(conn)
 
     def on_event(self, conn):
-        if conn.rcvbuf and not conn.app_closed:
+        if conn.rcvbuf and not conn.app_closed and (conn.fin_rcvd or not self.on_eof):
             self.stack.recv(conn, 1 << 20)
             assert self.stack.send(conn, self.data) == len(self.data)
             self.stack.close(conn)
@@ -221,4 +222,38 @@ def test_large_response_is_offered_once_the_rest_fits(loss):
     assert c["teardown_deferred"] == n                # none fitted at close time ...
     assert c["teardown_accepted"] == n                # ... every one did later
     assert td.counters["done_closed"] == n and td.active == 0
+    assert not net.b.connections and c["conns_reset"] == 0
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_close_in_close_wait_with_more_than_fits_is_offered_later(strict):
+    """The client sends its request and half-closes; the server answers 200 KiB and closes
+    in CLOSE-WAIT with far more unacknowledged than the windows hold, so the teardown
+    offer is deferred and retried from later ACKs and timers *in CLOSE-WAIT*. Every byte
+    comes back, then the FIN, and nothing raises (a NameError there once left the
+    connection without its FIN forever and, in non-strict mode, stopped the stack's
+    timers)."""
+    size = 200 << 10
+    cfg = TcpConfig(time_wait=2.0, snd_buf=1 << 20, rcv_buf=1 << 20)
+    with SimLoop(41) as loop:
+        net = make_pair(loop, config_a=cfg, config_b=cfg, nic_b=True, seed=41,
+                        bandwidth_bps=1e9, delay=100e-6, strict=strict)
+        srv = BlobServer(net.b, 80, size, cfg, on_eof=True)
+
+        async def client():
+            reader, writer = await open_connection(net.a, "198.18.0.2", 80)
+            writer.write(b"GET")
+            await asyncio.sleep(0.5)            # the server's ACK first: its FIN then no
+            writer.write_eof()                  # longer echoes the cookie TSval
+            got = await reader.read(-1)
+            writer.close()
+            await writer.wait_closed()
+            return got
+
+        got = loop.run(client(), timeout=600)
+        loop.run_for(10.0)
+    c = net.b.counters
+    assert got == srv.data
+    assert net.b.drops.get("internal_error", 0) == 0
+    assert c["teardown_deferred"] == 1 and c["teardown_accepted"] == 1
     assert not net.b.connections and c["conns_reset"] == 0
