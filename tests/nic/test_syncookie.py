@@ -309,3 +309,62 @@ def test_validation():
         jar.make(LIP, 80, RIP, 1, 1 << 32, 1460, None, False, 1.0)
     with pytest.raises(ValueError):
         jar.check(LIP, 80, b"\0" * 16, 1, 1, 1, 1, 1.0)
+
+
+# -- cookies without timestamps (the host's, for SYNs the NIC passes up) ----------------
+
+
+def test_docstring_example_without_timestamps():
+    jar = SynCookieJar(SECRET, ts_offset=0)
+    isn, tsval = jar.make(LIP, 80, RIP, 40000, 0xFFFFFFF0, 1460, 7, True, 100.25,
+                          timestamps=False)
+    assert (isn, tsval) == (0x26DB77B1, None)
+    assert isn >> 27 == 4 and isn >> 24 & 7 == 6
+    opts = jar.check_no_ts(LIP, 80, RIP, 40000, 0xFFFFFFF1, 0x26DB77B2, 115.999)
+    assert opts == CookieOptions(mss=1460, wscale=None, sack_ok=False)
+    assert jar.check_no_ts(LIP, 80, RIP, 40000, 0xFFFFFFF1, 0x26DB77B2, 116.0) is None
+    assert syncookie.__doc__.count("0x26DB77B1") == 1
+
+
+def test_no_ts_cookie_carries_the_mss_class_only():
+    jar = SynCookieJar(SECRET)
+    rng = random.Random(6)
+    for cls in range(8):
+        for ws, sack in ((None, False), (7, True), (14, False)):
+            mss = _mss_in_class(cls, rng)
+            cisn = rng.randrange(1 << 32)
+            now = rng.uniform(0, 1e6)
+            isn, tsval = jar.make(LIP, 80, RIP, 50000, cisn, mss, ws, sack, now,
+                                  timestamps=False)
+            assert tsval is None
+            opts = jar.check_no_ts(LIP, 80, RIP, 50000, (cisn + 1) & MASK, (isn + 1) & MASK,
+                                   now + rng.uniform(0, 15.0))
+            assert opts == CookieOptions(MSS_TABLE[cls], None, False)
+    assert jar.make(LIP, 80, RIP, 1, 5, 535, None, False, 1.0, timestamps=False) is None
+
+
+def test_cookie_kinds_never_verify_as_each_other():
+    """A TS cookie's ISN checked without TS, and a no-TS cookie's ISN with any marked
+    TSecr: the option field in the hash differs (MARK set vs clear)."""
+    jar = SynCookieJar(SECRET)
+    rng = random.Random(7)
+    accepted = 0
+    for _ in range(2000):
+        now = rng.uniform(0, 1e5)
+        cisn = rng.randrange(1 << 32)
+        isn, tsval = jar.make(LIP, 80, RIP, 4000, cisn, 1460, 7, True, now)
+        accepted += jar.check_no_ts(LIP, 80, RIP, 4000, cisn + 1, isn + 1, now) is not None
+        isn, _ = jar.make(LIP, 80, RIP, 4000, cisn, 1460, None, False, now, timestamps=False)
+        tsecr = rng.randrange(1 << 32) | 1
+        accepted += jar.check(LIP, 80, RIP, 4000, cisn + 1, isn + 1, tsecr, now) is not None
+    assert accepted == 0
+
+
+def test_forged_no_ts_acks_never_validate():
+    jar = SynCookieJar(SECRET)
+    rng = random.Random(8)
+    accepted = sum(
+        jar.check_no_ts(LIP, 80, RIP, rng.randrange(65536), rng.randrange(1 << 32),
+                        rng.randrange(1 << 32), rng.uniform(0, 1e5)) is not None
+        for _ in range(5000))
+    assert accepted == 0

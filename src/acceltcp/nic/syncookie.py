@@ -65,6 +65,38 @@ wscale 7, SACK-permitted, at now = 100.25 s:
   now <= 115.999 s returns ``CookieOptions(mss=1460, wscale=7, sack_ok=True)``; at
   116.0 s (age 16) it returns None.
 
+Cookies without timestamps
+--------------------------
+A SYN without a Timestamps option leaves no TSval to carry options in.  As Linux does
+(``cookie_v4_init_sequence``; ``cookie_init_timestamp`` needs TS), such a cookie is
+the ISN alone and keeps only the MSS class: the connection runs without window
+scaling, SACK and timestamps.  ``make(..., timestamps=False)`` -> ``(isn, None)``;
+``check_no_ts`` verifies the ACK from seq and ack.  The hashed option field is then
+``mss_class << 6 | 0`` (MARK clear), while a TS cookie's always has the MARK set: a
+cookie of one kind never verifies as the other.  The NIC makes no such cookies (it
+hands TS-less SYNs to the host); the host stack does (``host.stack``).  In the worked
+example above, the same SYN without timestamps gets ISN 0x26DB77B1 (class 6, counter
+4 as before) and no TSval; ``check_no_ts`` of seq 0xFFFFFFF1, ack 0x26DB77B2 returns
+``CookieOptions(mss=1460, wscale=None, sack_ok=False)`` up to 115.999 s.
+
+Host cookies and the NIC
+------------------------
+The host stack makes its own cookies with its own jar and secret (Linux's
+tcp_syncookies=1: only when a listener's SYN queue is full).  Can a NIC listener
+mis-check the ACK of a host cookie?  The NIC checks exactly the ACKs to an ip:port it
+has a listener entry for whose TSecr has the MARK bit.  A host cookie's ACK has a
+marked TSecr only if the SYN had timestamps and the host's listener offers them --
+and the NIC passes such a SYN up only when it has no entry for the listener (not
+offloaded, its Listen refused on a full table, the NIC gone) or it cannot make a
+cookie (client MSS < 536: ``make`` returns None, the host makes none either).  Then
+the ACK passes the NIC the way the SYN did and the host checks it with its own jar.
+Host cookies without timestamps give ACKs without TSecr, which the NIC never checks.
+The remaining gap -- an entry installed between the host's cookie SYN-ACK and the
+client's ACK -- does not arise: the host sends Listen when the listener opens, with
+an empty SYN queue, hence no cookies.  The converse: a NIC cookie's ACK that reaches
+the host as a plain segment (after Unlisten, or once the NIC is lost) fails the host's
+check (other secret) and is answered with an RST, as ``HostStack.nic_lost`` says.
+
 Keys and rotation
 -----------------
 The key of generation ``g = full_counter // (period / tick)`` is
@@ -131,6 +163,8 @@ class CookieOptions(NamedTuple):
 _OPTIONS = tuple(
     CookieOptions(MSS_TABLE[i >> 5], None if i & 15 == WSCALE_NONE else i & 15, bool(i & 16))
     for i in range(256))
+# a cookie without timestamps: the MSS class only
+_NO_TS_OPTIONS = tuple(CookieOptions(m, None, False) for m in MSS_TABLE)
 
 
 def mss_class(mss):
@@ -223,13 +257,14 @@ class SynCookieJar:
     # -- cookies ---------------------------------------------------------------
 
     def make(self, local_ip, local_port, remote_ip, remote_port, client_isn, mss, wscale,
-             sack_ok, now):
+             sack_ok, now, timestamps=True):
         """The SYN-ACK's (isn, tsval) for a SYN from remote to local; None when the
         client's MSS is below the smallest class (hand that SYN to the host).
 
         client_isn: the SYN's seq.  mss: the client's MSS option (None: 536).
         wscale: the client's Window Scale shift 0..14 or None.  sack_ok: the SYN
-        carried SACK-permitted."""
+        carried SACK-permitted.  timestamps False: a cookie without timestamps,
+        ``(isn, None)``, keeping the MSS class only (wscale and sack_ok ignored)."""
         if mss is None:
             mss = 536
         elif mss < 536:
@@ -237,13 +272,15 @@ class SynCookieJar:
                 raise ValueError("bad MSS %r" % (mss,))
             return None
         cls = bisect_right(MSS_TABLE, mss) - 1
-        if wscale is None:
+        if not timestamps:
+            opt = 0                               # no TSval: MSS class only, MARK clear
+        elif wscale is None:
             opt = 0x1F                            # WSCALE_NONE << 1 | MARK
         elif 0 <= wscale <= 14:
             opt = wscale << 1 | 1
         else:
             raise ValueError("wscale must be 0..14 or None (got %r)" % (wscale,))
-        if sack_ok:
+        if sack_ok and opt:
             opt |= 0x20
         if len(local_ip) != 4 or len(remote_ip) != 4:
             raise ValueError("IPv4 addresses are 4 bytes")
@@ -257,6 +294,8 @@ class SynCookieJar:
         except struct.error as e:
             raise ValueError("bad port or ISN: %s" % e) from None
         isn = (count & 31) << 27 | cls << 24 | _from_bytes(h.digest(), "big")
+        if not opt:
+            return isn, None
         ts = (int(now * self.ts_hz) + self.ts_offset) & _MASK
         tsval = (ts & 0xFFFFFFC0) | opt
         if opt >= ts & 0x3F:
@@ -271,6 +310,19 @@ class SynCookieJar:
         ack = our ISN + 1; the +1s are undone here, mod 2**32)."""
         if tsecr is None or not tsecr & 1:
             return None
+        cls = self._verify(local_ip, local_port, remote_ip, remote_port, seq, ack,
+                           tsecr & 0x3F, now)
+        return None if cls is None else _OPTIONS[cls << 5 | (tsecr & 0x3F) >> 1]
+
+    def check_no_ts(self, local_ip, local_port, remote_ip, remote_port, seq, ack, now):
+        """The options of a valid cookie made with ``timestamps=False`` -- the MSS
+        class; wscale None, no SACK -- else None.  For ACKs without timestamps."""
+        cls = self._verify(local_ip, local_port, remote_ip, remote_port, seq, ack, 0, now)
+        return None if cls is None else _NO_TS_OPTIONS[cls]
+
+    def _verify(self, local_ip, local_port, remote_ip, remote_port, seq, ack, opt, now):
+        """The MSS class of a cookie ISN (ack - 1) that verifies with option bits
+        `opt`, else None."""
         if len(local_ip) != 4 or len(remote_ip) != 4:
             raise ValueError("IPv4 addresses are 4 bytes")
         isn = (ack - 1) & _MASK
@@ -287,7 +339,6 @@ class SynCookieJar:
         else:
             key = self._key(gen)
         cls = isn >> 24 & 7
-        opt = tsecr & 0x3F
         h = key.copy()
         try:
             h.update(_MSG.pack(local_ip, remote_ip, local_port, remote_port, (seq - 1) & _MASK,
@@ -296,7 +347,7 @@ class SynCookieJar:
             raise ValueError("bad port: %s" % e) from None
         if _from_bytes(h.digest(), "big") != isn & 0xFFFFFF:
             return None
-        return _OPTIONS[cls << 5 | opt >> 1]
+        return cls
 
     def __repr__(self):
         return "SynCookieJar(tick=%r, window=%d, period=%r, generation=%d)" % (
