@@ -8,8 +8,8 @@ Theory of operation
 frame), ...]``, the frames that leave and where; ``next_deadline()`` / ``on_timer(now)``
 drive the teardown engine's RTO/TIME-WAIT wheel, the splice idle sweep and the report
 moderation.  State: fixed-capacity tables -- listeners (16 B each), teardown flows
-(``nic.teardown``, 64 B each), splice rules (``nic.splice``, 89 B each) -- and counters;
-no per-SYN state.
+(``nic.teardown``, 64 B each), splice rules (``nic.splice``, 89 B each), handed-over
+flows (16 B each, below) -- and counters; no per-SYN state.
 
 From HOST:
 
@@ -36,7 +36,11 @@ From HOST:
   the splice was being installed) is translated like one from the wire.
 * Everything else goes out on WIRE unchanged (``passthrough_wire``; checksum and TSO
   of the host's data segments are the TAP kernel's, docs/placements.md).  The NIC does
-  not judge the host's ordinary frames.
+  not judge the host's ordinary frames; it only reads their TCP flags byte (``frame[47]``)
+  for the handed-over table: an IPv4/TCP segment without IP options, unfragmented, that
+  is a SYN-ACK from a listener's ip:port adds its flow (origin HOST: the host did that
+  handshake itself, its SYN had no timestamps); one with FIN or RST removes it.  A data
+  segment or pure ACK costs one byte test.
 
 From WIRE (classification order):
 
@@ -53,6 +57,10 @@ From WIRE (classification order):
    frames to a listener get their TCP header parsed (checksum verified).
 4. To a listener:
 
+   * SYN (ACK/RST clear) whose 4-tuple is in the handed-over table -> HOST unchanged
+     (``handed_syn_to_host``): the host's TCB answers with an RFC 5961 §4 challenge
+     ACK, rate-limited per connection, instead of the NIC minting an unlimited cookie
+     SYN-ACK toward the real client for every spoofed SYN.
    * SYN (ACK/RST clear) with a Timestamps option, on a listener that offers
      timestamps -> the NIC answers on WIRE with a SYN-ACK: seq = cookie ISN, ack =
      client ISN + 1, options MSS (the listener's), SACK-permitted (listener and client),
@@ -61,11 +69,63 @@ From WIRE (classification order):
      SYN (``syn_cookies_sent``).  A SYN without timestamps, to a listener without
      timestamps, or with a client MSS < 536 -> HOST unchanged (``syn_to_host``).
    * ACK set, SYN/RST clear, TSecr with the cookie MARK bit (bit 0) -> ``check``.
-     Valid -> HOST as 0x090A: ``wrap(frame, NewConnection(...))`` (``cookie_ack_ok``).
-     Invalid (forged, stale, wrong tuple) -> dropped (``cookie_ack_bad``,
-     ``drop_cookie_bad``), answered with an RST (<SEQ=SEG.ACK><CTL=RST>, RFC 9293
-     §3.10.7.1) only if ``rst_on_bad_cookie``.
+     Valid -> HOST as 0x090A: ``wrap(frame, NewConnection(...))`` (``cookie_ack_ok``),
+     and the 4-tuple goes into the handed-over table (origin COOKIE).  Invalid, but the
+     4-tuple is in the handed-over table -> HOST unchanged, as an ordinary segment
+     (``handed_ack_to_host``).  Invalid otherwise (forged, stale, wrong tuple) ->
+     dropped (``cookie_ack_bad``, ``drop_cookie_bad``), answered with an RST
+     (<SEQ=SEG.ACK><CTL=RST>, RFC 9293 §3.10.7.1) only if ``rst_on_bad_cookie``.
    * Anything else (established traffic: host TSvals keep bit 0 clear) -> HOST.
+
+Handed-over flows (a handshake ACK vs. a later segment)
+------------------------------------------------------
+Until the host's first segment reaches the client, *every* segment of the client
+echoes the cookie TSval: the handshake ACK, and a request sent right after it in one
+or more segments (two writes with TCP_NODELAY, pipelining).  ``check`` binds the
+client's ISN (ISN = SEG.SEQ - 1), so it recognises the ACK and a first data segment at
+the same sequence number, but a second segment (SEG.SEQ = ISN + 1 + len1) fails -- and
+without more it would be dropped as forged: the client retransmits after its RTO
+(~200 ms), the request is late by that much.  And a SYN on an established 4-tuple
+(spoofed, or a client that lost its state) would get a cookie SYN-ACK toward the real
+client, one per SYN, where the host sends rate-limited challenge ACKs (RFC 5961 §4).
+
+Telling them apart needs a bit of state per flow the NIC handed over, so there is one
+more table, ``handed`` (``HandedTable``): a set of wire-side 4-tuples (``frame[26:38]``
+of a client frame), ``handed_capacity`` entries of ``HANDED_ENTRY_BYTES`` (16: key 12,
+origin 1, padding 3).
+
+* Filled on ``cookie_ack_ok`` (origin COOKIE) and from host-port SYN-ACKs from a
+  listener's ip:port (origin HOST: connections the host set up itself because their
+  SYN had no timestamps).  Re-adding a present key refreshes it.
+* Emptied when the host sends FIN or RST on that 4-tuple, when the teardown engine
+  accepts the flow (0x090B), and when a splice rule is installed for it (those tables
+  see the flow's frames first anyway).
+* Full: the oldest entry (insertion order) is evicted, ``handed_evicted``.  Lookups do
+  not reorder: plain FIFO, exactly specifiable, the same in an XDP LRU hash map as long
+  as it stays below capacity (the kernel's LRU is approximate when full).
+* Counters: ``handed_inserted``, ``handed_removed``, ``handed_evicted``; gauge
+  ``len(nic.handed)``.
+
+Only two classifications consult it, both after the listener lookup (splice and
+teardown lookups stay first), and never on an established flow's ordinary traffic
+(TSecr bit 0 clear): a marked ACK *after* its cookie failed (the cookie check stays
+first, so a retransmitted handshake ACK after the host's ``listen_overflow`` drop still
+comes up as 0x090A and is taken then), and a SYN (one probe before minting a cookie).
+
+Safety.  The table never makes a 0x090A: only a valid cookie does, so a forged ACK
+still cannot create a connection.  A forged marked ACK on a 4-tuple in the table goes
+to the host as an ordinary segment; the host judges it like any other (RFC 9293
+§3.10.7.4: an unacceptable one gets an ACK, one with no TCB an RST) and creates
+nothing.  A stale entry (the client's RST ended the flow, the host sent nothing)
+costs only that: its segments and SYNs go to the host, which handles them itself (a
+SYN there gets the host's own SYN-ACK, and a fresh HOST entry).  A missing entry
+(evicted, or a reordered second segment that overtakes the ACK) is the old behaviour:
+the marked segment is dropped and the client retransmits; a SYN gets a cookie.  The
+table is not emptied by a wire RST: a blind RST would then clear the way for cookie
+SYN-ACKs.  One cost is known: after a ``listen_overflow`` drop of the 0x090A the
+entry is there but the host has no TCB, so the client's *second* segment reaches the
+host, which answers with an RST (Linux does the same: that segment fails its cookie
+check and meets the listener).
 
 What the host does with a 0x090A frame
 --------------------------------------
@@ -90,7 +150,8 @@ marked TSecr, fail ``check`` and are dropped here.  A cookie ACK that arrives af
 Unlisten is passed to the host as a plain segment (it has no TCB: RST).
 
 Counters: ``nic.counters`` (dict): syn_cookies_sent, syn_to_host, cookie_ack_ok,
-cookie_ack_bad, passthrough_wire, passthrough_host, listener_table_full, listens,
+cookie_ack_bad, handed_inserted, handed_removed, handed_evicted, handed_ack_to_host,
+handed_syn_to_host, passthrough_wire, passthrough_host, listener_table_full, listens,
 unlistens, unlisten_unknown, rst_sent, refused_teardown, refused_splice,
 refused_splice_<why>, status_reports, teardown_frames, splices_installed,
 splices_closed, splice_frames, splice_flushed, drops (total) and ``drop_<reason>`` /
@@ -98,6 +159,7 @@ splices_closed, splice_frames, splice_flushed, drops (total) and ``drop_<reason>
 """
 
 import os
+from collections import OrderedDict
 
 from ..wire import control
 from ..wire.control import (
@@ -107,13 +169,13 @@ from ..wire.control import (
 )
 from ..wire.errors import WireError
 from ..wire.ipv4 import parse_ipv4_fields
-from ..wire.tcp import ACK, RST, SYN, build_tcp_frame, parse_tcp, tcp_options
+from ..wire.tcp import ACK, FIN, RST, SYN, build_tcp_frame, parse_tcp, tcp_options
 from . import splice as sp
 from .syncookie import SynCookieJar
 from .teardown import TeardownEngine
 
-__all__ = ["WIRE", "HOST", "LISTENER_ENTRY_BYTES", "Listener", "ListenerTable",
-           "NicDataplane"]
+__all__ = ["WIRE", "HOST", "LISTENER_ENTRY_BYTES", "HANDED_ENTRY_BYTES", "HANDED_COOKIE",
+           "HANDED_HOST", "Listener", "ListenerTable", "HandedTable", "NicDataplane"]
 
 WIRE = 0
 HOST = 1
@@ -122,15 +184,26 @@ HOST = 1
 #: padding 6 (the Listen message's 16-byte layout, preamble replaced by nothing).
 LISTENER_ENTRY_BYTES = 16
 
+#: Bytes of NIC memory per handed-over flow: the wire-side 4-tuple key (client ip 4, local
+#: ip 4, client port 2, local port 2), origin 1, padding 3.
+HANDED_ENTRY_BYTES = 16
+HANDED_COOKIE = 1         # origin: the NIC handed a cookie handshake over (0x090A)
+HANDED_HOST = 2           # origin: the host's own SYN-ACK went out (a SYN without timestamps)
+
 ANY_IP = b"\x00\x00\x00\x00"
 _MASK = 0xFFFFFFFF
 _SYN_ACK_RST = SYN | ACK | RST
+_SYN_ACK = SYN | ACK
+_FIN_SYN_RST = FIN | SYN | RST
+_FIN_RST = FIN | RST
 
 _COUNTERS = ("syn_cookies_sent", "syn_to_host", "cookie_ack_ok", "cookie_ack_bad",
              "passthrough_wire", "passthrough_host", "listener_table_full", "listens",
              "unlistens", "unlisten_unknown", "rst_sent", "refused_teardown",
              "refused_splice", "status_reports", "drops", "teardown_frames",
-             "splices_installed", "splices_closed", "splice_frames", "splice_flushed")
+             "splices_installed", "splices_closed", "splice_frames", "splice_flushed",
+             "handed_inserted", "handed_removed", "handed_evicted", "handed_ack_to_host",
+             "handed_syn_to_host")
 _SPLICE_REFUSED = {"full": control.SPLICE_REFUSED_TABLE_FULL,
                    "dup": control.SPLICE_REFUSED_DUPLICATE,
                    "bad": control.SPLICE_REFUSED_BAD_RULE}
@@ -211,14 +284,72 @@ class ListenerTable:
         return list(self._by_key.values())
 
 
+class HandedTable:
+    """The handed-over flows: a fixed-capacity FIFO set of wire-side 4-tuples
+    (``frame[26:38]`` of a frame from the client: client ip | local ip | client port |
+    local port), each with a one-byte origin (HANDED_COOKIE / HANDED_HOST).
+    ``HANDED_ENTRY_BYTES`` (16) per entry.  ``add`` of a new key when full evicts the
+    oldest entry (insertion order; re-adding a present key makes it the newest); lookups
+    do not reorder.  ``_index`` is the dict the dataplane probes directly."""
+
+    __slots__ = ("capacity", "_index")
+
+    def __init__(self, capacity):
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
+            raise ValueError("handed_capacity must be an int >= 0")
+        self.capacity = capacity
+        self._index = OrderedDict()
+
+    def __len__(self):
+        return len(self._index)
+
+    def __contains__(self, key):
+        return key in self._index
+
+    @property
+    def memory_bytes(self):
+        return self.capacity * HANDED_ENTRY_BYTES
+
+    def get(self, key):
+        """The origin of `key`'s entry, or None."""
+        return self._index.get(key)
+
+    def add(self, key, origin):
+        """Insert (or refresh) `key`; -> 1 if the oldest entry was evicted for it, else 0
+        (also when the capacity is 0: nothing is kept)."""
+        d = self._index
+        if key in d:
+            d.move_to_end(key)
+            d[key] = origin
+            return 0
+        if self.capacity == 0:
+            return 0
+        evicted = 0
+        if len(d) >= self.capacity:
+            d.popitem(last=False)
+            evicted = 1
+        d[key] = origin
+        return evicted
+
+    def discard(self, key):
+        """True if `key` had an entry (now removed)."""
+        return self._index.pop(key, None) is not None
+
+    def keys(self):
+        return list(self._index)
+
+
 class NicDataplane:
     """The NIC (see the module docstring).  mac: the NIC/host MAC (source of frames the
     NIC originates).  secret + cookie_kwargs (tick, window, period, ts_hz, ts_offset):
     the SynCookieJar.  syn_window: the window field of the NIC's SYN-ACKs.
-    rst_on_bad_cookie: answer a failed cookie ACK with an RST (default: silent drop)."""
+    rst_on_bad_cookie: answer a failed cookie ACK with an RST (default: silent drop).
+    Capacities (entries; 0 turns the table off): listener_capacity, teardown_capacity,
+    splice_capacity (rules), handed_capacity (handed-over flows)."""
 
     def __init__(self, mac, *, listener_capacity=64, teardown_capacity=65536,
-                 splice_capacity=4096, splice_idle=300.0, report_interval=0.001, secret=None,
+                 splice_capacity=4096, handed_capacity=65536, splice_idle=300.0,
+                 report_interval=0.001, secret=None,
                  syn_window=65535, rst_on_bad_cookie=False, ttl=64, teardown_kwargs=None,
                  **cookie_kwargs):
         mac = bytes(mac)
@@ -228,6 +359,8 @@ class NicDataplane:
             raise ValueError("syn_window must be 0..65535")
         self.mac = mac
         self.listeners = ListenerTable(listener_capacity)
+        self.handed = HandedTable(handed_capacity)
+        self._ho_index = self.handed._index
         self.jar = SynCookieJar(os.urandom(32) if secret is None else secret,
                                 **cookie_kwargs)
         self.syn_window = syn_window
@@ -318,6 +451,10 @@ class NicDataplane:
                 if slot is not None:
                     self.counters["splice_flushed"] += 1
                     return self._splice(frame, slot, now)
+            # Only a segment with FIN, SYN or RST (byte 47 without IP options) looks
+            # further: data and pure ACKs cost one byte test.
+            if len(frame) >= 54 and frame[47] & _FIN_SYN_RST:
+                self._host_segment(frame)
             self.counters["passthrough_wire"] += 1
             return [(WIRE, frame)]
         et = (frame[12] << 8) | frame[13]
@@ -350,6 +487,10 @@ class NicDataplane:
             if self.teardown is not None:
                 out = self.teardown.accept(msg, seg_frame, host_mac, now)
                 self._td_changed(now)
+                if self._ho_index and len(seg_frame) >= 38:
+                    key = _reverse_key(seg_frame)
+                    if key in self._td_index:             # the engine owns it now
+                        self._handed_discard(key)
                 return out
             # no teardown table: refuse (the host closes the flow itself)
             f = seg_frame
@@ -402,6 +543,9 @@ class NicDataplane:
             return [(HOST, SpliceRefused(msg.splice_id, _SPLICE_REFUSED[why])
                      .frame(host_mac, self.mac))]
         self._sp_meta[msg.rule_a.key] = (msg.splice_id, now)
+        if self._ho_index:                    # the splice rules own these tuples now
+            self._handed_discard(msg.rule_a.key)
+            self._handed_discard(msg.rule_b.key)
         self.counters["splices_installed"] += 1
         if self._idle_check is None:
             self._idle_check = now + min(self.splice_idle, 1.0)
@@ -433,6 +577,38 @@ class NicDataplane:
                            int((now - t0) * 1000), rep.packets_c, rep.bytes_c, rep.packets_s,
                            rep.bytes_s)
         return (HOST, msg.frame(self.host_mac or bytes(6), self.mac))
+
+    # -- handed-over flows -----------------------------------------------------------
+
+    def _handed_add(self, key, origin):
+        h = self.handed
+        if not h.capacity:
+            return
+        c = self.counters
+        if key not in self._ho_index:
+            c["handed_inserted"] += 1
+        if h.add(key, origin):
+            c["handed_evicted"] += 1
+
+    def _handed_discard(self, key):
+        if self.handed.discard(key):
+            self.counters["handed_removed"] += 1
+
+    def _host_segment(self, frame):
+        """A host frame whose byte 47 has FIN, SYN or RST: if it is an IPv4/TCP segment
+        without IP options and unfragmented, a SYN-ACK from a listener's port adds the
+        flow (the host's own handshake) and a FIN or RST removes it."""
+        if (frame[12] != 8 or frame[13] or frame[14] != 0x45 or frame[23] != 6
+                or frame[20] & 0x3F or frame[21]):
+            return
+        flags = frame[47]
+        if flags & _FIN_RST:
+            if self._ho_index:
+                self._handed_discard(_reverse_key(frame))
+        elif flags & _SYN_ACK == _SYN_ACK:
+            if self.listeners.lookup(bytes(frame[26:30]),
+                                     (frame[34] << 8) | frame[35]) is not None:
+                self._handed_add(_reverse_key(frame), HANDED_HOST)
 
     def _listen(self, msg):
         self.counters["listens"] += 1
@@ -505,6 +681,15 @@ class NicDataplane:
             return self._to_host(frame, e.reason)
         flags = seg.flags
         if flags & _SYN_ACK_RST == SYN:
+            if self._ho_index:
+                key = frame[26:38]
+                if key.__class__ is not bytes:
+                    key = bytes(key)
+                if key in self._ho_index:
+                    # A SYN on a flow the host holds: the host's TCB answers it (RFC 5961
+                    # §4: a rate-limited challenge ACK), never a cookie SYN-ACK.
+                    self.counters["handed_syn_to_host"] += 1
+                    return self._to_host(frame)
             return self._syn(frame, lst, src, dst, seg, now)
         if flags & _SYN_ACK_RST == ACK and seg.tsecr is not None and seg.tsecr & 1:
             return self._cookie_ack(frame, src, dst, seg, now)
@@ -539,6 +724,15 @@ class NicDataplane:
         opts = self.jar.check(dst, seg.dst_port, src, seg.src_port, seg.seq, seg.ack,
                               seg.tsecr, now)
         if opts is None:
+            if self._ho_index:
+                key = frame[26:38]
+                if key.__class__ is not bytes:
+                    key = bytes(key)
+                if key in self._ho_index:
+                    # A later segment of a handed-over flow still echoing the cookie
+                    # TSval (sent before the host's first reply): an ordinary segment.
+                    self.counters["handed_ack_to_host"] += 1
+                    return self._to_host(frame)
             self.counters["cookie_ack_bad"] += 1
             self._drop("cookie_bad")
             if not self.rst_on_bad_cookie:
@@ -552,4 +746,13 @@ class NicDataplane:
         hdr = NewConnection(mss=opts.mss, wscale=opts.wscale, sack_ok=opts.sack_ok,
                             timestamps=True, ts_base=seg.tsecr)
         self.counters["cookie_ack_ok"] += 1
+        key = frame[26:38]
+        self._handed_add(key if key.__class__ is bytes else bytes(key), HANDED_COOKIE)
         return [(HOST, control.wrap(frame, hdr))]
+
+
+def _reverse_key(frame):
+    """The wire-side key (client ip | local ip | client port | local port) of a frame the
+    host sends (local ip | client ip | local port | client port)."""
+    return (bytes(frame[30:34]) + bytes(frame[26:30]) + bytes(frame[36:38])
+            + bytes(frame[34:36]))

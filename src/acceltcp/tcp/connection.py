@@ -742,7 +742,10 @@ class TcpConnection:
         if self.ts_ok and tsval is not None and not flags & RST:
             if seq_lt(tsval, self.ts_recent) and now - self.ts_recent_time < PAWS_IDLE:
                 self.paws_drops += 1
-                self._send_ack(now)
+                if flags & SYN:
+                    self._challenge_ack(now)      # RFC 5961 §4.2 (as Linux: syn_challenge)
+                else:
+                    self._send_ack(now)
                 return
 
         # first: sequence number acceptability (§3.10.7.4, the four cases)
@@ -769,15 +772,23 @@ class TcpConnection:
                 seq_in_window(seq_add(seq, seglen - 1), rcv_nxt, wnd)
         if not ok:
             self.unacceptable += 1
-            if not flags & RST:
-                if state == TIME_WAIT and flags & FIN:
-                    self._to(fsm.RCV_FIN, now)    # retransmitted FIN: restart 2MSL
-                self._send_ack(now)
+            if flags & RST:
+                return
+            if flags & SYN:
+                # RFC 5961 §4.2: a SYN, whatever its sequence number, gets the
+                # rate-limited challenge ACK (an unlimited ACK would let blind SYNs
+                # make us send as many ACKs)
+                self._challenge_ack(now)
+                return
+            if state == TIME_WAIT and flags & FIN:
+                self._to(fsm.RCV_FIN, now)        # retransmitted FIN: restart 2MSL
+            self._send_ack(now)
             return
 
-        # RFC 7323 §4.3: remember the timestamp of the segment at the window's left edge.
-        if tsval is not None and self.ts_ok and seq_le(seq, self.last_ack_sent) \
-                and seq_ge(tsval, self.ts_recent):
+        # RFC 7323 §4.3: remember the timestamp of the segment at the window's left edge
+        # (not a SYN's: it is only challenged below, RFC 5961 §4.2, as Linux does).
+        if tsval is not None and self.ts_ok and not flags & SYN \
+                and seq_le(seq, self.last_ack_sent) and seq_ge(tsval, self.ts_recent):
             self.ts_recent = tsval
             self.ts_recent_time = now
 
