@@ -18,6 +18,9 @@ only the kernel's TCP (``socket``), so they are the "real Linux peer" of the tes
                connection through a proxy on the stack)
   server       a reference server on the kernel stack (asyncio or uvloop): echo, sink,
                or a minimal RESP "PING" responder, until SIGTERM
+  hold         open --count idle connections (--concurrency handshakes at a time), print
+               how many are established, hold them until a line on stdin (or EOF), then
+               check each is still open (one byte echoed on a sample) and close them
 """
 
 import argparse
@@ -322,6 +325,53 @@ def server(a):
     return 0
 
 
+def hold(a):
+    """Idle connections: the server's per-connection memory is read while they are held."""
+    import resource
+    import selectors
+    need = a.count + 64
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(need, soft), max(need, hard)))
+    sel = selectors.DefaultSelector()
+    conns, pending, started = [], 0, 0
+    t0 = time.monotonic()
+    deadline = t0 + a.timeout
+    while (started < a.count or pending) and time.monotonic() < deadline:
+        while started < a.count and pending < a.concurrency:
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex((a.host, a.port))
+            sel.register(s, selectors.EVENT_WRITE)
+            started += 1
+            pending += 1
+        for key, _ in sel.select(0.5):
+            s = key.fileobj
+            sel.unregister(s)
+            pending -= 1
+            if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                conns.append(s)
+            else:
+                s.close()
+    print(json.dumps({"established": len(conns), "wanted": a.count,
+                      "seconds": round(time.monotonic() - t0, 3)}), flush=True)
+    sys.stdin.readline()
+    alive = 0
+    for s in conns[::max(1, len(conns) // 100)]:     # a sample still works, one byte echoed
+        s.setblocking(True)
+        s.settimeout(10)
+        try:
+            s.sendall(b"x")
+            alive += s.recv(1) == b"x"
+        except OSError:
+            pass
+    for s in conns:
+        s.close()
+    print(json.dumps({"established": len(conns), "sample_alive": alive,
+                      "sample": len(conns[::max(1, len(conns) // 100)])}), flush=True)
+    return 0 if len(conns) == a.count else 1
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m acceltcp.testbed.peer", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -360,9 +410,15 @@ def main(argv=None):
     q.add_argument("app", choices=("echo", "sink", "ping"))
     q.add_argument("--port", type=int, required=True)
     q.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    q = sub.add_parser("hold")
+    q.add_argument("host")
+    q.add_argument("port", type=int)
+    q.add_argument("--count", type=int, default=20000)
+    q.add_argument("--concurrency", type=int, default=256)
+    q.add_argument("--timeout", type=float, default=120.0)
     a = p.parse_args(argv)
     fn = {"echo-client": echo_client, "send": send, "short": short,
-          "serve-bytes": serve_bytes, "server": server, "duplex": duplex}[a.cmd]
+          "serve-bytes": serve_bytes, "server": server, "duplex": duplex, "hold": hold}[a.cmd]
     return fn(a)
 
 
