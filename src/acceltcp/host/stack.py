@@ -24,6 +24,19 @@ integer decoding and looked up in one dict (`_table`). A hit goes straight to
 (`_embryonic`), TIME-WAIT records (`_timewait`), listeners, RST generation for closed
 ports (RFC 9293 §3.10.7.1).
 
+SYN floods (RFC 4987). A listener's SYN queue holds at most `max_syn_backlog` children in
+SYN-RECEIVED. When it is full, a SYN is answered with a SYN cookie (`nic.syncookie`, the
+host's own key) and leaves no state, as Linux with tcp_syncookies=1; an ACK with no TCB
+to a listener that sent cookies in the last validity window is checked as one
+(`_cookie_ack`) and, if valid, becomes an ESTABLISHED child through `accept_cookie`,
+the NIC's path (`syn_cookies_sent`, `syn_cookie_ack_ok`, `syn_cookie_ack_bad`: forged,
+stale or garbled, reset like any ACK to a listener). Children give up after
+`synack_retries` (5, Linux's, 63 s), after 2 (7 s) while the queue is more than half
+full, silently. Every answer to a SYN -- SYN-ACK, cookie SYN-ACK, RST -- goes to the
+frame's sender MAC, so spoofed sources cost no ARP work; a child uses the neighbour
+table once established. Why a host cookie's ACK never meets the NIC's check:
+`nic.syncookie`.
+
 Per-connection host state lives in a `HostConn` record hung on ``conn.owner``
 (``conn.key`` is the demux key): route/ARP cache, timer bookkeeping, listener linkage and
 the application's event handler (the socket layer or the asyncio face). The TCB calls
@@ -35,7 +48,8 @@ stack builds the frame with `wire.tcp.build_tcp_frame`, the destination MAC comi
 the connection's cached ARP entry (one attribute check per frame). Unresolved next hops
 queue a bounded number of frames per destination while ARP resolves (RFC 826; 1 s
 retransmission, 3 tries); a failed resolution drops them (`drops["arp_unresolved"]`) and
-the TCB's own retransmission recovers. Expired entries that are still in use are
+the TCB's own retransmission recovers. Resolutions in progress and queued frames are
+capped in all (`arp_pending_full`, `arp_queue_overflow`). Expired entries that are still in use are
 re-probed while they keep being used (Linux's STALE/PROBE, simplified). On a device with
 `offload` and `send_segment` (a TAP with virtio-net headers) data segments leave with a
 partial checksum for the device to complete, as TSO super-segments when `tso` is on.
@@ -82,6 +96,7 @@ from ..tcp.config import TcpConfig
 from ..tcp import timewait
 from ..tcp.connection import TcpConnection
 from ..tcp.seq import seq_add
+from ..nic.syncookie import SynCookieJar
 from .offload import NicOffload
 from ..wire import control
 from ..wire.arp import ARP_REPLY, ARP_REQUEST, ArpPacket, parse_arp
@@ -90,7 +105,7 @@ from ..wire.ethernet import (BROADCAST_MAC, ETH_HLEN, ETHERTYPE_ARP, ETHERTYPE_I
                              ethernet_header, mac_from_str, mac_to_str, parse_ethernet)
 from ..wire.ipv4 import IPPROTO_TCP, ip_from_str, ip_to_str, parse_ipv4_fields
 from ..wire.tcp import (ACK, FIN, RST, SYN, TSO_PAYLOAD_MAX, build_tcp_frame,
-                        build_tcp_header_partial, parse_tcp)
+                        build_tcp_header_partial, parse_tcp, tcp_options)
 
 __all__ = ["HostStack", "HostConn", "Listener", "HOST_DROP_REASONS", "OUTBOUND_DROP_REASONS",
            "to_ip", "to_mac"]
@@ -104,28 +119,46 @@ HOST_DROP_REASONS = (
     "no_connection",          # non-RST segment, no TCB and no listener (or ACK to a
                               # listener): RST sent (RFC 9293 §3.10.7.1/.2)
     "rst_no_connection",      # RST for no TCB: ignored, never answered (§3.10.7.1)
+    "teardown_pending",       # for a connection offered to the NIC, no answer yet: its
+                              # owner is undecided (host.offload); the peer retransmits
     "listen_no_syn",          # neither SYN nor ACK nor RST to a listener (§3.10.7.2 "fourth")
     "listen_overflow",        # accept queue full: SYN, or the handshake's final ACK (or
                               # the NIC's NewConnection frame), dropped
-    "syn_backlog_overflow",   # listener's SYN queue (embryonic children) full
+    "syn_backlog_overflow",   # listener's SYN queue (embryonic children) full and no
+                              # cookie possible (syn_cookies off, client MSS < 536)
     "arp_not_for_us",         # ARP whose target is not our address
     "arp_bad_sender",         # ARP with a multicast sender MAC or our own IP as sender
     "arp_table_full",         # no room to learn a new neighbour
     "arp_unresolved",         # outbound frame dropped: next hop did not answer ARP
     "arp_queue_overflow",     # outbound frame dropped: too many frames waiting for ARP
+    "arp_pending_full",       # outbound frame dropped: too many resolutions in progress
     "internal_error",         # an exception from a TCB/app callback (strict=False only)
 )
 
 #: The drop reasons above that count frames we failed to SEND (all others count
 #: received frames, so frames_in == frames_delivered + inbound drops).
-OUTBOUND_DROP_REASONS = ("arp_unresolved", "arp_queue_overflow")
+OUTBOUND_DROP_REASONS = ("arp_unresolved", "arp_queue_overflow", "arp_pending_full")
 
 _ARP_RETRY = 1.0         # RFC 1122 §2.3.2.1: at most one request per second per destination
 _ARP_TRIES = 3
 _ARP_QUEUE = 16          # frames kept per unresolved next hop (oldest dropped first)
+_ARP_QUEUED_MAX = 1024   # frames waiting for ARP, all next hops together (Linux: unres_qlen
+                         # per neighbour, the table bounded by gc_thresh3)
+_ARP_PENDING_MAX = 256   # resolutions in progress at once; beyond, the frame is dropped
 _ARP_MAX = 4096          # neighbour entries
 _ARP_RETRY_KIND = 0
 _ARP_EXPIRE_KIND = 1
+
+# SYN-RECEIVED lifetime. RFC 4987 §3.4 (reducing the SYN-RECEIVED timer) as Linux does it:
+# tcp_synack_retries = 5 (SYN-ACK at 0 s, again at 1, 3, 7, 15, 31 s, given up at 63 s);
+# when the SYN queue is more than half full (reqsk_timer_handler's "reserve half of room
+# for young embryos"), 2 (given up at 7 s). Linux lowers the limit step by step as the
+# queue holds fewer young (never retransmitted) entries; a flood fills it with old ones,
+# so we take its floor at once. Retry limit 2 still covers one lost SYN-ACK and one lost
+# ACK of a real client, and with cookies a full queue no longer refuses anyone.
+_SYNACK_RETRIES = 5
+_SYNACK_RETRIES_MIN = 2
+_SYN_RECEIVED = states.SYN_RECEIVED
 
 _ZERO_IP = b"\0\0\0\0"
 _KEY = struct.Struct("!4s4sHH")      # remote-ip | local-ip | remote-port | local-port
@@ -206,7 +239,8 @@ class Listener:
     """
 
     __slots__ = ("stack", "port", "ip", "backlog", "config", "syn_queue", "accept_queue",
-                 "on_acceptable", "closed", "app", "offload_setup", "offload_teardown")
+                 "on_acceptable", "closed", "app", "offload_setup", "offload_teardown",
+                 "cookies_until")
 
     def __init__(self, stack, port, backlog, config, ip, offload_setup=False,
                  offload_teardown=False):
@@ -224,6 +258,9 @@ class Listener:
         self.offload_setup = offload_setup
         #: children offer their teardown to the NIC (§4.2; TCP_TEARDOWN_OFFLOAD)
         self.offload_teardown = offload_teardown
+        #: ACKs without a TCB are checked as host SYN cookies until then (the last cookie
+        #: SYN-ACK + the jar's validity window; Linux: tcp_synq_no_recent_overflow)
+        self.cookies_until = float("-inf")
 
     def accept(self):
         """-> the oldest established child, or None. The child is the caller's now."""
@@ -268,7 +305,8 @@ class HostStack:
 
     def __init__(self, device, ip, clock, *, config=None, netmask=24, gateway=None,
                  arp_timeout=60.0, isn=None, ephemeral=(32768, 60999), max_syn_backlog=1024,
-                 name="", secret=None, strict=False, tcb_class=TcpConnection, tso=True):
+                 name="", secret=None, strict=False, tcb_class=TcpConnection, tso=True,
+                 syn_cookies=True, synack_retries=_SYNACK_RETRIES):
         self.device = device
         self.mac = to_mac(device.mac)
         self.ip = to_ip(ip)
@@ -288,6 +326,11 @@ class HostStack:
             raise ValueError("bad ephemeral range")
         self.ephemeral = (lo, hi)
         self.max_syn_backlog = max_syn_backlog
+        #: answer SYNs with cookies when the SYN queue is full (Linux tcp_syncookies=1)
+        self.syn_cookies = syn_cookies
+        #: SYN-ACK retransmissions before a child is given up (Linux tcp_synack_retries;
+        #: at most the TCB's own config.syn_retries, 2 under pressure: _SYNACK_RETRIES_MIN)
+        self.synack_retries = synack_retries
         self.name = name
         #: the TCB type (TcpConnection's constructor and contract); a quasi-TCB later
         self.tcb_class = tcb_class
@@ -307,6 +350,10 @@ class HostStack:
         self._secret = secret if secret is not None else os.urandom(16)
         # F() of RFC 6528 keyed once: each ISN copies this state instead of re-keying.
         self._isn_hash = hashlib.blake2s(key=self._secret, digest_size=4)
+        # Host SYN cookies (nic.syncookie): a key of their own, derived from the secret.
+        self._cookie_jar = SynCookieJar(
+            hashlib.blake2s(b"syncookie", key=self._secret).digest(),
+            ts_hz=self.config.ts_hz)
         self._ts_offsets = {}     # remote ip -> TS clock offset (_ts_offset)
         #: re-raise exceptions from TCBs/app callbacks out of receive_frame/on_timer
         #: (tests); otherwise they are counted as drops["internal_error"].
@@ -320,6 +367,7 @@ class HostStack:
         self._embryonic = {}      # key -> conn (listener children in SYN-RECEIVED)
         self._timewait = {}       # key -> tcp.timewait.TimeWait (the TCB is gone)
         self._splicing = {}       # key -> host.offload._Splice (TCB draining to splice)
+        self._parked = {}         # key -> conn offered to the NIC, no answer yet (offload)
         self._tw_fifo = {}        # 2MSL duration -> deque of TimeWait, in expiry order
         self._listeners = {}      # port -> Listener
         self._bound = collections.Counter()   # ports reserved by the socket layer
@@ -336,6 +384,7 @@ class HostStack:
         self._arp = {}            # ip -> _ArpEntry
         self._arp_pending = {}    # ip -> _ArpPending
         self._arp_heap = []       # (deadline, seq, kind, ip)
+        self._arp_queued = 0      # frames in all _ArpPending queues (<= _ARP_QUEUED_MAX)
         # counters (plain ints on the hot path; `counters` builds the dict)
         self._frames_in = self._bytes_in = self._frames_out = self._bytes_out = 0
         self._delivered = 0
@@ -392,6 +441,9 @@ class HostStack:
                         self._delivered += 1
                         self.offload.splice_segment(sp, key, frame, seg)
                         return
+                if self._parked and key in self._parked:
+                    self.drops["teardown_pending"] += 1
+                    return
                 self._segment_slow(key, ip_src, seg, src)
             elif ethertype == ETHERTYPE_ARP:
                 self._receive_arp(frame, dst)
@@ -460,6 +512,11 @@ class HostStack:
             return
         lst = self._listeners.get(seg.dst_port)
         if lst is None or flags & ACK:
+            # A listener that sent cookies lately takes an ACK with no TCB as a cookie's
+            # (Linux cookie_v4_check); one that does not verify is reset below.
+            if (lst is not None and not flags & SYN and lst.cookies_until >= now
+                    and self._cookie_ack(lst, key, src, seg, now)):
+                return
             # §3.10.7.1 (CLOSED) and §3.10.7.2 (LISTEN, "second check for an ACK")
             self._send_rst(src, eth_src, seg)
             self.drops["no_connection"] += 1
@@ -468,10 +525,16 @@ class HostStack:
             self.drops["listen_no_syn"] += 1      # §3.10.7.2 "fourth, other text or control"
             return
         if len(lst.accept_queue) >= lst.backlog:
-            self.drops["listen_overflow"] += 1
+            self.drops["listen_overflow"] += 1    # as Linux, also with cookies
             return
         if len(lst.syn_queue) >= self.max_syn_backlog:
-            self.drops["syn_backlog_overflow"] += 1
+            # RFC 4987 §3.6 / Linux tcp_syncookies=1: a full SYN queue answers with a
+            # cookie and keeps nothing. Not §3.5's recycling of the oldest child: a flood
+            # faster than queue size / handshake RTT would evict real clients' children
+            # before their ACKs arrive; a cookie cannot be evicted.
+            if not (self.syn_cookies and self._send_cookie_synack(lst, src, seg, eth_src,
+                                                                  now)):
+                self.drops["syn_backlog_overflow"] += 1
             return
         self._delivered += 1
         cfg = lst.config if lst.config is not None else self.config
@@ -482,6 +545,10 @@ class HostStack:
         conn.tso_max = self.tso_max
         conn.ts_offset = self._ts_offset(src)
         rec = conn.owner = HostConn(key, src, lport, rport, self._nexthop_or_self(src), True)
+        # The SYN-ACK and its retransmissions go to the SYN's sender MAC, from a private
+        # entry outside the neighbour table: a spoofed source costs no ARP resolution
+        # (nor a queued frame). From ESTABLISHED on, the table (_child_established).
+        rec.arp = _ArpEntry(rec.nexthop, eth_src, None, True)
         conn.key = key
         rec.parent = lst
         rec.embryonic = True
@@ -541,6 +608,11 @@ class HostStack:
             self._entry_conn = None
             self._touch(conn)
             return
+        if key in self._parked:
+            # Its TCB is offered to the NIC, which passed this up before it read the
+            # offer: no second TCB for the 4-tuple (the peer retransmits).
+            self.drops["teardown_pending"] += 1
+            return
         lst = self._listeners.get(seg.dst_port)
         tw = self._timewait.get(key)
         if tw is not None and seg.flags & (SYN | RST | ACK) == ACK and tw.reopens(seg, True):
@@ -559,7 +631,12 @@ class HostStack:
             self.drops["listen_overflow"] += 1
             return
         self._delivered += 1
-        now = self.clock()
+        self._cookie_conns += 1
+        self._cookie_child(lst, key, ip_src, seg, hdr, self._nic_syn_window, self.clock())
+
+    def _cookie_child(self, lst, key, ip_src, seg, hdr, syn_window, now):
+        """The ESTABLISHED child of a handshake completed with a cookie -- the NIC's
+        (0x090A) or ours (`_cookie_ack`): `hdr` a NewConnection header, `seg` the ACK."""
         cfg = lst.config if lst.config is not None else self.config
         lport = seg.dst_port
         rport = seg.src_port
@@ -573,13 +650,76 @@ class HostStack:
         # data of the ACK) put it on the accept queue, as for a SYN-RECEIVED child.
         rec.parent = lst
         rec.embryonic = True
-        self._cookie_conns += 1
         self._entry_conn = conn
         try:
-            conn.accept_cookie(seg, hdr, now, self._nic_syn_window)
+            conn.accept_cookie(seg, hdr, now, syn_window)
         finally:
             self._entry_conn = None
         self._touch(conn)
+
+    # ------------------------------------------------------------------ host SYN cookies
+    def _send_cookie_synack(self, lst, src, seg, eth_src, now):
+        """Answer a SYN with a cookie SYN-ACK (nic.syncookie), keeping no state -> True;
+        False when the client's MSS is below every class (the SYN is dropped). With the
+        client's timestamps the options ride in our TSval; without, only the MSS class
+        fits (as Linux): no window scaling or SACK offered then."""
+        cfg = lst.config if lst.config is not None else self.config
+        ts = cfg.timestamps and seg.tsval is not None
+        ws = seg.wscale
+        if ws is not None and ws > 14:
+            ws = 14                                   # RFC 7323 §2.3
+        cookie = self._cookie_jar.make(self.ip, seg.dst_port, src, seg.src_port, seg.seq,
+                                       seg.mss, ws, seg.sack_permitted, now, ts)
+        if cookie is None:
+            return False
+        isn, tsval = cookie
+        # Our side exactly as _send_syn offers it, so accept_cookie's negotiation from
+        # cfg and the cookie's options agree with what the client saw.
+        our_ws = cfg.wscale if ts and ws is not None and cfg.wscale is not None else None
+        opts = tcp_options(mss=cfg.mss, wscale=None if our_ws is None else min(our_ws, 14),
+                           sack_permitted=ts and cfg.sack and seg.sack_permitted,
+                           timestamps=(tsval, seg.tsval) if ts else None)
+        self._ident = ident = (self._ident + 1) & 0xFFFF
+        # To the SYN's sender MAC, as _send_rst: no ARP work for a (spoofed) source.
+        frame = build_tcp_frame(eth_src, self.mac, self.ip, src, ident, seg.dst_port,
+                                seg.src_port, isn, seq_add(seg.seq, 1), SYN | ACK,
+                                self._syn_window(cfg), opts, b"")
+        jar = self._cookie_jar
+        lst.cookies_until = now + jar.window * jar.tick
+        self._c["syn_cookies_sent"] += 1
+        self._delivered += 1
+        self._emit(frame)
+        return True
+
+    @staticmethod
+    def _syn_window(cfg):
+        return cfg.rcv_buf if cfg.rcv_buf < 0xFFFF else 0xFFFF   # SYN windows are unscaled
+
+    def _cookie_ack(self, lst, key, src, seg, now):
+        """An ACK to `lst` with no TCB, while it sends cookies: a connection if it carries
+        a valid cookie (True; also when dropped for a full accept queue, as Linux does);
+        False, counted, when it does not (the caller resets it, as Linux does)."""
+        jar = self._cookie_jar
+        tsecr = seg.tsecr
+        if tsecr is None:
+            opts = jar.check_no_ts(self.ip, seg.dst_port, src, seg.src_port, seg.seq,
+                                   seg.ack, now)
+        else:
+            opts = jar.check(self.ip, seg.dst_port, src, seg.src_port, seg.seq, seg.ack,
+                             tsecr, now)
+        if opts is None:
+            self._c["syn_cookie_ack_bad"] += 1
+            return False
+        if len(lst.accept_queue) >= lst.backlog:
+            self.drops["listen_overflow"] += 1       # the client's retransmission retries
+            return True
+        self._c["syn_cookie_ack_ok"] += 1
+        self._delivered += 1
+        cfg = lst.config if lst.config is not None else self.config
+        hdr = control.NewConnection(opts.mss, opts.wscale, opts.sack_ok, tsecr is not None,
+                                    tsecr if tsecr is not None else 0)
+        self._cookie_child(lst, key, src, seg, hdr, self._syn_window(cfg), now)
+        return True
 
     def _martian(self, src):
         b0 = src[0]
@@ -697,21 +837,36 @@ class HostStack:
         if e.sched is None:
             self._arp_schedule(e.expires, _ARP_EXPIRE_KIND, ip)
             e.sched = e.expires
+        self._arp_flush(ip, mac)
+
+    def _arp_flush(self, ip, mac):
+        """`ip` resolved: send the frames waiting for it."""
         p = self._arp_pending.pop(ip, None)
         if p is not None:
+            self._arp_queued -= len(p.frames)
             for frame in p.frames:
                 self._emit(mac + frame[6:])
 
     def _arp_enqueue(self, ip, frame):
+        # Bounded: _ARP_PENDING_MAX resolutions, _ARP_QUEUE frames each, _ARP_QUEUED_MAX
+        # in all. A dropped frame is the TCB's to retransmit.
         p = self._arp_pending.get(ip)
         if p is None:
+            if len(self._arp_pending) >= _ARP_PENDING_MAX:
+                self.drops["arp_pending_full"] += 1
+                return
             p = self._arp_pending[ip] = _ArpPending(ip)
             self._arp_request(p, self.clock())
         q = p.frames
         if len(q) >= _ARP_QUEUE:
             q.popleft()
+            self._arp_queued -= 1
             self.drops["arp_queue_overflow"] += 1
+        elif self._arp_queued >= _ARP_QUEUED_MAX:
+            self.drops["arp_queue_overflow"] += 1
+            return
         q.append(frame)
+        self._arp_queued += 1
 
     def _arp_request(self, p, now):
         p.tries += 1
@@ -745,6 +900,7 @@ class HostStack:
                 del self._arp_pending[ip]           # give up
                 if p.frames:
                     self.drops["arp_unresolved"] += len(p.frames)
+                    self._arp_queued -= len(p.frames)
                 e = self._arp.get(ip)
                 if e is not None and not e.static:   # failed refresh probe
                     del self._arp[ip]
@@ -773,10 +929,7 @@ class HostStack:
         if old is not None:
             old.live = False
         e = self._arp[ip] = _ArpEntry(ip, to_mac(mac), None, True)
-        p = self._arp_pending.pop(ip, None)
-        if p is not None:
-            for frame in p.frames:
-                self._emit(e.mac + frame[6:])
+        self._arp_flush(ip, e.mac)
 
     def arp_del(self, ip):
         e = self._arp.pop(to_ip(ip), None)
@@ -819,6 +972,8 @@ class HostStack:
             del self._embryonic[key]
         self._table[key] = conn
         rec.embryonic = False
+        if rec.arp is not None and self._arp.get(rec.nexthop) is not rec.arp:
+            rec.arp = None          # the SYN's sender MAC (private entry): the table now
         self._conns_accepted += 1
         if lst is not None:
             rec.offload_teardown = lst.offload_teardown
@@ -853,7 +1008,12 @@ class HostStack:
         # once they outnumber the live ones (amortized O(1) per removal).
         if len(self._heap) > 64 + 2 * (len(self._table) + len(self._embryonic)):
             self._compact()
-        self._conns_closed += 1
+        if rec.embryonic:
+            # A child that never completed its handshake was never accepted: not a
+            # closed connection (accepted + opened == closed + live - embryonic).
+            self._c["conns_embryonic_closed"] += 1
+        else:
+            self._conns_closed += 1
         err = conn.error
         if err is not None:
             self._c["conns_" + err] += 1    # conns_reset / conns_timeout / conns_refused
@@ -1154,14 +1314,15 @@ class HostStack:
         now reach the host); a handshake the NIC answered with a cookie but had not yet
         completed meets no TCB here, so the client's connection is reset. Flows already
         handed to the NIC (teardown, splice) went with it; parked offers are closed by
-        the host, pending splices fail (``host.offload``)."""
+        the host, pending splices fail (``host.offload``). -> what was lost, as
+        ``NicOffload.lost`` counts it (None if the NIC was already gone)."""
         if not self.nic:
-            return
+            return None
         self.nic = False
         self._c["nic_lost"] += 1
         for lst in self._listeners.values():
             lst.offload_setup = False
-        self.offload.lost()
+        return self.offload.lost()
 
     def unlisten(self, listener):
         """Stop listening; children not yet accepted are reset (as Linux does on close)."""
@@ -1225,6 +1386,9 @@ class HostStack:
                 rec.armed = None
                 nd = conn.next_deadline()
                 if nd is not None and nd <= now:
+                    if (rec.embryonic and conn.state == _SYN_RECEIVED
+                            and self._syn_recv_expired(conn, rec)):
+                        continue
                     self._entry_conn = conn
                     try:
                         conn.on_timer(now)
@@ -1258,6 +1422,22 @@ class HostStack:
                 self._compact()
         finally:
             self._busy = False
+
+    def _syn_recv_expired(self, conn, rec):
+        """A SYN-RECEIVED child whose SYN-ACK retries are used up (see _SYNACK_RETRIES)
+        is dropped without a word, as Linux frees a request sock: no RST toward a
+        source that never answered. -> True if it was."""
+        lst = rec.parent
+        limit = self.synack_retries
+        if (lst is not None and 2 * len(lst.syn_queue) > self.max_syn_backlog
+                and limit > _SYNACK_RETRIES_MIN):
+            limit = _SYNACK_RETRIES_MIN
+        if getattr(conn, "retries", 0) < limit:
+            return False
+        self._c["syn_recv_expired"] += 1
+        self._c["conns_timeout"] += 1
+        self._remove(conn)                 # the TCB is dropped as it is (nothing to send)
+        return True
 
     def _compact(self):
         h = []
@@ -1317,6 +1497,7 @@ class HostStack:
                  frames_out=self._frames_out, bytes_out=self._bytes_out,
                  frames_delivered=self._delivered,
                  conns_live=len(self._table) + len(self._embryonic),
+                 conns_embryonic=len(self._embryonic),
                  conns_time_wait=len(self._timewait), csum_trusted=self._csum_trusted)
         for k in ("conns_opened", "conns_accepted", "conns_closed", "conns_reset",
                   "conns_timeout", "conns_refused", "conns_aborted", "rsts_sent"):

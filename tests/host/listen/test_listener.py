@@ -55,8 +55,8 @@ def test_retransmitted_syn_reaches_the_child_not_a_new_one(lstack, dev):
     assert [s.tcp.flags for s in tcp_sent(dev)] == [SYN | ACK, SYN | ACK]
 
 
-def test_syn_queue_overflow_drops_syns(make_stack, dev):
-    stack = make_stack(max_syn_backlog=2)
+def test_syn_queue_overflow_drops_syns_without_cookies(make_stack, dev):
+    stack = make_stack(max_syn_backlog=2, syn_cookies=False)
     stack.arp_add(PEER_IP, PEER_MAC)
     lst = stack.listen(80, 8)
     for port in (1, 2, 3, 4):
