@@ -3,6 +3,7 @@
     acceltcp load echo --sim                                  # 5 simulated seconds
     acceltcp load echo --sim --nic --offload setup,teardown --transactions 20000
     acceltcp load kv --sim --per-conn 0 --duration 2 --json kv.json
+    acceltcp load echo --sim --server-cpu fixed:rx=8000 -n 5000  # same result every run
     ip netns exec atcp-peer python -m acceltcp.testbed.peer server echo --port 7 &
     acceltcp load echo 198.18.0.1 7 --duration 10             # the stack as client (root)
     ip netns exec atcp-peer redis-server --bind 0.0.0.0 --protected-mode no --save '' &
@@ -19,22 +20,26 @@ transaction per connection, the paper's short-lived case; 0: persistent) and ope
 next connection as one finishes. The client runs on the user-level stack in both modes:
 
 * ``--sim``: everything in one process on a `io.sim.SimLoop` (virtual time). The client
-  is stack a of `host.simnet.make_pair`, the server app (`EchoServer`, `KvServer`) runs on
+  is stack a of a `host.simnet.make_pair`-like pair (`_sim_net`), the server app (`EchoServer`, `KvServer`) runs on
   stack b -- "the host" -- optionally behind the simulated NIC (``--nic``) with the
   listener's ``--offload setup,teardown`` (SYN cookies, teardown; AccelTCP §4.1-4.2).
-  The server's runner measures its CPU (``time.process_time`` around every frame and
-  timer, application included, the NIC's work not), as `eval.echo_sim` does. With
-  ``--server-cpu charged`` (the default) that CPU also *takes virtual time*: `ServerCore`
-  sits between the server's device and its runner and models the host as one core --
-  a frame arriving while the core is busy waits in an RX ring until the CPU time the
-  previous work took has passed on the virtual clock. The client and the network cost
-  nothing, so the server is the bottleneck (as in the paper's testbed, where many
-  client machines load one server core) and transactions per simulated second are what
-  this Python stack sustains on one core: what an offload saves in CPU shows up as
-  throughput. ``--server-cpu free``: processing takes no virtual time, the rate is the
-  simulated link's (hundreds of thousands of transactions per simulated second, each
-  costing real CPU to simulate: bound such runs with --transactions or a short
-  --duration). The summary gives the server host's CPU µs and frames per transaction.
+  The server host is one CPU core in virtual time: `ServerCore` sits between the
+  server stack and its device and models it -- a frame arriving while the core is busy
+  waits in an RX ring until the CPU time the previous work took has passed on the
+  virtual clock. What that work took is ``--server-cpu``'s model (`eval.cost`):
+  ``charged`` (the default, for measurements) is the CPU the server's runner measures
+  (``time.process_time`` around every frame and timer, application included, the NIC's
+  work not, as `eval.echo_sim` does); ``fixed[:rx=NS,tx=NS,timer=NS,conn=NS]`` is a
+  fixed price per frame received and sent, per timer entry and per accepted connection,
+  so that the run is a pure function of ``--seed`` and the options, whatever else the
+  machine is doing (tests). The client and the network cost nothing, so the server is
+  the bottleneck (as in the paper's testbed, where many client machines load one server
+  core) and transactions per simulated second are what this Python stack sustains on
+  one core (charged) or what the model says (fixed): what an offload saves in CPU shows
+  up as throughput. ``--server-cpu free``: processing takes no virtual time (the CPU is
+  still measured and reported), the rate is the simulated link's (hundreds of thousands
+  of transactions per simulated second, each costing real CPU to simulate: bound such
+  runs with --transactions or a short --duration). The summary gives the server host's CPU µs and frames per transaction.
 * without ``--sim``: the stack is a client on the TAP testbed (`serve.commands._tap_host`,
   needs root and ``acceltcp testbed up``) against a server in the peer namespace: the
   kernel's (``python -m acceltcp.testbed.peer server echo --port 7``, ``redis-server``)
@@ -70,6 +75,7 @@ import textwrap
 import time
 
 from ..tcp.config import TcpConfig
+from .cost import CostModel, parse_cpu_model
 
 __all__ = ["LoadRun", "LatencyHistogram", "ServerCore", "cmd_load", "add_load_parser",
            "DRAIN_S"]
@@ -135,20 +141,27 @@ class LatencyHistogram:
 
 # ---------------------------------------------------------------------- the server core
 class ServerCore:
-    """The simulated server host as one CPU core in virtual time (``--server-cpu
-    charged``): a frame device between the server stack's device (link end or NIC) and
-    its `StackRunner`. A frame is handed to the runner at once when the core is idle;
-    the CPU the runner measured since the last hand-over (this frame, and the timers
-    that ran in between) then keeps the core busy for that long on the virtual clock.
-    Frames arriving meanwhile wait, in order, in an RX ring of ``ring`` frames (beyond:
-    dropped, counted). Replies leave when the frame's processing starts (they are sent
-    from inside it), so a transaction's latency misses its last frame's service time;
-    throughput is exact: the core does one second of measured work per virtual second
-    at most."""
+    """The simulated server host as one CPU core in virtual time (``--server-cpu charged``
+    or ``fixed``): a frame device between the server stack and its device (link end or
+    NIC) -- the stack's device and its `StackRunner`'s. A frame is handed to the runner
+    at once when the core is idle; the CPU that work took since the last hand-over (this
+    frame, and the timers that ran in between) then keeps the core busy for that long on
+    the virtual clock. Frames arriving meanwhile wait, in order, in an RX ring of
+    ``ring`` frames (beyond: dropped, counted). Replies leave when the frame's
+    processing starts (they are sent from inside it), so a transaction's latency misses
+    its last frame's service time; throughput is exact: the core does one second of
+    work per virtual second at most.
 
-    def __init__(self, loop, device, ring=RX_RING):
-        self.loop = loop
+    What the work took: with ``cost=None`` (charged) the CPU the runner measured
+    (``time.process_time``); with a `eval.cost.CostModel` (fixed) the model's price of
+    the frames received and sent, the runner's timer entries and the connections
+    ``connections()`` (set by `count_connections`) reports -- then the run does not
+    depend on how fast the machine is."""
+
+    def __init__(self, loop, device, cost=None, ring=RX_RING):
         self.device = device
+        self.loop = loop
+        self.cost = cost
         self.ring = ring
         self.runner = None
         self.queue = collections.deque()
@@ -156,22 +169,52 @@ class ServerCore:
         self.busy_s = 0.0
         self.drops = 0
         self.max_queue = 0
+        self.frames_in = 0
+        self.frames_out = 0
+        self._connections = None
         self._entry = None
         self._cpu_seen = 0
         self._drain_handle = None
+        self._send = device.send
         if hasattr(device, "begin_batch"):
             self.begin_batch = device.begin_batch
             self.end_batch = device.end_batch
         device.set_receiver(self._from_device)
 
+    def __getattr__(self, name):        # mac, nic, syn_window...: the device's
+        if name.startswith("_") or "device" not in self.__dict__:
+            raise AttributeError(name)
+        return getattr(self.__dict__["device"], name)
+
     def attach(self, runner):
-        """Charge the CPU `runner` measures (its ``cpu_accounting`` is turned on)."""
+        """Charge the work of `runner` (charged: its ``cpu_accounting`` is turned on)."""
         self.runner = runner
-        runner.cpu_accounting = True
-        self._cpu_seen = runner.cpu_ns
+        if self.cost is None:
+            runner.cpu_accounting = True
+        self._cpu_seen = self.cpu_ns
+
+    def count_connections(self, connections):
+        """``connections()`` -> the connections accepted so far (the fixed model's
+        ``conn`` term)."""
+        self._connections = connections
+        self._cpu_seen = self.cpu_ns
+
+    @property
+    def cpu_ns(self):
+        """The CPU the core has done so far: measured (charged) or the model's (fixed)."""
+        cost = self.cost
+        if cost is None:
+            return self.runner.cpu_ns if self.runner is not None else 0
+        timers = self.runner.timer_fires if self.runner is not None else 0
+        conns = self._connections() if self._connections is not None else 0
+        return cost.ns(self.frames_in, self.frames_out, timers, conns)
 
     def set_receiver(self, callback):       # the runner's frame entry
         self._entry = callback
+
+    def send(self, frame):                  # the stack's frames
+        self.frames_out += 1
+        return self._send(frame)
 
     def _from_device(self, frame):
         if self.queue or self.loop.time() < self.busy_until:
@@ -189,8 +232,9 @@ class ServerCore:
     def _run(self, frame):
         entry = self._entry
         if entry is not None:
+            self.frames_in += 1
             entry(frame)
-        cpu = self.runner.cpu_ns
+        cpu = self.cpu_ns
         spent = (cpu - self._cpu_seen) * 1e-9
         self._cpu_seen = cpu
         self.busy_s += spent
@@ -564,34 +608,60 @@ def _describe(args):
                                                 " or ".join(bound))
 
 
+def _sim_net(loop, args, cfg):
+    """The two stacks on one simulated link, as `host.simnet.make_pair` builds them (same
+    seeds, secrets and link), except that with a server core (``--server-cpu charged``
+    or ``fixed``) the `ServerCore` is the server stack's device, so that it sees every
+    frame the stack receives and sends. -> SimpleNamespace(a, b, link, nic_b, runner_b,
+    core)."""
+    import hashlib
+    import types
+
+    from ..host.simnet import IP_A, IP_B, SimNet, SimNicDevice
+    from ..io.sim import Link
+    from ..nic.dataplane import NicDataplane
+
+    sim = SimNet(loop, args.seed)
+    link = Link(loop, bandwidth_bps=args.link_gbps * 1e9, delay=args.link_delay_us * 1e-6,
+                queue_limit=8192, seed=args.seed)
+    nic = None
+    device = link.b
+    if args.sim_nic:
+        secret = hashlib.blake2s(("%s:nic-b" % args.seed).encode(), digest_size=16).digest()
+        nic = device = SimNicDevice(loop, link.b, NicDataplane(link.b.mac, secret=secret))
+    core = None
+    if args.server_cpu != "free":
+        core = device = ServerCore(loop, device, cost=args.cost_model)
+    a, _ = sim.stack(link.a, IP_A, config=cfg, name="a", strict=True)
+    b, runner_b = sim.stack(device, IP_B, config=cfg, name="b", strict=True,
+                            max_syn_backlog=max(8192, 2 * args.concurrency))
+    a.arp_add(b.ip, b.mac)
+    b.arp_add(a.ip, a.mac)
+    if core is not None:
+        core.attach(runner_b)
+    else:
+        runner_b.cpu_accounting = True      # measured and reported, not charged
+    return types.SimpleNamespace(a=a, b=b, link=link, nic_b=nic, runner_b=runner_b,
+                                 core=core)
+
+
 def _run_sim(args, offloads):
     """--sim: -> the summary dict."""
-    from ..host.runner import StackRunner
-    from ..host.simnet import IP_B, make_pair
+    from ..host.simnet import IP_B
     from ..io.sim import SimLoop
 
     cfg = TcpConfig(time_wait=args.time_wait, rcv_buf=args.rcv_buf, snd_buf=args.snd_buf)
     port = DEFAULT_PORTS[args.app] if args.port is None else args.port
     backlog = max(4096, 2 * args.concurrency)
     with SimLoop(args.seed) as loop:
-        net = make_pair(loop, config_a=cfg, config_b=cfg, seed=args.seed,
-                        bandwidth_bps=args.link_gbps * 1e9, delay=args.link_delay_us * 1e-6,
-                        queue_limit=8192, nic_b=args.sim_nic, static_arp=True,
-                        stack_b={"max_syn_backlog": max(8192, 2 * args.concurrency)})
+        net = _sim_net(loop, args, cfg)
         pcap = None
         if args.pcap:
             from ..io.pcap import PcapWriter
             pcap = PcapWriter(args.pcap)
             net.link.capture(pcap)
-        device = net.nic_b if net.nic_b is not None else net.link.b
-        core = None
+        core = net.core
         runner = net.runner_b
-        if args.server_cpu == "charged":
-            runner.close()
-            core = ServerCore(loop, device)
-            runner = StackRunner(loop, net.b, core)
-            core.attach(runner)
-        runner.cpu_accounting = True
         kw = {"offload_" + name: True for name in offloads}
         if args.app == "echo":
             from ..apps.echo import EchoServer
@@ -600,16 +670,23 @@ def _run_sim(args, offloads):
         else:
             from ..apps.kv import KvServer
             server = KvServer(net.b, port, backlog=backlog, config=cfg, **kw)
+        if core is not None:
+            core.count_connections(lambda: server.accepted)
         load = _loads(args, net.a, IP_B, port, cfg)
         b = net.b
 
         def probe():
             c = b.counters
-            p = {"server_cpu_ns": runner.cpu_ns, "server_frames_in": c["frames_in"],
+            p = {"server_cpu_ns": runner.cpu_ns if core is None else core.cpu_ns,
+                 "server_frames_in": c["frames_in"],
                  "server_frames_out": c["frames_out"],
                  "server_frames": c["frames_in"] + c["frames_out"]}
             if core is not None:
                 p["server_core_busy_s"] = core.busy_s
+                p["server_core_frames_in"] = core.frames_in
+                p["server_core_frames_out"] = core.frames_out
+                p["server_core_timer_entries"] = runner.timer_fires
+                p["server_core_connections"] = server.accepted
             return p
 
         out = None if args.quiet else sys.stdout
@@ -618,8 +695,10 @@ def _run_sim(args, offloads):
                       per_txn=(("server_cpu_ns", "srv us/txn", 1e-3),))
         place = "behind the simulated NIC (offloads: %s)" % (", ".join(offloads) or "none") \
             if args.sim_nic else "without a NIC"
-        cpu = ("its CPU charged to virtual time (one core)" if core is not None else
-               "its CPU free (virtual time is the network's)")
+        cpu = {"charged": "its measured CPU charged to virtual time (one core)",
+               "fixed": "one core, its CPU a fixed cost model (%s)" % (
+                   args.cost_model.spec() if args.cost_model else ""),
+               "free": "its CPU free (virtual time is the network's)"}[args.server_cpu]
         run.say("acceltcp load %s --sim: %s, in simulated time; server: %s on %s:%d, %s, "
                 "%s" % (args.app, _describe(args), type(server).__name__, IP_B, port, place,
                         cpu))
@@ -657,7 +736,8 @@ def _run_sim(args, offloads):
         summary["mode"] = "sim"
         summary["server"] = {
             "app": type(server).__name__, "ip": IP_B, "port": port, "nic": bool(args.sim_nic),
-            "offloads": list(offloads), "cpu_model": args.server_cpu,
+            "offloads": list(offloads), "cpu_model": (
+                args.cost_model.spec() if args.cost_model else args.server_cpu),
             "cpu_s": d.get("server_cpu_ns", 0) / 1e9,
             "cpu_us_per_txn": _per(d.get("server_cpu_ns", 0) / 1e3, txns),
             "frames_in": d.get("server_frames_in", 0), "frames_out": d.get("server_frames_out", 0),
@@ -670,6 +750,9 @@ def _run_sim(args, offloads):
             summary["server"]["core"] = {
                 "busy_s": busy, "utilization": _per(busy, summary["elapsed_s"]),
                 "rx_ring_drops": core.drops, "rx_ring_max": core.max_queue}
+            # the work the core did in the run, what the fixed model prices
+            for k in ("frames_in", "frames_out", "timer_entries", "connections"):
+                summary["server"]["core"][k] = d.get("server_core_" + k, 0)
             if core.drops:
                 summary["errors"]["server RX ring overflow (frames)"] = core.drops
                 summary["errors_total"] += core.drops
@@ -879,10 +962,14 @@ def _check_options(args, err):
         except ValueError:
             err("HOST must be an IPv4 address, got %r" % args.host)
         for opt, given in (("--nic", args.sim_nic), ("--offload", args.nic_offload is not None),
-                           ("--server-cpu", args.server_cpu != "charged")):
+                           ("--server-cpu", args.server_cpu_text is not None)):
             if given:
                 err("%s is for --sim (on the TAP the server is whatever listens at HOST; "
                     "`acceltcp serve --nic` runs the stack's own server behind the NIC)" % opt)
+    try:
+        args.server_cpu, args.cost_model = parse_cpu_model(args.server_cpu_text or "charged")
+    except ValueError as e:
+        err("--server-cpu: %s" % e)
     if args.per_conn < 0:
         err("--per-conn must be >= 0 (1: short-lived, 0: persistent), got %d" % args.per_conn)
     if args.concurrency < 1:
@@ -1035,11 +1122,16 @@ def add_load_parser(sub):
         s.add_argument("--offload", dest="nic_offload", metavar="LIST",
                        help="what the server offloads to the NIC: setup (SYN cookies), "
                             "teardown, or none; comma list (default with --nic: setup)")
-        s.add_argument("--server-cpu", choices=("charged", "free"), default="charged",
-                       help="charged: the server host is one core whose measured CPU "
-                            "time passes on the virtual clock, so the rate is what it "
-                            "sustains; free: processing takes no virtual time, the link "
-                            "bounds the rate (%(default)s)")
+        s.add_argument("--server-cpu", dest="server_cpu_text", metavar="MODEL",
+                       help="charged (the default): the server host is one core whose "
+                            "measured CPU time passes on the virtual clock, so the rate "
+                            "is what it sustains on this machine; fixed[:rx=NS,tx=NS,"
+                            "timer=NS,conn=NS]: one core whose work costs fixed ns per "
+                            "frame received, frame sent, timer entry and accepted "
+                            "connection (defaults %s): the run is a pure function of the "
+                            "seed and the options (tests); free: processing takes no "
+                            "virtual time, the link bounds the rate"
+                            % CostModel().spec().partition(":")[2])
         s.add_argument("--link-gbps", type=float, default=10.0, metavar="G",
                        help="simulated link bandwidth (%(default)s Gbit/s)")
         s.add_argument("--link-delay-us", type=float, default=10.0, metavar="US",
