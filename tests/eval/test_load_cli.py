@@ -3,9 +3,18 @@ interval, a JSON summary with exact totals and no errors, short-lived and persis
 with and without the simulated NIC's setup + teardown offloads (the server host's
 frames per transaction drop); bad options exit 2 with a message. And the driver
 (`LoadRun`) on its own: refused connections, a server that never answers and connect()
-failures are counted, never raised, and the load recovers from the last."""
+failures are counted, never raised, and the load recovers from the last.
+
+Every --sim run here prices the server core's work with the fixed cost model
+(``--server-cpu fixed``, added by `_load` unless a test names its model): the outcome of a
+charged run -- its virtual time, and with it when ACKs go out, so even its frames per
+transaction -- depends on how fast this machine runs at that moment, and such a test
+fails on a loaded machine. With the fixed model a run is a pure function of the seed
+and the options (`test_fixed_model_runs_are_identical`); the charged model's own test
+asserts only what does not depend on measured time."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -14,6 +23,7 @@ import pytest
 from acceltcp.apps.echo import EchoLoad, EchoServer
 from acceltcp.apps.kv import KvLoad, KvServer
 from acceltcp.cli import main
+from acceltcp.eval.cost import CostModel, parse_cpu_model
 from acceltcp.eval.load import LatencyHistogram, LoadRun
 from acceltcp.host.simnet import make_pair
 from acceltcp.io.sim import SimLoop
@@ -22,6 +32,8 @@ from acceltcp.tcp.config import TcpConfig
 
 def _load(capsys, tmp_path, *argv, status=0, stderr=False):
     path = tmp_path / "summary.json"
+    if "--sim" in argv and "--server-cpu" not in argv:
+        argv += ("--server-cpu", "fixed")
     rc = main(["load", *argv, "--json", str(path)])
     cap = capsys.readouterr()
     assert rc == status, cap.out + cap.err
@@ -73,12 +85,16 @@ def test_echo_short_lived_frames_drop_with_offloads(capsys, tmp_path, offload):
     assert [r[1] for r in rows] == [i["transactions"] for i in s["intervals"]]
     assert rows[0][0] == pytest.approx(0.04, abs=0.005)
     assert "summary: 2,000 transactions" in out
-    # one server core, charged with its measured CPU: busy the whole run
+    # one server core, its work priced by the fixed model: busy the whole run
     core = sv["core"]
     assert core["rx_ring_drops"] == 0
     assert core["utilization"] == pytest.approx(core["busy_s"] / s["elapsed_s"])
     assert 0.9 < core["utilization"] < 1.05
-    assert sv["cpu_us_per_txn"] > 0
+    m = CostModel()
+    assert sv["cpu_model"] == m.spec()
+    assert s["counters"]["server_cpu_ns"] == m.ns(core["frames_in"], core["frames_out"],
+                                                  core["timer_entries"], core["connections"])
+    assert 2000 <= core["connections"] <= 2000 + 64 and sv["cpu_us_per_txn"] > 0
 
 
 def test_echo_persistent(capsys, tmp_path):
@@ -138,6 +154,88 @@ def test_kv_persistent(capsys, tmp_path):
     assert s["kv"]["sets"] > 100 and s["kv"]["hits"] == s["kv"]["gets"]
 
 
+# ---------------------------------------------------------------------- CPU models
+def _without_wall(summary):
+    summary = dict(summary)
+    assert summary.pop("wall_s") > 0              # the only measured figure of a run
+    return summary
+
+
+@pytest.mark.parametrize("app,extra", [
+    ("echo", ("--nic", "--offload", "setup,teardown")),
+    ("kv", ("--per-conn", "3", "-c", "16", "--keys", "300")),
+], ids=["echo-offloads", "kv"])
+def test_fixed_model_runs_are_identical(capsys, tmp_path, app, extra):
+    """With the fixed cost model a run is a pure function of (seed, options): the same
+    load twice in this process, and once more in a fresh one with another hash seed
+    (set and dict orders of str keys), gives the same summary to the last digit --
+    virtual times, latencies, per-interval rows, counters, the modelled CPU."""
+    rest = ("--sim", "--server-cpu", "fixed", "--seed", "7", "--interval", "0.02",
+            "-n", "1500") + extra
+    first, out1 = _load(capsys, tmp_path, app, *rest)
+    second, out2 = _load(capsys, tmp_path, app, *rest)
+    _check_totals(first, 1500)
+    assert _without_wall(first) == _without_wall(second)
+    def report(out):                      # the summary's first line says the wall time
+        return [line for line in out.splitlines() if " s wall: " not in line]
+    assert report(out1) == report(out2) and len(report(out1)) >= 6
+    path = tmp_path / "other.json"
+    env = dict(os.environ, PYTHONHASHSEED="12345")
+    r = subprocess.run([sys.executable, "-m", "acceltcp.cli", "load", app, *rest, "-q",
+                        "--json", str(path)], capture_output=True, text=True, timeout=300,
+                       env=env)
+    assert r.returncode == 0, r.stderr
+    assert _without_wall(json.loads(path.read_text())) == _without_wall(first)
+
+
+def test_fixed_model_prices_and_changes_the_rate(capsys, tmp_path):
+    """The model's prices are what the core charges: free connections and timers, 25 us
+    per frame in and out -> persistent echo (one frame each way per transaction) is
+    50 us per transaction, 20,000 transactions per simulated second on one core."""
+    s, out = _load(capsys, tmp_path, "echo", "--sim", "--per-conn", "0", "-c", "8",
+                   "-n", "3000", "--server-cpu", "fixed:rx=25000,tx=25000,conn=0,timer=0")
+    _check_totals(s, 3000)
+    sv = s["server"]
+    assert sv["cpu_model"] == "fixed:rx=25000,tx=25000,timer=0,conn=0"
+    assert "fixed cost model (fixed:rx=25000" in out
+    core = sv["core"]
+    assert s["counters"]["server_cpu_ns"] == 25000 * (core["frames_in"] + core["frames_out"])
+    assert 2.0 <= sv["frames_per_txn"] < 2.02        # + the 8 connections' handshakes
+    assert 49.5 < sv["cpu_us_per_txn"] < 50.5
+    assert 19_500 < s["tps"] < 20_100
+
+
+def test_charged_model_still_measures(capsys, tmp_path):
+    """The default model charges the CPU the runner measured: only what does not depend
+    on how fast this machine is at the moment is asserted here."""
+    s, out = _load(capsys, tmp_path, "echo", "--sim", "-n", "300", "--server-cpu", "charged")
+    _check_totals(s, 300)
+    sv = s["server"]
+    assert sv["cpu_model"] == "charged" and sv["cpu_us_per_txn"] > 0
+    assert sv["core"]["busy_s"] > 0 and sv["core"]["frames_in"] > 0
+    assert "measured CPU charged to virtual time" in out
+    # ... and it is the command's default (outside these tests)
+    r = subprocess.run([sys.executable, "-m", "acceltcp.cli", "load", "echo", "--sim",
+                        "-n", "100", "-q", "--json", str(tmp_path / "d.json")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "d.json").read_text())["server"]["cpu_model"] == "charged"
+
+
+def test_parse_cpu_model():
+    assert parse_cpu_model("charged") == ("charged", None)
+    assert parse_cpu_model("free") == ("free", None)
+    assert parse_cpu_model("fixed") == ("fixed", CostModel())
+    kind, m = parse_cpu_model("fixed:tx=1, conn=0")
+    assert kind == "fixed" and m == CostModel(tx=1, conn=0) and m.rx == CostModel().rx
+    assert parse_cpu_model(m.spec()) == ("fixed", m)
+    assert m.ns(2, 3, 4, 5) == 2 * m.rx + 3 + 4 * m.timer
+    for bad in ("fixed:rx", "fixed:rx=1.5", "fixed:rx=-1", "fixed:cpu=3", "fixed:rx=1,rx=2",
+                "free:1", "charged:rx=1", "measured", ""):
+        with pytest.raises(ValueError):
+            parse_cpu_model(bad)
+
+
 # ---------------------------------------------------------------------- options
 @pytest.mark.parametrize("argv,message", [
     (["echo"], "HOST is required"),
@@ -152,6 +250,8 @@ def test_kv_persistent(capsys, tmp_path):
     (["echo", "--sim", "--stats-file", "x.json"], "with --sim use --json"),
     (["echo", "198.18.0.1", "--nic"], "--nic is for --sim"),
     (["echo", "198.18.0.1", "--server-cpu", "free"], "--server-cpu is for --sim"),
+    (["echo", "--sim", "--server-cpu", "measured"], "unknown CPU model 'measured'"),
+    (["echo", "--sim", "--server-cpu", "fixed:rx=-5"], "rx must be an integer number"),
     (["echo", "peer.example"], "HOST must be an IPv4 address"),
     (["echo", "198.18.0.1", "70000"], "PORT must be 1..65535"),
     (["echo", "--sim", "-n", "x"], "invalid int value"),
@@ -177,7 +277,7 @@ def test_process_exit_status_and_help():
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0
     for what in ("--per-conn", "--sim", "--nic", "--offload", "--json", "99.8 % GET",
-                 "--netns", "redis-server"):
+                 "--netns", "redis-server", "--server-cpu", "fixed[:rx=NS"):
         assert what in r.stdout
 
 
