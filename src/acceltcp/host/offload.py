@@ -52,13 +52,24 @@ the client (c) and to the server (s):
    other side cannot take, a FIN already received) -- gives ``callback(SpliceFailed)``:
    both connections are the app's again and the held frames are delivered to them.
 
-NIC loss (``lost``): parked TCBs are resumed as if refused, pending splices fail; flows
-the NIC had accepted went with it.
+Parked 4-tuples. The NIC answers offers in order, but the channel runs both ways: a
+peer segment the NIC passed up before it read the offer can reach the host after the
+TCB was parked (always possible with a NIC in its own process; a hung NIC makes it
+common). Such segments are dropped (``drops["teardown_pending"]``; the peer
+retransmits to whoever owns the flow after the answer). They must not make a second
+TCB for the 4-tuple: that TCB's own offer is refused as a duplicate and, resumed, it
+replaced the first TCB in the table, which then was never closed (accepted - closed
+drifted from live).
+
+NIC loss (``lost``): parked TCBs are resumed as if refused, pending splices fail;
+installed splices end with ``SpliceLost``; teardown flows the NIC had accepted went
+with it (counted).
 
 Counters (in ``HostStack.counters``): teardown_offered, teardown_accepted,
 teardown_refused_<reason>, teardown_done_<reason>, teardown_ineligible,
 teardown_nic_full, splice_requested, splice_installed, splice_failed_<reason>,
-splice_closed, splice_held_frames, nic_status_reports, nic_msgs_in, nic_msgs_bad.
+splice_closed, splice_held_frames, nic_status_reports, nic_msgs_in, nic_msgs_bad,
+nic_lost_teardown_flows, nic_lost_splices.
 """
 
 import collections
@@ -74,7 +85,7 @@ from ..wire.control import (
 from ..wire.errors import WireError
 from ..wire.tcp import ACK, FIN, PSH, RST, build_tcp_header_partial
 
-__all__ = ["NicOffload", "SpliceFailed"]
+__all__ = ["NicOffload", "SpliceFailed", "SpliceLost", "SPLICE_LOST"]
 
 _ET_TEARDOWN = control.ETHERTYPE_TEARDOWN.to_bytes(2, "big")
 _SPLICE_REFUSED = {control.SPLICE_REFUSED_TABLE_FULL: "table_full",
@@ -103,6 +114,25 @@ class SpliceFailed:
     def __repr__(self):
         return "SpliceFailed(%d, %r%s)" % (self.splice_id, self.reason,
                                            ", %r" % self.detail if self.detail else "")
+
+
+#: SpliceLost.reason: not a wire code (those start at 1)
+SPLICE_LOST = 0
+
+
+class SpliceLost(control.SpliceClosed):
+    """``nsplice``'s callback argument when the NIC was lost (died, or hung and was
+    killed) while it ran the splice: the spliced connection went with it (its peers see
+    a reset or a timeout). A ``SpliceClosed`` with ``reason`` SPLICE_LOST, no counts;
+    the keys are the host's (local-side) 4-tuple keys of the two TCBs."""
+
+    __slots__ = ()
+
+    def __init__(self, splice_id, client_key, server_key):
+        super().__init__(splice_id, client_key, server_key, reason=SPLICE_LOST)
+
+    def __repr__(self):
+        return "SpliceLost(%d)" % self.splice_id
 
 
 class _Splice:
@@ -176,8 +206,10 @@ class NicOffload:
                                        rec.local_port, rec.remote_port, seq, ack,
                                        ACK | PSH if payload else ACK, window,
                                        b"", len(payload))
-        # Park: out of the table (the NIC now answers for this 4-tuple) and the timers.
+        # Park: out of the table (the NIC now answers for this 4-tuple) and the timers;
+        # segments for it are dropped until the answer (stack._parked).
         del st._table[rec.key]
+        st._parked[rec.key] = conn
         rec.armed = None
         conn.app_closed = True
         self._pending[fid] = conn
@@ -212,10 +244,12 @@ class NicOffload:
         st = self.stack
         now = st.clock()
         n = 0
+        parked = st._parked
         while order and (k - order[0]) & 0xFFFFFFFF < 0x80000000:
             conn = pending.pop(order.popleft(), None)
             if conn is not None:                   # else refused earlier
                 n += 1
+                parked.pop(conn.owner.key, None)
                 conn.handoff(now, False)           # the app closed it: no event
                 st._remove(conn)
         self._c["teardown_accepted"] += n
@@ -232,7 +266,11 @@ class NicOffload:
 
     def _resume(self, conn, now):
         st = self.stack
-        st._table[conn.owner.key] = conn
+        key = conn.owner.key
+        st._parked.pop(key, None)
+        # Nothing else can hold the key: segments for a parked 4-tuple are dropped, so no
+        # second TCB is made for it meanwhile (it used to be, and this overwrote it).
+        st._table[key] = conn
         conn.close(now)
         st._touch(conn)
 
@@ -351,7 +389,7 @@ class NicOffload:
             conn.owner.handler = None             # the app hears of it by the callback
             conn.handoff(now)
         self._c["splice_installed"] += 1
-        self._spliced[sp.sid] = sp.callback
+        self._spliced[sp.sid] = (sp.callback, sp.c.owner.key, sp.s.owner.key)
         for frame in sp.held:                     # through the new path, in order
             st._send_frame(frame)
 
@@ -372,12 +410,12 @@ class NicOffload:
         sp.callback(SpliceFailed(sp.sid, reason, detail))
 
     def _splice_closed(self, msg):
-        cb = self._spliced.pop(msg.splice_id, None)
-        if cb is None:
+        ent = self._spliced.pop(msg.splice_id, None)
+        if ent is None:
             self._c["nic_msgs_bad"] += 1
             return
         self._c["splice_closed"] += 1
-        cb(msg)
+        ent[0](msg)
 
     # ------------------------------------------------------------------ messages
     def on_frame(self, frame):
@@ -409,13 +447,34 @@ class NicOffload:
             raise WireError("ctl_unexpected_type")
 
     def lost(self):
-        """The NIC is gone: parked connections are closed by the host after all."""
+        """The NIC is gone (dead or hung): parked connections are closed by the host after
+        all, pending splices fail (``SpliceFailed``, reason nic_lost: the connections
+        are the app's again). What the NIC held is gone with it and cannot be
+        recovered: teardown flows it had accepted (their peers see no more
+        retransmissions, FIN or TIME-WAIT from us: a reset or a timeout) and installed
+        splices, whose callbacks get ``SpliceLost`` (a ``SpliceClosed`` with reason
+        ``SPLICE_LOST``: the relayed connection is gone, no counts). -> counts:
+        ``parked_resumed``, ``splices_failed``, ``splices_lost`` (and their ids,
+        ``splice_ids_lost``), ``teardown_flows_lost`` (the NIC's flows as the host counts
+        them: accepted and not reported finished; moderated reports make it an upper
+        bound)."""
         now = self.stack.clock()
         pending, self._pending = self._pending, {}
+        held = max(0, self.teardown_active - len(pending))
         self._order.clear()
         self.teardown_active = 0
+        self._offered_since_report = 0
         for conn in pending.values():
             self._c["teardown_refused_nic_lost"] += 1
             self._resume(conn, now)
-        for sp in list(self._splices.values()):
+        splices = list(self._splices.values())
+        for sp in splices:
             self._fail(sp, "nic_lost", "the NIC is gone")
+        spliced, self._spliced = self._spliced, {}
+        self._c["nic_lost_teardown_flows"] += held
+        self._c["nic_lost_splices"] += len(spliced)
+        for sid, (cb, ckey, skey) in spliced.items():
+            cb(SpliceLost(sid, ckey, skey))
+        return {"parked_resumed": len(pending), "splices_failed": len(splices),
+                "splices_lost": len(spliced), "splice_ids_lost": sorted(spliced),
+                "teardown_flows_lost": held}
