@@ -234,3 +234,112 @@ def test_garbage_from_the_peer_sets_error(pair):
     assert got == [(FRAME, 0, 0, 0, b"abc")]
     assert isinstance(host.error, ChannelError) and host.error.reason == "bad_version"
     assert host.receive() == []                   # stays broken, still no exception
+
+
+# ---------------------------------------------------------------------- the watchdog
+def test_ping_pong_layout_and_directions():
+    assert encode(nc.PING, struct.pack("!I", 3)) == bytes.fromhex(
+        "01 06 00 00 00000004 0000 0000 00000003")
+    assert encode(nc.PONG, struct.pack("!I", 3))[1] == 7
+    assert nc.PING in HOST_TO_NIC and nc.PONG in NIC_TO_HOST
+    with pytest.raises(ChannelError, match="bad_kind"):          # PING goes one way only
+        RecordDecoder(NIC_TO_HOST, capacity=SMALL).feed(encode(nc.PING, bytes(4)))
+    with pytest.raises(ChannelError, match="bad_length"):
+        RecordDecoder(HOST_TO_NIC, capacity=SMALL).feed(
+            bytes.fromhex("01 06 00 00 00000008 0000 0000") + bytes(8))
+
+
+def test_heartbeat_probes_a_silent_peer_and_expires_after_the_deadline():
+    hb = nc.Heartbeat(1.0, interval=0.25, now=10.0)
+    assert hb.next_tick() == 10.25
+    assert hb.tick(10.2) is None                      # heard recently (the start)
+    assert hb.tick(10.25) is hb.PROBE and hb.probe_seq == 1 and hb.probe_at == 10.25
+    assert hb.next_tick() == 11.25
+    assert hb.tick(10.5) is None and hb.tick(11.24) is None   # waiting for an answer
+    hb.heard(11.0)                                    # answered
+    assert hb.tick(11.24) is None                     # 0.24 s since: no probe yet
+    assert hb.tick(11.25) is hb.PROBE and hb.probe_seq == 2
+    assert hb.tick(12.2499) is None
+    assert hb.tick(12.25) is hb.EXPIRED and hb.expired
+    assert hb.tick(13.0) is hb.EXPIRED and hb.next_tick() is None
+    assert hb.probes == 2
+
+
+def test_heartbeat_traffic_means_no_probes():
+    hb = nc.Heartbeat(1.0, now=0.0)
+    assert hb.interval == 0.25                        # min(deadline / 4, 0.25)
+    t = 0.0
+    for _ in range(1000):                             # a record every 0.2 s
+        t += 0.2
+        hb.heard(t)
+        assert hb.tick(t + 0.1) is None
+    assert hb.probes == 0
+    assert nc.Heartbeat(0.4).interval == 0.1
+    with pytest.raises(ValueError):
+        nc.Heartbeat(0)
+
+
+def test_heartbeat_a_late_owner_that_reads_first_keeps_a_live_peer():
+    """The owner stalled for 10 s after probing: the answer is in its socket; reading it
+    (heard) before the tick keeps the peer -- only silence *after* a probe condemns."""
+    hb = nc.Heartbeat(1.0, now=0.0)
+    assert hb.tick(0.25) is hb.PROBE
+    hb.heard(10.25)                                   # read at 10.25, sent long before
+    assert hb.tick(10.25) is None
+    assert hb.tick(10.5) is hb.PROBE                  # and probed afresh
+
+
+def test_take_unsent_whole_records_exactly_once(pair):
+    """Give the channel up with the kernel full: what reached the peer plus what
+    take_unsent returns is every record, in order, each once (at most one torn)."""
+    host, nic = pair
+    host.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    nic.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sent = []
+    for i in range(300):
+        kind = i % 3
+        if kind == 0:
+            body = i.to_bytes(4, "big") + os.urandom(1000 + i)
+            host.queue_frame(body, csum_ok=i % 2 == 0)
+            sent.append((FRAME, CSUM_OK if i % 2 == 0 else 0, 0, 0, body))
+        elif kind == 1:
+            hdr = bytes(range(66))
+            pay = i.to_bytes(4, "big") * 700
+            host.queue_segment(hdr, pay, 1448)
+            sent.append((SEGMENT, 0, 1448, 66, hdr + pay))
+        else:
+            body = struct.pack("!I", i)
+            host.queue_record(nc.PING, body)
+            sent.append((nc.PING, 0, 0, 0, body))
+        host.flush()
+    assert host.unsent_records > 0
+    recs, torn = host.take_unsent()
+    assert host.unsent_records == 0 and host.pending_bytes == 0 and host.flush()
+    host.close()
+    got = []
+    for _ in range(1000):
+        got += nic.receive()
+        if nic.eof:
+            break
+    assert got == sent[:len(got)]
+    assert recs == sent[len(got) + torn:]
+    assert len(got) + torn + len(recs) == len(sent)
+    assert torn == (1 if nic.decoder.pending else 0)   # its head is all the peer has
+
+
+def test_take_unsent_after_a_cut_between_header_and_body():
+    """A partial write that ends exactly after a record's header (hand-made): that
+    record is torn, the next ones whole."""
+    a, b = socket.socketpair()
+    ch = NicChannel(a, accept=NIC_TO_HOST)
+    ch.queue_frame(b"one")
+    ch.queue_frame(b"two")
+    ch.queue_frame(b"three")
+    # what flush would leave after the kernel took HEADER + 3 + HEADER bytes
+    ch._out = ch._out[3:]
+    ch._head_sent = HEADER
+    ch._sizes.popleft()
+    recs, torn = ch.take_unsent()
+    assert torn == 1 and recs == [(FRAME, 0, 0, 0, b"three")]
+    ch.close()
+    b.close()

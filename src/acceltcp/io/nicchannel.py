@@ -9,7 +9,8 @@ process, which owns the TAP; the host stack's process reaches it over one
 
     offset size field     meaning
     0      1    version   VERSION (1)
-    1      1    kind      FRAME 1, SEGMENT 2, HELLO 3, STATS_REQUEST 4, STATS 5
+    1      1    kind      FRAME 1, SEGMENT 2, HELLO 3, STATS_REQUEST 4, STATS 5,
+                          PING 6, PONG 7
     2      1    flags     bit0 CSUM_OK (FRAME only): the TAP's kernel vouched for the TCP
                           checksum of the wire frame this frame came from
     3      1    reserved  0
@@ -30,6 +31,10 @@ process, which owns the TAP; the host stack's process reaches it over one
 * STATS_REQUEST (host -> NIC): body = u32 request id; answered by a STATS record.
 * STATS (NIC -> host): UTF-8 JSON with the dataplane's counters (and the request id,
   0 for the periodic unsolicited ones).
+* PING (host -> NIC): body = u32 sequence number; the NIC answers at once with a PONG
+  carrying the same number. The host's watchdog (``Heartbeat``) probes a NIC it has
+  not heard from for a while; a NIC that answers nothing -- no record of any kind --
+  within the watchdog's deadline is taken to be hung.
 
 Batching. Senders queue records (header and body as separate buffers: nothing is
 concatenated) and ``flush()`` hands the whole queue to the kernel with one
@@ -49,19 +54,27 @@ other end is gone. Both sides treat any of these as the end of the other: the ho
 falls back to driving the TAP itself, the NIC process exits. Nothing in here raises
 anything else on bad input.
 
+A peer that stops answering without closing (a hung NIC process: ``kill -STOP``, a
+deadlock) is invisible to the socket; ``Heartbeat`` is the sans-I/O deadline that
+notices it (``serve.nic.ProcessNicDevice`` drives it from a loop timer). When the owner
+gives the channel up it can still take what it queued but never handed to the kernel
+(``take_unsent``: whole records only, a half-written one is dropped), so that those
+frames are sent another way, exactly once.
+
 ``RecordDecoder`` and the encoders are sans-I/O (tests feed them bytes in arbitrary
 pieces); ``NicChannel`` is the thin non-blocking socket wrapper both processes use.
 """
 
+import collections
 import os
 import socket
 import struct
 
 __all__ = [
     "VERSION", "HEADER", "MAX_BODY", "FRAME", "SEGMENT", "HELLO", "STATS_REQUEST", "STATS",
-    "KINDS", "HOST_TO_NIC", "NIC_TO_HOST", "CSUM_OK", "CHANNEL_ERRORS",
+    "PING", "PONG", "KINDS", "HOST_TO_NIC", "NIC_TO_HOST", "CSUM_OK", "CHANNEL_ERRORS",
     "ChannelError", "ChannelClosed", "RecordDecoder", "NicChannel", "ChannelStats",
-    "encode", "frame_header", "segment_header",
+    "encode", "frame_header", "segment_header", "Heartbeat",
 ]
 
 VERSION = 1
@@ -76,9 +89,11 @@ SEGMENT = 2
 HELLO = 3
 STATS_REQUEST = 4
 STATS = 5
-KINDS = frozenset((FRAME, SEGMENT, HELLO, STATS_REQUEST, STATS))
-HOST_TO_NIC = frozenset((FRAME, SEGMENT, STATS_REQUEST))
-NIC_TO_HOST = frozenset((FRAME, HELLO, STATS))
+PING = 6
+PONG = 7
+KINDS = frozenset((FRAME, SEGMENT, HELLO, STATS_REQUEST, STATS, PING, PONG))
+HOST_TO_NIC = frozenset((FRAME, SEGMENT, STATS_REQUEST, PING))
+NIC_TO_HOST = frozenset((FRAME, HELLO, STATS, PONG))
 
 CSUM_OK = 0x01
 
@@ -92,6 +107,8 @@ _LIMITS = {
     HELLO: (2, MAX_BODY, 0),
     STATS_REQUEST: (4, 4, 0),
     STATS: (2, MAX_BODY, 0),
+    PING: (4, 4, 0),
+    PONG: (4, 4, 0),
 }
 
 #: Every ChannelError.reason.
@@ -305,6 +322,10 @@ class NicChannel:
         self._out = []
         self._pending = 0
         self._queued_records = 0
+        # (bytes, buffers) of every record in _out, oldest first, and how many bytes of
+        # the oldest one the kernel already took: record boundaries for take_unsent
+        self._sizes = collections.deque()
+        self._head_sent = 0
 
     def fileno(self):
         return self.sock.fileno()
@@ -327,6 +348,7 @@ class NicChannel:
         if not self._room(HEADER + n):
             return False
         self._out += (frame_header(n, csum_ok), frame)
+        self._sizes.append((HEADER + n, 2))
         return True
 
     def queue_segment(self, header, payload, gso_size):
@@ -335,6 +357,7 @@ class NicChannel:
         if not self._room(HEADER + h + p):
             return False
         self._out += (segment_header(h, p, gso_size), header, payload)
+        self._sizes.append((HEADER + h + p, 3))
         return True
 
     def queue_record(self, kind, body):
@@ -343,6 +366,7 @@ class NicChannel:
         if not self._room(len(rec)):
             return False
         self._out.append(rec)
+        self._sizes.append((len(rec), 1))
         return True
 
     def flush(self):
@@ -371,6 +395,11 @@ class NicChannel:
             st.sends += 1
             st.bytes_out += n
             self._pending -= n
+            sizes = self._sizes
+            done = self._head_sent + n
+            while sizes and done >= sizes[0][0]:
+                done -= sizes.popleft()[0]
+            self._head_sent = done
             i = 0
             while n:
                 b = out[i]
@@ -386,6 +415,39 @@ class NicChannel:
             if i < n_iov:
                 return False                  # the kernel took only part: it is full
         return True
+
+    @property
+    def unsent_records(self):
+        """Records queued and not yet (entirely) handed to the kernel."""
+        return len(self._sizes)
+
+    def take_unsent(self):
+        """Give up sending: -> ``(records, torn)``. ``records``: every queued record no
+        byte of which reached the kernel, oldest first, as ``(kind, flags, gso_size,
+        hdr_len, body)`` (what ``receive`` returns on the other side); ``torn``: 1 if the
+        oldest record was half written (its rest is dropped: the peer has its first
+        bytes), else 0. The queue is empty afterwards."""
+        out = self._out
+        sizes = self._sizes
+        i = 0
+        torn = 0
+        if self._head_sent and sizes:
+            left = sizes.popleft()[0] - self._head_sent
+            while left > 0:
+                left -= len(out[i])
+                i += 1
+            torn = 1
+        recs = []
+        unpack = _HDR.unpack_from
+        for _, nbufs in sizes:
+            raw = b"".join(out[i:i + nbufs])
+            i += nbufs
+            _, kind, flags, _, _, gso, hlen = unpack(raw, 0)
+            recs.append((kind, flags, gso, hlen, raw[HEADER:]))
+        self._out = []
+        sizes.clear()
+        self._head_sent = self._pending = self._queued_records = 0
+        return recs, torn
 
     # -- receive side
     def receive(self, max_records=1 << 30):
@@ -429,8 +491,73 @@ class NicChannel:
             self.closed = True
             self._out = []
             self._pending = 0
+            self._sizes.clear()
+            self._head_sent = 0
             try:
                 self.sock.close()
             except OSError:
                 pass
 
+
+
+# ---------------------------------------------------------------------- watchdog
+class Heartbeat:
+    """The deadline of a peer that must show signs of life: sans-I/O, times are passed in.
+
+    ``Heartbeat(deadline, interval=None)``; the owner calls ``heard(now)`` whenever any
+    record arrives from the peer, and ``tick(now)`` at ``next_tick()`` (or later). While
+    the peer is heard from at least every ``interval`` seconds nothing is sent: traffic
+    is the heartbeat. After ``interval`` seconds of silence ``tick`` returns ``PROBE`` (the
+    owner sends a PING now: ``probe_seq`` is its number, the probe counts as sent at
+    ``now``); a probe that nothing at all has followed for ``deadline`` seconds makes
+    ``tick`` return ``EXPIRED`` (and keep returning it). Only what the peer *sent after*
+    a probe could count as its answer, but records the owner had not yet read when it
+    probed (it reads before every tick) can make one probe look answered; the next one
+    then settles it, so a hung peer is declared at most ``interval + deadline`` (plus one
+    read's delay) after it stopped. An owner that itself stalls never declares a
+    responsive peer hung: it reads what arrived before it ticks."""
+
+    __slots__ = ("deadline", "interval", "heard_at", "probe_at", "probe_seq", "probes",
+                 "expired")
+
+    PROBE = "probe"
+    EXPIRED = "expired"
+
+    def __init__(self, deadline, interval=None, now=0.0):
+        if not deadline > 0:
+            raise ValueError("deadline must be > 0")
+        self.deadline = float(deadline)
+        self.interval = float(interval) if interval is not None else min(deadline / 4, 0.25)
+        self.heard_at = now          # the start counts as a sign of life
+        self.probe_at = None         # when the unanswered probe went out
+        self.probe_seq = 0
+        self.probes = 0
+        self.expired = False
+
+    def heard(self, now):
+        self.heard_at = now
+        self.probe_at = None
+
+    def tick(self, now):
+        """-> None, PROBE or EXPIRED (see the class doc)."""
+        if self.expired:
+            return self.EXPIRED
+        if self.probe_at is not None:
+            if now - self.probe_at >= self.deadline:
+                self.expired = True
+                return self.EXPIRED
+            return None
+        if now - self.heard_at >= self.interval:
+            self.probe_at = now
+            self.probe_seq = (self.probe_seq % 0xFFFFFFFF) + 1
+            self.probes += 1
+            return self.PROBE
+        return None
+
+    def next_tick(self):
+        """When ``tick`` has something to do next (None once expired)."""
+        if self.expired:
+            return None
+        if self.probe_at is not None:
+            return self.probe_at + self.deadline
+        return self.heard_at + self.interval

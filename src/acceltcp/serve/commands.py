@@ -91,7 +91,8 @@ def _tap_host(args):
                        peer_ip=args.peer_ip, offload=args.offload,
                        tso=args.tso if args.offload else False, config=_config(args),
                        pcap=args.pcap, batch=args.batch, nic=getattr(args, "nic", "none"),
-                       dataplane=_dataplane_kwargs(args), isn=getattr(args, "isn", None))
+                       dataplane=_dataplane_kwargs(args), isn=getattr(args, "isn", None),
+                       nic_watchdog=getattr(args, "nic_watchdog", 1.0))
     except (TestbedError, OSError, NicStartError, ValueError) as e:
         loop.close()
         what = "%s %s" % (args.command, getattr(args, "app", "") or "")
@@ -532,6 +533,16 @@ def _count(text):
 _count.__name__ = "count"          # argparse: "invalid count value"
 
 
+def _seconds(text):
+    v = float(text)
+    if not v >= 0 or v == float("inf"):
+        raise ValueError(text)
+    return v
+
+
+_seconds.__name__ = "seconds"
+
+
 def add_serve_parser(sub):
     from .apps import APPS
 
@@ -574,6 +585,10 @@ def _add_serve_options(p):
                    help="NIC teardown flow table capacity (if the dataplane has one)")
     g.add_argument("--nic-splice-rules", type=_count, metavar="N",
                    help="NIC splice rule table capacity (if the dataplane has one)")
+    g.add_argument("--nic-watchdog", type=_seconds, default=1.0, metavar="SECONDS",
+                   help="--nic process: a NIC that answers nothing for this long after "
+                        "a probe is taken to be hung, killed, and the stack takes the "
+                        "TAP over (0: no watchdog) (%(default)s)")
     p.set_defaults(func=profiled(cmd_serve))
 
 

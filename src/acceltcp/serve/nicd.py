@@ -17,16 +17,19 @@ One asyncio loop, three event sources, each handled in one batch:
   whole queue leaves with one sendmsg.
 * channel readable: every record of the host's batch; FRAME -> ``process(frame, HOST,
   now)`` (replies for the host queued), SEGMENT -> ``TapDevice.send_segment`` (the
-  kernel completes checksum/TSO), STATS_REQUEST -> a STATS record; then one flush.
+  kernel completes checksum/TSO), STATS_REQUEST -> a STATS record, PING -> a PONG
+  with the same number (the host's watchdog); then one flush.
 * the dataplane's deadline (``next_deadline`` / ``on_timer``): a ``loop.call_at``.
 
 A STATS record also goes out every ``--stats-interval`` seconds when anything happened,
 so the host keeps recent counters even if this process is killed. The process exits
 0 at the channel's EOF (the host closed it) or on SIGTERM, 3 when the host's stream is
-garbled or the socket fails; SIGINT is ignored (the host decides when the NIC stops, a
-terminal's Ctrl-C reaches the host, which then closes the channel). When the channel
-cannot take more (the host is slow), records wait for writability; beyond the
-channel's limit frames are dropped and counted, as on a full ring.
+garbled or the socket fails; the host SIGKILLs it when it answers nothing within the
+host's watchdog deadline (a hung NIC, docs/placements.md). SIGINT is ignored (the host
+decides when the NIC stops, a terminal's Ctrl-C reaches the host, which then closes the
+channel). When the channel cannot take more (the host is slow), records wait for
+writability; beyond the channel's limit frames are dropped and counted, as on a full
+ring.
 
 Capture (``--pcap-fd``): the host wrote a pcap global header and passes the file; this
 process appends wire frames (both directions, as the TAP carries them) and the control
@@ -180,6 +183,8 @@ class NicProcess:
                 tap.send_segment(mv[:hlen], mv[hlen:], gso)
             elif kind == nc.STATS_REQUEST:
                 self._send_stats(_U32.unpack(body)[0])
+            elif kind == nc.PING:
+                ch.queue_record(nc.PONG, body)          # the host's watchdog: alive
         self._activity += len(recs)
         if ch.error is not None:
             self.stop(3, "channel: %s" % ch.error)

@@ -113,6 +113,9 @@ class TapHost:
     "none", "inline", "process"; ``dataplane``: NicDataplane kwargs), the stack, the
     runner.
 
+    ``nic_watchdog``: seconds a process NIC may stay silent after a probe before the host
+    kills it and takes the TAP over (0: never; docs/placements.md).
+
     ``TapHost(loop, netns="atcp-peer", offload=True, ...)``; ``close()`` tears it down
     (the TAP netdev disappears with its fd; a NIC process is ended and reaped first).
     ``device`` is what the stack sends through (the TAP itself without a NIC), ``tap``
@@ -122,7 +125,7 @@ class TapHost:
     def __init__(self, loop, *, netns=None, tap_name=None, stack_ip=None, peer_ip=None,
                  prefixlen=None, stack_mac=None, peer_mac=None, offload=True, tso=None,
                  config=None, pcap=None, batch=256, mtu=1500, name="tap", nic="none",
-                 dataplane=None, nic_stats_interval=0.5, isn=None):
+                 dataplane=None, nic_stats_interval=0.5, isn=None, nic_watchdog=1.0):
         from ..testbed import netns as tb
         from ..wire.ethernet import mac_from_str
         from . import nic as nicmod
@@ -162,7 +165,9 @@ class TapHost:
                     fcntl.fcntl(pcap_fd, fcntl.F_SETFL, fl | os.O_APPEND)
                 self.device = nicmod.ProcessNicDevice(self.tap, dataplane=dataplane,
                                                       pcap_fd=pcap_fd,
-                                                      stats_interval=nic_stats_interval)
+                                                      stats_interval=nic_stats_interval,
+                                                      watchdog=nic_watchdog,
+                                                      clock=loop.time)
             else:
                 if nic == "inline":
                     dp, ignored = nicmod.make_dataplane(mac, dataplane or {})
@@ -186,18 +191,19 @@ class TapHost:
         self.started = time.monotonic()
 
     def _on_nic_lost(self):
-        """The NIC process died: the stack takes over, and the capture continues here."""
-        lost = getattr(self.stack, "nic_lost", None)
-        if lost is not None:
-            lost()
+        """The NIC process died or hung: the stack takes over, and the capture continues
+        here. -> what the stack reports lost with the NIC (``HostStack.nic_lost``)."""
+        fn = getattr(self.stack, "nic_lost", None)
+        lost = fn() if fn is not None else None
         if self.pcap is not None:
             try:
                 self.pcap.flush()
                 _trim_pcap(self.pcap.path, self._pcap_file.fileno())
             except OSError as e:
                 sys.stderr.write("acceltcp: capture stops after the NIC's loss: %s\n" % e)
-                return
+                return lost
             self.tap.add_tap(self.pcap.write)
+        return lost
 
     # -- figures for the stats file
     def device_stats(self):
