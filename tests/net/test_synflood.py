@@ -8,6 +8,7 @@ no ARP request goes out for a spoofed source, and the server's memory stays flat
 import json
 import sys
 
+from ..accounting import check_accounting
 from .conftest import STACK_IP, wait_for
 
 NEEDS_ROOT = True
@@ -59,3 +60,4 @@ def test_clients_are_served_through_a_spoofed_syn_flood(bed, tmp_path):
         assert st["drops"].get(k, 0) == 0, st["drops"]
     # memory flat: the queue's 1,024 children and their timers, not per-SYN state
     assert rss1 - rss0 < 48 * 1024, (rss0, rss1)
+    check_accounting(st, settled=False)        # children still in the queue at the end

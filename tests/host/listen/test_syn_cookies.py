@@ -6,6 +6,7 @@ import random
 import pytest
 
 from acceltcp.tcp import states
+from ...accounting import check_accounting
 from acceltcp.wire.ipv4 import ip_from_str
 from acceltcp.wire.tcp import ACK, RST, SYN, tcp_options
 
@@ -284,6 +285,7 @@ def test_a_flooded_listener_keeps_admitting_clients(make_stack, dev, clock):
         run_timers(st, clock, clock.now + 1.0)
         dev.take()
     assert served == 30
+    check_accounting(st, settled=False)
     assert st.counters["syn_cookies_sent"] > 0
     assert st.counters.get("arp_requests_sent", 0) == 0
 
