@@ -1,19 +1,23 @@
 """The NIC dataplane in front of the stack on a real TAP, inline (in the stack's process)
 and as its own process (docs/placements.md), against Linux TCP in the peer namespace:
 handshakes completed by SYN cookies, the host fallback for clients without timestamps,
-forged cookie ACKs, and the host taking over when the NIC process is killed."""
+forged cookie ACKs, and the host taking over when the NIC process is killed or hangs."""
 
 import collections
 import json
 import os
 import signal
 import subprocess
+import sys
 import textwrap
+import time
 
 import pytest
 
 from acceltcp.io.pcap import read_pcap
+from acceltcp.testbed.faultload import outage
 
+from ..accounting import check_accounting
 from .conftest import STACK_IP, VENV_BIN, wait_for
 
 NEEDS_ROOT = True
@@ -262,8 +266,70 @@ def test_nic_process_dies_the_host_takes_over(bed, tmp_path, sig):
     assert st["counters"]["cookie_conns"] == cookies_before
     assert st["counters"]["syns_received"] >= 100
     assert st["tcp"]["bytes_in"] == st["tcp"]["bytes_out"] == 200 * 64 + res["sent"]
+    check_accounting(st)
     # the capture goes on in the host after the NIC died, and stays a valid file
     frames = _frames(tmp_path / "serve.pcap")
     syns = [f for et, f in frames if _tcp_flags(f) == 0x02]
     assert len(syns) >= 201
     assert st["pcap"]["frames"] <= len(frames)
+
+
+WATCHDOG = 1.0
+ATTEMPT = 0.5        # the load's per-attempt deadline (connect + echo)
+
+
+def test_nic_process_hung_the_host_takes_over(bed, tmp_path):
+    """kill -STOP of the NIC process for 5 s under load (short-lived echo transactions,
+    fresh connections tried at least every ATTEMPT s, plus one persistent echo
+    connection), with setup and teardown offloaded: the watchdog finds the NIC silent,
+    kills it, and the host serves from then on.
+
+    The bound on the outage the client sees: the watchdog's deadline, plus its probe
+    interval (the first probe after the NIC's last sign of life), plus one attempt
+    deadline (a client attempt stuck in the hang gives up and a fresh one starts: its
+    SYN goes out at once, not after the kernel's 1 s, 3 s ... SYN backoff), plus 1 s."""
+    srv = bed.serve("echo", PORT, stats=tmp_path / "serve.json",
+                    extra=["--nic", "process", "--offload", "setup,teardown",
+                           "--nic-watchdog", str(WATCHDOG)])
+    st = srv.snapshot()
+    nic_pid = st["nic"]["pid"]
+    interval = st["nic"]["watchdog"]["interval_s"]
+    assert st["nic"]["watchdog"]["deadline_s"] == WATCHDOG
+    load = bed.popen([sys.executable, "-m", "acceltcp.testbed.faultload", STACK_IP,
+                      str(PORT), "--duration", "14", "--attempt-timeout", str(ATTEMPT)],
+                     stdin=subprocess.DEVNULL)
+    load.wait_line(load.p.stdout, lambda line: '"started"' in line)
+    assert wait_for(lambda: srv.snapshot()["conns_accepted"] >= 50, timeout=20)
+
+    t_stop = time.monotonic()
+    os.kill(nic_pid, signal.SIGSTOP)
+    st = wait_for(lambda: (s := srv.snapshot())["nic_lost"] == 1 and s, timeout=15)
+    assert st, "the host did not notice the hung NIC"
+    time.sleep(max(0.0, t_stop + 5.0 - time.monotonic()))
+    try:
+        os.kill(nic_pid, signal.SIGCONT)
+        cont = "alive"
+    except ProcessLookupError:
+        cont = "gone"                            # the takeover killed and reaped it
+    assert cont == "gone"
+    res = json.loads(load.wait_line(load.p.stdout, lambda line: '"done"' in line,
+                                    timeout=60))
+
+    # service resumed through the host within the bound, as the client measures it
+    out = outage(res, t_stop)
+    assert out is not None, res["errors"]
+    assert out <= WATCHDOG + interval + ATTEMPT + 1.0, (out, res["errors"])
+    assert len(res["ok"]) > 100 and max(res["ok"]) > t_stop + 6.0   # and it went on
+    # the persistent connection was the host's: it survived, byte for byte
+    p = res["persistent"]
+    assert p["error"] is None and p["exact"] and p["received"] == p["sent"] > 0, p
+
+    st = wait_for(lambda: (s := srv.snapshot())["conns_live"] == 0 and s, timeout=30)
+    assert st, "connections did not all close"
+    st = srv.stop()
+    nic = st["nic"]
+    assert not nic["alive"] and nic["lost_reason"].startswith("watchdog")
+    assert nic["exit_status"] == -signal.SIGKILL and nic["takeover"]["hung"]
+    assert st["counters"]["nic_lost"] == 1
+    assert st["counters"]["syns_received"] > 0          # the host answers SYNs itself now
+    check_accounting(st)
