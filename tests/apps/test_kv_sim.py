@@ -244,3 +244,190 @@ def test_load_without_a_server_fails_clearly():
         loop.run_until(lambda: load.finished, timeout=60)
         assert load.errors == {"populate: refused": 1} and load.transactions == 0
         assert "1 errors" in load.summary()
+
+
+# ---------------------------------------------------------------------- output back-pressure
+BIG = 1 << 20
+
+
+class _RawClient:
+    """A client on the stack's callbacks that reads only when told to (``reading``)."""
+
+    def __init__(self, stack, request=b"", *, reading=True, port=6379):
+        self.stack = stack
+        self.request = request
+        self.reading = reading
+        self.got = bytearray()
+        self.sent = False
+        self.conn = stack.connect(SERVER, port)
+        stack.attach(self.conn, self._on_event, self)
+
+    def _on_event(self, conn):
+        if not self.sent and conn.writable:
+            self.sent = True
+            if self.request:
+                self.send(self.request)
+        if self.reading and conn.rcvbuf:
+            self.got += self.stack.recv(conn, 1 << 30)
+
+    def send(self, data):
+        assert self.stack.send(self.conn, data) == len(data)
+
+    def read(self):
+        self.reading = True
+        self._on_event(self.conn)
+
+
+def _server_session(server):
+    (conn,) = [c for c in server.stack.connections.values()
+               if c.owner.app is not None and c.owner.app.id == 1]
+    return conn.owner.app
+
+
+def _big_value():
+    return bytes(range(256)) * (BIG // 256)
+
+
+def test_pipelined_big_gets_to_a_client_that_does_not_read():
+    """80 pipelined GETs of a 1 MiB value from a client that does not read: the server
+    holds at most its pause threshold plus one reply (it stops running the client's
+    requests, the rest wait), serves another client's PINGs at once meanwhile, and when
+    the slow client reads it gets all 80 replies byte for byte. Draining is linear: the
+    bytes offered to the TCB equal the bytes sent (the old ``out = out[n:]`` offered --
+    and copied -- the whole rest on every send: ~quadratic)."""
+    value = _big_value()
+    with SimLoop(31) as loop:
+        net = _net(loop)
+        server = KvServer(net.b)
+        server.engine.execute("SET", "big", value)
+        offered = [0]
+        send = net.b.send
+
+        def counting_send(conn, data):
+            offered[0] += len(data)
+            return send(conn, data)
+        net.b.send = counting_send
+        slow = _RawClient(net.a, encode_command("GET", "big") * 80, reading=False)
+        loop.run_for(0.05)
+        sess = _server_session(server)
+        peak = 0
+        pings = []
+
+        async def pinger():
+            r, w = await open_connection(net.a, SERVER, 6379)
+            for _ in range(20):
+                t = loop.time()
+                assert await _request(r, w, b"PING\r\n", 1) == ["PONG"]
+                pings.append(loop.time() - t)
+                await asyncio.sleep(0.01)
+            w.close()
+
+        task = loop.create_task(pinger())
+        while not task.done():
+            loop.run_for(0.001)
+            peak = max(peak, len(sess.out))
+        task.result()
+        assert max(pings) < 0.005                # a few RTTs of 100 us, in virtual time
+        reply = len(value) + len(b"$1048576\r\n\r\n")
+        assert peak <= 256 * 1024 + reply        # the default output_pause, one reply
+        assert server.engine.bytes_out <= 4 * reply        # not all 80 built at once
+        assert server.output_pauses > 0
+        slow.read()
+        want = b"$%d\r\n%s\r\n" % (len(value), value)
+        loop.run_until(lambda: len(slow.got) >= 80 * len(want), timeout=600)
+        assert bytes(slow.got) == want * 80
+        assert server.engine.commands["get"].calls == 80
+        sent = server.engine.bytes_out
+        assert sent == 80 * len(want) + 5 + 20 * 7      # + the SET (execute), the PONGs
+        assert offered[0] <= sent
+
+
+def test_unread_gets_keep_memory_bounded():
+    """300 unread GETs of 1 MiB: what the session holds (replies produced and not taken
+    by the TCB, commands parsed and not run) stays bounded; the old server built all
+    300 MiB of replies at once."""
+    value = _big_value()
+    with SimLoop(32) as loop:
+        net = _net(loop)
+        server = KvServer(net.b)
+        server.engine.execute("SET", "big", value)
+        slow = _RawClient(net.a, encode_command("GET", "big") * 300, reading=False)
+        loop.run_for(0.05)
+        sess = _server_session(server)
+        peak = 0
+        for _ in range(200):
+            loop.run_for(0.005)
+            peak = max(peak, len(sess.out))
+        reply = len(value) + 13
+        assert peak <= 256 * 1024 + reply        # the default output_pause, one reply
+        # produced so far: the TCB's send buffer, the client's window, what is held
+        assert server.engine.bytes_out <= 3 * reply + 5
+        assert server.engine.commands["get"].calls <= 3
+        assert peak <= sess.out.peak == server.output_peak <= 256 * 1024 + reply
+        net.a.abort(slow.conn)
+        loop.run_for(0.1)
+        assert sess.released and not sess.out and sess.queued is None
+        assert server.stats()["connected_clients"] == 0
+
+
+def test_output_limit_closes_the_connection():
+    """``output_limit`` (Redis's hard client-output-buffer-limit): a connection whose
+    unsent replies exceed it is closed, its replies dropped; others go on."""
+    value = _big_value()
+    with SimLoop(33) as loop:
+        net = _net(loop)
+        server = KvServer(net.b, output_pause=64 * 1024, output_limit=512 * 1024)
+        server.engine.execute("SET", "big", value)
+        slow = _RawClient(net.a, encode_command("GET", "big") * 2, reading=False)
+        loop.run_for(0.1)
+
+        async def ping():
+            r, w = await open_connection(net.a, SERVER, 6379)
+            got = await _request(r, w, b"PING\r\n", 1)
+            w.close()
+            return got
+
+        assert loop.run(ping(), timeout=10) == ["PONG"]
+        slow.read()
+        loop.run_for(1.0)
+        assert slow.conn.eof or slow.conn.closed
+        assert len(slow.got) < BIG                   # the reply was cut
+        st = server.stats()
+        assert st["closed_output_limit"] == 1 and st["connected_clients"] == 0
+
+
+def test_query_limit_closes_the_connection():
+    """A request growing past ``query_limit`` bytes closes its connection (Redis's
+    client-query-buffer-limit); a request under it is served."""
+    with SimLoop(34) as loop:
+        net = _net(loop)
+        server = KvServer(net.b, query_limit=100_000)
+        ok = _RawClient(net.a, encode_command("SET", "k", b"x" * 90_000))
+        big = _RawClient(net.a, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$400000\r\n" + b"y" * 150_000)
+        loop.run_for(1.0)
+        assert bytes(ok.got) == b"+OK\r\n"
+        assert big.got == b"" and (big.conn.eof or big.conn.closed)
+        st = server.stats()
+        assert st["closed_query_limit"] == 1
+        assert server.engine.data[b"k"] == b"$90000\r\n" + b"x" * 90_000 + b"\r\n"
+
+
+def test_process_limit_holds_back_commands_in_order():
+    """The engine's ``limit``: replies stop once they reach it; the parsed rest waits in
+    the session, runs first at the next call, and a protocol error is answered only
+    after every command before it."""
+    from acceltcp.apps.kv import KvEngine, KvSession
+    eng = KvEngine(lambda: 0.0)
+    eng.execute("SET", "v", "x" * 100)
+    sess = KvSession(1)
+    data = encode_command("GET", "v") * 3 + b"PING\r\n*1\r\n$x\r\n"
+    first = eng.process(sess, data, 50)
+    val = b"$100\r\n" + b"x" * 100 + b"\r\n"
+    assert first == val and sess.queued is not None and not sess.closing
+    assert eng.process(sess, b"", 200) == val * 2
+    rest = eng.process(sess, b"", 200)
+    assert rest == b"+PONG\r\n-ERR Protocol error: invalid bulk length\r\n"
+    assert sess.closing and sess.queued is None
+    # without a limit: everything at once, as before
+    s2 = KvSession(2)
+    assert eng.process(s2, data) == val * 3 + rest

@@ -15,8 +15,10 @@ Three layers, the inner two without any I/O:
   (``stack.attach``), like `apps.echo.EchoServer`: no threads, no loop of its own. On an
   event it reads everything received, hands it to the engine, sends the replies, and
   closes when the session is closing or the client sent its FIN. Replies that do not fit
-  the send buffer wait in the session and stop further reading until they are sent
-  (the client's window then closes: backpressure, not unbounded buffering).
+  the send buffer wait in the session (an `OutBuffer`: drained in O(bytes)); while they
+  are over ``output_pause`` the session's requests are not run and nothing more is read
+  (the client's window then closes: back-pressure, not unbounded buffering), until the
+  stack's send-space event has drained them (docs/kv.md, "Limits").
 * `KvLoad` is the client side: the Facebook USR workload of the AccelTCP evaluation
   (99.8 % GET, 0.2 % SET, keys under 20 bytes, 2-byte values; Atikoglu et al.,
   SIGMETRICS 2012), one transaction per connection or persistent connections, with every
@@ -46,6 +48,7 @@ never reset for unread data).
 import argparse
 import collections
 import heapq
+import itertools
 import os
 import random
 import re
@@ -54,6 +57,7 @@ import time
 
 from . import resp
 from .loadclient import LoadClient
+from .outbuf import OutBuffer
 from .resp import bulk as _bulk
 from .resp import error as _err
 from .resp import (EMPTY_ARRAY, LLONG_MAX, LLONG_MIN, NIL, OK, ONE, PONG, ZERO, ReplyError,
@@ -69,6 +73,11 @@ SERVER_VERSION = "0.1.0"
 
 _SWEEP_BUDGET = 64          # heap entries the active expiry pops per process() call
 _READ_MAX = 1 << 30         # recv everything the TCB holds
+#: KvServer's defaults (docs/kv.md, "Limits"): reply bytes a connection may hold before
+#: its requests wait (the TCB's default send buffer again), and the bytes of one
+#: request being received (Redis's client-query-buffer-limit default, 1 GiB).
+OUTPUT_PAUSE = 256 * 1024
+QUERY_LIMIT = 1 << 30
 
 
 class _Fail(Exception):
@@ -214,16 +223,19 @@ def compile_pattern(pattern):
 # ---------------------------------------------------------------------- the engine
 class KvSession:
     """One client's state in a `KvEngine`. ``closing``: QUIT or a protocol error; the
-    transport closes once ``out`` (replies the transport could not send yet) is empty."""
+    transport closes once ``out`` (an `OutBuffer`: replies the transport could not send
+    yet) is empty. ``queued``: commands parsed but held back by `KvEngine.process`'s
+    ``limit`` (an iterator; None when there are none)."""
 
-    __slots__ = ("id", "parser", "name", "closing", "out", "released")
+    __slots__ = ("id", "parser", "name", "closing", "out", "queued", "released")
 
     def __init__(self, sid):
         self.id = sid
         self.parser = RequestParser()
         self.name = None
         self.closing = False
-        self.out = b""
+        self.out = OutBuffer()
+        self.queued = None
         self.released = False
 
 
@@ -304,45 +316,72 @@ class KvEngine:
             sess.released = True
             self.connected_clients -= 1
 
-    def process(self, sess, data):
+    def process(self, sess, data, limit=0):
         """Bytes from `sess`'s connection -> the replies they complete (b"" if none).
-        Afterwards ``sess.closing`` says whether to close once the replies are sent."""
+        Afterwards ``sess.closing`` says whether to close once the replies are sent.
+
+        ``limit`` (> 0): stop running commands once the replies of this call reach
+        ``limit`` bytes (at least one command runs); the parsed commands left wait in
+        ``sess.queued`` and run first at the next call (``process(sess, b"", limit)``
+        resumes them). A transport uses it to stop parsing a connection whose unsent
+        replies are over its threshold (`KvServer`'s output back-pressure)."""
         self.bytes_in += len(data)
         if sess.closing:
             return b""
         parser = sess.parser
-        cmds = parser.feed(data)
+        cmds = parser.feed(data) if data else ()
+        queued = sess.queued
+        if queued is not None:            # held back by an earlier limit: they go first
+            sess.queued = None
+            cmds = itertools.chain(queued, cmds) if cmds else queued
         h = self._heap
         if h and h[0][0] < int(self.clock() * 1000):
             self._sweep()
         out = []
+        size = 0
         table = self._table
-        for argv in cmds:
+        it = iter(cmds)
+        for argv in it:
             cmd = table.get(argv[0])
             if cmd is None:
                 cmd = table.get(argv[0].lower())
                 if cmd is None:
-                    out.append(self._unknown(argv))
+                    r = self._unknown(argv)
+                    out.append(r)
+                    if limit:
+                        size += len(r)
+                        if size >= limit:
+                            sess.queued = it
+                            break
                     continue
             n = len(argv)
             a = cmd.arity
             if n != a and (a > 0 or n < -a):
                 cmd.rejected += 1
-                out.append(self._fail(_err("ERR wrong number of arguments for '%s' command"
-                                           % cmd.name)))
-                continue
-            try:
-                out.append(cmd.fn(argv, sess))
-            except _Fail as e:
-                out.append(self._fail(e.reply))
-            cmd.calls += 1                 # after the call, as Redis (INFO excludes itself)
-            if sess.closing:
-                break
+                r = self._fail(_err("ERR wrong number of arguments for '%s' command"
+                                    % cmd.name))
+            else:
+                try:
+                    r = cmd.fn(argv, sess)
+                except _Fail as e:
+                    r = self._fail(e.reply)
+                cmd.calls += 1             # after the call, as Redis (INFO excludes itself)
+                if sess.closing:
+                    out.append(r)
+                    break
+            out.append(r)
+            if limit:
+                size += len(r)
+                if size >= limit:
+                    sess.queued = it       # the rest (maybe none: then the next call
+                    break                  # only checks the parser's error)
         else:
             if parser.error is not None:
                 self.protocol_errors += 1
                 sess.closing = True
                 out.append(self._fail(resp.error(("ERR " + parser.error).encode("latin-1"))))
+        if not out:
+            return b""
         reply = out[0] if len(out) == 1 else b"".join(out)
         self.bytes_out += len(reply)
         return reply
@@ -917,19 +956,40 @@ class KvServer:
     cannot take it). Both are the listener's flags and advisory: without a NIC device
     they change nothing. ``engine``: share or preload a `KvEngine` (default: a new one
     on the stack's clock).
+
+    Per-connection memory bounds (docs/kv.md, "Limits"): ``output_pause`` -- while a
+    connection's unsent replies (held by the server, beyond the TCB's send buffer) are at
+    least this many bytes, its requests are not parsed or run: they wait, and then the
+    client's window closes; parsing resumes when the stack reports send space and the
+    replies have drained below it. The replies held are at most ``output_pause`` plus
+    the last reply that crossed it. ``output_limit`` (0: none, as Redis's normal
+    clients): a connection holding more is closed, its replies dropped (Redis's
+    client-output-buffer-limit hard limit). ``query_limit``: a connection whose request
+    being received holds more bytes is closed (Redis's client-query-buffer-limit).
     """
 
     def __init__(self, stack, port=KV_DEFAULT_PORT, *, backlog=4096, config=None,
-                 offload_setup=False, offload_teardown=False, engine=None):
+                 offload_setup=False, offload_teardown=False, engine=None,
+                 output_pause=OUTPUT_PAUSE, output_limit=0, query_limit=QUERY_LIMIT):
+        if output_pause <= 0:
+            raise ValueError("output_pause must be positive")
         self.stack = stack
         self.listener = stack.listen(port, backlog, config=config, offload_setup=offload_setup,
                                      offload_teardown=offload_teardown)
         self.port = self.listener.port
         self.engine = engine if engine is not None else KvEngine(stack.clock, port=self.port)
+        self.output_pause = output_pause
+        self.output_limit = output_limit
+        self.query_limit = query_limit
         self.listener.on_acceptable = self._on_acceptable
         self.accepted = 0
         self.closed_by_client = 0      # the client's FIN came first
         self.closed_by_server = 0      # QUIT or a protocol error
+        self.closed_output_limit = 0   # replies over output_limit
+        self.closed_query_limit = 0    # a request over query_limit
+        self.output_pauses = 0         # times a connection's parsing was paused
+        self.output_peak = 0           # the most reply bytes one connection held (before
+                                       # sending the part its send buffer had room for)
         self.conn_errors = collections.Counter()   # reset / timeout
         self._handler = self._on_event
 
@@ -952,23 +1012,46 @@ class KvServer:
         if conn.error is not None or conn.closed:
             if conn.error is not None:
                 self.conn_errors[conn.error] += 1
-            self.engine.close_session(sess)
+            self._drop(sess)
             return
         if conn.fin_queued:
             return                                       # closing: the stack finishes it
         stack = self.stack
-        if sess.out:
-            n = stack.send(conn, sess.out)
-            sess.out = sess.out[n:]
-            if sess.out:
-                return
-        if conn.rcvbuf and not sess.closing:
-            reply = self.engine.process(sess, stack.recv(conn, _READ_MAX))
+        out = sess.out
+        if out:
+            out.send(stack, conn)
+        pause = self.output_pause
+        while True:
+            held = out.size
+            if held >= pause:
+                self.output_pauses += 1
+                return              # the stack's send-space event resumes (the TCB is full)
+            if sess.queued is not None:
+                data = b""
+            elif conn.rcvbuf and not sess.closing:
+                data = stack.recv(conn, _READ_MAX)
+            else:
+                break
+            reply = self.engine.process(sess, data, pause - held)
             if reply:
-                n = stack.send(conn, reply)
-                if n < len(reply):
-                    sess.out = reply[n:]
+                if not out and len(reply) <= conn.send_space:
+                    stack.send(conn, reply)                 # the common case: it fits
+                else:
+                    out.append(reply)
+                    out.send(stack, conn)
+                if out.peak > self.output_peak:
+                    self.output_peak = out.peak
+                limit = self.output_limit
+                if limit and out.size > limit:
+                    self.closed_output_limit += 1
+                    self._close_now(conn, sess)
                     return
+            if sess.parser.held > self.query_limit:
+                self.closed_query_limit += 1
+                self._close_now(conn, sess)
+                return
+        if out:
+            return                                       # sent, then closed
         if sess.closing:
             if conn.rcvbuf:
                 stack.recv(conn, _READ_MAX)   # unread data would turn the close into a RST
@@ -978,8 +1061,21 @@ class KvServer:
             self.closed_by_client += 1
             self._close(conn, sess)
 
-    def _close(self, conn, sess):
+    def _drop(self, sess):
+        sess.out.clear()
+        sess.queued = None
         self.engine.close_session(sess)
+
+    def _close_now(self, conn, sess):
+        """Close over a limit: what the server holds is dropped (what the TCB holds still
+        goes), unread input is read out so that the close is a FIN, not a reset."""
+        self._drop(sess)
+        if conn.rcvbuf:
+            self.stack.recv(conn, _READ_MAX)
+        self.stack.close(conn)
+
+    def _close(self, conn, sess):
+        self._drop(sess)
         self.stack.close(conn)
 
     def stats(self):
@@ -988,6 +1084,11 @@ class KvServer:
         st.update(port=self.port, accepted=self.accepted,
                   closed_by_client=self.closed_by_client,
                   closed_by_server=self.closed_by_server,
+                  closed_output_limit=self.closed_output_limit,
+                  closed_query_limit=self.closed_query_limit,
+                  output_pauses=self.output_pauses, output_peak=self.output_peak,
+                  output_pause=self.output_pause, output_limit=self.output_limit,
+                  query_limit=self.query_limit,
                   conn_errors=dict(self.conn_errors),
                   offload_setup=self.listener.offload_setup,
                   offload_teardown=self.listener.offload_teardown)
@@ -1017,6 +1118,19 @@ def _add_option(parser, *flags, **kwargs):
         pass                   # the command already defines it (serve's --port, --backlog)
 
 
+def _size(text):
+    """'65536', '64K', '1M', '1G' (binary multiples) -> bytes."""
+    t = text.strip().upper().removesuffix("B")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
+    try:
+        n = int(t[:-1] if mult > 1 else t) * mult
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a size: %r" % text) from None
+    if n < 0:
+        raise argparse.ArgumentTypeError("a size cannot be negative: %r" % text)
+    return n
+
+
 def add_kv_arguments(parser, *, offload_flags=True):
     """The kv server's options on an argparse parser, those it does not have already
     (``acceltcp serve`` has --port and --backlog). ``offload_flags``: also
@@ -1025,12 +1139,26 @@ def add_kv_arguments(parser, *, offload_flags=True):
     _add_option(parser, "--port", type=int, default=KV_DEFAULT_PORT,
                 help="TCP port (%(default)s)")
     _add_option(parser, "--backlog", type=int, default=4096, help="accept queue length")
+    _add_option(parser, "--output-pause", type=_size, default=OUTPUT_PAUSE, metavar="BYTES",
+                help="stop running a connection's requests while it holds this many reply "
+                     "bytes its send buffer has not taken (%(default)s; K/M/G suffixes)")
+    _add_option(parser, "--output-limit", type=_size, default=0, metavar="BYTES",
+                help="close a connection holding more unsent reply bytes than this "
+                     "(0: never, as Redis's normal clients)")
+    _add_option(parser, "--query-limit", type=_size, default=QUERY_LIMIT, metavar="BYTES",
+                help="close a connection whose request being received exceeds this "
+                     "(%(default)s, Redis's client-query-buffer-limit)")
     if offload_flags:
         _add_option(parser, "--offload-setup", action="store_true",
                     help="have the NIC answer SYNs with SYN cookies (needs a NIC device)")
         _add_option(parser, "--offload-teardown", action="store_true",
                     help="hand connection teardown to the NIC (needs a NIC device)")
     return parser
+
+
+def _given(args, name, default):
+    v = getattr(args, name, None)
+    return default if v is None else v
 
 
 def build_kv_server(stack, args, **overrides):
@@ -1040,6 +1168,9 @@ def build_kv_server(stack, args, **overrides):
     counters."""
     port = getattr(args, "port", None)
     kw = {"backlog": getattr(args, "backlog", None) or 4096,
+          "output_pause": _given(args, "output_pause", OUTPUT_PAUSE),
+          "output_limit": _given(args, "output_limit", 0),
+          "query_limit": _given(args, "query_limit", QUERY_LIMIT),
           "offload_setup": getattr(args, "offload_setup", False),
           "offload_teardown": getattr(args, "offload_teardown", False)}
     kw.update(overrides)

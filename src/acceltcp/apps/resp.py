@@ -276,9 +276,10 @@ class RequestParser:
     """Incremental RESP2 request parser (server side). See the module docstring.
 
     ``feed(data) -> [argv, ...]``; ``error``: None, or the protocol error message that
-    stopped it (it then ignores further input); ``pending``: bytes waiting."""
+    stopped it (it then ignores further input); ``pending``: bytes waiting; ``held``:
+    bytes of the incomplete request held (waiting bytes and arguments read so far)."""
 
-    __slots__ = ("error", "_buf", "_wait", "_scan", "_args", "_left", "_need")
+    __slots__ = ("error", "_buf", "_wait", "_scan", "_args", "_left", "_need", "_held")
 
     def __init__(self):
         self.error = None
@@ -288,10 +289,15 @@ class RequestParser:
         self._args = None         # arguments of the multibulk request being read
         self._left = 0            # arguments still to read
         self._need = -1           # length of the bulk being read; -1: its header next
+        self._held = 0            # bytes of the arguments in _args
 
     @property
     def pending(self):
         return len(self._buf)
+
+    @property
+    def held(self):
+        return len(self._buf) + self._held
 
     def feed(self, data):
         buf = self._buf
@@ -354,6 +360,7 @@ class RequestParser:
         self.error = "Protocol error: " + message
         self._buf = bytearray()
         self._args = None
+        self._held = 0
         self._wait = 0
         return out
 
@@ -367,6 +374,7 @@ class RequestParser:
         args = self._args
         left = self._left
         need = self._need
+        held = self._held
         while True:
             if args is None:                                     # a new request
                 if pos >= end:
@@ -386,6 +394,7 @@ class RequestParser:
                         args = []
                         left = n
                         need = -1
+                        held = 0
                     continue
                 nl = data.find(b"\n", scan if scan > pos else pos)   # inline
                 scan = 0
@@ -423,6 +432,7 @@ class RequestParser:
             if end - pos < need + 2:
                 break
             args.append(data[pos:pos + need])
+            held += need
             pos += need + 2
             need = -1
             left -= 1
@@ -432,6 +442,7 @@ class RequestParser:
         self._args = args
         self._left = left
         self._need = need
+        self._held = held if args is not None else 0
         if pos < end:
             rest = self._buf = bytearray(memoryview(data)[pos:])
             if args is not None and need >= 0:
