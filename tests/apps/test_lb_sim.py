@@ -749,3 +749,113 @@ def test_backend_killed_mid_run(make_net, splice):
     late = n.run(asyncio.gather(*[http(n.a, [get(b"/size/%d" % i, close=True)])
                                   for i in range(6)]))
     assert all(rs[0].status == 200 and rs[0].headers[b"x-backend"] != b"b2" for rs in late)
+
+
+# ---------------------------------------------------------------------- memory bounds
+class _RawClient:
+    """A client on the stack's callbacks: sends ``data`` as send space allows, reads only
+    while ``reading``."""
+
+    def __init__(self, stack, data, *, reading=True, port=LB_PORT):
+        self.stack = stack
+        self.data = data
+        self.off = 0
+        self.reading = reading
+        self.got = bytearray()
+        self.conn = stack.connect(IP_B, port)
+        stack.attach(self.conn, self._on_event, self)
+
+    def _on_event(self, conn):
+        if self.off < len(self.data) and conn.send_space:
+            self.off += self.stack.send(conn, memoryview(self.data)[self.off:
+                                                                    self.off + conn.send_space])
+        if self.reading and conn.rcvbuf:
+            self.got += self.stack.recv(conn, 1 << 30)
+
+    def read(self):
+        self.reading = True
+        self._on_event(self.conn)
+
+
+def _sample(n, until, measure, step=0.001, timeout=120):
+    """Run the loop in `step`s until `until()`; -> the largest `measure()` seen."""
+    peak = 0
+    t_end = n.loop.time() + timeout
+    while not until():
+        assert n.loop.time() < t_end, "timed out"
+        n.loop.run_for(step)
+        peak = max(peak, measure())
+    return peak
+
+
+def test_pipelined_requests_wait_in_the_receive_buffer(make_net):
+    """A client pipelining 2 MiB of requests to the host relay (served one at a time):
+    the balancer holds at most max_head + 1 bytes of them (the rest waits in the TCB, and
+    then the client's window closes). It used to read everything the TCB held at each
+    head, and kept the pipelined bytes (here up to ~2 MiB) in the session."""
+    n = make_net(_doc(1, splice=False, max_head=4096))
+    pad = b"X-Pad: " + b"p" * 2000 + b"\r\n"
+    reqs = b"".join(get(b"/size/%d" % (i % 50 + 1), extra=pad) for i in range(1000))
+    client = _RawClient(n.a, reqs)
+    ok = b"HTTP/1.1 200 OK\r\n"
+    peak = _sample(n, lambda: client.got.count(ok) >= 1000,
+                   lambda: max((len(s.inbuf) for s in n.lb._sessions), default=0))
+    assert peak <= 4096 + 1
+    assert client.got.count(ok) == 1000 and n.backends[0].connections == 1
+    for i in (0, 1, 49, 999):
+        assert body_for(b"/size/%d" % (i % 50 + 1), i % 50 + 1) in client.got
+    assert n.lb.counters["relayed_requests"] == 1000
+
+
+def test_interim_responses_to_a_client_that_does_not_read(make_net):
+    """A backend answering with 40,000 interim (100) responses, a client that does not
+    read: the balancer stops reading the backend while the client's output is pending
+    (holds at most one head); it used to forward every head it had read into an
+    unbounded buffer (~1 MB here). The client gets every byte once it reads."""
+    n = make_net(_doc(1, splice=False))       # its balancer and backend go unused
+    flood = b"HTTP/1.1 100 Continue\r\n\r\n" * 40000 + \
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+
+    async def handle(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(flood)
+        await writer.drain()
+        writer.close()
+
+    n.loop.run(start_server(n.a, handle, 8091))
+    doc = _doc(0, port=8090, splice=False)
+    doc["backends"] = [{"address": "%s:8091" % IP_A}]
+    n.lb = LoadBalancer(n.b, parse_config(doc, "t.toml"), loop=n.loop)
+    client = _RawClient(n.a, get(b"/x"), reading=False, port=8090)
+    t_read = n.loop.time() + 0.5
+    peak = _sample(n, lambda: n.loop.time() >= t_read,
+                   lambda: max((len(s.cout) for s in n.lb._sessions), default=0))
+    assert peak <= 2 * (16384 + 1)
+    client.read()
+    n.loop.run_until(lambda: len(client.got) >= len(flood), timeout=60)
+    assert bytes(client.got) == flood
+
+
+def test_relayed_response_to_a_client_that_does_not_read(make_net):
+    """An 8 MiB response relayed to a client that does not read: the balancer holds at
+    most one head's worth; the backend's data waits in TCBs (bounded by their windows)
+    and the backend's own buffer. (This held before too: the body relay reads only as
+    much as the client's send buffer takes.)"""
+    n = make_net(_doc(1, splice=False))
+    size = 8 << 20
+    client = _RawClient(n.a, get(b"/size/%d" % size), reading=False)
+    t_read = n.loop.time() + 0.5
+    peak = _sample(n, lambda: n.loop.time() >= t_read,
+                   lambda: max((len(s.cout) + len(s.rbuf) + (len(s.up.out) if s.up else 0)
+                                for s in n.lb._sessions), default=0))
+    assert peak <= 16384 + 1
+    conns = list(n.b.connections.values())
+    # The TCBs within about a segment of their sizes: a receive buffer was seen here
+    # 1336 bytes over rcv_buf (the stack's window accounting, not the balancer's).
+    assert all(len(c.sndbuf) <= c.config.snd_buf and
+               len(c.rcvbuf) <= c.config.rcv_buf + 2048 for c in conns)
+    client.read()
+    body = body_for(b"/size/%d" % size, size)
+    n.loop.run_until(lambda: len(client.got) >= size and client.got.endswith(body[-64:]),
+                     timeout=120)
+    assert bytes(client.got).endswith(body) and b"Content-Length: %d" % size in client.got

@@ -94,6 +94,7 @@ from ..wire import control
 from ..wire.ipv4 import ip_from_str, ip_to_str
 from .http import (BODY_CHUNKED, BODY_CLOSE, BODY_LENGTH, BODY_NONE, ChunkedScanner, HttpError,
                    error_response, head_end, parse_request, parse_response, rewrite_head)
+from .outbuf import OutBuffer
 from .proxy import relay
 
 __all__ = ["LoadBalancer", "LbConfig", "BackendConfig", "RouteConfig", "RewriteConfig",
@@ -687,7 +688,7 @@ class _Upstream:
         self.be = be
         self.sess = sess
         self.state = _U_CONNECTING
-        self.out = b""               # request bytes the send buffer did not take yet
+        self.out = OutBuffer()       # request bytes the send buffer did not take yet
         self.reused = False
         self.first = 0               # bytes queued before the handshake completed
 
@@ -727,7 +728,7 @@ class _Session:
         self.rchunks = None
         self.resp_started = False
         self.rclean = True           # the backend sent nothing after the response
-        self.cout = b""              # response bytes the client's send buffer did not take
+        self.cout = OutBuffer()      # response bytes the client's send buffer did not take
         self.shut = False
         self.deadline = None
         self.added = None            # rewrite lines rendered for this client
@@ -838,13 +839,21 @@ class LoadBalancer:
 
     def _read_head(self, s):
         c = s.client
-        if c.rcvbuf:
-            data = self.stack.recv(c, _READ_MAX)
-            s.inbuf = s.inbuf + data if s.inbuf else data
-        buf = s.inbuf
-        if buf[:1] == b"\r" or buf[:1] == b"\n":
-            s.inbuf = buf = buf.lstrip(b"\r\n")     # empty lines before a request: ignored
-            s.scan = 0
+        while True:
+            # at most max_head + 1 bytes held: enough to find a head or refuse it; the
+            # rest waits in the TCB (its window is the client's back-pressure)
+            if c.rcvbuf:
+                room = self.max_head + 1 - len(s.inbuf)
+                if room > 0:
+                    data = self.stack.recv(c, room)
+                    s.inbuf = s.inbuf + data if s.inbuf else data
+            buf = s.inbuf
+            if buf[:1] == b"\r" or buf[:1] == b"\n":
+                s.inbuf = buf = buf.lstrip(b"\r\n")  # empty lines before a request: ignored
+                s.scan = 0
+                if not buf and c.rcvbuf:
+                    continue
+            break
         end = head_end(buf, s.scan) if buf else -1
         if end < 0:
             if len(buf) > self.max_head:
@@ -1013,17 +1022,18 @@ class LoadBalancer:
         self._send_up(up, data)           # queued: leaves with the handshake's ACK
 
     def _send_up(self, up, data):
-        if up.out:
-            up.out += data
+        out = up.out
+        if out:
+            out.append(data)
             return
         n = self.stack.send(up.conn, data)
         if n < len(data):
-            up.out = data[n:]
+            out.append(memoryview(data)[n:] if n else data)
 
     def _flush_up(self, up):
-        n = self.stack.send(up.conn, up.out)
-        up.out = up.out[n:]
-        return not up.out
+        out = up.out
+        out.send(self.stack, up.conn)
+        return not out
 
     def _on_upstream(self, conn):
         up = conn.owner.app
@@ -1253,6 +1263,8 @@ class LoadBalancer:
             space = b.send_space
             if not space:
                 break
+            if s.req_chunks is None and s.req_left < space:
+                space = s.req_left                  # no over-read into the next request
             data = st.recv(c, space)
             try:
                 n = self._track_request(s, data)
@@ -1279,9 +1291,14 @@ class LoadBalancer:
         while True:
             resp = s.resp
             if resp is None:                        # a response head
+                if s.cout:
+                    return                          # (after an interim response) the
+                                                    # client's next event resumes
                 if b.rcvbuf:
-                    data = st.recv(b, _READ_MAX)
-                    s.rbuf = s.rbuf + data if s.rbuf else data
+                    room = self.max_head + 1 - len(s.rbuf)
+                    if room > 0:
+                        data = st.recv(b, room)
+                        s.rbuf = s.rbuf + data if s.rbuf else data
                 buf = s.rbuf
                 end = head_end(buf, s.rscan) if buf else -1
                 if end < 0:
@@ -1420,20 +1437,21 @@ class LoadBalancer:
 
     def _to_client(self, s, data):
         self.counters["host_bytes_s"] += len(data)
-        if s.cout:
-            s.cout += data
+        cout = s.cout
+        if cout:
+            cout.append(data)
             return
         c = s.client
         if c.closed or c.fin_queued:
             return
         n = self.stack.send(c, data)
         if n < len(data):
-            s.cout = data[n:]
+            cout.append(memoryview(data)[n:] if n else data)
 
     def _flush_client(self, s):
-        n = self.stack.send(s.client, s.cout)
-        s.cout = s.cout[n:]
-        return not s.cout
+        cout = s.cout
+        cout.send(self.stack, s.client)
+        return not cout
 
     def _upgrade(self, s, head):
         """101 Switching Protocols: from here on bytes, both ways."""
