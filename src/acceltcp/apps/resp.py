@@ -481,7 +481,7 @@ class ReplyParser:
     __slots__ = ("_buf", "_wait")
 
     def __init__(self):
-        self._buf = b""
+        self._buf = bytearray()   # an incomplete reply's bytes (appended to: O(n) total)
         self._wait = 0
 
     @property
@@ -489,10 +489,16 @@ class ReplyParser:
         return len(self._buf)
 
     def feed(self, data):
-        buf = self._buf + data if self._buf else bytes(data)
-        if len(buf) < self._wait:
-            self._buf = buf
-            return []
+        if self._buf:
+            self._buf += data
+            if len(self._buf) < self._wait:
+                return []
+            buf = bytes(self._buf)
+        else:
+            buf = bytes(data)
+            if len(buf) < self._wait:
+                self._buf += buf
+                return []
         out = []
         pos = 0
         end = len(buf)
@@ -506,7 +512,7 @@ class ReplyParser:
             pos = pos2
         else:
             self._wait = 0
-        self._buf = buf[pos:]
+        self._buf = bytearray(memoryview(buf)[pos:])
         return out
 
     def _line(self, buf, pos):
