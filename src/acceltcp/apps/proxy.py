@@ -100,7 +100,7 @@ class SpliceProxy:
         if p.backend is None:
             self._read_head(p)
         else:
-            self._relay(conn, p.backend, p)
+            self._relay_both(conn, p.backend, p)
 
     def _read_head(self, p):
         st = self.stack
@@ -145,9 +145,17 @@ class SpliceProxy:
             p.spliced = True
             self.stack.nsplice(p.client, conn, lambda r, p=p: self._on_splice_end(p, r))
             return
-        self._relay(conn, p.client, p)
+        self._relay_both(conn, p.client, p)
 
     # ------------------------------------------------------------------ host relay
+    def _relay_both(self, conn, other, p):
+        """An event on ``conn``: its data to ``other``, and -- it may be send space --
+        ``other``'s waiting data to it (a relay that only moved a connection's own data
+        on its events never resumed a direction stopped by a full send buffer)."""
+        self._relay(conn, other, p)
+        if self._pairs.get(conn) is p:
+            self._relay(other, conn, p)
+
     def _relay(self, src, dst, p):
         st = self.stack
         relay(st, src, dst)
