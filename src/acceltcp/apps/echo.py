@@ -7,6 +7,11 @@ its stack. So a runner's CPU accounting covers the application's work too.
 Short-lived transactions follow the paper's packet sequence (§2.1): the client's request
 rides on its handshake ACK, the server answers and closes (response + FIN), the client
 closes (FIN-ACK), the server ACKs: six packets, the server in TIME-WAIT.
+
+Memory per connection: the server holds no bytes of its own. It reads only as much as
+the connection's send buffer has room for, so a client that writes and never reads
+fills the server's send buffer and then its receive buffer (``TcpConfig.snd_buf`` and
+``rcv_buf``), after which its window is closed (`tests/apps/test_relay_bounds.py`).
 """
 
 from .loadclient import LoadClient

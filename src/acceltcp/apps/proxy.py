@@ -13,6 +13,11 @@ connections' sequence spaces differ by more than their ISNs -- and then either
 
 Written on the stack's event callbacks, like the other apps. `relay` is the host's
 byte relay for one direction (the HTTP load balancer, ``apps.lb``, uses it for tunnels).
+
+Memory per connection pair: at most ``2 * max_head`` bytes of head being read; the
+relay holds nothing (it moves only as much as the sink's send buffer has room for, and
+either connection's event moves both directions), so a slow side stops the other at the
+TCBs' buffer sizes (`tests/apps/test_relay_bounds.py`).
 """
 
 from ..host.offload import SpliceFailed
