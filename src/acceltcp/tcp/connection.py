@@ -75,6 +75,8 @@ TEARDOWN_WAIT = "wait"             # teardown_offer: not yet (too much data in f
 TS_MASK = 0xFFFFFFFE               # our TSvals keep bit 0 clear: the NIC's SYN-cookie mark
                                    # (docs/nic.md); clearing it keeps them non-decreasing
 CHALLENGE_ACKS_PER_SECOND = 10     # RFC 5961 §7 rate limit, per connection
+OOW_ACK_INTERVAL = 0.5             # at most one ACK per this to out-of-window segments
+                                   # without data (Linux: tcp_invalid_ratelimit, 500 ms)
 TIME_WAIT_TICK = 1.0 / 1024        # TIME-WAIT expiries are rounded up to this tick, so a
                                    # busy server reaps many in one timer run (Linux's
                                    # inet_twsk timers are wheel-slotted the same way)
@@ -112,6 +114,7 @@ class TcpConnection:
         # timers and estimators
         "t_rto", "t_dack", "t_persist", "t_tw", "rto", "retries", "persist_backoff",
         "rtt_seq", "rtt_time", "last_send", "challenge_window", "challenge_count",
+        "oow_ack_time",
         # congestion control and recovery
         "cc", "dupacks", "in_recovery", "recover", "high_rxt", "scoreboard",
         # receive-side ACK policy
@@ -121,7 +124,7 @@ class TcpConnection:
         # counters
         "segs_in", "segs_out", "bytes_in", "bytes_out", "retransmits",
         "fast_retransmits", "rto_timeouts", "dupacks_in", "ooo_segments",
-        "paws_drops", "challenge_acks", "unacceptable", "window_probes",
+        "paws_drops", "challenge_acks", "unacceptable", "window_probes", "oow_acks_limited",
     )
 
     def __init__(self, config: TcpConfig, local_ip: bytes, local_port: int,
@@ -176,6 +179,7 @@ class TcpConnection:
         self.last_send = now
         self.challenge_window = now
         self.challenge_count = 0
+        self.oow_ack_time = now - OOW_ACK_INTERVAL
 
         self.cc = make_congestion_control(config.cc, self.mss, config.initial_window)
         self.dupacks = 0
@@ -195,6 +199,7 @@ class TcpConnection:
         self.retransmits = self.fast_retransmits = self.rto_timeouts = 0
         self.dupacks_in = self.ooo_segments = self.paws_drops = 0
         self.challenge_acks = self.unacceptable = self.window_probes = 0
+        self.oow_acks_limited = 0
 
     def __repr__(self):
         return (f"<TcpConnection {self.local_port}->{self.remote_port} "
@@ -236,7 +241,8 @@ class TcpConnection:
             "rto_timeouts": self.rto_timeouts, "dupacks_in": self.dupacks_in,
             "ooo_segments": self.ooo_segments, "paws_drops": self.paws_drops,
             "challenge_acks": self.challenge_acks, "unacceptable": self.unacceptable,
-            "window_probes": self.window_probes, "srtt": self.rto.srtt,
+            "window_probes": self.window_probes, "oow_acks_limited": self.oow_acks_limited,
+            "srtt": self.rto.srtt,
             "rto": self.rto.rto, "cwnd": self.cc.cwnd, "ssthresh": self.cc.ssthresh,
             "mss": self.mss, "snd_wscale": self.snd_wscale,
             "rcv_wscale": self.rcv_wscale, "sack": self.sack_ok,
@@ -745,7 +751,7 @@ class TcpConnection:
                 if flags & SYN:
                     self._challenge_ack(now)      # RFC 5961 §4.2 (as Linux: syn_challenge)
                 else:
-                    self._send_ack(now)
+                    self._oow_ack(len(payload) + (flags & FIN), now)
                 return
 
         # first: sequence number acceptability (§3.10.7.4, the four cases)
@@ -782,7 +788,7 @@ class TcpConnection:
                 return
             if state == TIME_WAIT and flags & FIN:
                 self._to(fsm.RCV_FIN, now)        # retransmitted FIN: restart 2MSL
-            self._send_ack(now)
+            self._oow_ack(seglen, now)
             return
 
         # RFC 7323 §4.3: remember the timestamp of the segment at the window's left edge
@@ -826,7 +832,7 @@ class TcpConnection:
                 self._send_rst_for(seg, now)
                 return
         if seq_gt(ack, self.snd_max):
-            self._send_ack(now)                   # acks something not yet sent
+            self._oow_ack(seglen, now)            # acks something not yet sent
             return
         if seq_lt(ack, seq_add(self.snd_una, -self.max_snd_wnd)):
             self._challenge_ack(now)              # RFC 5961 §5.2
@@ -1306,6 +1312,20 @@ class TcpConnection:
         # SND.MAX, not SND.NXT: after an RTO rolls SND.NXT back, the peer has already
         # seen sequence numbers up to SND.MAX and would find an older one unacceptable.
         self._emit(ACK, self.snd_max, b"", now)
+
+    def _oow_ack(self, seglen: int, now: float) -> None:
+        """The ACK RFC 9293 §3.10.7.4 sends for an unacceptable segment (or one that
+        acks data not yet sent). For one without data, SYN or FIN, at most one per
+        OOW_ACK_INTERVAL: two ends that disagree about the sequence space (one of them
+        took an injected segment) would otherwise answer each other's ACKs forever, an
+        ACK loop (Linux: tcp_oow_rate_limited). A segment with data always gets its ACK
+        (loss recovery needs it)."""
+        if not seglen:
+            if now - self.oow_ack_time < OOW_ACK_INTERVAL:
+                self.oow_acks_limited += 1
+                return
+            self.oow_ack_time = now
+        self._send_ack(now)
 
     def _challenge_ack(self, now: float) -> None:
         """RFC 5961 §3.2/§4.2/§5.2, rate-limited per §7."""
