@@ -451,6 +451,7 @@ class HostStack:
                 self._new_connection(frame)
             elif ethertype in _NIC_REPORTS and self.nic:
                 self.offload.on_frame(frame)
+                self._delivered += 1          # a NIC report, taken (frames_in identity)
             else:
                 self.drops["ethertype_unsupported"] += 1
         except WireError as e:
@@ -466,10 +467,12 @@ class HostStack:
 
     def _replay(self, frames):
         """Frames held back (a splice that did not happen) are received after all; their
-        checksums were verified on arrival and they are not counted twice."""
+        checksums were verified on arrival and they are not counted twice (in frames_in
+        nor, since each was counted delivered when it was held, in frames_delivered)."""
         for frame in frames:
             self._frames_in -= 1
             self._bytes_in -= len(frame)
+            self._delivered -= 1
             busy = self._busy
             self.receive_frame(frame, True)
             self._busy = busy
@@ -495,14 +498,16 @@ class HostStack:
             return
         tw = self._timewait.get(key)
         if tw is not None:
-            self._delivered += 1
             action = tw.on_segment(seg, now)
             if action == timewait.KEEP:
+                self._delivered += 1
                 return
             del self._timewait[key]
             if action == timewait.REMOVE:
+                self._delivered += 1
                 return
-            self._c["time_wait_reopened"] += 1      # RFC 6191: a new incarnation's SYN
+            # RFC 6191: a new incarnation's SYN, counted once below (as delivered or drop)
+            self._c["time_wait_reopened"] += 1
         flags = seg.flags
         if flags & RST:                              # RFC 9293 §3.10.7.1: never answer a RST
             self.drops["rst_no_connection"] += 1
