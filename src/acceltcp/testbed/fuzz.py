@@ -554,7 +554,8 @@ def send_frames(ifname, frames, window=256, timeout=60.0):
     """Send `frames` on `ifname` with an AF_PACKET socket, keeping at most `window` of
     them queued: the queue of a TAP is emptied by its reader, whose progress shows in the
     interface's tx_packets (read by the reader) and tx_dropped (queue full) counters.
-    -> dict(sent, errors, tx_dropped, tx_packets, seconds)."""
+    Frames shorter than an Ethernet header cannot be sent (counted short_not_sent).
+    -> dict(sent, errors, short_not_sent, unsent, tx_dropped, tx_packets, seconds)."""
     import socket
     import time
 
@@ -564,7 +565,7 @@ def send_frames(ifname, frames, window=256, timeout=60.0):
     drop0 = _read_stat(ifname, "tx_dropped")
     t0 = time.monotonic()
     deadline = t0 + timeout
-    sent = errors = 0
+    sent = errors = short = 0
     send = s.send
     i = 0
     n = len(frames)
@@ -580,6 +581,9 @@ def send_frames(ifname, frames, window=256, timeout=60.0):
                 time.sleep(0.0002)
                 continue
             for f in frames[i:i + room]:
+                if len(f) < 14:
+                    short += 1          # a runt: no Ethernet header, AF_PACKET refuses it
+                    continue
                 try:
                     send(f)
                     sent += 1
@@ -596,7 +600,8 @@ def send_frames(ifname, frames, window=256, timeout=60.0):
         if done >= sent:
             break
         time.sleep(0.005)
-    return {"sent": sent, "errors": errors, "unsent": n - i if i < n else 0,
+    return {"sent": sent, "errors": errors, "short_not_sent": short,
+            "unsent": n - i if i < n else 0,
             "tx_dropped": _read_stat(ifname, "tx_dropped") - drop0,
             "tx_packets": _read_stat(ifname, "tx_packets") - tx0,
             "seconds": round(time.monotonic() - t0, 3)}
@@ -644,10 +649,16 @@ def main(argv=None):
                      peer_mac=mac_from_str(peer_mac), peer_ip=peer_ip, ports=a.port,
                      closed_ports=a.closed_port or [9999], avoid_sports=a.avoid_port,
                      avoid_ips=[peer_ip], max_len=a.max_len)
-    frames = fz.frames(a.count)
+    frames, runts = [], 0
+    while len(frames) < a.count:          # runts (< 14 bytes) cannot be sent on a link
+        f = fz.frame()
+        if len(f) < 14:
+            runts += 1
+        else:
+            frames.append(f)
     gen_s = time.monotonic() - t0
     out = send_frames(a.ifname, frames, window=a.window, timeout=a.timeout)
-    out.update(count=a.count, generate_seconds=round(gen_s, 3),
+    out.update(count=a.count, runts_skipped=runts, generate_seconds=round(gen_s, 3),
                bytes=sum(map(len, frames)), bases=dict(fz.bases),
                mutations=dict(fz.mutations), avoided=fz.avoided)
     print(json.dumps(out, sort_keys=True))
