@@ -1,0 +1,40 @@
+"""XDP tests: the object is built first (``make -s xdp``: as `make test` does) and every
+XdpDataplane a test opens is closed by a finalizer, also when the test fails.  These tests
+are never skipped: on a machine without the toolchain or the kernel features they fail with
+the one line that names what is missing."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def xdp_obj():
+    r = subprocess.run(["make", "-s", "--no-print-directory", "xdp"], cwd=ROOT,
+                       capture_output=True, text=True)
+    obj = ROOT / "build" / "xdp" / "nic.bpf.o"
+    if r.returncode or not obj.exists():
+        pytest.fail("XDP object not built: %s" % (r.stdout + r.stderr).strip()
+                    .splitlines()[-1:], pytrace=False)
+    if os.geteuid() != 0:
+        pytest.fail("the XDP tests need root (CAP_BPF, CAP_NET_ADMIN)", pytrace=False)
+    return str(obj)
+
+
+@pytest.fixture
+def open_xdp(xdp_obj, request):
+    """open_xdp(mac, **kw) -> an XdpDataplane, closed when the test ends."""
+    from acceltcp.nic.xdp import XdpDataplane, XdpUnavailable
+
+    def make(mac, **kw):
+        try:
+            x = XdpDataplane(mac, obj=xdp_obj, **kw)
+        except XdpUnavailable as e:
+            pytest.fail(str(e), pytrace=False)
+        request.addfinalizer(x.close)
+        return x
+    return make

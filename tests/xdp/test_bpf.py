@@ -1,0 +1,83 @@
+"""The bpf(2) layer and the loader: load, pin, maps, test-run, and nothing left behind."""
+
+import os
+import struct
+import subprocess
+import time
+
+import pytest
+
+from acceltcp.nic.xdp import bpf
+
+MAC = bytes.fromhex("020000000001")
+
+
+def _ids(kind):
+    out = subprocess.run(["bpftool", kind, "show"], capture_output=True, text=True).stdout
+    return {int(line.split(":")[0]) for line in out.splitlines()
+            if line[:1].isdigit() and " name atcp_" in line}
+
+
+def test_load_names_and_unload_leaves_nothing(xdp_obj):
+    with bpf.Loaded(xdp_obj, {"atcp_handed": (bpf.BPF_MAP_TYPE_LRU_HASH, 12, 4, 8)}) as ld:
+        assert set(ld.progs) == {"atcp_wire", "atcp_host"}
+        assert set(ld.maps) == {"atcp_cfg", "atcp_clock", "atcp_state", "atcp_counters",
+                                "atcp_listen", "atcp_handed"}
+        assert ld.maps["atcp_handed"].max_entries == 8          # the premade map was used
+        assert ld.maps["atcp_handed"].type == bpf.BPF_MAP_TYPE_LRU_HASH
+        prog_ids = {p.id for p in ld.progs.values()}
+        map_ids = {m.id for m in ld.maps.values()}
+        assert prog_ids <= _ids("prog") and map_ids <= _ids("map")   # bpftool sees them
+        pin_dir = ld.dir
+        assert sorted(os.listdir(os.path.join(pin_dir, "maps"))) == sorted(ld.maps)
+    assert not os.path.exists(pin_dir)
+    assert not prog_ids & _ids("prog")
+    # maps are freed after an RCU grace period, from a work queue: wait for it (bounded)
+    for _ in range(100):
+        if not map_ids & _ids("map"):
+            break
+        time.sleep(0.05)
+    assert not map_ids & _ids("map")
+
+
+def test_failed_load_leaves_nothing(tmp_path, xdp_obj):
+    bad = tmp_path / "bad.bpf.o"
+    bad.write_bytes(b"not an ELF object")
+    root = bpf.bpffs_root()
+    before = set(os.listdir(root))
+    with pytest.raises(bpf.XdpUnavailable, match="refused"):
+        bpf.Loaded(str(bad))
+    assert set(os.listdir(root)) == before
+
+
+def test_missing_object_names_what_to_do(tmp_path):
+    with pytest.raises(bpf.XdpUnavailable, match="make xdp"):
+        bpf.Loaded(str(tmp_path / "nope.bpf.o"))
+
+
+def test_map_operations(xdp_obj):
+    with bpf.Loaded(xdp_obj) as ld:
+        m = ld.maps["atcp_listen"]
+        k1, k2 = b"\x0a\0\0\x01\x00\x50\0\0", b"\0\0\0\0\x1f\x90\0\0"
+        assert m.lookup(k1) is None and m.keys() == []
+        m.update(k1, struct.pack("=HBB", 1460, 7, 3))
+        m.update(k2, struct.pack("=HBB", 536, 255, 2))
+        assert m.lookup(k1) == struct.pack("=HBB", 1460, 7, 3)
+        assert sorted(m.keys()) == sorted([k1, k2])
+        with pytest.raises(bpf.BpfError):
+            m.update(k1, bytes(4), bpf.BPF_NOEXIST)
+        assert m.delete(k1) and not m.delete(k1)
+        assert m.keys() == [k2]
+        c = ld.maps["atcp_counters"]
+        assert c.percpu and len(c.lookup(struct.pack("=I", 0))) == bpf.possible_cpus()
+
+
+def test_test_run_verdict_and_frame(xdp_obj):
+    with bpf.Loaded(xdp_obj) as ld:
+        # ARP-ish frame: not IPv4 -> to the host unchanged (cfg.host_ifindex 0: XDP_PASS)
+        frame = MAC * 2 + b"\x08\x06" + bytes(46)
+        verdict, out, ns = ld.progs["atcp_wire"].test_run(frame)
+        assert verdict == bpf.XDP_PASS and out == frame and ns >= 0
+        # a forged control frame from the wire is dropped
+        verdict, _, _ = ld.progs["atcp_wire"].test_run(MAC * 2 + b"\x09\x0a" + bytes(46))
+        assert verdict == bpf.XDP_DROP
