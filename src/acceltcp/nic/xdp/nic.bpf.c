@@ -447,22 +447,27 @@ static __always_inline int emit(struct xdp_md *ctx, const __u8 *f, __u32 len)
 static __always_inline void handed_add(const struct atcp_cfg *cfg, const struct atcp_flow_key *k,
 				       __u32 origin)
 {
-	__u32 zero = 0;
+	__u32 zero = 0, *v;
 	struct atcp_state *st;
 
 	if (!cfg->handed_capacity)
 		return;
-	if (!bpf_map_lookup_elem(&atcp_handed, k)) {
-		count(C_handed_inserted);
-		st = bpf_map_lookup_elem(&atcp_state, &zero);
-		if (st) {
-			/* full: the map evicts an entry for it (the kernel's LRU choice, where
-			 * the Python table evicts the oldest) */
-			if (st->handed_count >= cfg->handed_capacity)
-				count(C_handed_evicted);
-			else
-				__sync_fetch_and_add(&st->handed_count, 1);
-		}
+	v = bpf_map_lookup_elem(&atcp_handed, k);
+	if (v) {
+		/* present: refresh in place.  An update would allocate a new LRU node first,
+		 * and in a full map that evicts another flow. */
+		*v = origin;
+		return;
+	}
+	count(C_handed_inserted);
+	st = bpf_map_lookup_elem(&atcp_state, &zero);
+	if (st) {
+		/* full: the map evicts an entry for it (the kernel's LRU choice, where the
+		 * Python table evicts the oldest) */
+		if (st->handed_count >= cfg->handed_capacity)
+			count(C_handed_evicted);
+		else
+			__sync_fetch_and_add(&st->handed_count, 1);
 	}
 	bpf_map_update_elem(&atcp_handed, k, &origin, BPF_ANY);
 }
