@@ -27,6 +27,7 @@ sys.path.insert(0, str(HERE))
 import realnet  # noqa: E402  (benchmarks/ is not a package)
 
 NS = "atcp-ridle"
+PER_CLIENT = 10000
 PY = sys.executable
 PLACEMENTS = (("host only", []),
               ("NIC inline, setup offload", ["--nic", "inline", "--offload", "setup"]),
@@ -46,27 +47,36 @@ def one(label, extra, count, tmp):
     argv = [PY, "-m", "acceltcp.cli", "serve", "echo", "--port", "7", "--netns", NS,
             "--stats-file", stats, "--backlog", str(count)] + extra
     srv = realnet.Server(argv, "stderr", stats)
+    # One client process holds at most PER_CLIENT sockets (its open-files limit).
+    shares = [min(PER_CLIENT, count - i) for i in range(0, count, PER_CLIENT)]
+    clients = []
     try:
         time.sleep(0.5)
         before = rss_kib(srv.p.pid)
-        client = subprocess.Popen(realnet.ns(NS, [PY, "-m", "acceltcp.testbed.peer", "hold",
-                                                  realnet.STACK_IP, "7", "--count",
-                                                  str(count)]),
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        try:
-            first = json.loads(client.stdout.readline())
-            time.sleep(1.0)                       # the last handshakes reach the app
-            after = rss_kib(srv.p.pid)
-            client.stdin.write("done\n")
-            client.stdin.flush()
-            last = json.loads(client.stdout.readline())
-            client.wait(60)
-        finally:
-            if client.poll() is None:
-                client.kill()
-                client.wait()
+        for k in shares:
+            clients.append(subprocess.Popen(
+                realnet.ns(NS, [PY, "-m", "acceltcp.testbed.peer", "hold", realnet.STACK_IP,
+                                "7", "--count", str(k)]),
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+        firsts = [json.loads(c.stdout.readline()) for c in clients]
+        time.sleep(1.0)                           # the last handshakes reach the app
+        after = rss_kib(srv.p.pid)
+        for c in clients:
+            c.stdin.write("done\n")
+            c.stdin.flush()
+        lasts = [json.loads(c.stdout.readline()) for c in clients]
+        for c in clients:
+            c.wait(60)
     finally:
+        for c in clients:
+            if c.poll() is None:
+                c.kill()
+                c.wait()
         st = srv.stop()
+    first = {"established": sum(f["established"] for f in firsts),
+             "seconds": max(f["seconds"] for f in firsts)}
+    last = {"sample_alive": sum(x["sample_alive"] for x in lasts),
+            "sample": sum(x["sample"] for x in lasts)}
     n = first["established"]
     return {"label": label, "connections": n, "wanted": count,
             "connect_s": first["seconds"], "rss_before_mib": before / 1024,

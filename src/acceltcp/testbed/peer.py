@@ -331,8 +331,8 @@ def hold(a):
     import selectors
     need = a.count + 64
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < need:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (max(need, soft), max(need, hard)))
+    if soft < need:                                  # up to the hard limit we were given
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(need, hard), hard))
     sel = selectors.DefaultSelector()
     conns, pending, started = [], 0, 0
     t0 = time.monotonic()
