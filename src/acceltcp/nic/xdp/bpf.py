@@ -319,6 +319,17 @@ def _bpftool():
     return path
 
 
+def _load_error(stderr):
+    """The telling lines of a failed load: the verifier's last words before its summary
+    ("processed N insns"), and libbpf's own error lines."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    for i, ln in enumerate(lines):
+        if ln.startswith("processed ") and " insns" in ln:
+            return " | ".join(lines[max(i - 1, 0):i + 1])
+    errs = [ln for ln in lines if ln.startswith(("libbpf:", "Error:"))]
+    return " | ".join((errs or lines)[-3:])
+
+
 class Loaded:
     """One object loaded and pinned: ``progs`` and ``maps`` (name -> Prog/Map).
 
@@ -356,9 +367,8 @@ class Loaded:
             cmd += ["pinmaps", os.path.join(self.dir, "maps")]
             r = subprocess.run(cmd, capture_output=True, text=True)
             if r.returncode:
-                log = [ln for ln in r.stderr.splitlines() if ln.strip()]
                 raise XdpUnavailable("XDP: the kernel refused %s: %s" % (
-                    os.path.basename(obj), " | ".join(log[-4:])))
+                    os.path.basename(obj), _load_error(r.stderr)))
             shutil.rmtree(os.path.join(self.dir, "pre"))
             for name in sorted(os.listdir(os.path.join(self.dir, "progs"))):
                 self.progs[name] = Prog(obj_get(os.path.join(self.dir, "progs", name)))
