@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from acceltcp.testbed.procs import wait_line
+
 ROOT_REASON = "tests/net need root (network namespaces, /dev/net/tun)"
 VENV_BIN = Path(sys.executable).parent
 ACCELTCP = [sys.executable, "-m", "acceltcp.cli"]
@@ -64,29 +66,8 @@ class Proc:
         return self.p.pid
 
     def wait_line(self, stream, predicate, timeout=20.0):
-        """Read lines of `stream` (raw fd reads) until predicate(line); -> the line."""
-        import select
-        deadline = time.monotonic() + timeout
-        seen = []
-        fd = stream.fileno()
-        buf = b""
-        while time.monotonic() < deadline:
-            r, _, _ = select.select([fd], [], [], 0.05)
-            if r:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    break
-                buf += chunk
-                while b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
-                    line = line.decode(errors="replace")
-                    seen.append(line)
-                    if predicate(line):
-                        return line
-            elif self.p.poll() is not None:
-                break
-        raise AssertionError("%s: no expected line within %.0fs (exit %s): %s"
-                             % (self.argv[:6], timeout, self.p.poll(), "\n".join(seen[-20:])))
+        """Read lines of `stream` until predicate(line); -> the line."""
+        return wait_line(self.p, stream, predicate, timeout, label=self.argv[:6])
 
     def stop(self, sig=signal.SIGTERM, timeout=15.0):
         if self.p.poll() is None:

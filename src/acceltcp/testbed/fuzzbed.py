@@ -41,6 +41,7 @@ from ..nic.dataplane import HOST, WIRE
 from ..tcp.config import TcpConfig
 from ..tcp.connection import TS_MASK
 from .fuzz import Flow, FrameFuzzer
+from .procs import wait_line
 
 __all__ = ["sim_fuzz", "nic_wire_outcomes", "drop_table", "WIRE_DROPS", "host_inbound_drops"]
 
@@ -366,31 +367,6 @@ def tap_wire_in(st):
     return st["device"]["rx_frames"]
 
 
-def _wait_line(proc, stream, pred, timeout):
-    import os
-    import select
-    fd = stream.fileno()
-    end = time.monotonic() + timeout
-    buf = b""
-    seen = []
-    while time.monotonic() < end:
-        r, _, _ = select.select([fd], [], [], 0.05)
-        if r:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            buf += chunk
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                line = line.decode(errors="replace")
-                seen.append(line)
-                if pred(line):
-                    return line
-        elif proc.poll() is not None:
-            break
-    raise AssertionError("no expected line within %.0fs: %s" % (timeout, seen[-10:]))
-
-
 def _stop(proc, sig=None):
     import signal
     import subprocess
@@ -436,7 +412,7 @@ def tap_fuzz(netns, placement, count=100_000, seed=1, *, stats_file, port=7, mtu
                      "--netns", netns, "--nic", placement, "--offload", "setup,teardown",
                      "--stats-file", str(stats_file)],
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        _wait_line(srv, srv.stderr, lambda line: '"event": "ready"' in line, 30)
+        wait_line(srv, srv.stderr, lambda line: '"event": "ready"' in line, 30)
         # Frames larger than the MTU; a TAP queue that holds the whole fuzz (the
         # interface's counters do not show the reader's progress here, so the sender
         # cannot pace itself by them: the queue is made big enough instead).
@@ -445,11 +421,11 @@ def tap_fuzz(netns, placement, count=100_000, seed=1, *, stats_file, port=7, mtu
                        check=True)
         hold = popen(_ns(netns, [py, "-c", _HOLD, STACK_IP, str(port), str(HOLD_PORT), "1"]),
                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        _wait_line(hold, hold.stdout, lambda line: line == "ready", 20)
+        wait_line(hold, hold.stdout, lambda line: line == "ready", 20)
         victim = popen(_ns(netns, [py, "-c", _HOLD, STACK_IP, str(port), str(VICTIM_PORT),
                                    "1"]),
                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        _wait_line(victim, victim.stdout, lambda line: line == "ready", 20)
+        wait_line(victim, victim.stdout, lambda line: line == "ready", 20)
         before = _snapshot(srv, stats_file)
         t0 = time.monotonic()
         r = subprocess.run(_ns(netns, [
@@ -476,7 +452,7 @@ def tap_fuzz(netns, placement, count=100_000, seed=1, *, stats_file, port=7, mtu
         res["alive"] = srv.poll() is None
         hold.stdin.write(b"go\n")
         hold.stdin.flush()
-        line = _wait_line(hold, hold.stdout, lambda line: line.startswith("{"), 30)
+        line = wait_line(hold, hold.stdout, lambda line: line.startswith("{"), 30)
         res["held"] = json.loads(line)
         r = subprocess.run(_ns(netns, [py, "-c", _ECHO_ONCE, STACK_IP, str(port)]),
                            capture_output=True, text=True, timeout=60)

@@ -61,6 +61,17 @@ def expected_sha256(seed, nbytes):
     return h.hexdigest()
 
 
+def recv_upto(s, n):
+    """Read from socket `s` until `n` bytes or EOF; -> what came."""
+    got = bytearray()
+    while len(got) < n:
+        d = s.recv(65536)
+        if not d:
+            break
+        got += d
+    return bytes(got)
+
+
 def _connect(host, port, timeout=10.0):
     s = socket.create_connection((host, port), timeout=timeout)
     s.settimeout(None)
@@ -148,12 +159,7 @@ def short(a):
             try:
                 s = socket.create_connection((a.host, a.port), timeout=a.timeout)
                 s.sendall(msg)
-                got = b""
-                while len(got) < len(msg):
-                    d = s.recv(65536)
-                    if not d:
-                        break
-                    got += d
+                got = recv_upto(s, len(msg))
                 extra = s.recv(65536) if a.expect_eof and got == msg else b""
                 s.close()
                 with lock:

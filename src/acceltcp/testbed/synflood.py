@@ -47,6 +47,7 @@ import time
 from ..wire.ethernet import mac_from_str
 from ..wire.ipv4 import ip_from_str
 from ..wire.tcp import ACK, SYN, build_tcp_frame, tcp_options
+from .peer import recv_upto
 
 DEFAULT_SRC = "198.18.128.0/17"
 STACK_MAC = "02:a7:cc:00:00:02"
@@ -188,12 +189,7 @@ def cmd_clients(a):
                 s = socket.create_connection((a.host, a.port), timeout=a.timeout)
                 lat = time.monotonic() - c0
                 s.sendall(msg)
-                got = b""
-                while len(got) < len(msg):
-                    d = s.recv(65536)
-                    if not d:
-                        break
-                    got += d
+                got = recv_upto(s, len(msg))
                 s.close()
                 with lock:
                     if got == msg:
