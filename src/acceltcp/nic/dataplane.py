@@ -681,19 +681,22 @@ class NicDataplane:
             return self._to_host(frame, e.reason)
         flags = seg.flags
         if flags & _SYN_ACK_RST == SYN:
-            if self._ho_index:
-                key = frame[26:38]
-                if key.__class__ is not bytes:
-                    key = bytes(key)
-                if key in self._ho_index:
-                    # A SYN on a flow the host holds: the host's TCB answers it (RFC 5961
-                    # §4: a rate-limited challenge ACK), never a cookie SYN-ACK.
-                    self.counters["handed_syn_to_host"] += 1
-                    return self._to_host(frame)
+            if self._handed(frame):
+                # A SYN on a flow the host holds: the host's TCB answers it (RFC 5961 §4:
+                # a rate-limited challenge ACK), never a cookie SYN-ACK.
+                self.counters["handed_syn_to_host"] += 1
+                return self._to_host(frame)
             return self._syn(frame, lst, src, dst, seg, now)
         if flags & _SYN_ACK_RST == ACK and seg.tsecr is not None and seg.tsecr & 1:
             return self._cookie_ack(frame, src, dst, seg, now)
         return self._to_host(frame)
+
+    def _handed(self, frame):
+        """Is the wire-side 4-tuple of `frame` in the handed-over table?"""
+        if not self._ho_index:
+            return False
+        key = frame[26:38]
+        return (key if key.__class__ is bytes else bytes(key)) in self._ho_index
 
     def _syn(self, frame, lst, src, dst, seg, now):
         if seg.tsval is None or not lst.timestamps:
@@ -724,15 +727,11 @@ class NicDataplane:
         opts = self.jar.check(dst, seg.dst_port, src, seg.src_port, seg.seq, seg.ack,
                               seg.tsecr, now)
         if opts is None:
-            if self._ho_index:
-                key = frame[26:38]
-                if key.__class__ is not bytes:
-                    key = bytes(key)
-                if key in self._ho_index:
-                    # A later segment of a handed-over flow still echoing the cookie
-                    # TSval (sent before the host's first reply): an ordinary segment.
-                    self.counters["handed_ack_to_host"] += 1
-                    return self._to_host(frame)
+            if self._handed(frame):
+                # A later segment of a handed-over flow still echoing the cookie TSval
+                # (sent before the host's first reply): an ordinary segment.
+                self.counters["handed_ack_to_host"] += 1
+                return self._to_host(frame)
             self.counters["cookie_ack_bad"] += 1
             self._drop("cookie_bad")
             if not self.rst_on_bad_cookie:
