@@ -58,7 +58,7 @@ $(XDP_OUT)/vmlinux.h:
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
 
 $(XDP_OUT)/%.bpf.o: $(XDP_SRC)/%.bpf.c $(wildcard $(XDP_SRC)/*.h) $(XDP_OUT)/vmlinux.h
-	clang $(BPF_CFLAGS) -c $< -o $@
+	clang $(BPF_CFLAGS) -c $< -o $@.tmp && mv $@.tmp $@
 
 xdp: system-deps
 	@missing=""; \

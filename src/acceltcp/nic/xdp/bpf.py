@@ -374,6 +374,9 @@ class Loaded:
                 self.progs[name] = Prog(obj_get(os.path.join(self.dir, "progs", name)))
             for name in sorted(os.listdir(os.path.join(self.dir, "maps"))):
                 self.maps[name] = Map(obj_get(os.path.join(self.dir, "maps", name)))
+        except BpfError as e:
+            self.close()
+            raise XdpUnavailable("XDP: bpf(2) refused: %s" % e) from None
         except BaseException:
             self.close()
             raise
