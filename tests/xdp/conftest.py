@@ -4,6 +4,7 @@ are never skipped: on a machine without the toolchain or the kernel features the
 the one line that names what is missing."""
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -23,6 +24,19 @@ def xdp_obj():
     if os.geteuid() != 0:
         pytest.fail("the XDP tests need root (CAP_BPF, CAP_NET_ADMIN)", pytrace=False)
     return str(obj)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_behind():
+    """After the XDP tests (passed or failed): no pin directory of this process is left in
+    the bpffs; one that is is removed, and reported as an error."""
+    yield
+    from acceltcp.nic.xdp import bpf
+    root = bpf.bpffs_root()
+    mine = [d for d in os.listdir(root) if d.startswith("atcp-%d-" % os.getpid())]
+    for d in mine:
+        shutil.rmtree(os.path.join(root, d), ignore_errors=True)
+    assert not mine, "XDP pins left behind: %s" % mine
 
 
 @pytest.fixture
