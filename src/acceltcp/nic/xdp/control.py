@@ -79,11 +79,13 @@ class XdpDataplane:
     """The XDP NIC (module docstring).  Arguments as NicDataplane's for what exists here:
     mac, listener_capacity, handed_capacity, secret + cookie_kwargs (the SynCookieJar),
     syn_window, rst_on_bad_cookie, ttl.  host_ifindex / wire_ifindex: where the programs
-    redirect (0 / 1 for BPF_PROG_TEST_RUN: the verdicts alone tell the port)."""
+    redirect (0 / 1 for BPF_PROG_TEST_RUN: the verdicts alone tell the port).  csum_ok:
+    the wire port vouches for TCP checksums (a kernel peer's partial checksums on a
+    veth); ``process`` may override it per frame, as NicDataplane.process does."""
 
     def __init__(self, mac, *, listener_capacity=64, handed_capacity=65536, secret=None,
                  syn_window=65535, rst_on_bad_cookie=False, ttl=64, host_ifindex=0,
-                 wire_ifindex=1, obj=None, **cookie_kwargs):
+                 wire_ifindex=1, csum_ok=False, obj=None, **cookie_kwargs):
         mac = bytes(mac)
         if len(mac) != 6:
             raise ValueError("mac must be 6 bytes")
@@ -121,7 +123,7 @@ class XdpDataplane:
             if self._cnt.max_entries != len(COUNTER_NAMES):
                 raise XdpUnavailable("XDP: %s is stale (counters differ from atcp.h): make xdp"
                                      % (obj or object_path()))
-            self._write_cfg(verify_csum=True)
+            self._write_cfg(verify_csum=not csum_ok)
             self.set_clock(0.0)
         except BaseException:
             self._loaded.close()

@@ -869,3 +869,12 @@ int atcp_host(struct xdp_md *ctx)
 	count(C_passthrough_wire);
 	return bpf_redirect(cfg->wire_ifindex, 0);
 }
+
+/* ---- the stub ---------------------------------------------------------------------------------
+ * A veth end that receives XDP_TX'd or redirected frames needs an XDP program of its own
+ * (notes/xdp-on-this-kernel.md): the peer's end of the wire port gets this one. */
+SEC("xdp")
+int atcp_pass(struct xdp_md *ctx)
+{
+	return XDP_PASS;
+}
