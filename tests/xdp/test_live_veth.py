@@ -94,3 +94,64 @@ def test_linux_clients_through_xdp_cookies(open_xdp, veth_pair):
     ok, _ = _connect(peer_ns, 80, 3, ts=False)
     c = x.counters
     assert ok == 0 and c["syn_to_host"] >= 3 and c["syn_cookies_sent"] == 20
+
+
+EXCHANGE = """
+import socket, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+s.bind((sys.argv[1], 0))
+s.settimeout(0.2)
+nic_ip = socket.inet_aton(sys.argv[2])
+for hx in sys.argv[3:]:
+    s.send(bytes.fromhex(hx))
+    end = time.monotonic() + 3.0
+    got = ""
+    while time.monotonic() < end and not got:
+        try:
+            f = s.recv(4096)
+        except socket.timeout:
+            continue
+        if len(f) >= 54 and f[23] == 6 and f[26:30] == nic_ip:
+            got = f.hex()
+    print(got or "-", flush=True)
+"""
+
+
+def test_live_synacks_are_the_python_nics_bytes(open_xdp, veth_pair):
+    """Crafted SYNs sent from the peer's namespace: the SYN-ACKs that come back over the
+    veth are byte for byte the Python NIC's for the same secret, clock and listener --
+    including a TS-only SYN (66 bytes) whose SYN-ACK (70) grows at the front of the
+    buffer on a live device, and a SYN with payload, trimmed at the tail."""
+    from acceltcp.nic.dataplane import HOST, WIRE, NicDataplane
+    from acceltcp.wire.tcp import build_tcp_frame, tcp_options
+
+    nic_ns, n_if, peer_ns, p_if, mac = veth_pair
+    peer_mac = bytes.fromhex(_ip("-n", peer_ns, "-br", "link", "show", p_if).stdout.split()[2]
+                             .replace(":", ""))
+    x = open_xdp(mac, csum_ok=True, secret=bytes(range(32)))
+    nic = NicDataplane(mac, secret=bytes(range(32)), teardown_capacity=0, splice_capacity=0)
+    srv = bytes(map(int, NIC_IP.split(".")))
+    cli = bytes(map(int, PEER_IP.split(".")))
+    listen = Listen(srv, 80, 1400, 9, True, True)
+    x.listen(listen)
+    now = 5000.125
+    nic.process(listen.frame(mac, peer_mac), HOST, now)
+    x.set_clock(now)
+    for ns, dev, prog in ((nic_ns, n_if, "atcp_wire"), (peer_ns, p_if, "atcp_pass")):
+        subprocess.run(["ip", "netns", "exec", ns, "bpftool", "net", "attach", "xdpdrv", "id",
+                        str(x.prog_ids[prog]), "dev", dev], check=True)
+    syns = [build_tcp_frame(mac, peer_mac, cli, srv, 1, 41000 + i, 80, 0xFFFFFF00 + i, 0,
+                            0x02, 64240, opts, payload)
+            for i, (opts, payload) in enumerate([
+                (tcp_options(timestamps=(777, 0)), b""),                       # grows 4
+                (tcp_options(mss=1460, wscale=7, sack_permitted=True,
+                             timestamps=(778, 0)), b""),                      # same size
+                (tcp_options(mss=1200, timestamps=(779, 0)), bytes(100))])]  # shrinks
+    want = [nic.process(f, WIRE, now) for f in syns]
+    r = subprocess.run(["ip", "netns", "exec", peer_ns, sys.executable, "-c", EXCHANGE, p_if,
+                        NIC_IP] + [f.hex() for f in syns], capture_output=True, text=True,
+                       timeout=60, check=True)
+    got = r.stdout.split()
+    assert [w[0][0] for w in want] == [WIRE] * 3
+    assert got == [bytes(w[0][1]).hex() for w in want]
+    assert x.counters["syn_cookies_sent"] == 3 and x.xdp_counters()["xdp_adjust_failed"] == 0
