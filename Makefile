@@ -69,6 +69,7 @@ xdp: system-deps
 	else $(MAKE) --no-print-directory xdp-objs; fi
 
 xdp-objs: $(XDP_OBJS)
+	@:
 
 demo: $(STAMP) xdp
 	$(VENV)/bin/acceltcp demo

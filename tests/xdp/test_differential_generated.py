@@ -25,8 +25,9 @@ EXAMPLES = 400
 ACTIONS = 26      # frames per example
 MIN_FRAMES = 10_000
 
-CLIENTS = (bytes([10, 0, 0, 2]), bytes([10, 0, 0, 3]))
-LOCALS = (bytes([10, 0, 0, 1]), bytes([10, 0, 0, 9]))
+# high octets too: pseudo-header sums that carry out of 32 bits
+CLIENTS = (bytes([10, 0, 0, 2]), bytes([10, 0, 0, 3]), bytes([254, 253, 252, 251]))
+LOCALS = (bytes([10, 0, 0, 1]), bytes([10, 0, 0, 9]), bytes([255, 255, 255, 250]))
 LISTEN_IPS = (bytes([10, 0, 0, 1]), bytes(4), bytes([10, 0, 0, 9]))
 PORTS = (80, 8080, 443)
 CPORTS = (40000, 40001, 40002, 65535)

@@ -370,3 +370,22 @@ def test_host_port_control_frames(pair):
             p.run(f, HOST, T0, state=True)
     p.listen(now=T0)
     p.run(StatusRequest(8).frame(NIC_MAC, HOST_MAC), HOST, T0, state=True)
+
+
+def test_addresses_with_high_octets(pair):
+    """Pseudo-header sums that carry out of 32 bits (addresses whose words are large in
+    either byte order), wildcard listener, cookies both ways."""
+    p = pair()
+    p.listen(ip=b"\0\0\0\0", port=443, now=T0)
+    for i, (src, dst) in enumerate([(b"\xfe\xfe\xfe\xfe", b"\xff\xff\xff\xfe"),
+                                    (b"\xc0\xa8\x01\xfe", b"\x0a\x00\x00\xfa"),
+                                    (b"\x01\x02\x03\xff", b"\xfe\x00\x00\xff"),
+                                    (b"\xff\x00\x00\x01", b"\xff\x00\x00\x02")]):
+        f = syn(src=src, dst=dst, dport=443, sport=50000 + i)
+        (port, sa), = p.run(f, WIRE, T0, state=True)
+        assert port == WIRE
+        a = ack(sa, src=src, dst=dst, dport=443, sport=50000 + i, payload=b"x" * i)
+        assert p.run(a, WIRE, T0 + 1, state=True)[0][1][12:14] == b"\x09\x0a"
+        bad = bytearray(a)
+        bad[-1] ^= 0x40
+        p.run(bytes(bad), WIRE, T0 + 1, state=True)

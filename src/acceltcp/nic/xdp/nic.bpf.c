@@ -199,7 +199,7 @@ static __always_inline __s64 floordiv(__s64 a, __u32 b)
 
 /* 1 if the segment of `len` bytes at frame offset 34 sums (with the pseudo-header) to -0.
  * Sums are taken in the CPU's byte order (RFC 1071 §2(B): byte-order independence). */
-static __always_inline int tcp_csum_ok(struct xdp_md *ctx, __u32 len, __u32 pseudo)
+static __always_inline int tcp_csum_ok(struct xdp_md *ctx, __u32 len, __u64 pseudo)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
