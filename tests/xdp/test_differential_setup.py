@@ -389,3 +389,19 @@ def test_addresses_with_high_octets(pair):
         bad = bytearray(a)
         bad[-1] ^= 0x40
         p.run(bytes(bad), WIRE, T0 + 1, state=True)
+
+
+def test_new_secret(pair):
+    """set_secret: cookies of the old secret fail, the new ones agree with a Python NIC
+    whose jar got the same secret."""
+    p = pair()
+    p.listen(now=T0)
+    (_, old), = p.run(syn(sport=1111), WIRE, T0, state=True)
+    new = bytes(range(100, 132))
+    p.xdp.set_secret(new, window=8)
+    p.nic.jar = SynCookieJar(new, window=8)
+    assert p.run(ack(old, sport=1111), WIRE, T0 + 1, state=True) == []
+    (_, sa), = p.run(syn(sport=2222), WIRE, T0 + 2, state=True)
+    assert sa != old
+    assert p.run(ack(sa, sport=2222), WIRE, T0 + 9.5, state=True)[0][1][12:14] == b"\x09\x0a"
+    assert p.run(ack(sa, sport=2223), WIRE, T0 + 10.5, state=True) == []     # window 8

@@ -181,15 +181,27 @@ class XdpDataplane:
             st = self._keys[gen] = cookie_state(self.jar._secret, gen)
         return st
 
+    def set_secret(self, secret, **cookie_kwargs):
+        """A new cookie secret (and jar options, as for the constructor): cookies made
+        under the old one no longer verify.  The keys are rewritten at once."""
+        self.jar = SynCookieJar(secret, **cookie_kwargs)
+        self._keys.clear()
+        self._write_cfg(self._verify)                # window, steps
+        clock, self._clock = self._clock, None
+        if clock is not None:                         # the same counter and TS clock
+            self._write_clock(*clock)
+
     def set_clock(self, now):
         """Write the cookie clock for `now` (seconds, the jar's time base) and the keys of
         its generation and the one before (syncookie.py's expressions, bit for bit)."""
         j = self.jar
         count = int(now // j.tick)
         ts = (int(now * j.ts_hz) + j.ts_offset) & _MASK
-        if self._clock == (count, ts):
-            return
-        gen = count // j.steps
+        if self._clock != (count, ts):
+            self._write_clock(count, ts)
+
+    def _write_clock(self, count, ts):
+        gen = count // self.jar.steps
         self._clk.update(_ZERO, _CLOCK.pack(count, gen, ts, 0, *self._state(gen),
                                             *self._state(gen - 1)))
         self._clock = (count, ts)
