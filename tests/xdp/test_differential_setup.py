@@ -405,3 +405,20 @@ def test_new_secret(pair):
     assert sa != old
     assert p.run(ack(sa, sport=2222), WIRE, T0 + 9.5, state=True)[0][1][12:14] == b"\x09\x0a"
     assert p.run(ack(sa, sport=2223), WIRE, T0 + 10.5, state=True) == []     # window 8
+
+
+def test_port_bitmap_words(pair):
+    """Ports sharing one word of atcp_lports (64..127), exact and wildcard entries on one
+    port: a bit goes only with the port's last entry."""
+    p = pair()
+    for port in (64, 127, 128):
+        p.listen(port=port, now=T0)
+    p.listen(ip=b"\0\0\0\0", port=127, now=T0)
+    p.unlisten(port=64)
+    p.unlisten(port=127)                                  # the wildcard on 127 remains
+    for i, port in enumerate((64, 127, 128, 65, 0, 65535)):
+        p.run(syn(dport=port, sport=3000 + i), WIRE, T0, state=True)
+    assert p.nic.counters["syn_cookies_sent"] == 2
+    p.unlisten(ip=b"\0\0\0\0", port=127)
+    p.run(syn(dport=127, sport=3100), WIRE, T0, state=True)
+    assert p.nic.counters["syn_cookies_sent"] == 2

@@ -108,6 +108,7 @@ class XdpDataplane:
         self.host_mac = None
         self._ctl = dict.fromkeys(_COUNTERS, 0)      # what the control side counts
         self._listen_keys = set()
+        self._ports = {}                              # port -> listener entries on it
         self._clock = None                            # (count, ts) last written
         self._keys = {}                               # generation -> state words
         self._verify = None
@@ -118,6 +119,7 @@ class XdpDataplane:
             self._cfg, self._clk, self._st = m["atcp_cfg"], m["atcp_clock"], m["atcp_state"]
             self._cnt, self._lst, self._handed = (m["atcp_counters"], m["atcp_listen"],
                                                   m["atcp_handed"])
+            self._lports = m["atcp_lports"]
             self._wire = self._loaded.progs["atcp_wire"]
             self._host = self._loaded.progs["atcp_host"]
             if self._cnt.max_entries != len(COUNTER_NAMES):
@@ -156,6 +158,9 @@ class XdpDataplane:
     def reset(self):
         """Empty every table and counter (as freshly loaded; the configuration stays)."""
         self._lst.clear()
+        for port in self._ports:
+            self._lports.update(_U32.pack(port >> 6), bytes(8))
+        self._ports.clear()
         self._handed.clear()
         self._cnt.clear()
         self._st.clear()
@@ -219,7 +224,10 @@ class XdpDataplane:
         flags = (_F_SACK if msg.sack_ok else 0) | (_F_TS if msg.timestamps else 0)
         self._lst.update(key, _LVAL.pack(msg.mss, _WS_NONE if msg.wscale is None
                                          else msg.wscale, flags))
-        self._listen_keys.add(key)
+        if key not in self._listen_keys:
+            self._listen_keys.add(key)
+            self._ports[msg.port] = self._ports.get(msg.port, 0) + 1
+            self._port_bits(msg.port)
         return []
 
     def unlisten(self, msg):
@@ -228,9 +236,21 @@ class XdpDataplane:
         if key in self._listen_keys:
             self._listen_keys.discard(key)
             self._lst.delete(key)
+            n = self._ports[msg.port] - 1
+            if n:
+                self._ports[msg.port] = n
+            else:
+                del self._ports[msg.port]
+                self._port_bits(msg.port)
         else:
             self._count("unlisten_unknown")
         return []
+
+    def _port_bits(self, port):
+        """Rewrite the atcp_lports word holding `port`'s bit."""
+        w = port >> 6
+        bits = sum(1 << (p & 63) for p in self._ports if p >> 6 == w)
+        self._lports.update(_U32.pack(w), bits.to_bytes(8, "little"))
 
     def listener_entries(self):
         """[(ip, port, mss, wscale or None, sack_ok, timestamps)] from the map, sorted."""

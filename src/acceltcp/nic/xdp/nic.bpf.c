@@ -100,6 +100,15 @@ struct {
 	__type(value, struct atcp_listener);
 } atcp_listen SEC(".maps");
 
+/* One bit per local port with at least one listener entry: traffic to any other port
+ * is rejected with one array lookup (ListenerTable._ports in dataplane.py). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u64);
+} atcp_lports SEC(".maps");
+
 /* The control side creates it with max_entries = handed_capacity and hands it to the
  * loader (bpftool ... map name atcp_handed pinned ...); this size is the default. */
 struct {
@@ -529,6 +538,11 @@ static __always_inline int handed_has(const struct atcp_cfg *cfg, const struct a
 static __always_inline const struct atcp_listener *listener(__u32 ip_be, __u16 port_be)
 {
 	struct atcp_listen_key k = {.ip_be = ip_be, .port_be = port_be};
+	__u32 port = bpf_ntohs(port_be), word = port >> 6;
+	const __u64 *bits = bpf_map_lookup_elem(&atcp_lports, &word);
+
+	if (!bits || !((*bits >> (port & 63)) & 1))
+		return 0;
 	const struct atcp_listener *l = bpf_map_lookup_elem(&atcp_listen, &k);
 
 	if (l)
