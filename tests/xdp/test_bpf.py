@@ -100,3 +100,15 @@ def test_a_crashed_loader_is_cleaned_up_by_the_next(xdp_obj, tmp_path):
     assert os.path.isdir(pin_dir) and int(prog_id) in _ids("prog")    # left behind
     assert os.path.basename(pin_dir) in bpf.cleanup_stale()
     assert not os.path.exists(pin_dir) and _freed({int(prog_id)}, "prog")
+
+
+def test_unavailable_says_what_is_missing(monkeypatch, xdp_obj):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(bpf.XdpUnavailable, match="needs root"):
+        bpf.Loaded(xdp_obj)
+    monkeypatch.undo()
+    monkeypatch.setattr(bpf.shutil, "which", lambda name: None)
+    monkeypatch.setattr(bpf.os.path, "exists",
+                        lambda p, _e=os.path.exists: False if "bpftool" in p else _e(p))
+    with pytest.raises(bpf.XdpUnavailable, match="bpftool not found"):
+        bpf.Loaded(xdp_obj)
