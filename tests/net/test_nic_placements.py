@@ -330,6 +330,14 @@ def test_nic_process_hung_the_host_takes_over(bed, tmp_path):
     nic = st["nic"]
     assert not nic["alive"] and nic["lost_reason"].startswith("watchdog")
     assert nic["exit_status"] == -signal.SIGKILL and nic["takeover"]["hung"]
+    # the watchdog fired at its deadline (after the probe that found the NIC silent), and
+    # service resumed within 1 s of it: the first transaction to complete after the
+    # takeover did so within a second (a client attempt stuck in the hang gives up after
+    # ATTEMPT s and a fresh one goes through the host at once)
+    at = nic["takeover"]["at"]
+    assert t_stop < at <= t_stop + interval + WATCHDOG + 0.5, (at - t_stop)
+    resumed = min(e for e in res["ok"] if e > at)
+    assert resumed - at <= 1.0, (resumed - at, res["errors"])
     assert st["counters"]["nic_lost"] == 1
     assert st["counters"]["syns_received"] > 0          # the host answers SYNs itself now
     check_accounting(st)

@@ -617,7 +617,9 @@ class ProcessNicDevice(_HostPort):
         in_flight = {"drained_from_nic": drained, "unsent_to_tap": len(items),
                      "torn_record": torn}
         lost = self.on_nic_lost() if self.on_nic_lost is not None else None
-        self.takeover = {"hung": hung, "in_flight": in_flight,
+        # "at": CLOCK_MONOTONIC, which every process on the machine shares (the tests
+        # compare it with their clients' times)
+        self.takeover = {"hung": hung, "at": time.monotonic(), "in_flight": in_flight,
                          "nic_flows_lost": lost if isinstance(lost, dict) else None}
         event = {"event": "nic_lost", "reason": reason, "nic_pid": self.pid,
                  "exit": self.exit_status}
