@@ -88,14 +88,14 @@ import sys
 import tomllib
 from dataclasses import dataclass, field
 
-from ..host.offload import SpliceFailed
-from ..tcp.states import CLOSE_WAIT, ESTABLISHED
-from ..wire import control
-from ..wire.ipv4 import ip_from_str, ip_to_str
-from .http import (BODY_CHUNKED, BODY_CLOSE, BODY_LENGTH, BODY_NONE, ChunkedScanner, HttpError,
+from ...host.offload import SpliceFailed
+from ...tcp.states import CLOSE_WAIT, ESTABLISHED
+from ...wire import control
+from ...wire.ipv4 import ip_from_str, ip_to_str
+from ..http import (BODY_CHUNKED, BODY_CLOSE, BODY_LENGTH, BODY_NONE, ChunkedScanner, HttpError,
                    error_response, head_end, parse_request, parse_response, rewrite_head)
-from .outbuf import OutBuffer
-from .proxy import relay
+from ..outbuf import OutBuffer
+from ..proxy import relay
 
 __all__ = ["LoadBalancer", "LbConfig", "BackendConfig", "RouteConfig", "RewriteConfig",
            "LbConfigError", "load_config", "parse_config", "config_from_args",
