@@ -20,20 +20,23 @@ one (or sends it alone) and arms the RTO. From then on the NIC owns the connecti
     CLOSE-WAIT handover  -> LAST-ACK --ACK of FIN--> done
 
 Peer segments (``on_segment``; the dataplane found the flow with ``lookup`` and has
-already checked the TCP checksum) follow RFC 9293 §3.10.7.4 for these states:
+already checked the TCP checksum) follow RFC 9293 §3.10.7.4. In TIME-WAIT they go to
+``tcp.timewait.verdict``, the pure function the host's TIME-WAIT record uses too (the
+rules and the RFCs are in its docstring; tests/tcp/test_timewait_verdict.py runs one
+table against both), called with the entry's fields: REMOVE (an RST at RCV.NXT) ends
+the flow with TEARDOWN_END_RESET; REOPEN (a new incarnation's SYN, RFC 6191) frees the
+entry (TEARDOWN_END_CLOSED) and passes the SYN to HOST unchanged, behind the report;
+SEND_ACK / CHALLENGE_ACK send our ACK (RESTART: the peer's FIN again, 2MSL restarts);
+UPDATE_TS sets TS.Recent. In the other states:
 
-1. RST (RFC 5961 §3.2): SEG.SEQ == RCV.NXT ends the flow (TEARDOWN_END_RESET, also in
-   TIME-WAIT, as Linux does by default); otherwise in the receive window -> challenge
-   ACK; otherwise ignored.
-2. SYN (RFC 5961 §4.2): challenge ACK -- except a bare SYN in TIME-WAIT that is provably
-   from a new incarnation (RFC 6191: TSval > TS.Recent when timestamps are in use and
-   the SYN has one, else SEG.SEQ > RCV.NXT; the same rule as ``tcp.timewait``): the entry
-   is freed (TEARDOWN_END_CLOSED) and the SYN goes to HOST unchanged, behind the report.
+1. RST (RFC 5961 §3.2): SEG.SEQ == RCV.NXT ends the flow (TEARDOWN_END_RESET);
+   otherwise in the receive window (our field << rcv_wscale) -> challenge ACK;
+   otherwise ignored.
+2. SYN (RFC 5961 §4.2): challenge ACK.
 3. PAWS (RFC 7323 §5.3): TSval < TS.Recent -> ACK, drop.
 4. Acceptability (§3.10.7.4 "first"): the four cases, against our advertised window;
    a segment at exactly RCV.NXT is taken even at a zero window (its data is not, a FIN
-   is -- as Linux). Unacceptable -> ACK, drop; in TIME-WAIT an old FIN (the peer missed
-   our ACK) also restarts the 2MSL timer. TS.Recent is taken from acceptable segments
+   is -- as Linux). Unacceptable -> ACK, drop. TS.Recent is taken from acceptable segments
    with SEG.SEQ <= RCV.NXT (RFC 7323 §4.3; we ACK at once, so Last.ACK.sent == RCV.NXT).
 5. ACK (§3.10.7.4 "fifth"): no ACK bit -> drop; SEG.ACK > SND.MAX -> ACK, drop;
    SEG.ACK < SND.UNA is an old ACK and ignored (no RFC 5961 §5.2 check: MAX.SND.WND is
@@ -148,6 +151,10 @@ import struct
 
 from ..tcp.seq import seq_add, seq_diff, seq_gt, seq_in_window, seq_le, seq_lt
 from ..tcp.states import CLOSING, FIN_WAIT_1, FIN_WAIT_2, LAST_ACK, TIME_WAIT
+from ..tcp.timewait import (
+    ACTION, CHALLENGE_ACK, PAWS, REMOVE, REOPEN, RESTART, SEND_ACK, UPDATE_TS,
+    verdict as tw_verdict,
+)
 from ..wire.control import (
     STATE_CLOSE_WAIT, STATE_ESTABLISHED, TEARDOWN_END_CLOSED, TEARDOWN_END_RESET,
     TEARDOWN_END_RETRIES, TEARDOWN_REFUSED_BAD_STATE, TEARDOWN_REFUSED_DUPLICATE,
@@ -504,11 +511,13 @@ class TeardownEngine:
             return self._drop("teardown_no_flow")
         if frame[26:38] != e[_KEY]:
             return self._drop("teardown_key_mismatch")
+        state = e[_STATE]
+        if state == TIME_WAIT:
+            return self._time_wait_segment(fid, e, frame, seg, now)
         c = self.counters
         out = []
         flags = seg.flags
         seq = seg.seq
-        state = e[_STATE]
         rnxt = e[_RNXT]
         wnd = e[_WIN] << (e[_WS] & 15)
 
@@ -523,18 +532,8 @@ class TeardownEngine:
                 return out
             return self._drop("teardown_rst_outside")
 
-        # SYN: RFC 5961 §4.2, or a new incarnation in TIME-WAIT (RFC 6191).
+        # SYN: RFC 5961 §4.2 (in TIME-WAIT, a new incarnation: _time_wait_segment).
         if flags & SYN:
-            if state == TIME_WAIT and not flags & ACK:
-                if e[_FLAGS] & F_TS and seg.tsval is not None:
-                    newer = seq_gt(seg.tsval, e[_TSR])
-                else:
-                    newer = seq_gt(seq, rnxt)
-                if newer:
-                    c["syn_reopen"] += 1
-                    self._finish(fid, e, TEARDOWN_END_CLOSED, out)
-                    out.append((HOST, frame))
-                    return out
             c["challenge_acks"] += 1
             out.append(self._ack(e, now))
             self._save(fid, e)
@@ -563,10 +562,6 @@ class TeardownEngine:
                 seq_in_window(seq_add(seq, seglen - 1), rnxt, wnd)
         if not ok:
             c["unacceptable"] += 1
-            if state == TIME_WAIT and fin:
-                # The peer's FIN again: our ACK was lost. ACK it, restart 2MSL.
-                c["time_wait_restarts"] += 1
-                self.wheel.schedule(fid, now + e[_TW] / 1000.0)
             out.append(self._ack(e, now))
             self._save(fid, e)
             return out
@@ -653,6 +648,43 @@ class TeardownEngine:
                     return out
         if need_ack:
             out.append(self._ack(e, now))
+        self._save(fid, e)
+        return out
+
+    def _time_wait_segment(self, fid, e, frame, seg, now):
+        """A peer segment in TIME-WAIT: ``tcp.timewait.verdict``, the host's rules."""
+        flags = seg.flags
+        tsval = seg.tsval
+        v = tw_verdict(flags, seg.seq, seg.ack, len(seg.payload), tsval, e[_RNXT], e[_MAX],
+                       e[_WIN], e[_WS] & 15, e[_FLAGS] & F_TS, e[_TSR])
+        a = v & ACTION
+        c = self.counters
+        if a == REMOVE:
+            return self._finish(fid, e, TEARDOWN_END_RESET, [])
+        if a == REOPEN:                                  # RFC 6191: to the host, behind
+            c["syn_reopen"] += 1                         # the report
+            out = self._finish(fid, e, TEARDOWN_END_CLOSED, [])
+            out.append((HOST, frame))
+            return out
+        if v & UPDATE_TS:
+            e[_TSR] = tsval
+        if a == CHALLENGE_ACK:
+            c["challenge_acks"] += 1
+        elif a == SEND_ACK:
+            if v & PAWS:
+                c["paws_drops"] += 1
+            else:
+                c["unacceptable"] += 1
+            if v & RESTART:                              # the peer's FIN again
+                c["time_wait_restarts"] += 1
+                self.wheel.schedule(fid, now + e[_TW] / 1000.0)
+        else:                                            # KEEP
+            if v & UPDATE_TS:
+                self._save(fid, e)
+            if flags & RST:
+                return self._drop("teardown_rst_outside")
+            return [] if flags & ACK else self._drop("teardown_no_ack")
+        out = [self._ack(e, now)]
         self._save(fid, e)
         return out
 
