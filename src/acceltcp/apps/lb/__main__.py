@@ -1,5 +1,7 @@
+"""``python -m acceltcp.apps.lb``: check a configuration (`cli.main`)."""
+
 import sys
 
-from .server import main
+from .cli import main
 
 sys.exit(main())
