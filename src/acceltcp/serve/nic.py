@@ -1,5 +1,5 @@
-"""The NIC dataplane in front of a host stack on a real TAP: the inline and the process
-placements (the simulator's `host.simnet.SimNicDevice` is the third). docs/placements.md.
+"""The NIC dataplane in front of a host stack on a real TAP: the inline, process and xdp
+placements (the simulator's `host.simnet.SimNicDevice` is the fourth). docs/placements.md.
 
 Theory of operation
 -------------------
@@ -36,6 +36,19 @@ record: the child died), the device kills and reaps the child, switches to readi
 writing the TAP itself, and calls ``on_nic_lost`` (the stack's ``nic_lost``): from
 then on it is a plain TAP and the host does all the work. The child's counters arrive
 as STATS records, periodically and on ``request_stats()``; the last ones survive it.
+
+``XdpNicDevice`` (xdp): the dataplane is the XDP one (nic/xdp, docs/xdp.md), in the
+kernel's driver path on two devices: atcp_wire on the root end of a veth whose other end
+is the peer namespace's interface (testbed/netns.py attach_veth), atcp_host on the TAP;
+each redirects to the other. The stack reads and writes the TAP as without a NIC: wire
+frames the program hands up (and its 0x090A frames) are redirected into the TAP, the
+stack's frames written to the TAP go out on the veth. The control side (XdpDataplane)
+lives in this process: the control frames the stack sends (Listen, StatusRequest, ...)
+never reach the TAP -- the device gives them to ``XdpDataplane.control_frame`` (the same
+frames and answers as atcp_host passing them up, without a round trip through the
+kernel to the process they came from), and a loop timer writes the cookie clock map
+from the loop's clock every ``clock_interval``. The TAP is opened without checksum/TSO
+offloads: a partial checksum or a GSO super-frame does not survive a redirect.
 """
 
 import asyncio
@@ -52,10 +65,10 @@ from ..io import nicchannel as nc
 from ..io.deadline import DeadlineTimer
 from ..nic.dataplane import HOST, WIRE, NicDataplane
 
-__all__ = ["InlineNicDevice", "ProcessNicDevice", "NicStartError", "dataplane_kwargs",
-           "make_dataplane", "is_control_frame", "PLACEMENTS"]
+__all__ = ["InlineNicDevice", "ProcessNicDevice", "XdpNicDevice", "NicStartError",
+           "dataplane_kwargs", "make_dataplane", "is_control_frame", "PLACEMENTS"]
 
-PLACEMENTS = ("none", "inline", "process")
+PLACEMENTS = ("none", "inline", "process", "xdp")
 
 _ptime = time.process_time_ns
 _U32 = struct.Struct("!I")
@@ -66,11 +79,11 @@ def is_control_frame(frame):
     return len(frame) >= 14 and frame[12] == 0x09 and 0x0A <= frame[13] <= 0x0E
 
 
-def dataplane_kwargs(requested):
-    """Split NicDataplane keyword arguments into (accepted, ignored names): only the
+def dataplane_kwargs(requested, cls=NicDataplane):
+    """Split dataplane keyword arguments into (accepted, ignored names): only the
     constructor's *named* parameters count (its ``**cookie_kwargs`` would swallow
     anything), so table capacities it does not know yet are reported, not passed."""
-    params = inspect.signature(NicDataplane).parameters
+    params = inspect.signature(cls).parameters
     named = {n for n, p in params.items()
              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     ok = {k: v for k, v in requested.items() if k in named}
@@ -716,3 +729,130 @@ class ProcessNicDevice(_HostPort):
             if not fut.done():
                 fut.set_result(None)
         self._waiters.clear()
+
+
+class XdpNicDevice(_HostPort):
+    """The XDP dataplane on the TAP (host port) and the veth `wire` (wire port), its
+    control side here (module doc). ``peer``: (namespace, interface) of the veth's other
+    end, which gets the XDP_PASS stub (a veth end receiving XDP_TX'd or redirected frames
+    needs a program, notes/xdp-on-this-kernel.md). ``dataplane``: XdpDataplane kwargs
+    (those its constructor does not name are reported in ``ignored``)."""
+
+    placement = "xdp"
+
+    def __init__(self, tap, wire, peer, *, dataplane=None, clock=time.monotonic,
+                 clock_interval=0.02):
+        super().__init__(tap)
+        from ..nic.xdp import bpf
+        from ..nic.xdp.control import XdpDataplane
+        ok, self.ignored = dataplane_kwargs(dataplane or {}, XdpDataplane)
+        self.wire = wire
+        self.peer = peer
+        self._clock = clock
+        self.clock_interval = clock_interval
+        self._rx = []
+        self._tick_handle = None
+        self.clock_ticks = 0
+        self.dataplane = XdpDataplane(tap.mac, host_ifindex=tap.ifindex,
+                                      wire_ifindex=socket.if_nametoindex(wire),
+                                      csum_ok=False, **ok)
+        self.syn_window = self.dataplane.syn_window
+        self.dataplane.set_clock(clock())
+        self._attached = []
+        try:
+            ids = self.dataplane.prog_ids
+            for dev, ns, prog in ((peer[1], peer[0], "atcp_pass"), (wire, None, "atcp_wire"),
+                                  (tap.name, None, "atcp_host")):
+                bpf.attach_xdp(dev, ids[prog], netns=ns)
+                self._attached.append((dev, ns))
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def stats(self):
+        return self.tap.stats
+
+    def set_receiver(self, callback):
+        self._receiver = callback
+        self.tap.set_receiver(callback)
+
+    def set_batch_end(self, callback):
+        self._batch_end = callback
+        self.tap.set_batch_end(callback)
+
+    def poll(self):
+        rx = self._rx
+        if rx:                               # the control side's answers first
+            self._rx = []
+            recv = self._receiver
+            if recv is not None:
+                for frame in rx:
+                    recv(frame, False)
+        n = self.tap.poll()
+        if rx and not n and self._batch_end is not None:
+            self._batch_end()
+        return n + len(rx)
+
+    def _to_nic(self, items):
+        tap = self.tap
+        woke = False
+        for item in items:
+            if item.__class__ is tuple:
+                tap.send_segment(*item)
+            elif is_control_frame(item):
+                t0 = _ptime()
+                self._record(item)
+                for _, out in self.dataplane.control_frame(item):
+                    self._rx.append(out)
+                    self._record(out)
+                    woke = True
+                self.nic_cpu_ns += _ptime() - t0
+            else:
+                tap.send(item)                # atcp_host redirects it to the wire
+        if woke:
+            self._wake_host()
+
+    def _host_backlog(self):
+        return bool(self._rx)
+
+    # -- the cookie clock
+    def _tick(self):
+        t0 = _ptime()
+        self.dataplane.set_clock(self._clock())
+        self.clock_ticks += 1
+        self.nic_cpu_ns += _ptime() - t0
+        self._tick_handle = self._loop.call_later(self.clock_interval, self._tick)
+
+    def attach_runner(self, loop, entry):
+        super().attach_runner(loop, entry)
+        if self._tick_handle is None:
+            self._tick()
+
+    def detach_runner(self):
+        super().detach_runner()
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+            self._tick_handle = None
+
+    def nic_stats(self):
+        dp = self.dataplane
+        return {"placement": self.placement, "alive": True, "lost": 0,
+                "counters": dict(dp.counters), "status": status_dict(dp),
+                "syn_window": dp.syn_window, "ignored_kwargs": self.ignored,
+                "cpu": {"busy_s": self.nic_cpu_ns / 1e9},
+                "xdp": {"counters": {k: v for k, v in dp.xdp_counters().items()
+                                     if k.startswith("xdp_")},
+                        "prog_ids": dp.prog_ids, "map_ids": dp.map_ids,
+                        "pin_dir": dp.pin_dir, "clock_ticks": self.clock_ticks,
+                        "host_port": self.tap.name, "wire_port": self.wire,
+                        "peer": list(self.peer)}}
+
+    def close(self):
+        """Detach the programs (peer stub, wire, host), then unload: pins and maps go."""
+        from ..nic.xdp import bpf
+        self.detach_runner()
+        for dev, ns in reversed(self._attached):
+            bpf.detach_xdp(dev, netns=ns)
+        self._attached = []
+        self.dataplane.close()

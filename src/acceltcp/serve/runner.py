@@ -8,9 +8,11 @@ process CPU time spent in the stack (receive batches and timers, applications
 included) when ``cpu_accounting`` is set.
 
 ``TapHost`` bundles what a command needs: the TAP (moved into the peer namespace
-and configured there), the NIC in front of it if any (``nic``: "none", "inline" or
-"process", see ``serve.nic`` and docs/placements.md), the stack on it, the runner, an
-optional pcap writer.
+and configured there), the NIC in front of it if any (``nic``: "none", "inline",
+"process" or "xdp", see ``serve.nic`` and docs/placements.md), the stack on it, the
+runner, an optional pcap writer. With "xdp" the TAP stays in the root namespace and
+the peer namespace gets a veth instead (``testbed.netns.attach_veth``), same names and
+addresses there.
 """
 
 import fcntl
@@ -143,13 +145,26 @@ class TapHost:
             raise tb.TestbedError("network namespace %s does not exist: run `acceltcp testbed "
                                   "up%s` first" % (netns, "" if netns == tb.DEFAULT_NS
                                                    else " --netns " + netns))
-        self.tap = TapDevice(tap_name, mac, offload=offload, batch=batch)
+        self.veth = None
+        if nic == "xdp":
+            # no checksum/TSO offloads: a redirect loses them (serve/nic.py); the TAP in
+            # the root namespace, named after the namespace (never two alike)
+            offload = tso = False
+            xdp_tap, _ = tb.xdp_names(netns)
+            self.tap = TapDevice(xdp_tap, mac, offload=False, batch=batch)
+        else:
+            self.tap = TapDevice(tap_name, mac, offload=offload, batch=batch)
         self.device = self.tap
         self.pcap = None
         self._pcap_file = None
         try:
-            tb.attach_tap(self.tap.name, netns, self.peer_ip, prefixlen,
-                          peer_mac or tb.PEER_MAC, mtu)
+            if nic == "xdp":
+                self.veth = tb.attach_veth(netns, tap_name, self.peer_ip, prefixlen,
+                                           peer_mac or tb.PEER_MAC, mtu)[0]
+                tb.tap_up(self.tap.name, mtu)
+            else:
+                tb.attach_tap(self.tap.name, netns, self.peer_ip, prefixlen,
+                              peer_mac or tb.PEER_MAC, mtu)
             if pcap:
                 from ..io.pcap import PcapWriter
                 self._pcap_file = open(pcap, "wb")
@@ -172,6 +187,9 @@ class TapHost:
                 if nic == "inline":
                     dp, ignored = nicmod.make_dataplane(mac, dataplane or {})
                     self.device = nicmod.InlineNicDevice(self.tap, dp, loop.time, ignored)
+                elif nic == "xdp":
+                    self.device = nicmod.XdpNicDevice(self.tap, self.veth, (netns, tap_name),
+                                                      dataplane=dataplane, clock=loop.time)
                 if self.pcap is not None:
                     self.tap.add_tap(self.pcap.write)
                     if self.device is not self.tap:
@@ -230,9 +248,15 @@ class TapHost:
         return n + (fn() if fn is not None else 0)
 
     def _close_devices(self):
-        if self.device is not self.tap:
-            self.device.close()
-        self.tap.close()
+        from ..testbed import netns as tb
+        try:
+            if self.device is not self.tap:
+                self.device.close()
+        finally:
+            self.tap.close()
+            if self.veth is not None:
+                tb.remove_veth(self.netns)
+                self.veth = None
         if self.pcap is not None:
             self.pcap.close()
             self._pcap_file.close()

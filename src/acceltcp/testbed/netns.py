@@ -23,8 +23,12 @@ peer interface's netdev *ingress* (frames from the stack: ``drop``) and *egress*
 ``drop``), TCP only.
 """
 
+import ctypes
 import errno
+import fcntl
 import os
+import socket
+import struct
 import shutil
 import signal
 import subprocess
@@ -35,6 +39,7 @@ __all__ = [
     "REF_PEER_IP", "REF_IP", "TAP_NAME",
     "up", "down", "exists", "status", "attach_tap", "ns_cmd", "ns_popen", "ns_run",
     "set_loss", "clear_loss", "ns_pids", "require_root", "TestbedError", "ref_name_for",
+    "xdp_names", "attach_veth", "remove_veth", "set_tx_csum", "tap_up",
 ]
 
 DEFAULT_NS = "atcp-peer"
@@ -208,6 +213,8 @@ def down(name=DEFAULT_NS, ref_name=None):
     from pyroute2 import netns
     names = [ns for ns in (name, ref_name) if exists(ns)]
     _kill_ns_processes(names)
+    remove_veth(name)                      # --nic xdp: the root end, its programs
+    _remove_stale_pins()
     removed = []
     for ns in names:
         try:
@@ -260,6 +267,154 @@ def attach_tap(ifname, name=DEFAULT_NS, address=PEER_IP, prefixlen=PREFIXLEN, ma
         ipr.addr("add", index=idx, address=address, prefixlen=prefixlen)
         ipr.link("set", index=idx, state="up")
     return idx
+
+
+# ---------------------------------------------------------------------- --nic xdp
+# The XDP placement (docs/placements.md, docs/xdp.md) keeps this module's addresses but
+# puts a veth between the namespace and the NIC:
+#
+#   namespace NAME: atcp0 198.18.0.1 (veth, atcp_pass) ==== axHHHHHHHHw (root: atcp_wire)
+#   root: axHHHHHHHHh, the TAP the stack reads/writes (atcp_host), no address
+#
+# The names are derived from the namespace's name (crc32), so testbeds never collide and
+# ``down --netns NAME`` finds what a killed serve left in the root namespace. Deleting
+# the namespace deletes the pair anyway (a veth dies with either end).
+
+def xdp_names(name=DEFAULT_NS):
+    """-> (TAP name, wire veth name) of the XDP placement in namespace `name` (11 chars)."""
+    import zlib
+    h = "ax%08x" % zlib.crc32(name.encode())
+    return h + "h", h + "w"
+
+
+def _ifindex(ifname):
+    try:
+        return socket.if_nametoindex(ifname)
+    except OSError:
+        return 0
+
+
+_CLONE_NEWNET = 0x40000000
+_SIOCETHTOOL = 0x8946
+_ETHTOOL_GTXCSUM = 0x16
+_ETHTOOL_STXCSUM = 0x17
+
+
+def _ns_socket(name):
+    """An AF_INET socket living in namespace `name` (setns there and back: the socket
+    keeps its namespace); ioctls on it address that namespace's devices."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    own = os.open("/proc/self/ns/net", os.O_RDONLY)
+    try:
+        fd = os.open(os.path.join("/run/netns", name), os.O_RDONLY)
+        try:
+            if libc.setns(fd, _CLONE_NEWNET):
+                raise OSError(ctypes.get_errno(), "setns %s" % name)
+            try:
+                return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            finally:
+                if libc.setns(own, _CLONE_NEWNET):
+                    raise OSError(ctypes.get_errno(), "setns back")
+        finally:
+            os.close(fd)
+    finally:
+        os.close(own)
+
+
+def set_tx_csum(ifname, on, name=DEFAULT_NS):
+    """``ethtool -K IF tx on|off`` inside namespace `name`, by SIOCETHTOOL (ethtool(8)
+    need not be installed). -> the setting read back."""
+    val = ctypes.create_string_buffer(struct.pack("=II", _ETHTOOL_STXCSUM, 1 if on else 0))
+    with _ns_socket(name) as s:
+        req = struct.pack("16sP", ifname.encode(), ctypes.addressof(val)).ljust(40, b"\0")
+        fcntl.ioctl(s.fileno(), _SIOCETHTOOL, req)
+        ctypes.memmove(val, struct.pack("=II", _ETHTOOL_GTXCSUM, 0), 8)
+        fcntl.ioctl(s.fileno(), _SIOCETHTOOL, req)
+    return bool(struct.unpack("=II", val.raw[:8])[1])
+
+
+def attach_veth(name=DEFAULT_NS, ifname=TAP_NAME, address=PEER_IP, prefixlen=PREFIXLEN,
+                mac=PEER_MAC, mtu=1500):
+    """The XDP placement's wire: a veth pair, `ifname` in namespace `name` with `address`
+    and `mac` (what ``attach_tap`` gives the TAP there), its peer ``xdp_names(name)[1]``
+    in the root namespace (no address, no IPv6: everything it receives is the XDP
+    program's). The namespace's end sends full checksums (tx checksum offload off: a
+    partial checksum does not survive a redirect, notes/xdp-on-this-kernel.md).
+    -> the root end's (name, ifindex)."""
+    from pyroute2 import IPRoute, NetNS
+    if not exists(name):
+        raise TestbedError("network namespace %s does not exist: run `acceltcp testbed up%s`"
+                           % (name, "" if name == DEFAULT_NS else " --netns " + name))
+    wire = xdp_names(name)[1]
+    with NetNS(name) as ipr:
+        taken = ipr.link_lookup(ifname=ifname)
+    if taken or _ifindex(wire):
+        raise TestbedError("%s already has an interface %s (another serve/connect is "
+                           "running? `acceltcp testbed down%s` ends it)" % (
+                               name, ifname if taken else wire,
+                               "" if name == DEFAULT_NS else " --netns " + name))
+    with IPRoute() as ipr:
+        ipr.link("add", ifname=wire, kind="veth", peer={"ifname": ifname, "net_ns_fd": name})
+        try:
+            idx = ipr.link_lookup(ifname=wire)[0]
+            _write_sysctl("net/ipv6/conf/%s/disable_ipv6" % wire, "1")
+            ipr.link("set", index=idx, mtu=mtu, state="up")
+            with NetNS(name) as nsr:
+                i = nsr.link_lookup(ifname=ifname)[0]
+                nsr.link("set", index=i, address=mac, mtu=mtu)
+                nsr.addr("add", index=i, address=address, prefixlen=prefixlen)
+                nsr.link("set", index=i, state="up")
+            if set_tx_csum(ifname, False, name):
+                raise TestbedError("%s: tx checksum offload stays on" % ifname)
+        except BaseException:
+            remove_veth(name)
+            raise
+    return wire, idx
+
+
+def tap_up(ifname, mtu=1500):
+    """The XDP placement's TAP, left in the root namespace: no IPv6 (no chatter to the
+    stack), no address, up."""
+    from pyroute2 import IPRoute
+    _write_sysctl("net/ipv6/conf/%s/disable_ipv6" % ifname, "1")
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=ifname)[0]
+        ipr.link("set", index=idx, mtu=mtu, state="up")
+    return idx
+
+
+def _write_sysctl(path, value):
+    try:
+        with open(os.path.join("/proc/sys", path), "w") as f:
+            f.write(value)
+    except OSError:
+        pass
+
+
+def remove_veth(name=DEFAULT_NS):
+    """Delete the XDP placement's veth pair of namespace `name` (its root end, and with it
+    the other end and both programs' attachments). -> whether there was one."""
+    wire = xdp_names(name)[1]
+    idx = _ifindex(wire)
+    if not idx:
+        return False
+    from pyroute2 import IPRoute
+    with IPRoute() as ipr:
+        try:
+            ipr.link("del", index=idx)
+        except Exception as e:         # gone meanwhile
+            if _ifindex(wire):
+                raise TestbedError("cannot delete %s: %s" % (wire, e)) from None
+    return True
+
+
+def _remove_stale_pins():
+    """XDP pins of processes that are gone (a killed serve --nic xdp): nic/xdp/bpf.py."""
+    try:
+        from ..nic.xdp import bpf
+        bpf.cleanup_stale()
+    except Exception:               # no bpffs, no XDP here: nothing was pinned
+        pass
 
 
 # ---------------------------------------------------------------------- loss

@@ -29,7 +29,7 @@ import subprocess
 import threading
 
 __all__ = ["BpfError", "XdpUnavailable", "Map", "Prog", "Loaded", "bpffs_root",
-           "cleanup_stale", "possible_cpus", "obj_get", "map_create", "test_run",
+           "cleanup_stale", "attach_xdp", "detach_xdp", "possible_cpus", "obj_get", "map_create", "test_run",
            "XDP_ABORTED", "XDP_DROP", "XDP_PASS", "XDP_TX", "XDP_REDIRECT",
            "BPF_MAP_TYPE_HASH", "BPF_MAP_TYPE_ARRAY", "BPF_MAP_TYPE_PERCPU_ARRAY",
            "BPF_MAP_TYPE_LRU_HASH", "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST"]
@@ -403,3 +403,25 @@ class Loaded:
                 self.close()
         except Exception:
             pass
+
+
+def attach_xdp(ifname, prog_id, netns=None, mode="xdpdrv"):
+    """Attach program `prog_id` to `ifname` (native mode) with bpftool, in namespace
+    `netns` if given. By id: `ip netns exec` mounts a sysfs of its own, without the pins.
+    A netlink attachment, not a bpf_link: it lasts until detached or the device is gone,
+    whatever happens to this process."""
+    cmd = [_bpftool(), "net", "attach", mode, "id", str(prog_id), "dev", ifname]
+    if netns:
+        cmd = ["ip", "netns", "exec", netns] + cmd
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode:
+        raise XdpUnavailable("XDP: cannot attach to %s: %s" % (
+            ifname, (r.stderr.strip().splitlines() or ["bpftool failed"])[-1]))
+
+
+def detach_xdp(ifname, netns=None, mode="xdpdrv"):
+    """Detach whatever XDP program `ifname` has (no error if none, or no device)."""
+    cmd = [_bpftool(), "net", "detach", mode, "dev", ifname]
+    if netns:
+        cmd = ["ip", "netns", "exec", netns] + cmd
+    return subprocess.run(cmd, capture_output=True, text=True).returncode == 0

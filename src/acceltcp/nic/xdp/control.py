@@ -335,15 +335,17 @@ class XdpDataplane:
             if verdict == bpf.XDP_REDIRECT:
                 return [(WIRE, out)]
             if verdict == bpf.XDP_PASS:
-                return self._control_frame(out)
+                return self.control_frame(out)
             if verdict == bpf.XDP_DROP:
                 return []
             raise RuntimeError("atcp_host returned %d" % verdict)
         raise ValueError("port must be WIRE (0) or HOST (1), got %r" % (port,))
 
-    def _control_frame(self, frame):
+    def control_frame(self, frame):
         """An offload EtherType from the host (NicDataplane._from_host, without teardown
-        and splice tables: those are refused)."""
+        and splice tables: those are refused) -> [(HOST, reply), ...]. What atcp_host
+        passes up; the live placement (serve/nic.py XdpNicDevice) calls it directly for
+        the control frames its stack sends."""
         et = (frame[12] << 8) | frame[13]
         host_mac = self.host_mac = bytes(frame[6:12])
         try:
