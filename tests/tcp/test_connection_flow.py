@@ -204,3 +204,26 @@ def test_half_close_keeps_receiving():
     p.pump()
     assert p.a.conn.recv() == b"still talking"
     assert ACK
+
+
+def test_byte_counters_count_each_byte_once():
+    """bytes_out counts a byte the first time it is sent (a retransmission is a
+    ``retransmits``), bytes_in when it joins the in-order stream (a duplicate, or a
+    segment held out of order and later filled in, is not counted twice), as Linux's
+    tcpi_bytes_sent minus retransmissions and tcpi_bytes_received."""
+    p = established(nodelay=True)
+    p.a.conn.send(b"x" * 3000, p.now)
+    segs = p.a.take()
+    assert len(segs) == 3 and sum(len(s.payload) for s in segs) == 3000
+    assert p.a.conn.bytes_out == 3000
+    p.deliver(p.a, [segs[1], segs[2], segs[1]])       # out of order, one twice
+    assert p.b.conn.bytes_in == 0 and p.b.conn.ooo_segments >= 2
+    p.deliver(p.a, [segs[0], segs[0]])                 # fills the hole, then a duplicate
+    assert p.b.conn.bytes_in == 3000
+    p.a.take()
+    p.now = p.a.conn.t_rto                              # RTO: the first segment again
+    p.a.conn.on_timer(p.now)
+    assert p.a.conn.retransmits == 1 and p.a.take()[0].payload == segs[0].payload
+    assert p.a.conn.bytes_out == 3000
+    p.pump()
+    assert p.b.conn.bytes_in == 3000 and p.b.conn.recv() == b"x" * 3000

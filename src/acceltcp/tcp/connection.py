@@ -999,16 +999,18 @@ class TcpConnection:
             self.abort(now)
             return
         n = len(payload)
-        self.bytes_in += n
         if seq == rcv_nxt:
             self.rcvbuf += payload
-            rcv_nxt = seq_add(rcv_nxt, n)
+            nxt = seq_add(rcv_nxt, n)
             if self.reasm:
-                more, rcv_nxt = self.reasm.pop_ready(rcv_nxt)
+                more, nxt = self.reasm.pop_ready(nxt)
                 if more:
                     self.rcvbuf += more
                 self.full_segs = self.config.ack_every   # a hole was filled: ACK now
-            self.rcv_nxt = rcv_nxt
+            # bytes_in: each byte once, when it joins the in-order stream (a segment held
+            # out of order, or received twice, is not counted again)
+            self.bytes_in += seq_diff(nxt, rcv_nxt)
+            self.rcv_nxt = nxt
             self._notify = True
             if n >= self.rcv_mss:
                 self.full_segs += 1
@@ -1300,7 +1302,11 @@ class TcpConnection:
         self.segs_out += 1
         n = len(payload)
         if n:
-            self.bytes_out += n
+            # bytes_out: each byte once, the first time it is sent (the callers advance
+            # SND.MAX after this; retransmissions are counted in ``retransmits``)
+            new = (seq + n - self.snd_max) & MASK
+            if new < 0x80000000:
+                self.bytes_out += new if new < n else n
         self.last_send = now
         if flags & ACK:
             self.ack_pending = False
