@@ -68,8 +68,6 @@ TRANSITIONS: dict[tuple[int, int], int] = {
     # the host relay
     (RELAY, NEXT_REQUEST): HEAD,
     (RELAY, OPEN_BACKEND): CONNECT,             # a reused connection closed: once more
-    (RELAY, TO_HOST_RELAY): RELAY,              # ... and that connect failed at once, and
-                                                # the next backend has a kept-alive one
     (RELAY, TO_SPLICE): PRESPLICE,              # splice_after = "response": the head is out
     (RELAY, TO_TUNNEL): TUNNEL,                 # 101 Switching Protocols
     # endings
