@@ -65,8 +65,13 @@ def _gone(nic):
         out += ["map %d" % i for i in maps & _bpftool_ids("map")]
         if os.path.exists(x["pin_dir"]):
             out.append(x["pin_dir"])
-        out += [d for d in (x["host_port"], x["wire_port"])
-                if os.path.exists("/sys/class/net/" + d)]
+        for d, i in ((x["host_port"], x["host_ifindex"]), (x["wire_port"], x["wire_ifindex"])):
+            try:                         # the same name may be a later serve's device
+                with open("/sys/class/net/%s/ifindex" % d) as f:
+                    if int(f.read()) == i:
+                        out.append(d)
+            except OSError:
+                pass
         return out
     wait_for(lambda: not left(), timeout=30, interval=0.2)
     return left()
@@ -244,24 +249,44 @@ def test_missing_object_is_one_line_and_leaves_nothing(bed):
     assert "atcp0" not in bed.run(["ip", "-br", "link"]).stdout
 
 
-def test_killed_serve_is_cleaned_up_by_testbed_down(bed, tmp_path):
-    """SIGKILL: no close() runs. The TAP goes with its fd; the veth (atcp_wire still on
-    its root end) and the pins stay until `acceltcp testbed down` removes them."""
-    srv = _serve(bed, tmp_path)
+def _kill(srv):
     st = srv.snapshot()
     srv.proc.p.kill()
     srv.proc.p.wait(10)
-    nic = st["nic"]
-    x = nic["xdp"]
+    x = st["nic"]["xdp"]
     assert os.path.exists("/sys/class/net/" + x["wire_port"])
     assert os.path.exists(x["pin_dir"])
+    return st["nic"]
+
+
+def test_killed_serve_is_cleaned_up(bed, tmp_path):
+    """SIGKILL: no close() runs. The TAP goes with its fd; the veth (atcp_wire still on
+    its root end) and the pins stay. The next serve in the namespace removes them (the
+    veth's ifalias names a pid that is gone) and serves; after another SIGKILL,
+    `acceltcp testbed down` removes them."""
+    srv = _serve(bed, tmp_path)
+    nic = _kill(srv)
+    srv = _serve(bed, tmp_path)
+    assert _gone(nic) == []
+    r = bed.peer("short", STACK_IP, PORT, "--count", 10, "--concurrency", 2, "--size", 64,
+                 "--timeout", 20)
+    assert r["ok"] == 10
+    nic = _kill(srv)
     bed.down()
     try:
         assert _gone(nic) == []
     finally:
         bed.up()
-    # and the namespace serves again
+
+
+def test_a_live_serve_is_not_disturbed(bed, tmp_path):
+    """A second serve --nic xdp in the same namespace while the first runs: refused with
+    one line, the first's devices untouched."""
     srv = _serve(bed, tmp_path)
+    r = subprocess.run(ACCELTCP + ["serve", "echo", "--port", "8", "--netns", bed.name,
+                                   "--nic", "xdp"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2 and "already has an interface" in r.stderr, r.stderr
     r = bed.peer("short", STACK_IP, PORT, "--count", 10, "--concurrency", 2, "--size", 64,
                  "--timeout", 20)
     assert r["ok"] == 10

@@ -846,6 +846,7 @@ class XdpNicDevice(_HostPort):
                         "prog_ids": dp.prog_ids, "map_ids": dp.map_ids,
                         "pin_dir": dp.pin_dir, "clock_ticks": self.clock_ticks,
                         "host_port": self.tap.name, "wire_port": self.wire,
+                        "host_ifindex": dp.host_ifindex, "wire_ifindex": dp.wire_ifindex,
                         "peer": list(self.peer)}}
 
     def close(self):

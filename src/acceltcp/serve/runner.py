@@ -150,6 +150,7 @@ class TapHost:
             # no checksum/TSO offloads: a redirect loses them (serve/nic.py); the TAP in
             # the root namespace, named after the namespace (never two alike)
             offload = tso = False
+            tb.xdp_check_free(netns, tap_name)
             xdp_tap, _ = tb.xdp_names(netns)
             self.tap = TapDevice(xdp_tap, mac, offload=False, batch=batch)
         else:

@@ -39,7 +39,7 @@ __all__ = [
     "REF_PEER_IP", "REF_IP", "TAP_NAME",
     "up", "down", "exists", "status", "attach_tap", "ns_cmd", "ns_popen", "ns_run",
     "set_loss", "clear_loss", "ns_pids", "require_root", "TestbedError", "ref_name_for",
-    "xdp_names", "attach_veth", "remove_veth", "set_tx_csum", "tap_up",
+    "xdp_names", "xdp_check_free", "attach_veth", "remove_veth", "set_tx_csum", "tap_up",
 ]
 
 DEFAULT_NS = "atcp-peer"
@@ -333,6 +333,30 @@ def set_tx_csum(ifname, on, name=DEFAULT_NS):
     return bool(struct.unpack("=II", val.raw[:8])[1])
 
 
+def xdp_check_free(name=DEFAULT_NS, ifname=TAP_NAME, with_tap=True):
+    """Before the XDP placement's devices are made: leftovers of a process that is gone
+    (a SIGKILLed serve: the veth's ifalias names it) are removed; the devices of a live
+    one are an error (TestbedError), and left alone. ``with_tap``: the TAP's name counts
+    too (not once the caller has opened it)."""
+    if not exists(name):
+        raise TestbedError("network namespace %s does not exist: run `acceltcp testbed up%s`"
+                           % (name, "" if name == DEFAULT_NS else " --netns " + name))
+    from pyroute2 import NetNS
+    tap, wire = xdp_names(name)
+    owner = _veth_owner(wire)
+    if owner is not None and not os.path.exists("/proc/%d" % owner):
+        remove_veth(name)                  # a killed serve's: its programs go with it
+        _remove_stale_pins()
+    with NetNS(name) as ipr:
+        taken = ipr.link_lookup(ifname=ifname)
+    busy = [d for d, there in ((ifname, taken), (wire, _ifindex(wire)),
+                               (tap, with_tap and _ifindex(tap))) if there]
+    if busy:
+        raise TestbedError("%s already has an interface %s (another serve/connect is "
+                           "running? `acceltcp testbed down%s` ends it)" % (
+                               name, busy[0], "" if name == DEFAULT_NS else " --netns " + name))
+
+
 def attach_veth(name=DEFAULT_NS, ifname=TAP_NAME, address=PEER_IP, prefixlen=PREFIXLEN,
                 mac=PEER_MAC, mtu=1500):
     """The XDP placement's wire: a veth pair, `ifname` in namespace `name` with `address`
@@ -340,25 +364,22 @@ def attach_veth(name=DEFAULT_NS, ifname=TAP_NAME, address=PEER_IP, prefixlen=PRE
     in the root namespace (no address, no IPv6: everything it receives is the XDP
     program's). The namespace's end sends full checksums (tx checksum offload off: a
     partial checksum does not survive a redirect, notes/xdp-on-this-kernel.md).
+    The root end's ifalias names the process that made it: leftovers of a process that
+    is gone (a SIGKILLed serve) are removed first, those of a live one are an error.
     -> the root end's (name, ifindex)."""
     from pyroute2 import IPRoute, NetNS
     if not exists(name):
         raise TestbedError("network namespace %s does not exist: run `acceltcp testbed up%s`"
                            % (name, "" if name == DEFAULT_NS else " --netns " + name))
+    xdp_check_free(name, ifname, with_tap=False)
     wire = xdp_names(name)[1]
-    with NetNS(name) as ipr:
-        taken = ipr.link_lookup(ifname=ifname)
-    if taken or _ifindex(wire):
-        raise TestbedError("%s already has an interface %s (another serve/connect is "
-                           "running? `acceltcp testbed down%s` ends it)" % (
-                               name, ifname if taken else wire,
-                               "" if name == DEFAULT_NS else " --netns " + name))
     with IPRoute() as ipr:
         ipr.link("add", ifname=wire, kind="veth", peer={"ifname": ifname, "net_ns_fd": name})
         try:
             idx = ipr.link_lookup(ifname=wire)[0]
             _write_sysctl("net/ipv6/conf/%s/disable_ipv6" % wire, "1")
-            ipr.link("set", index=idx, mtu=mtu, state="up")
+            ipr.link("set", index=idx, mtu=mtu, ifalias=_ALIAS % os.getpid())
+            ipr.link("set", index=idx, state="up")
             with NetNS(name) as nsr:
                 i = nsr.link_lookup(ifname=ifname)[0]
                 nsr.link("set", index=i, address=mac, mtu=mtu)
@@ -381,6 +402,20 @@ def tap_up(ifname, mtu=1500):
         idx = ipr.link_lookup(ifname=ifname)[0]
         ipr.link("set", index=idx, mtu=mtu, state="up")
     return idx
+
+
+_ALIAS = "acceltcp serve pid %d"
+
+
+def _veth_owner(wire):
+    """The pid in the ifalias of a wire veth (the serve that made it), or None."""
+    try:
+        with open("/sys/class/net/%s/ifalias" % wire) as f:
+            alias = f.read().strip()
+    except OSError:
+        return None
+    head, _, pid = alias.rpartition(" ")
+    return int(pid) if head == (_ALIAS % 0).rpartition(" ")[0] and pid.isdigit() else None
 
 
 def _write_sysctl(path, value):
