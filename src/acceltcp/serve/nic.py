@@ -60,18 +60,49 @@ import struct
 import subprocess
 import sys
 import time
+from typing import Protocol, runtime_checkable
 
 from ..io import nicchannel as nc
 from ..io.deadline import DeadlineTimer
 from ..nic.dataplane import HOST, WIRE, NicDataplane
 
-__all__ = ["InlineNicDevice", "ProcessNicDevice", "XdpNicDevice", "NicStartError",
+__all__ = ["NicDevice", "InlineNicDevice", "ProcessNicDevice", "XdpNicDevice", "NicStartError",
            "dataplane_kwargs", "make_dataplane", "is_control_frame", "PLACEMENTS"]
 
 PLACEMENTS = ("none", "inline", "process", "xdp")
 
 _ptime = time.process_time_ns
 _U32 = struct.Struct("!I")
+
+
+@runtime_checkable
+class NicDevice(Protocol):
+    """What every TAP placement's NIC device is to the stack and to ``TapRunner``
+    (docs/placements.md, "The device the stack sees"): a TapDevice's frame API plus the
+    NIC's. ``TapRunner`` tells a NIC device from a bare TAP by this contract (isinstance
+    checks that the members exist). Process-only extras (``refresh_stats``,
+    ``pcap_frames``) are looked up where used."""
+
+    nic: bool                   # True: the stack offers offloads
+    placement: str              # "inline", "process", "xdp"
+    mac: bytes
+    syn_window: int             # the window of the NIC's SYN-ACKs
+    nic_cpu_ns: int             # the NIC's share of a runner entry (subtracted)
+    on_nic_lost: object         # callable or None: the host takes over
+
+    def fileno(self) -> int: ...
+    def send(self, frame) -> bool: ...
+    def send_segment(self, header, payload, gso_size) -> bool: ...
+    def set_receiver(self, callback) -> None: ...
+    def set_batch_end(self, callback) -> None: ...
+    def set_capture(self, fn) -> None: ...
+    def poll(self) -> int: ...
+    def begin_batch(self) -> None: ...
+    def end_batch(self) -> None: ...
+    def attach_runner(self, loop, entry) -> None: ...
+    def detach_runner(self) -> None: ...
+    def nic_stats(self) -> dict: ...
+    def close(self) -> None: ...
 
 
 def is_control_frame(frame):

@@ -25,6 +25,7 @@ from ..host.runner import StackRunner
 from ..host.stack import HostStack
 from ..io.tap import TapDevice
 from ..tcp.config import TcpConfig
+from .nic import NicDevice
 
 __all__ = ["TapRunner", "TapHost"]
 
@@ -35,9 +36,10 @@ class TapRunner(StackRunner):
     hands each frame straight to ``stack.receive_frame(frame, csum_ok)``; the stack's
     timer is re-armed once per batch, and with ``cpu_accounting`` the whole batch
     (applications included) is measured, minus the NIC's own share (``nic_cpu_ns`` of
-    an inline NIC). A device with ``attach_runner(loop, entry)`` registers its own file
-    descriptors (and changes them, as a process NIC does when it falls back to the TAP)
-    and calls ``entry`` when it has frames for the host; a device with a TX ring
+    an inline NIC). A NIC device (``serve.nic.NicDevice``: ``attach_runner(loop,
+    entry)``, ``nic_cpu_ns``, ...) registers its own file descriptors (and changes
+    them, as a process NIC does when it falls back to the TAP) and calls ``entry``
+    when it has frames for the host; a device with a TX ring
     (``begin_batch``/``end_batch``) gets every entry bracketed, the ring handed over
     after the accounting. ``close()`` detaches."""
 
@@ -47,15 +49,16 @@ class TapRunner(StackRunner):
         dev.set_receiver(self.stack.receive_frame)
         dev.set_batch_end(self._batch_end)
         self._poll = dev.poll
-        self._nic_time = hasattr(dev, "nic_cpu_ns")
-        if hasattr(dev, "attach_runner"):
+        self._nic = isinstance(dev, NicDevice)
+        self._nic_time = self._nic
+        if self._nic:
             dev.attach_runner(self.loop, self._on_readable)
         else:
             self.loop.add_reader(dev.fileno(), self._on_readable)
 
     def _detach(self):
         dev = self.device
-        if hasattr(dev, "detach_runner"):
+        if self._nic:
             dev.detach_runner()
         else:
             try:
