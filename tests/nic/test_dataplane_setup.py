@@ -4,7 +4,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from acceltcp.nic.dataplane import HOST, LISTENER_ENTRY_BYTES, WIRE, NicDataplane
-from acceltcp.nic.syncookie import MSS_TABLE
+from acceltcp.tcp.syncookie import MSS_TABLE
 from acceltcp.tcp.config import TcpConfig
 from acceltcp.tcp.connection import TcpConnection
 from acceltcp.tcp.states import ESTABLISHED

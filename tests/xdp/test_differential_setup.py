@@ -9,7 +9,7 @@ import pytest
 
 from acceltcp.nic.dataplane import HOST, WIRE
 from acceltcp.nic.xdp.blake2s import cookie_state, finish, keyed_state
-from acceltcp.nic.syncookie import SynCookieJar
+from acceltcp.tcp.syncookie import SynCookieJar
 from acceltcp.wire.control import (
     L4Rule, NewConnection, Splice, StatusRequest, Teardown, wrap,
 )

@@ -25,7 +25,7 @@ integer decoding and looked up in one dict (`_table`). A hit goes straight to
 ports (RFC 9293 §3.10.7.1).
 
 SYN floods (RFC 4987). A listener's SYN queue holds at most `max_syn_backlog` children in
-SYN-RECEIVED. When it is full, a SYN is answered with a SYN cookie (`nic.syncookie`, the
+SYN-RECEIVED. When it is full, a SYN is answered with a SYN cookie (`tcp.syncookie`, the
 host's own key) and leaves no state, as Linux with tcp_syncookies=1; an ACK with no TCB
 to a listener that sent cookies in the last validity window is checked as one
 (`_cookie_ack`) and, if valid, becomes an ESTABLISHED child through `accept_cookie`,
@@ -35,7 +35,7 @@ stale or garbled, reset like any ACK to a listener). Children give up after
 full, silently. Every answer to a SYN -- SYN-ACK, cookie SYN-ACK, RST -- goes to the
 frame's sender MAC, so spoofed sources cost no ARP work; a child uses the neighbour
 table once established. Why a host cookie's ACK never meets the NIC's check:
-`nic.syncookie`.
+`tcp.syncookie`.
 
 Per-connection host state lives in a `HostConn` record hung on ``conn.owner``
 (``conn.key`` is the demux key): route/ARP cache, timer bookkeeping, listener linkage and
@@ -96,7 +96,7 @@ from ..tcp.config import TcpConfig
 from ..tcp import timewait
 from ..tcp.connection import TcpConnection
 from ..tcp.seq import seq_add
-from ..nic.syncookie import SynCookieJar
+from ..tcp.syncookie import SynCookieJar
 from .offload import NicOffload
 from ..wire import control
 from ..wire.arp import ARP_REPLY, ARP_REQUEST, ArpPacket, parse_arp
@@ -350,7 +350,7 @@ class HostStack:
         self._secret = secret if secret is not None else os.urandom(16)
         # F() of RFC 6528 keyed once: each ISN copies this state instead of re-keying.
         self._isn_hash = hashlib.blake2s(key=self._secret, digest_size=4)
-        # Host SYN cookies (nic.syncookie): a key of their own, derived from the secret.
+        # Host SYN cookies (tcp.syncookie): a key of their own, derived from the secret.
         self._cookie_jar = SynCookieJar(
             hashlib.blake2s(b"syncookie", key=self._secret).digest(),
             ts_hz=self.config.ts_hz)
@@ -664,7 +664,7 @@ class HostStack:
 
     # ------------------------------------------------------------------ host SYN cookies
     def _send_cookie_synack(self, lst, src, seg, eth_src, now):
-        """Answer a SYN with a cookie SYN-ACK (nic.syncookie), keeping no state -> True;
+        """Answer a SYN with a cookie SYN-ACK (tcp.syncookie), keeping no state -> True;
         False when the client's MSS is below every class (the SYN is dropped). With the
         client's timestamps the options ride in our TSval; without, only the MSS class
         fits (as Linux): no window scaling or SACK offered then."""

@@ -171,7 +171,7 @@ from ..wire.errors import WireError
 from ..wire.ipv4 import parse_ipv4_fields
 from ..wire.tcp import ACK, FIN, RST, SYN, build_tcp_frame, parse_tcp, tcp_options
 from . import splice as sp
-from .syncookie import SynCookieJar
+from ..tcp.syncookie import SynCookieJar
 from .teardown import TeardownEngine
 
 __all__ = ["WIRE", "HOST", "LISTENER_ENTRY_BYTES", "HANDED_ENTRY_BYTES", "HANDED_COOKIE",

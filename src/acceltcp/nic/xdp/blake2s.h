@@ -1,6 +1,6 @@
 /* The last BLAKE2s compression of a cookie hash (RFC 7693 §3.2), straight-line code.
  *
- * nic/syncookie.py hashes a 22-byte message with BLAKE2s(key=K_g, digest_size=3,
+ * tcp/syncookie.py hashes a 22-byte message with BLAKE2s(key=K_g, digest_size=3,
  * person="acctcpsc").  Everything before the message is fixed per key generation: the
  * parameter block and the key block (the key padded to 64 bytes, compressed with t = 64,
  * f0 = 0).  The control side computes that chaining value h[0..7] in Python

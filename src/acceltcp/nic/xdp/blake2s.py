@@ -1,6 +1,6 @@
 """BLAKE2s split where the XDP program needs it (RFC 7693).
 
-nic/syncookie.py hashes each cookie message with ``blake2s(key=K_g, digest_size=3,
+tcp/syncookie.py hashes each cookie message with ``blake2s(key=K_g, digest_size=3,
 person=b"acctcpsc")``.  For a 22-byte message that is two compressions: the key block
 (the parameter block folded into IV, the key padded to 64 bytes, t = 64, not last) and
 the message block (t = 86, last).  The first depends only on the key generation, so the

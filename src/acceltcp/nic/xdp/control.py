@@ -39,7 +39,7 @@ from ...wire.control import (
 )
 from ...wire.errors import WireError
 from ..dataplane import _COUNTERS, HOST, WIRE
-from ..syncookie import SynCookieJar
+from ...tcp.syncookie import SynCookieJar
 from . import bpf
 from .blake2s import cookie_state
 

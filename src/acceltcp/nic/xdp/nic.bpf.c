@@ -40,7 +40,7 @@
  * TAP); a shorter one trims the tail.  IPv4 ident: one counter in atcp_state, +1 per
  * originated frame, as NicDataplane.ident.
  *
- * The cookie (nic/syncookie.py, bit for bit): the clock -- counter, generation and TS
+ * The cookie (tcp/syncookie.py, bit for bit): the clock -- counter, generation and TS
  * clock -- and the keyed BLAKE2s states of the current and previous generation come from
  * atcp_clock, which the control side writes from `now` (so a test sets `now`
  * deterministically; a live control process writes it every tick).  blake2s.h does the
@@ -364,7 +364,7 @@ static __always_inline int fast_opts(const __u8 *f, const void *end, __u32 doff,
 	return 0;
 }
 
-/* ---- the cookie (nic/syncookie.py) ---------------------------------------------------- */
+/* ---- the cookie (tcp/syncookie.py) ---------------------------------------------------- */
 
 /* the 22-byte message as little-endian words: local ip, remote ip, local port, remote
  * port, client ISN, counter mod 2**32, mss_class << 6 | tsval_low6 (network order) */

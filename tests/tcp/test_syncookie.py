@@ -5,8 +5,8 @@ import random
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from acceltcp.nic import syncookie
-from acceltcp.nic.syncookie import (
+from acceltcp.tcp import syncookie
+from acceltcp.tcp.syncookie import (
     MSS_TABLE, TS_COOKIE_MARK, CookieOptions, SynCookieJar, mss_class,
 )
 

@@ -50,7 +50,7 @@ TSval (32 bits)::
   ahead of the clock it was taken from.  Timestamps themselves are implied: no
   timestamps in the SYN => the dataplane hands the SYN to the host, no cookie.
 
-Worked example (``tests/nic/test_syncookie.py::test_docstring_example`` checks it):
+Worked example (``tests/tcp/test_syncookie.py::test_docstring_example`` checks it):
 secret ``bytes(range(32))``, tick 1 s, window 16, period 64 s, ts_hz 1000,
 ts_offset 0; SYN 10.0.0.2:40000 -> 10.0.0.1:80, client ISN 0xFFFFFFF0, MSS 1460,
 wscale 7, SACK-permitted, at now = 100.25 s:
