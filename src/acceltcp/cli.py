@@ -4,12 +4,7 @@
 import argparse
 import sys
 
-
-def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
-        TimeElapsedColumn
-    return Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), transient=True)
+from .eval.progress import progress_bar
 
 
 def cmd_demo(args) -> int:
@@ -22,7 +17,7 @@ def cmd_demo(args) -> int:
 
     console = Console()
     results = []
-    with _progress() as progress:
+    with progress_bar() as progress:
         for persistent, offload in ((True, False), (False, False), (False, True)):
             label = ("persistent" if persistent else "short-lived") + \
                 (" + setup offload" if offload else "")

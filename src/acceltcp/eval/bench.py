@@ -56,12 +56,12 @@ def main(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from ..cli import _progress
+    from .progress import progress_bar
 
     console = Console()
     t_start = time.perf_counter()
     pers, short, offl, full, bulk = [], [], [], [], []
-    with _progress() as progress:
+    with progress_bar() as progress:
         task = progress.add_task("bench", total=5 * args.repeat)
         for i in range(args.repeat):
             pers.append(run_echo(persistent=True, transactions=args.transactions, seed=i + 1))
