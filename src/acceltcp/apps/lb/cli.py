@@ -5,6 +5,7 @@ acceltcp.apps.lb``, which checks a configuration without running anything."""
 import argparse
 import sys
 
+from ..options import add_option
 from .config import BALANCE, LB_DEFAULT_PORT, LbConfigError, config_from_args
 from .server import LoadBalancer
 
@@ -45,13 +46,6 @@ Every key and its default: docs/lb.md. Check a file without running it:
 """
 
 
-def _add_option(parser, *flags, **kwargs):
-    try:
-        parser.add_argument(*flags, **kwargs)
-    except argparse.ArgumentError:
-        pass                   # the command already defines it (serve's --port, --backlog)
-
-
 def add_lb_arguments(parser, *, epilog=True):
     """The balancer's options on an argparse parser, as a group described by `LB_HELP`
     (those it does not have already: ``acceltcp serve`` has --port and --backlog).
@@ -63,20 +57,20 @@ def add_lb_arguments(parser, *, epilog=True):
         if parser.formatter_class is argparse.HelpFormatter:
             parser.formatter_class = argparse.RawDescriptionHelpFormatter
     g = parser.add_argument_group("load balancer (lb)", LB_HELP)
-    _add_option(g, "--config", metavar="FILE",
+    add_option(g, "--config", metavar="FILE",
                 help="TOML configuration: [lb] settings, [[backends]], [[routes]] "
                      "(the options below override it)")
-    _add_option(g, "--backend", metavar="IP:PORT", action="append",
+    add_option(g, "--backend", metavar="IP:PORT", action="append",
                 help="a backend server; repeat for more (replaces the file's [[backends]])")
-    _add_option(g, "--balance", choices=BALANCE,
+    add_option(g, "--balance", choices=BALANCE,
                 help="how a backend is chosen for each client connection (spliced) or "
                      "request (host relay) (file's [lb] balance, else roundrobin)")
-    _add_option(g, "--no-splice", action="store_true",
+    add_option(g, "--no-splice", action="store_true",
                 help="relay every request in the host instead of having the NIC splice "
                      "connections: per-request balancing of keep-alive connections")
-    _add_option(g, "--port", type=int, default=None,
+    add_option(g, "--port", type=int, default=None,
                 help="listening port (file's [lb] port, else %d)" % LB_DEFAULT_PORT)
-    _add_option(g, "--backlog", type=int, default=None, help="accept queue length")
+    add_option(g, "--backlog", type=int, default=None, help="accept queue length")
     return parser
 
 
