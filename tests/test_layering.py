@@ -8,13 +8,14 @@ in ``PEERS``, and any lower layer)::
     2 io                        devices: TAP, pcap, the NIC channel, deadlines
     3 nic, host                 the NIC dataplane; the host stack and its runners
     4 apps                      echo, http, kv, lb, ...
-    5 serve, eval, testbed      processes, benchmarks, test beds
+    5 serve, eval, testbed      processes, benchmarks, test beds (testbed/simnet.py: the
+                                simulated pair, host stacks + NIC on io.sim links)
     6 cli                       the command line (acceltcp)
 
 ``io`` (devices: TAP, pcap, the simulated network, the NIC channel) imports no other
 acceltcp package today. It goes above ``tcp`` and below ``nic``/``host``: the sans-I/O
-layers (``wire``, ``tcp``) must not reach a device, while ``host`` (simnet) and
-everything above open devices from it. Within layer 5, ``eval`` drives ``serve``'s
+layers (``wire``, ``tcp``) must not reach a device, while ``nic`` (the simulator's NIC
+placement, ``nic/simdevice.py``), ``host`` and everything above open devices from it. Within layer 5, ``eval`` drives ``serve``'s
 servers and both use ``testbed`` (``PEERS``); ``testbed`` and ``serve`` import neither
 ``eval`` nor each other backwards. ``acceltcp/__init__.py`` is above everything.
 
@@ -46,9 +47,6 @@ PEERS = {("eval", "serve"), ("eval", "testbed"), ("serve", "testbed")}
 # Today's upward imports: (importing module, imported package) -> why it is there.
 # Each is to go with the issue named; the test then asks for the entry to be removed.
 ALLOWED = {
-    # issue 13: SimNicDevice lives in host/, so host/ imports nic/ (the NIC placements
-    # are to move side by side into one folder).
-    ("host/simnet.py", "nic"): "issue 13: SimNicDevice (nic.dataplane) in host/",
     # host/offload.py builds the two splice rules of an nsplice with nic.splice.splice_rules,
     # the very function the NIC's tests check its translation against (one computation of
     # the offsets, not two). (SYN cookies moved to tcp/syncookie.py: host/stack.py no
@@ -137,6 +135,7 @@ def test_no_new_upward_import():
     # entries removed from ALLOWED stay caught:
     ("host/stack.py", "from ..nic.syncookie import SynCookieJar\n", "nic"),
     ("eval/bench.py", "def main(args):\n    from ..cli import _progress\n", "cli"),
+    ("host/simnet.py", "from ..nic.dataplane import HOST, WIRE, NicDataplane\n", "nic"),
 ])
 def test_checker_catches_an_upward_import(rel, source, target):
     (v,) = violations({rel: source})

@@ -11,7 +11,7 @@ import pytest
 from acceltcp.apps.kv import KvLoad, KvServer, add_kv_arguments, build_kv_server
 from acceltcp.apps.resp import ReplyParser, encode_command
 from acceltcp.host.aio import open_connection
-from acceltcp.host.simnet import make_pair
+from acceltcp.testbed.simnet import make_pair
 from acceltcp.io.sim import FaultConfig, SimLoop
 from acceltcp.tcp.config import TcpConfig
 

@@ -18,7 +18,7 @@ from acceltcp.apps.lb.session import (ABORT, CLIENT_LOST, CLOSE, CLOSING, CONNEC
                                       PRESPLICE, RELAY, SPLICE, SPLICE_CLOSED, TRANSITIONS,
                                       TUNNEL, _Session, next_phase)
 from acceltcp.host.aio import open_connection, start_server
-from acceltcp.host.simnet import IP_A, IP_B
+from acceltcp.testbed.simnet import IP_A, IP_B
 from acceltcp.tcp.config import TcpConfig
 
 from .test_lb_sim import LB_PORT, _doc, _RawClient, body_for, get, http

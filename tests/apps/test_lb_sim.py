@@ -17,7 +17,7 @@ import pytest
 
 from acceltcp.apps.lb import LoadBalancer, add_lb_arguments, build_lb, parse_config
 from acceltcp.host.aio import open_connection, start_server
-from acceltcp.host.simnet import IP_A, IP_B, make_pair
+from acceltcp.testbed.simnet import IP_A, IP_B, make_pair
 from acceltcp.io.sim import FaultConfig, SimLoop
 from acceltcp.tcp.config import TcpConfig
 

@@ -10,7 +10,7 @@ transfer stalled at what the buffers held.)"""
 
 from acceltcp.apps.echo import EchoServer
 from acceltcp.apps.proxy import SpliceProxy
-from acceltcp.host.simnet import IP_A, IP_B, make_pair
+from acceltcp.testbed.simnet import IP_A, IP_B, make_pair
 from acceltcp.io.sim import SimLoop
 from acceltcp.tcp.config import TcpConfig
 

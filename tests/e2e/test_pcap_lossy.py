@@ -9,7 +9,7 @@ import subprocess
 from scapy.all import IP, TCP, rdpcap
 
 from acceltcp.apps.bulk import SinkServer, Source
-from acceltcp.host.simnet import make_pair
+from acceltcp.testbed.simnet import make_pair
 from acceltcp.io.pcap import PcapWriter
 from acceltcp.io.sim import FaultConfig, SimLoop
 from acceltcp.tcp.config import TcpConfig

@@ -1,5 +1,5 @@
 """Connection-setup offload end to end (AccelTCP §4.1): short-lived echo connections to a
-listener whose handshakes the NIC completes with SYN cookies (host.simnet.SimNicDevice in
+listener whose handshakes the NIC completes with SYN cookies (nic.simdevice.SimNicDevice in
 front of the server stack). Byte-exact on a clean and a lossy link; the server host never
 sees a SYN or a bare handshake ACK, only one 0x090A frame per connection; a client
 without timestamps falls back to the host; a non-offloaded listener is unchanged."""
@@ -8,7 +8,7 @@ import asyncio
 
 from acceltcp.apps.echo import EchoServer
 from acceltcp.host.aio import open_connection
-from acceltcp.host.simnet import make_pair
+from acceltcp.testbed.simnet import make_pair
 from acceltcp.io.sim import FaultConfig, SimLoop
 from acceltcp.tcp.config import TcpConfig
 from acceltcp.wire.tcp import SYN, parse_tcp

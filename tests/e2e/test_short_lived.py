@@ -4,7 +4,7 @@ all complete, and no connection is left in either table after 2MSL."""
 import asyncio
 
 from acceltcp.host.aio import open_connection, start_server
-from acceltcp.host.simnet import make_pair
+from acceltcp.testbed.simnet import make_pair
 from acceltcp.io.sim import SimLoop
 from acceltcp.tcp.config import TcpConfig
 
@@ -64,7 +64,7 @@ def test_port_reuse_against_time_wait_does_not_stall():
     check at once. TSvals toward one peer increase across connections (the TS offset is
     per address pair), so no SYN meets a challenge ACK and waits for its retransmission."""
     from acceltcp.apps.echo import EchoLoad, EchoServer
-    from acceltcp.host.simnet import make_pair
+    from acceltcp.testbed.simnet import make_pair
     from acceltcp.io.sim import SimLoop
     from acceltcp.tcp.config import TcpConfig
 

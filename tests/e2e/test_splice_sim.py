@@ -11,7 +11,7 @@ import pytest
 
 from acceltcp.apps.proxy import SpliceProxy
 from acceltcp.host.offload import SpliceFailed
-from acceltcp.host.simnet import IP_A, make_pair
+from acceltcp.testbed.simnet import IP_A, make_pair
 from acceltcp.io.sim import FaultConfig, SimLoop
 from acceltcp.tcp.config import TcpConfig
 from acceltcp.wire import control

@@ -11,7 +11,7 @@ import pytest
 
 from acceltcp.apps.echo import EchoServer
 from acceltcp.host.aio import open_connection
-from acceltcp.host.simnet import make_pair
+from acceltcp.testbed.simnet import make_pair
 from acceltcp.io.sim import FaultConfig, SimLoop
 from acceltcp.tcp.config import TcpConfig
 from acceltcp.wire.tcp import SYN, parse_tcp

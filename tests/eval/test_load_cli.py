@@ -25,7 +25,7 @@ from acceltcp.apps.kv import KvLoad, KvServer
 from acceltcp.cli import main
 from acceltcp.eval.cost import CostModel, parse_cpu_model
 from acceltcp.eval.load import LatencyHistogram, LoadRun
-from acceltcp.host.simnet import make_pair
+from acceltcp.testbed.simnet import make_pair
 from acceltcp.io.sim import SimLoop
 from acceltcp.tcp.config import TcpConfig
 

@@ -1,6 +1,6 @@
 import pytest
 
-from acceltcp.host.simnet import make_pair
+from acceltcp.testbed.simnet import make_pair
 from acceltcp.host.stack import HostStack
 from acceltcp.io.sim import SimLoop
 from acceltcp.tcp.config import TcpConfig

@@ -12,7 +12,7 @@ import statistics
 import time
 
 from ..apps.bulk import SinkServer, Source
-from ..host.simnet import make_pair
+from ..testbed.simnet import make_pair
 from ..io.sim import SimLoop
 from ..tcp.config import TcpConfig
 from ..nic.splice import BYTES_PER_RULE

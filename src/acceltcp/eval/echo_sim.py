@@ -5,7 +5,7 @@ One client stack and one server stack on a simulated 10 Gbit/s link. Only the se
 ``time.process_time`` around every frame and timer it handles, application included.
 
 ``setup_offload=True`` (short-lived only) puts a NIC dataplane in front of the server
-(``host.simnet.SimNicDevice``) and offloads the echo listener's handshakes to it (SYN
+(``nic.simdevice.SimNicDevice``) and offloads the echo listener's handshakes to it (SYN
 cookies, AccelTCP §4.1); ``teardown_offload=True`` hands each connection to the NIC when
 the server closes it (§4.2). The NIC's work is not counted: it is not the host's CPU.
 """
@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 from ..apps.echo import EchoLoad, EchoServer
-from ..host.simnet import make_pair
+from ..testbed.simnet import make_pair
 from ..io.sim import SimLoop
 from ..tcp.config import TcpConfig
 

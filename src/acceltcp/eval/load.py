@@ -20,7 +20,7 @@ transaction per connection, the paper's short-lived case; 0: persistent) and ope
 next connection as one finishes. The client runs on the user-level stack in both modes:
 
 * ``--sim``: everything in one process on a `io.sim.SimLoop` (virtual time). The client
-  is stack a of a `host.simnet.make_pair`-like pair (`_sim_net`), the server app (`EchoServer`, `KvServer`) runs on
+  is stack a of a `testbed.simnet.make_pair`-like pair (`_sim_net`), the server app (`EchoServer`, `KvServer`) runs on
   stack b -- "the host" -- optionally behind the simulated NIC (``--nic``) with the
   listener's ``--offload setup,teardown`` (SYN cookies, teardown; AccelTCP §4.1-4.2).
   The server host is one CPU core in virtual time: `ServerCore` sits between the
@@ -609,7 +609,7 @@ def _describe(args):
 
 
 def _sim_net(loop, args, cfg):
-    """The two stacks on one simulated link, as `host.simnet.make_pair` builds them (same
+    """The two stacks on one simulated link, as `testbed.simnet.make_pair` builds them (same
     seeds, secrets and link), except that with a server core (``--server-cpu charged``
     or ``fixed``) the `ServerCore` is the server stack's device, so that it sees every
     frame the stack receives and sends. -> SimpleNamespace(a, b, link, nic_b, runner_b,
@@ -617,7 +617,7 @@ def _sim_net(loop, args, cfg):
     import hashlib
     import types
 
-    from ..host.simnet import IP_A, IP_B, SimNet, SimNicDevice
+    from ..testbed.simnet import IP_A, IP_B, SimNet, SimNicDevice
     from ..io.sim import Link
     from ..nic.dataplane import NicDataplane
 
@@ -647,7 +647,7 @@ def _sim_net(loop, args, cfg):
 
 def _run_sim(args, offloads):
     """--sim: -> the summary dict."""
-    from ..host.simnet import IP_B
+    from ..testbed.simnet import IP_B
     from ..io.sim import SimLoop
 
     cfg = TcpConfig(time_wait=args.time_wait, rcv_buf=args.rcv_buf, snd_buf=args.snd_buf)

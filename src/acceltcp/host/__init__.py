@@ -4,7 +4,6 @@
     StackRunner (runner.py) drives a HostStack from an asyncio loop (real or SimLoop)
     SocketAPI (socket.py)  mTCP-like sockets + epoll, Linux constants and errno
     aio.py                 open_connection / start_server streams
-    simnet.py              make_pair(loop): two stacks on a simulated link
 """
 
 from .stack import HostStack, HostConn, Listener, HOST_DROP_REASONS

@@ -1,5 +1,5 @@
 """The NIC dataplane in front of a host stack on a real TAP: the inline, process and xdp
-placements (the simulator's `host.simnet.SimNicDevice` is the fourth). docs/placements.md.
+placements (the simulator's `nic.simdevice.SimNicDevice` is the fourth). docs/placements.md.
 
 Theory of operation
 -------------------

@@ -34,7 +34,7 @@ import traceback
 from ..apps.echo import EchoServer
 from ..apps.proxy import SpliceProxy
 from ..host.aio import open_connection
-from ..host.simnet import IP_A, IP_B, make_pair
+from .simnet import IP_A, IP_B, make_pair
 from ..host.stack import OUTBOUND_DROP_REASONS
 from ..io.sim import SimLoop
 from ..nic.dataplane import HOST, WIRE

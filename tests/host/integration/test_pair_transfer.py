@@ -5,7 +5,7 @@ import json
 import pytest
 
 from acceltcp.host.aio import open_connection, start_server
-from acceltcp.host.simnet import make_pair
+from acceltcp.testbed.simnet import make_pair
 from acceltcp.io.sim import FaultConfig, SimLoop
 from acceltcp.tcp.config import TcpConfig
 

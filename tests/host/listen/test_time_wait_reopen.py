@@ -2,7 +2,7 @@
 
 import pytest
 
-from acceltcp.host.simnet import make_pair
+from acceltcp.testbed.simnet import make_pair
 from acceltcp.tcp import states
 from acceltcp.tcp.config import TcpConfig
 
