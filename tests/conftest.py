@@ -1,5 +1,5 @@
-"""Suite-wide settings: no test outcome may depend on measured time (DESIGN.md: every test
-passes on a loaded machine).
+"""Suite-wide settings: no test outcome may depend on measured time (docs/design.md,
+testing layers: every test passes on a loaded machine).
 
 Hypothesis by default fails an example that takes longer than 200 ms of wall time
 (``deadline``) and a test whose data generation is slow (``HealthCheck.too_slow``): on a

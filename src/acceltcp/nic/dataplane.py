@@ -25,7 +25,7 @@ From HOST:
 * 0x090E ``StatusRequest`` -> a ``StatusReport`` to HOST (table gauges and counters).
 * 0x090B Teardown: the teardown engine takes the flow (``nic.teardown``) or refuses it
   (TABLE_FULL, DUPLICATE, BAD_STATE; without a table: TABLE_FULL) -- the advisory-offload
-  contract (DESIGN.md).  With ``report_interval`` > 0 the engine's acceptances and normal
+  contract (docs/design.md).  With ``report_interval`` > 0 the engine's acceptances and normal
   ends are not reported per flow: at most once per interval one cumulative
   ``TeardownAccepted`` (the latest flow) and one unsolicited ``StatusReport``.
 * 0x090C Splice: both rules installed -> ``SpliceInstalled``; else ``SpliceRefused``
