@@ -95,6 +95,8 @@ class EchoLoad(LoadClient):
     ``progress_every`` completed transactions. Slots and accounting:
     `apps.loadclient.LoadClient`."""
 
+    _finish_at_eof = False            # the slot is given up once the close completes
+
     def __init__(self, stack, server_ip, port=7, *, concurrency=64, size=64, per_conn=0,
                  total=None, config=None, on_progress=None, progress_every=100):
         super().__init__(stack, server_ip, port, concurrency=concurrency, per_conn=per_conn,
@@ -117,34 +119,11 @@ class EchoLoad(LoadClient):
         self._issued()
         self.stack.send(client.conn, self.message)
 
-    def _on_event(self, conn):
-        client = self._clients.get(conn)
-        if client is None:
-            return
-        stack = self.stack
-        if conn.error is not None:
-            self.errors[conn.error] += 1
-            self._finish(client)
-            return
-        if client.sent_at is None and conn.writable:
-            if not self.running:                      # opened before the load stopped
-                if not conn.fin_queued and not conn.closed:
-                    stack.close(conn)
-                self._finish(client)
-                return
-            self._send(client)                        # rides on the handshake ACK
-        if conn.rcvbuf:
-            client.got += len(stack.recv(conn, 1 << 20))
-            if client.got >= self.size and client.sent_at is not None:
-                self._complete(client)
-        if conn.eof or conn.closed:
-            if client.sent_at is not None:
-                self.errors["closed before reply"] += 1
-                client.sent_at = None
-            if not conn.fin_queued and not conn.closed:
-                stack.close(conn)
-            if conn.closed:
-                self._finish(client)
+    def _on_data(self, client, conn):
+        client.got += len(self.stack.recv(conn, 1 << 20))
+        if client.got >= self.size and client.sent_at is not None:
+            self._complete(client)
+        return True
 
     def _complete(self, client):
         self._answered(client)

@@ -10,6 +10,11 @@ up to ``concurrency``; ``active`` is how many are open. A subclass opens its own
 client in ``_open`` (with ``_connect``), calls ``_issued()`` when a request goes out and
 ``_answered(client)`` when its reply is complete; ``_can_open()`` says whether slots may
 be (re)filled.
+
+A connection's events go to `LoadClient._on_event`, the same for every load: an error
+ends the slot, the first request (the subclass's ``_send``) rides on the handshake's ACK,
+received bytes go to the subclass's ``_on_data``, and the server's FIN or a close ends the
+transaction in flight (counted) and the connection.
 """
 
 import collections
@@ -59,8 +64,50 @@ class LoadClient:
             opened += 1
         return opened
 
+    #: Whether a slot is given up at the server's FIN (True) or only once the connection
+    #: is closed (False: the slot stays taken while the close completes).
+    _finish_at_eof = True
+
     def _can_open(self):
         return self.running
+
+    def _send(self, client):
+        """Send `client`'s next request (and call ``_issued()``)."""
+        raise NotImplementedError
+
+    def _on_data(self, client, conn):
+        """`conn` has received bytes: read them, account the replies they complete. ->
+        False when the event is handled (`client` finished or going on), True to look at
+        the end of the stream next."""
+        raise NotImplementedError
+
+    def _on_event(self, conn):
+        """The stack's event callback for every connection of the load."""
+        client = self._clients.get(conn)
+        if client is None:
+            return
+        stack = self.stack
+        if conn.error is not None:
+            self.errors[conn.error] += 1
+            self._finish(client)
+            return
+        if client.sent_at is None and client.done == 0 and conn.writable:
+            if not self.running:                     # opened before the load stopped
+                if not conn.fin_queued and not conn.closed:
+                    stack.close(conn)
+                self._finish(client)
+                return
+            self._send(client)                       # rides on the handshake's ACK
+        if conn.rcvbuf and not self._on_data(client, conn):
+            return
+        if conn.eof or conn.closed:
+            if client.sent_at is not None:
+                self.errors["closed before reply"] += 1
+                client.sent_at = None
+            if not conn.fin_queued and not conn.closed:
+                stack.close(conn)
+            if conn.closed or self._finish_at_eof:
+                self._finish(client)
 
     def _connect(self, client_class, handler):
         """A new connection with a `client_class(conn, now)` on `handler`; None (and the

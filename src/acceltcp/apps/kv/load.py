@@ -172,43 +172,23 @@ class KvLoad(LoadClient):
         self._issued()
         self.stack.send(client.conn, req)
 
-    def _on_event(self, conn):
-        client = self._clients.get(conn)
-        if client is None:
-            return
+    def _on_data(self, client, conn):
         stack = self.stack
-        if conn.error is not None:
-            self.errors[conn.error] += 1
+        try:
+            replies = client.parser.feed(stack.recv(conn, _READ_MAX))
+        except resp.ProtocolError:
+            self.errors["malformed reply"] += 1
+            stack.close(conn)
             self._finish(client)
-            return
-        if client.sent_at is None and client.done == 0 and conn.writable:
-            if not self.running:                     # opened before the load stopped
-                stack.close(conn)
-                self._finish(client)
-                return
-            self._send(client)                       # rides on the handshake's ACK
-        if conn.rcvbuf:
-            try:
-                replies = client.parser.feed(stack.recv(conn, _READ_MAX))
-            except resp.ProtocolError:
-                self.errors["malformed reply"] += 1
-                stack.close(conn)
-                self._finish(client)
-                return
-            for r in replies:
-                if client.sent_at is None:
-                    self.errors["unsolicited reply"] += 1
-                    continue
-                self._check(client, r)
-                if not self._complete(client):
-                    return
-        if conn.eof or conn.closed:
-            if client.sent_at is not None:
-                self.errors["closed before reply"] += 1
-                client.sent_at = None
-            if not conn.fin_queued and not conn.closed:
-                stack.close(conn)
-            self._finish(client)
+            return False
+        for r in replies:
+            if client.sent_at is None:
+                self.errors["unsolicited reply"] += 1
+                continue
+            self._check(client, r)
+            if not self._complete(client):
+                return False
+        return True
 
     def _check(self, client, r):
         if isinstance(r, ReplyError):
