@@ -43,7 +43,7 @@ the client (c) and to the server (s):
    stripped), so the receive sequence spaces stay frozen while the send sides drain.
 2. When both receive buffers are empty and both send buffers empty and acknowledged,
    the offsets are fixed
-   (``nic.splice.splice_rules`` from both TCBs) and a 0x090C ``Splice`` goes to the NIC.
+   (``wire.control.splice_rules`` from both TCBs) and a 0x090C ``Splice`` goes to the NIC.
 3. ``SpliceInstalled``: both TCBs are handed over (closed here without sending
    anything), the held frames are sent to the NIC's host port, where the rules
    translate them as if they had just arrived; when the NIC reports the end (0x090D)
@@ -74,13 +74,12 @@ nic_lost_teardown_flows, nic_lost_splices.
 
 import collections
 
-from ..nic.splice import SpliceSide, splice_rules
 from ..tcp.connection import TEARDOWN_WAIT, TS_MASK
 from ..tcp.states import CLOSE_WAIT, ESTABLISHED
 from ..wire import control
 from ..wire.control import (
-    Splice, SpliceClosed, SpliceInstalled, SpliceRefused, StatusReport, StatusRequest,
-    TeardownAccepted, TeardownDone, TeardownRefused,
+    Splice, SpliceClosed, SpliceInstalled, SpliceRefused, SpliceSide, StatusReport,
+    StatusRequest, TeardownAccepted, TeardownDone, TeardownRefused, splice_rules,
 )
 from ..wire.errors import WireError
 from ..wire.tcp import ACK, FIN, PSH, RST, build_tcp_header_partial

@@ -100,7 +100,7 @@ import struct
 from array import array
 from collections import namedtuple
 
-from ..wire.control import L4Rule
+from ..wire.control import L4Rule, SpliceSide, make_key, splice_rules
 
 __all__ = [
     "NONE", "FIN_C", "FIN_S", "CLOSED", "RESET", "DROP", "EVENT_NAMES",
@@ -175,39 +175,6 @@ class TableFull(Exception):
 SpliceRule = L4Rule
 
 
-class SpliceSide:
-    """One proxy connection at splice time, from the proxy's point of view (its TCB).
-
-    snd_nxt / rcv_nxt: with everything the proxy sent acknowledged (snd_una == snd_nxt)
-    and everything it received read. snd_wnd: the peer's window in bytes. ts_ok: TS in
-    use on this connection; ts_now: the TSval the proxy would send now on it (>= any it
-    sent); ts_recent: the peer's latest TSval. local_wscale: the shift the proxy announced
-    (the peer reads our windows with it); peer_wscale: the peer's shift (0 without WS).
-    """
-
-    __slots__ = ("local_mac", "local_ip", "local_port", "remote_mac", "remote_ip",
-                 "remote_port", "snd_nxt", "rcv_nxt", "snd_wnd", "ts_ok", "ts_now",
-                 "ts_recent", "local_wscale", "peer_wscale")
-
-    def __init__(self, local_mac, local_ip, local_port, remote_mac, remote_ip, remote_port,
-                 snd_nxt, rcv_nxt, snd_wnd=0, ts_ok=False, ts_now=0, ts_recent=0,
-                 local_wscale=0, peer_wscale=0):
-        self.local_mac = local_mac
-        self.local_ip = local_ip
-        self.local_port = local_port
-        self.remote_mac = remote_mac
-        self.remote_ip = remote_ip
-        self.remote_port = remote_port
-        self.snd_nxt = snd_nxt
-        self.rcv_nxt = rcv_nxt
-        self.snd_wnd = snd_wnd
-        self.ts_ok = ts_ok
-        self.ts_now = ts_now
-        self.ts_recent = ts_recent
-        self.local_wscale = local_wscale
-        self.peer_wscale = peer_wscale
-
-
 # How a splice ended, for the host's callback (AccelTCP §5.1: remote addresses, bytes
 # moved on the NIC, how it terminated). c = rule_a's sender (client), s = rule_b's.
 SpliceReport = namedtuple("SpliceReport", (
@@ -215,39 +182,9 @@ SpliceReport = namedtuple("SpliceReport", (
     "fin_c", "fin_s", "reset"))
 
 
-def make_key(src_ip, dst_ip, sport, dport):
-    """The raw 12-byte 4-tuple as it sits at frame[26:38]."""
-    return bytes(src_ip) + bytes(dst_ip) + sport.to_bytes(2, "big") + dport.to_bytes(2, "big")
-
-
 def reverse_key(key):
     """The 4-tuple of the opposite direction."""
     return key[4:8] + key[0:4] + key[10:12] + key[8:10]
-
-
-def splice_rules(c, s):
-    """(rule_a, rule_b) for splicing client-side connection `c` with server-side `s`
-    (both SpliceSide). Raises ValueError if timestamps are in use on one side only."""
-    if c.ts_ok != s.ts_ok:
-        raise ValueError("timestamps negotiated on one connection only: cannot splice")
-    if c.ts_ok:
-        # Map each sender's TS clock onto the clock its new peer saw from the proxy; the
-        # sender's next TSval (>= ts_recent) then lands >= anything the proxy sent (PAWS).
-        ts_a = s.ts_now - c.ts_recent
-        ts_b = c.ts_now - s.ts_recent
-    else:
-        ts_a = ts_b = 0
-    rule_a = SpliceRule(
-        make_key(c.remote_ip, c.local_ip, c.remote_port, c.local_port),
-        s.local_mac, s.remote_mac, s.local_ip, s.remote_ip, s.local_port, s.remote_port,
-        s.snd_nxt - c.rcv_nxt, s.rcv_nxt - c.snd_nxt, ts_a,
-        c.peer_wscale, s.local_wscale, c.snd_nxt, c.snd_wnd)
-    rule_b = SpliceRule(
-        make_key(s.remote_ip, s.local_ip, s.remote_port, s.local_port),
-        c.local_mac, c.remote_mac, c.local_ip, c.remote_ip, c.local_port, c.remote_port,
-        c.snd_nxt - s.rcv_nxt, c.rcv_nxt - s.snd_nxt, ts_b,
-        s.peer_wscale, c.local_wscale, s.snd_nxt, s.snd_wnd)
-    return rule_a, rule_b
 
 
 def _check_rule(r):

@@ -41,7 +41,8 @@ __all__ = [
     "SPLICE_REFUSED_DUPLICATE", "TEARDOWN_REFUSED_TABLE_FULL", "TEARDOWN_REFUSED_BAD_STATE",
     "TEARDOWN_REFUSED_DUPLICATE", "TEARDOWN_END_CLOSED", "TEARDOWN_END_RESET",
     "TEARDOWN_END_RETRIES",
-    "NewConnection", "Teardown", "L4Rule", "Splice", "SpliceClosed", "Listen", "Unlisten",
+    "NewConnection", "Teardown", "L4Rule", "SpliceSide", "make_key", "splice_rules",
+    "Splice", "SpliceClosed", "Listen", "Unlisten",
     "StatusRequest", "StatusReport", "SpliceInstalled", "SpliceRefused", "TeardownAccepted",
     "TeardownRefused", "TeardownDone", "MESSAGES",
     "decode", "decode_header", "wrap", "unwrap",
@@ -288,9 +289,9 @@ _RF_LAST_ACK = 0x01
 
 
 class L4Rule:
-    """One direction of a splice: the value the host computes, the NIC's splice table
-    installs (``nic.splice.SpliceRule`` is this class) and a Splice message carries two
-    of (60 bytes each on the wire).
+    """One direction of a splice: the value the host computes (``splice_rules``, below),
+    the NIC's splice table installs (``nic.splice.SpliceRule`` is this class) and a Splice
+    message carries two of (60 bytes each on the wire).
 
     key         raw 12-byte incoming 4-tuple: src-ip|dst-ip|sport|dport
     eth_src/eth_dst, ip_src/ip_dst, sport/dport   what the frame becomes
@@ -360,6 +361,71 @@ class L4Rule:
         return cls(key, src, dst, ips, ipd, sp, dp, dseq, dack, dts,
                    _shift(wsi, "wscale_in"), _shift(wso, "wscale_out"),
                    lack if fl & _RF_LAST_ACK else None, lwnd)
+
+
+# What the host computes an nsplice's two rules from (host.offload), in one place with
+# the rule itself; the NIC's splice table (nic.splice) installs them.
+class SpliceSide:
+    """One proxy connection at splice time, from the proxy's point of view (its TCB).
+
+    snd_nxt / rcv_nxt: with everything the proxy sent acknowledged (snd_una == snd_nxt)
+    and everything it received read. snd_wnd: the peer's window in bytes. ts_ok: TS in
+    use on this connection; ts_now: the TSval the proxy would send now on it (>= any it
+    sent); ts_recent: the peer's latest TSval. local_wscale: the shift the proxy announced
+    (the peer reads our windows with it); peer_wscale: the peer's shift (0 without WS).
+    """
+
+    __slots__ = ("local_mac", "local_ip", "local_port", "remote_mac", "remote_ip",
+                 "remote_port", "snd_nxt", "rcv_nxt", "snd_wnd", "ts_ok", "ts_now",
+                 "ts_recent", "local_wscale", "peer_wscale")
+
+    def __init__(self, local_mac, local_ip, local_port, remote_mac, remote_ip, remote_port,
+                 snd_nxt, rcv_nxt, snd_wnd=0, ts_ok=False, ts_now=0, ts_recent=0,
+                 local_wscale=0, peer_wscale=0):
+        self.local_mac = local_mac
+        self.local_ip = local_ip
+        self.local_port = local_port
+        self.remote_mac = remote_mac
+        self.remote_ip = remote_ip
+        self.remote_port = remote_port
+        self.snd_nxt = snd_nxt
+        self.rcv_nxt = rcv_nxt
+        self.snd_wnd = snd_wnd
+        self.ts_ok = ts_ok
+        self.ts_now = ts_now
+        self.ts_recent = ts_recent
+        self.local_wscale = local_wscale
+        self.peer_wscale = peer_wscale
+
+
+def make_key(src_ip, dst_ip, sport, dport):
+    """The raw 12-byte 4-tuple as it sits at frame[26:38]."""
+    return bytes(src_ip) + bytes(dst_ip) + sport.to_bytes(2, "big") + dport.to_bytes(2, "big")
+
+
+def splice_rules(c, s):
+    """(rule_a, rule_b) for splicing client-side connection `c` with server-side `s`
+    (both SpliceSide). Raises ValueError if timestamps are in use on one side only."""
+    if c.ts_ok != s.ts_ok:
+        raise ValueError("timestamps negotiated on one connection only: cannot splice")
+    if c.ts_ok:
+        # Map each sender's TS clock onto the clock its new peer saw from the proxy; the
+        # sender's next TSval (>= ts_recent) then lands >= anything the proxy sent (PAWS).
+        ts_a = s.ts_now - c.ts_recent
+        ts_b = c.ts_now - s.ts_recent
+    else:
+        ts_a = ts_b = 0
+    rule_a = L4Rule(
+        make_key(c.remote_ip, c.local_ip, c.remote_port, c.local_port),
+        s.local_mac, s.remote_mac, s.local_ip, s.remote_ip, s.local_port, s.remote_port,
+        s.snd_nxt - c.rcv_nxt, s.rcv_nxt - c.snd_nxt, ts_a,
+        c.peer_wscale, s.local_wscale, c.snd_nxt, c.snd_wnd)
+    rule_b = L4Rule(
+        make_key(s.remote_ip, s.local_ip, s.remote_port, s.local_port),
+        c.local_mac, c.remote_mac, c.local_ip, c.remote_ip, c.local_port, c.remote_port,
+        c.snd_nxt - s.rcv_nxt, c.rcv_nxt - s.snd_nxt, ts_b,
+        s.peer_wscale, c.local_wscale, s.snd_nxt, s.snd_wnd)
+    return rule_a, rule_b
 
 
 class Splice(_Msg):
