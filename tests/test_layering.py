@@ -21,7 +21,8 @@ servers and both use ``testbed`` (``PEERS``); ``testbed`` and ``serve`` import n
 
 Today's upward imports are listed in ``ALLOWED`` with the issue that removes them; the
 test fails on any import not allowed there, and on an allowed one that is gone (so the
-list only shrinks). The checker is plain ``ast``: no new dependency.
+list only shrinks). No module imports a private name (``_x``) of another package
+either (``private_imports``). The checker is plain ``ast``: no new dependency.
 """
 
 import ast
@@ -90,6 +91,36 @@ def imported_packages(source, rel):
     return out
 
 
+def private_imports(source, rel):
+    """Private names (``_x``, not ``__x__``) a module imports from another acceltcp package:
+    [(rel, "pkg.mod", name, line)]. A leading underscore means "this package's own": a
+    helper another package needs belongs in a public module (issue 13)."""
+    tree = ast.parse(source)
+    parts = rel[:-3].split("/")
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    here = parts[:-1] if not rel.endswith("__init__.py") else parts
+    pkg = package_of(rel)
+    out = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level:
+            base = here[:len(here) - (node.level - 1)] if node.level > 1 else here
+            mod = base + (node.module.split(".") if node.module else [])
+        elif node.module and node.module.startswith("acceltcp."):
+            mod = node.module.split(".")[1:]
+        else:
+            continue
+        for a in node.names:
+            target = mod or [a.name]
+            if target[0] == pkg:
+                continue
+            if a.name.startswith("_") and not a.name.startswith("__"):
+                out.append((rel, ".".join(mod), a.name, node.lineno))
+    return out
+
+
 def violations(modules):
     """Upward imports in {rel path: source}: [(rel, imported package, line)]."""
     bad = []
@@ -147,3 +178,28 @@ def test_checker_allows_downward_and_own_package():
             "tcp/sub/ok.py": "from ... import wire\nfrom ..seq import seq_lt\n",
             "cli.py": "from .serve import commands\nfrom acceltcp.eval import bench\n"}
     assert violations(mods) == []
+
+
+def test_no_private_name_imported_across_packages():
+    found = [v for rel, source in sorted(sources().items())
+             for v in private_imports(source, rel)]
+    assert not found, "private names imported from another package: %s" % found
+
+
+@pytest.mark.parametrize("rel,source,found", [
+    ("eval/evil.py", "def f():\n    from ..serve.commands import _tap_host\n",
+     ("serve.commands", "_tap_host")),
+    ("apps/evil.py", "from acceltcp.host.stack import _helper\n", ("host.stack", "_helper")),
+    ("cli.py", "from .eval.bench import _median\n", ("eval.bench", "_median")),
+])
+def test_checker_catches_a_private_import(rel, source, found):
+    ((r, mod, name, _),) = private_imports(source, rel)
+    assert (r, mod, name) == (rel,) + found
+
+
+def test_checker_allows_private_names_inside_a_package():
+    mods = {"apps/kv/engine.py": "from ..resp import bulk as _bulk\nfrom . import _x\n",
+            "serve/commands.py": "from .common import tap_host\nfrom ._priv import _y\n",
+            "nic/xdp/control.py": "from ..dataplane import _reverse_key\n"
+                                  "from ...wire.control import __all__\n"}
+    assert [v for rel, src in mods.items() for v in private_imports(src, rel)] == []

@@ -40,7 +40,7 @@ next connection as one finishes. The client runs on the user-level stack in both
   still measured and reported), the rate is the simulated link's (hundreds of thousands
   of transactions per simulated second, each costing real CPU to simulate: bound such
   runs with --transactions or a short --duration). The summary gives the server host's CPU µs and frames per transaction.
-* without ``--sim``: the stack is a client on the TAP testbed (`serve.commands._tap_host`,
+* without ``--sim``: the stack is a client on the TAP testbed (`serve.common.tap_host`,
   needs root and ``acceltcp testbed up``) against a server in the peer namespace: the
   kernel's (``python -m acceltcp.testbed.peer server echo --port 7``, ``redis-server``)
   or another stack's. Real time; the summary gives the client stack's CPU per transaction.
@@ -789,9 +789,9 @@ def _fmt(x, spec):
 
 def _run_tap(args, offloads):
     """The stack as a client on the TAP testbed: -> summary dict, or None (no testbed)."""
-    from ..serve.commands import _ready, _tap_host, _write_json, stats_snapshot
+    from ..serve.common import print_ready, stats_snapshot, tap_host, write_json
 
-    loop, host = _tap_host(args)
+    loop, host = tap_host(args)
     if host is None:
         return None
     stack = host.stack
@@ -817,8 +817,8 @@ def _run_tap(args, offloads):
         run.header()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, run.request_stop, "signal")
-        _ready(app=args.app, host=args.host, port=port, tap=host.tap.name, netns=host.netns,
-               offload=args.offload, pid=os.getpid())
+        print_ready(app=args.app, host=args.host, port=port, tap=host.tap.name, netns=host.netns,
+                    offload=args.offload, pid=os.getpid())
         try:
             loop.run_until_complete(run.begin(future=True))
         finally:
@@ -839,8 +839,8 @@ def _run_tap(args, offloads):
             "cpu_us_per_txn": _per(d.get("client_cpu_ns", 0) / 1e3, txns),
             "frames_per_txn": _per(d.get("client_frames", 0), txns)})
         if args.stats_file:
-            _write_json(args.stats_file, stats_snapshot(host, {"command": "load",
-                                                               "result": summary}))
+            write_json(args.stats_file, stats_snapshot(host, {"command": "load",
+                                                              "result": summary}))
     finally:
         host.close()
         loop.close()
@@ -909,20 +909,20 @@ def cmd_load(args) -> int:
     """Closed-loop load from the stack: --concurrency connections, --per-conn
     transactions each; transactions/s once a second, a summary at the end."""
     from ..serve.apps import APPS
-    from ..serve.commands import _app_offload_kwargs, _parse_offloads
+    from ..serve.common import app_offload_kwargs, parse_offloads
 
     err = args._parser.error
     _check_options(args, err)
     offloads = ()
     if args.sim:
         try:
-            wanted = _parse_offloads(args.nic_offload if args.nic_offload is not None else
-                                     ("setup" if args.sim_nic else "none"))
+            wanted = parse_offloads(args.nic_offload if args.nic_offload is not None else
+                                    ("setup" if args.sim_nic else "none"))
         except ValueError as e:
             err("--offload: %s" % e)
         if wanted and not args.sim_nic:
             err("--offload %s needs the simulated NIC: add --nic" % ",".join(wanted))
-        kw, unused = _app_offload_kwargs(APPS[args.app], wanted)
+        kw, unused = app_offload_kwargs(APPS[args.app], wanted)
         for name, why in unused.items():
             print("acceltcp load: offload %s not used: %s" % (name, why), file=sys.stderr)
         offloads = tuple(n for n in wanted if "offload_" + n in kw)

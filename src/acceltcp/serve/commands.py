@@ -17,18 +17,15 @@ stack (docs/placements.md), ``--offload`` picks what the app hands it.
 """
 
 import asyncio
-import errno
 import hashlib
 import json
 import os
 import random
-import resource
 import signal
 import sys
-import time
 
-from ..tcp.config import TcpConfig
-from .runner import TapHost
+from .common import (XDP_UNSUPPORTED, app_offload_kwargs, parse_offloads, print_ready,
+                     stats_snapshot, tap_host, write_json)
 
 __all__ = ["cmd_serve", "cmd_connect", "add_tap_arguments", "stats_snapshot"]
 
@@ -64,114 +61,6 @@ def add_tap_arguments(p):
                    help="run under cProfile and dump the stats to FILE (pstats format)")
 
 
-def _config(args):
-    return TcpConfig(rcv_buf=args.rcv_buf, snd_buf=args.snd_buf)
-
-
-def _dataplane_kwargs(args):
-    """NicDataplane kwargs from the --nic-* options that were given."""
-    kw = {}
-    for opt, name in (("nic_listeners", "listener_capacity"),
-                      ("nic_teardown_flows", "teardown_capacity"),
-                      ("nic_splice_rules", "splice_capacity")):
-        v = getattr(args, opt, None)
-        if v is not None:
-            kw[name] = v
-    return kw
-
-
-def _tap_host(args):
-    """-> (loop, TapHost) with the stack's CPU accounted, or (None, None) after printing
-    why not (no namespace, not root, ...)."""
-    from ..nic.xdp.bpf import XdpUnavailable
-    from ..testbed.netns import TestbedError
-    from .nic import NicStartError
-    loop = _new_loop()
-    try:
-        host = TapHost(loop, netns=args.netns, tap_name=args.tap, stack_ip=args.ip,
-                       peer_ip=args.peer_ip, offload=args.offload,
-                       tso=args.tso if args.offload else False, config=_config(args),
-                       pcap=args.pcap, batch=args.batch, nic=getattr(args, "nic", "none"),
-                       dataplane=_dataplane_kwargs(args), isn=getattr(args, "isn", None),
-                       nic_watchdog=getattr(args, "nic_watchdog", 1.0))
-    except (TestbedError, OSError, NicStartError, ValueError, XdpUnavailable) as e:
-        loop.close()
-        what = "%s %s" % (args.command, getattr(args, "app", "") or "")
-        if isinstance(e, PermissionError) or getattr(e, "errno", None) == errno.EPERM:
-            e = "%s (needs root: /dev/net/tun, network namespaces)" % e
-        print("acceltcp %s: %s" % (what.strip(), e), file=sys.stderr)
-        return None, None
-    host.runner.cpu_accounting = True
-    return loop, host
-
-
-def stats_snapshot(host, extra=None):
-    """The JSON counters of a TapHost's stack, device and process."""
-    st = host.stack
-    c = st.counters
-    tcp = st.stats()["tcp"]
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    out = {
-        "offload": host.tap.offload,
-        "tso": st.tso_max > 0,
-        "tap": host.tap.name,
-        "netns": host.netns,
-        "stack_ip": host.stack_ip,
-        "frames_in": c["frames_in"],
-        "bytes_in": c["bytes_in"],
-        "frames_out": c["frames_out"],
-        "bytes_out": c["bytes_out"],
-        "conns_accepted": c.get("conns_accepted", 0),
-        "conns_opened": c.get("conns_opened", 0),
-        "conns_closed": c.get("conns_closed", 0),
-        "conns_live": c.get("conns_live", 0),
-        "retransmits": c.get("retransmits", 0),
-        "fast_retransmits": c.get("fast_retransmits", 0),
-        "rto_timeouts": c.get("rto_timeouts", 0),
-        "drops": dict(st.drops),
-        "csum_trusted": c.get("csum_trusted", 0),
-        "counters": c,
-        "tcp": tcp,
-        "device": host.device_stats(),
-        "cpu": {"user_s": ru.ru_utime, "sys_s": ru.ru_stime,
-                "stack_s": host.runner.cpu_ns / 1e9},
-        "elapsed_s": time.monotonic() - host.started,
-        "placement": host.placement,
-    }
-    nic = host.nic_stats()
-    if nic is not None:
-        # The NIC's CPU apart from the host's: busy time in the dataplane (and, for the
-        # process placement, the NIC process's whole user/sys time).
-        out["nic"] = nic
-        out["nic_lost"] = nic["lost"]
-        out["cpu"]["nic_s"] = nic["cpu"].get("busy_s", 0.0)
-    if host.pcap is not None:
-        out["pcap"] = {"path": host.pcap.path, "frames": host.pcap_frames()}
-    if extra:
-        out.update(extra)
-    return out
-
-
-def _write_json(path, obj):
-    tmp = "%s.tmp%d" % (path, os.getpid())
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def _ready(**info):
-    info["event"] = "ready"
-    sys.stderr.write(json.dumps(info) + "\n")
-    sys.stderr.flush()
-
-
-def _new_loop():
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    return loop
-
-
 def profiled(fn):
     """Run the command under cProfile when --profile FILE is given."""
     def run(args):
@@ -188,45 +77,14 @@ def profiled(fn):
 
 
 # ---------------------------------------------------------------------- serve
-OFFLOADS = ("setup", "teardown", "splice")
-XDP_UNSUPPORTED = ("teardown", "splice")
-
-
-def _parse_offloads(text):
-    """--offload value -> tuple of names ("none" or "" -> ())."""
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if names == ["none"]:
-        return ()
-    bad = [n for n in names if n not in OFFLOADS]
-    if bad:
-        raise ValueError("unknown offload %s (choose from %s, or none)"
-                         % (", ".join(bad), ", ".join(OFFLOADS)))
-    return tuple(dict.fromkeys(names))
-
-
-def _app_offload_kwargs(spec, wanted):
-    """``offload_<name>=True`` for each wanted offload the app can use.
-    -> (kwargs, {offload: why it is not used})."""
-    kw = {}
-    unused = {}
-    for name in wanted:
-        if name in spec.offloads:
-            kw["offload_" + name] = True
-        elif name == "splice":
-            unused[name] = "%s is not a proxy (nothing to splice)" % spec.name
-        else:
-            unused[name] = "%s does not use %s offload" % (spec.name, name)
-    return kw, unused
-
-
 def cmd_serve(args) -> int:
     """The stack serves an application on a TAP in the peer namespace until a signal."""
     from .apps import APPS
 
     spec = APPS[args.app]
     try:
-        wanted = _parse_offloads(args.nic_offload if args.nic_offload is not None else
-                                 ("setup" if args.nic != "none" else "none"))
+        wanted = parse_offloads(args.nic_offload if args.nic_offload is not None else
+                                ("setup" if args.nic != "none" else "none"))
     except ValueError as e:
         print("acceltcp serve: --offload: %s" % e, file=sys.stderr)
         return 2
@@ -241,10 +99,10 @@ def cmd_serve(args) -> int:
         nic_lacks = {n: "the XDP NIC does not support it (yet)" for n in wanted
                      if n in XDP_UNSUPPORTED}
         wanted = tuple(n for n in wanted if n not in nic_lacks)
-    loop, host = _tap_host(args)
+    loop, host = tap_host(args)
     if host is None:
         return 2
-    app_kw, unused = _app_offload_kwargs(spec, wanted)
+    app_kw, unused = app_offload_kwargs(spec, wanted)
     unused.update(nic_lacks)
     for name, why in unused.items():
         print("acceltcp serve: offload %s not used: %s" % (name, why), file=sys.stderr)
@@ -275,7 +133,7 @@ def cmd_serve(args) -> int:
 
     def dump():
         if args.stats_file:
-            _write_json(args.stats_file, stats_snapshot(host, app_stats()))
+            write_json(args.stats_file, stats_snapshot(host, app_stats()))
 
     async def refresh_and_dump():
         await host.refresh()          # a NIC process: its counters as of now
@@ -296,7 +154,7 @@ def cmd_serve(args) -> int:
     if args.nic == "xdp":
         ready["xdp_prog_ids"] = host.device.dataplane.prog_ids
         ready["xdp_ports"] = {"host": host.tap.name, "wire": host.veth}
-    _ready(**ready)
+    print_ready(**ready)
     try:
         loop.run_until_complete(stop)
     finally:
@@ -369,7 +227,7 @@ class _Input:
 
 def cmd_connect(args) -> int:
     """The stack is the client: connect to a kernel server in the peer namespace."""
-    loop, host = _tap_host(args)
+    loop, host = tap_host(args)
     if host is None:
         return 2
     stack = host.stack
@@ -450,8 +308,8 @@ def cmd_connect(args) -> int:
         print("acceltcp connect: %s" % e, file=sys.stderr)
         return 2
     stack.attach(conn, on_event)
-    _ready(host=args.host, port=args.port, tap=host.tap.name, netns=host.netns,
-           offload=args.offload, pid=os.getpid())
+    print_ready(host=args.host, port=args.port, tap=host.tap.name, netns=host.netns,
+                offload=args.offload, pid=os.getpid())
     timer = loop.call_later(args.timeout, finish, "timeout") if args.timeout else None
     try:
         loop.run_until_complete(done)
@@ -478,7 +336,7 @@ def cmd_connect(args) -> int:
         result["sha256_sent"] = inp.digest.hexdigest()
     snap = stats_snapshot(host, {"result": result})
     if args.stats_file:
-        _write_json(args.stats_file, snap)
+        write_json(args.stats_file, snap)
     host.close()
     loop.close()
     if args.sha256:
@@ -508,8 +366,8 @@ def _echo_load(loop, host, args):
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: done.done() or done.set_result(None))
-    _ready(host=args.host, port=args.port, tap=host.tap.name, netns=host.netns,
-           offload=args.offload, pid=os.getpid())
+    print_ready(host=args.host, port=args.port, tap=host.tap.name, netns=host.netns,
+                offload=args.offload, pid=os.getpid())
     t0 = loop.time()
     load.start()
     check()
@@ -528,7 +386,7 @@ def _echo_load(loop, host, args):
               "connections": load.connections, "errors": dict(load.errors),
               "elapsed_s": elapsed, "tps": load.transactions / max(elapsed, 1e-9)}
     if args.stats_file:
-        _write_json(args.stats_file, stats_snapshot(host, {"result": result}))
+        write_json(args.stats_file, stats_snapshot(host, {"result": result}))
     host.close()
     loop.close()
     print(json.dumps(result), file=sys.stderr)
