@@ -9,7 +9,7 @@ from acceltcp.wire.control import (
     STATE_ESTABLISHED, Splice, SpliceClosed, SpliceInstalled, SpliceRefused, StatusReport,
     StatusRequest, TEARDOWN_END_CLOSED, TEARDOWN_REFUSED_TABLE_FULL, Teardown,
     TeardownAccepted, TeardownDone, TeardownRefused, Unlisten, VERSION, decode,
-    decode_header, unwrap, wrap,
+    decode_from_host, decode_header, unwrap, wire_key, wrap,
 )
 from acceltcp.wire.errors import WireError
 from acceltcp.wire.ipv4 import parse_ipv4
@@ -250,3 +250,25 @@ def test_truncated_and_mutated(frame, cut, flips):
 def test_random_bytes(body, et, ver):
     _decode_all(body)
     _decode_all(bytes(12) + et.to_bytes(2, "big") + ver + body)
+
+
+def test_decode_from_host_and_wire_key():
+    """What both NIC implementations decode from their host port: 0x090E and 0x090C as a
+    message, 0x090B as its header and the segment frame it carries, a NIC->host
+    EtherType as None; wire_key turns the host's frame around (client side first)."""
+    mac_a, mac_b = b"\x02" * 6, b"\x04" * 6
+    listen = SAMPLES["Listen"]
+    assert decode_from_host(listen.frame(mac_a, mac_b)) == (listen, None)
+    assert decode_from_host(SAMPLES["Splice"].frame(mac_a, mac_b)) == (SAMPLES["Splice"], None)
+    seg = build_tcp_frame(mac_a, mac_b, b"\x0a\x00\x00\x01", b"\x0a\x00\x00\x02", 1,
+                          80, 40000, 1, 2, ACK, 100, b"", b"data")
+    hdr, inner = decode_from_host(wrap(seg, SAMPLES["Teardown"]))
+    assert hdr == SAMPLES["Teardown"] and inner == seg
+    assert wire_key(inner) == b"\x0a\x00\x00\x02" + b"\x0a\x00\x00\x01" + \
+        (40000).to_bytes(2, "big") + (80).to_bytes(2, "big")
+    assert wire_key(inner[:37]) == bytes(12)
+    assert decode_from_host(wrap(seg, SAMPLES["NewConnection"])) is None
+    assert decode_from_host(seg) is None
+    with pytest.raises(WireError):
+        decode_from_host(listen.frame(mac_a, mac_b)[:20])
+

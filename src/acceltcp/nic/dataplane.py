@@ -163,7 +163,7 @@ from collections import OrderedDict
 
 from ..wire import control
 from ..wire.control import (
-    ETHERTYPE_CONTROL, ETHERTYPE_SPLICE, ETHERTYPE_TEARDOWN, OFFLOAD_ETHERTYPES,
+    OFFLOAD_ETHERTYPES,
     NewConnection, Listen, Unlisten, StatusRequest, StatusReport, Splice, SpliceClosed,
     SpliceInstalled, SpliceRefused, TeardownAccepted, TeardownRefused,
 )
@@ -457,19 +457,14 @@ class NicDataplane:
                 self._host_segment(frame)
             self.counters["passthrough_wire"] += 1
             return [(WIRE, frame)]
-        et = (frame[12] << 8) | frame[13]
         host_mac = self.host_mac = bytes(frame[6:12])
         try:
-            if et == ETHERTYPE_CONTROL:
-                msg = control.decode(frame)
-            elif et == ETHERTYPE_TEARDOWN:
-                msg, seg_frame = control.unwrap(frame)
-            elif et == ETHERTYPE_SPLICE:
-                msg = control.decode(frame)
-            else:
-                return self._drop("ctl_from_host_unexpected")
+            decoded = control.decode_from_host(frame)
         except WireError as e:
             return self._drop(e.reason)
+        if decoded is None:
+            return self._drop("ctl_from_host_unexpected")
+        msg, seg_frame = decoded
         t = type(msg)
         if t is Listen:
             return self._listen(msg)
@@ -483,21 +478,19 @@ class NicDataplane:
             return [(HOST, self.status_report(msg.request_id).frame(host_mac, self.mac))]
         if t is Splice:
             return self._splice_install(msg, host_mac, now)
-        if et == ETHERTYPE_TEARDOWN:
+        if seg_frame is not None:                        # 0x090B Teardown
             if self.teardown is not None:
                 out = self.teardown.accept(msg, seg_frame, host_mac, now)
                 self._td_changed(now)
                 if self._ho_index and len(seg_frame) >= 38:
-                    key = _reverse_key(seg_frame)
+                    key = control.wire_key(seg_frame)
                     if key in self._td_index:             # the engine owns it now
                         self._handed_discard(key)
                 return out
             # no teardown table: refuse (the host closes the flow itself)
-            f = seg_frame
-            key = (bytes(f[30:34]) + bytes(f[26:30]) + bytes(f[36:38]) + bytes(f[34:36])
-                   if len(f) >= 38 else bytes(12))
             self.counters["refused_teardown"] += 1
-            return [(HOST, TeardownRefused(msg.flow_id, key, control.TEARDOWN_REFUSED_TABLE_FULL)
+            return [(HOST, TeardownRefused(msg.flow_id, control.wire_key(seg_frame),
+                                           control.TEARDOWN_REFUSED_TABLE_FULL)
                      .frame(host_mac, self.mac))]
         return self._drop("ctl_from_host_unexpected")       # a NIC->host message type
 
@@ -604,11 +597,11 @@ class NicDataplane:
         flags = frame[47]
         if flags & _FIN_RST:
             if self._ho_index:
-                self._handed_discard(_reverse_key(frame))
+                self._handed_discard(control.wire_key(frame))
         elif flags & _SYN_ACK == _SYN_ACK:
             if self.listeners.lookup(bytes(frame[26:30]),
                                      (frame[34] << 8) | frame[35]) is not None:
-                self._handed_add(_reverse_key(frame), HANDED_HOST)
+                self._handed_add(control.wire_key(frame), HANDED_HOST)
 
     def _listen(self, msg):
         self.counters["listens"] += 1
@@ -748,10 +741,3 @@ class NicDataplane:
         key = frame[26:38]
         self._handed_add(key if key.__class__ is bytes else bytes(key), HANDED_COOKIE)
         return [(HOST, control.wrap(frame, hdr))]
-
-
-def _reverse_key(frame):
-    """The wire-side key (client ip | local ip | client port | local port) of a frame the
-    host sends (local ip | client ip | local port | client port)."""
-    return (bytes(frame[30:34]) + bytes(frame[26:30]) + bytes(frame[36:38])
-            + bytes(frame[34:36]))

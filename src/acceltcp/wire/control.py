@@ -45,7 +45,7 @@ __all__ = [
     "Splice", "SpliceClosed", "Listen", "Unlisten",
     "StatusRequest", "StatusReport", "SpliceInstalled", "SpliceRefused", "TeardownAccepted",
     "TeardownRefused", "TeardownDone", "MESSAGES",
-    "decode", "decode_header", "wrap", "unwrap",
+    "decode", "decode_header", "wrap", "unwrap", "decode_from_host", "wire_key",
 ]
 
 VERSION = 1
@@ -779,3 +779,26 @@ def unwrap(frame):
         raise WireError("ctl_bad_ethertype", "0x%04x carries no segment" % et)
     header = decode_header(memoryview(frame)[14:], et)
     return header, bytes(frame[:12]) + b"\x08\x00" + bytes(frame[14 + header._S.size:])
+
+
+def decode_from_host(frame):
+    """A control frame the host sends its NIC -> (message, the segment frame a 0x090B
+    Teardown carries, else None), or None if its EtherType is none of the host->NIC
+    ones (0x090B, 0x090C, 0x090E). Raises WireError when it does not decode."""
+    et = (frame[12] << 8) | frame[13]
+    if et == ETHERTYPE_TEARDOWN:
+        return unwrap(frame)
+    if et == ETHERTYPE_CONTROL or et == ETHERTYPE_SPLICE:
+        return decode(frame), None
+    return None
+
+
+def wire_key(frame):
+    """The wire-side 4-tuple key (client ip | local ip | client port | local port, as in
+    ``frame[26:38]`` of a frame from the client) of a frame the host sends (local ip |
+    client ip | local port | client port); 12 zero bytes for a frame too short to have
+    one."""
+    if len(frame) < 38:
+        return bytes(12)
+    return (bytes(frame[30:34]) + bytes(frame[26:30]) + bytes(frame[36:38])
+            + bytes(frame[34:36]))

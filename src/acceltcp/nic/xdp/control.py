@@ -34,7 +34,7 @@ from pathlib import Path
 
 from ...wire import control
 from ...wire.control import (
-    ETHERTYPE_CONTROL, ETHERTYPE_SPLICE, ETHERTYPE_TEARDOWN, Listen, Splice, SpliceRefused,
+    Listen, Splice, SpliceRefused,
     StatusReport, StatusRequest, TeardownRefused, Unlisten,
 )
 from ...wire.errors import WireError
@@ -346,17 +346,14 @@ class XdpDataplane:
         and splice tables: those are refused) -> [(HOST, reply), ...]. What atcp_host
         passes up; the live placement (serve/nic.py XdpNicDevice) calls it directly for
         the control frames its stack sends."""
-        et = (frame[12] << 8) | frame[13]
         host_mac = self.host_mac = bytes(frame[6:12])
         try:
-            if et == ETHERTYPE_CONTROL or et == ETHERTYPE_SPLICE:
-                msg = control.decode(frame)
-            elif et == ETHERTYPE_TEARDOWN:
-                msg, seg_frame = control.unwrap(frame)
-            else:
-                return self._drop("ctl_from_host_unexpected")
+            decoded = control.decode_from_host(frame)
         except WireError as e:
             return self._drop(e.reason)
+        if decoded is None:
+            return self._drop("ctl_from_host_unexpected")
+        msg, seg_frame = decoded
         t = type(msg)
         if t is Listen:
             return self.listen(msg)
@@ -370,12 +367,9 @@ class XdpDataplane:
             self._count("refused_splice_full")
             return [(HOST, SpliceRefused(msg.splice_id, control.SPLICE_REFUSED_TABLE_FULL)
                      .frame(host_mac, self.mac))]
-        if et == ETHERTYPE_TEARDOWN:
-            f = seg_frame
-            key = (bytes(f[30:34]) + bytes(f[26:30]) + bytes(f[36:38]) + bytes(f[34:36])
-                   if len(f) >= 38 else bytes(12))
+        if seg_frame is not None:                        # 0x090B Teardown
             self._ctl["refused_teardown"] += 1
-            return [(HOST, TeardownRefused(msg.flow_id, key,
+            return [(HOST, TeardownRefused(msg.flow_id, control.wire_key(seg_frame),
                                            control.TEARDOWN_REFUSED_TABLE_FULL)
                      .frame(host_mac, self.mac))]
         return self._drop("ctl_from_host_unexpected")
