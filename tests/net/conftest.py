@@ -235,3 +235,18 @@ def wait_for(predicate, timeout=10.0, interval=0.05):
             return v
         time.sleep(interval)
     return predicate()
+
+
+@pytest.fixture
+def no_timestamps(bed):
+    """tcp_timestamps=0 in the peer namespace for one test; the old value comes back
+    afterwards, also when the test fails."""
+    key = "net.ipv4.tcp_timestamps"
+    old = bed.run(["sysctl", "-n", key]).stdout.strip()
+    bed.run(["sysctl", "-w", "%s=0" % key])
+    try:
+        yield
+    finally:
+        bed.run(["sysctl", "-w", "%s=%s" % (key, old)], check=False)
+    assert bed.run(["sysctl", "-n", key]).stdout.strip() == old
+

@@ -94,20 +94,6 @@ def test_linux_client_handshakes_complete_on_the_nic(bed, tmp_path, placement):
     assert st["pcap"]["frames"] == len(frames)
 
 
-@pytest.fixture
-def no_timestamps(bed):
-    """tcp_timestamps=0 in the peer namespace for one test; the old value comes back
-    afterwards, also when the test fails."""
-    key = "net.ipv4.tcp_timestamps"
-    old = bed.run(["sysctl", "-n", key]).stdout.strip()
-    bed.run(["sysctl", "-w", "%s=0" % key])
-    try:
-        yield
-    finally:
-        bed.run(["sysctl", "-w", "%s=%s" % (key, old)], check=False)
-    assert bed.run(["sysctl", "-n", key]).stdout.strip() == old
-
-
 @PLACEMENT
 def test_clients_without_timestamps_fall_back_to_the_host(bed, tmp_path, placement,
                                                          no_timestamps):

@@ -112,18 +112,6 @@ def test_cookies_short_lived_echo_and_nothing_left(bed, tmp_path):
     assert _gone(nic) == []
 
 
-@pytest.fixture
-def no_timestamps(bed):
-    key = "net.ipv4.tcp_timestamps"
-    old = bed.run(["sysctl", "-n", key]).stdout.strip()
-    bed.run(["sysctl", "-w", "%s=0" % key])
-    try:
-        yield
-    finally:
-        bed.run(["sysctl", "-w", "%s=%s" % (key, old)], check=False)
-    assert bed.run(["sysctl", "-n", key]).stdout.strip() == old
-
-
 def test_clients_without_timestamps_go_to_the_host(bed, tmp_path, no_timestamps):
     n = 200
     srv = _serve(bed, tmp_path)
