@@ -15,7 +15,6 @@ from acceltcp.tcp.states import (
     CLOSED, CLOSE_WAIT, CLOSING, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, LAST_ACK, LISTEN,
     STATE_NAMES, SYN_RECEIVED, SYN_SENT, TIME_WAIT,
 )
-from acceltcp.wire import control
 from acceltcp.wire.tcp import ACK, FIN, RST, SYN
 
 from .pair import Pair, forge
@@ -290,8 +289,8 @@ def _nic_handoff(p, ep, state):
     ep.take()
     offer = conn.teardown_offer(p.now)
     assert offer is not None
-    msg, seq, ack, _, payload = offer
-    assert (msg.state, seq, ack, payload) == (state, conn.snd_una, conn.rcv_nxt, b"response")
+    assert (offer.state, offer.seq, offer.ack, offer.payload) == (
+        state, conn.snd_una, conn.rcv_nxt, b"response")
     conn.handoff(p.now)
     assert conn.closed and conn.error is None and ep.take() == []
     return conn, CLOSED
@@ -299,12 +298,12 @@ def _nic_handoff(p, ep, state):
 
 def established_handoff():
     p = established()
-    return _nic_handoff(p, p.b, control.STATE_ESTABLISHED)
+    return _nic_handoff(p, p.b, ESTABLISHED)
 
 
 def close_wait_handoff():
     p = b_close_wait()
-    return _nic_handoff(p, p.b, control.STATE_CLOSE_WAIT)
+    return _nic_handoff(p, p.b, CLOSE_WAIT)
 
 
 def make_rst(reach, who, expected_error):

@@ -38,7 +38,7 @@ the client (c) and to the server (s):
 1. Unread bytes in either receive buffer are relayed to the other side as its send
    buffer allows (the proxy asked for everything from here on to be relayed). Both
    TCBs leave the demux table for
-   ``stack._splicing``: a segment that carries data or FIN is *held* (the raw frame,
+   ``HostStack.steer``: a segment that carries data or FIN is *held* (the raw frame,
    in arrival order) and only its acknowledgment is given to the TCB (payload and FIN
    stripped), so the receive sequence spaces stay frozen while the send sides drain.
 2. When both receive buffers are empty and both send buffers empty and acknowledged,
@@ -147,12 +147,26 @@ class _Splice:
         self.ts_floor = {}      # conn -> the oldest TSval among its held frames
 
 
+def teardown_message(offer, flow_id):
+    """The 0x090B Teardown header for a ``TcpConnection.teardown_offer`` (a
+    ``TeardownOffer``), with the host's flow id."""
+    return control.Teardown(
+        mss=offer.mss, flow_id=flow_id,
+        state=control.STATE_ESTABLISHED if offer.state == ESTABLISHED
+        else control.STATE_CLOSE_WAIT,
+        rto_us=int(offer.rto * 1e6), snd_wnd=offer.snd_wnd, snd_wscale=offer.snd_wscale,
+        rcv_wscale=offer.rcv_wscale, sack_ok=offer.sack_ok, timestamps=offer.timestamps,
+        max_retries=min(offer.max_retries, 255), ts_recent=offer.ts_recent,
+        ts_offset=offer.ts_offset, ts_last=offer.ts_last,
+        time_wait_ms=int(offer.time_wait * 1000))
+
+
 class NicOffload:
     """Offload policy and bookkeeping of one HostStack (see the module docstring)."""
 
     def __init__(self, stack):
         self.stack = stack
-        self._c = stack._c
+        self._c = stack.slow_counters
         #: the NIC's teardown-flow capacity (None until its first StatusReport)
         self.teardown_capacity = None
         #: flows offered and not reported finished (accepted or still pending)
@@ -168,7 +182,7 @@ class NicOffload:
 
     def start(self):
         """Ask the NIC for its capacities (the answer arrives as a StatusReport)."""
-        self.stack._nic_control(StatusRequest(1))
+        self.stack.nic_control(StatusRequest(1))
 
     # ------------------------------------------------------------------ teardown
     def teardown(self, conn, now):
@@ -182,7 +196,7 @@ class NicOffload:
         rec = conn.owner
         e = rec.arp
         if e is None or not e.live:
-            e = rec.arp = self.stack._arp.get(rec.nexthop)
+            e = rec.arp = self.stack.arp_entry(rec.nexthop)
         offer = conn.teardown_offer(now) if e is not None else None
         if offer is TEARDOWN_WAIT:
             # Closed for the app; the host sends on, and offers again after every
@@ -196,20 +210,19 @@ class NicOffload:
         if offer is None:
             self._c["teardown_ineligible"] += 1
             return False
-        msg, seq, ack, window, payload = offer
         st = self.stack
         fid = self._flow_id = (self._flow_id % 0xFFFFFFFF) + 1
-        msg.flow_id = fid
-        st._ident = ident = (st._ident + 1) & 0xFFFF
+        msg = teardown_message(offer, fid)
+        payload = offer.payload
+        ident = st.next_ident()
         hdr = build_tcp_header_partial(e.mac, st.mac, st.ip, rec.remote_ip, ident,
-                                       rec.local_port, rec.remote_port, seq, ack,
-                                       ACK | PSH if payload else ACK, window,
+                                       rec.local_port, rec.remote_port, offer.seq, offer.ack,
+                                       ACK | PSH if payload else ACK, offer.window,
                                        b"", len(payload))
         # Park: out of the table (the NIC now answers for this 4-tuple) and the timers;
-        # segments for it are dropped until the answer (stack._parked).
-        del st._table[rec.key]
-        st._parked[rec.key] = conn
-        rec.armed = None
+        # segments for it are dropped until the answer (``HostStack.park``).
+        st.park(conn)
+        rec.teardown_wait = False                  # offered: parked now
         conn.app_closed = True
         self._pending[fid] = conn
         self._order.append(fid)
@@ -217,7 +230,7 @@ class NicOffload:
         self._offered_since_report += 1
         self._c["teardown_offered"] += 1
         # the 0x090B frame: Ethernet, the Teardown header, then IP/TCP header + payload
-        st._nic_send(b"".join((hdr[:12], _ET_TEARDOWN, msg.encode(False), hdr[14:],
+        st.nic_send(b"".join((hdr[:12], _ET_TEARDOWN, msg.encode(False), hdr[14:],
                                payload)))
         return True
 
@@ -230,9 +243,8 @@ class NicOffload:
             rec.teardown_wait = False                  # reset, or the peer went away
             return
         if self.teardown(conn, now):
-            if not rec.teardown_wait or rec.key not in self.stack._table:
-                rec.teardown_wait = False               # offered: parked now
-            return
+            return                                     # parked (teardown clears the
+                                                       # flag), or still waiting
         rec.teardown_wait = False
         conn.close(now)
 
@@ -243,14 +255,12 @@ class NicOffload:
         st = self.stack
         now = st.clock()
         n = 0
-        parked = st._parked
         while order and (k - order[0]) & 0xFFFFFFFF < 0x80000000:
             conn = pending.pop(order.popleft(), None)
             if conn is not None:                   # else refused earlier
                 n += 1
-                parked.pop(conn.owner.key, None)
                 conn.handoff(now, False)           # the app closed it: no event
-                st._remove(conn)
+                st.remove(conn)
         self._c["teardown_accepted"] += n
 
     def _teardown_refused(self, msg):
@@ -265,13 +275,11 @@ class NicOffload:
 
     def _resume(self, conn, now):
         st = self.stack
-        key = conn.owner.key
-        st._parked.pop(key, None)
         # Nothing else can hold the key: segments for a parked 4-tuple are dropped, so no
         # second TCB is made for it meanwhile (it used to be, and this overwrote it).
-        st._table[key] = conn
+        st.unpark(conn)
         conn.close(now)
-        st._touch(conn)
+        st.touch(conn)
 
     # ------------------------------------------------------------------ splice
     def nsplice(self, c, s, callback):
@@ -286,10 +294,7 @@ class NicOffload:
             self._fail(sp, why[0], why[1], held=False)
             return sid
         for conn in (c, s):
-            key = conn.owner.key
-            del st._table[key]
-            st._splicing[key] = sp
-            st._touch(conn)
+            st.steer(conn, sp)
         self._splices[sid] = sp
         self._check(sp)
         return sid
@@ -308,7 +313,7 @@ class NicOffload:
         return None
 
     def splice_segment(self, sp, key, frame, seg):
-        """A segment for a connection waiting to be spliced (``stack._splicing``)."""
+        """A segment for a connection waiting to be spliced (``HostStack.steer``)."""
         st = self.stack
         conn = sp.c if key == sp.c.owner.key else sp.s
         if seg.flags & RST == 0 and (seg.payload or seg.flags & FIN):
@@ -321,12 +326,7 @@ class NicOffload:
                     sp.ts_floor[conn] = t
             seg.payload = b""
             seg.flags &= ~(FIN | PSH)
-        st._entry_conn = conn
-        try:
-            conn.on_segment(seg, st.clock())
-        finally:
-            st._entry_conn = None
-        st._touch(conn)
+        st.deliver(conn, seg)
         self._check(sp)
 
     def _check(self, sp):
@@ -344,15 +344,15 @@ class NicOffload:
                 n = b.send_space
                 if n:
                     b.send(a.recv(n, now), now)
-                    st._touch(a)
-                    st._touch(b)
+                    st.touch(a)
+                    st.touch(b)
         for conn in (c, s):
             if conn.rcvbuf or conn.sndbuf or conn.snd_una != conn.snd_max:
                 return
         sides = []
         for conn in (c, s):
             rec = conn.owner
-            e = st._arp.get(rec.nexthop)
+            e = st.arp_entry(rec.nexthop)
             if e is None:
                 self._fail(sp, "state", "no ARP entry for the next hop")
                 return
@@ -371,7 +371,7 @@ class NicOffload:
                 conn.rcv_wscale, conn.snd_wscale))
         rule_a, rule_b = splice_rules(*sides)
         sp.sent = True
-        st._nic_control(Splice(sp.sid, rule_a, rule_b))
+        st.nic_control(Splice(sp.sid, rule_a, rule_b))
 
     def _splice_answer(self, msg, installed):
         sp = self._splices.pop(msg.splice_id, None)
@@ -384,13 +384,13 @@ class NicOffload:
         st = self.stack
         now = st.clock()
         for conn in (sp.c, sp.s):
-            del st._splicing[conn.owner.key]
+            st.unsteer(conn, sp, restore=False)
             conn.owner.handler = None             # the app hears of it by the callback
             conn.handoff(now)
         self._c["splice_installed"] += 1
         self._spliced[sp.sid] = (sp.callback, sp.c.owner.key, sp.s.owner.key)
         for frame in sp.held:                     # through the new path, in order
-            st._send_frame(frame)
+            st.send_raw(frame)
 
     def _fail(self, sp, reason, detail, held=True):
         st = self.stack
@@ -399,13 +399,9 @@ class NicOffload:
         replay = []
         if held:
             for conn in (sp.c, sp.s):
-                key = conn.owner.key
-                if st._splicing.get(key) is sp:
-                    del st._splicing[key]
-                    if not conn.closed:
-                        st._table[key] = conn
+                st.unsteer(conn, sp)
             replay, sp.held = sp.held, []
-        st._replay(replay)
+        st.replay(replay)
         sp.callback(SpliceFailed(sp.sid, reason, detail))
 
     def _splice_closed(self, msg):

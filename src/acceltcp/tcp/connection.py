@@ -47,6 +47,7 @@ an ordinary segment.
 """
 
 import struct
+from typing import NamedTuple
 
 from . import fsm
 from .cc import make_congestion_control
@@ -60,7 +61,6 @@ from .states import (
     CLOSED, CLOSE_WAIT, CLOSING, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, LAST_ACK, LISTEN,
     STATE_NAMES, SYN_RECEIVED, SYN_SENT, TIME_WAIT,
 )
-from ..wire.control import STATE_CLOSE_WAIT, STATE_ESTABLISHED, Teardown
 from ..wire.tcp import ACK, FIN, PSH, RST, SYN, TSO_PAYLOAD_MAX, tcp_options
 
 MASK = 0xFFFFFFFF
@@ -98,6 +98,29 @@ ERROR_EXCEPTIONS = {
     "timeout": TimeoutError,
 }
 
+
+
+class TeardownOffer(NamedTuple):
+    """What ``TcpConnection.teardown_offer`` hands over: the rest of the connection, as
+    plain values (the host's offload module turns it into the 0x090B Teardown frame)."""
+
+    state: int          # ESTABLISHED or CLOSE_WAIT (tcp.states)
+    seq: int            # SND.UNA: the first byte of `payload`
+    ack: int            # RCV.NXT
+    window: int         # our receive window field (already shifted by rcv_wscale)
+    payload: bytes      # every byte not yet acknowledged
+    mss: int
+    rto: float          # the current RTO, seconds
+    snd_wnd: int        # the peer's window in bytes (scaled)
+    snd_wscale: int
+    rcv_wscale: int
+    sack_ok: bool
+    timestamps: bool
+    max_retries: int
+    ts_recent: int
+    ts_offset: int
+    ts_last: int        # the TSval we would send now (0 without timestamps)
+    time_wait: float    # TIME-WAIT length (2 MSL), seconds
 
 class TcpConnection:
     __slots__ = (
@@ -392,8 +415,8 @@ class TcpConnection:
         Eligible: ESTABLISHED or CLOSE_WAIT, our FIN not yet queued, nothing unread,
         and everything unacknowledged fits the peer's window and the congestion window
         at once (the NIC sends it in one flight), with nothing out of order or in
-        recovery. -> ``(Teardown, seq, ack, window_field, payload)``: the header and the
-        TCP segment the NIC continues from (seq = SND.UNA, all unacknowledged data);
+        recovery. -> a ``TeardownOffer``: what the NIC continues from (seq = SND.UNA,
+        all unacknowledged data; the offload module builds the wire message from it);
         ``TEARDOWN_WAIT`` when only the amount of data (or a recovery in progress)
         stands in the way, so that sending on may make it eligible; None when the NIC
         may not take it. With an offer, output corked during the app's callback is
@@ -411,15 +434,12 @@ class TcpConnection:
         wnd = (self.rcv_adv - self.rcv_nxt) & MASK
         wnd = 0 if wnd >= HALF else wnd >> self.rcv_wscale      # what we advertise now
         ts = (int(now * cfg.ts_hz) + self.ts_offset) & TS_MASK if self.ts_ok else 0
-        msg = Teardown(mss=self.mss, state=STATE_ESTABLISHED if state == ESTABLISHED
-                       else STATE_CLOSE_WAIT, rto_us=int(self.rto.rto * 1e6),
-                       snd_wnd=self.snd_wnd, snd_wscale=self.snd_wscale,
-                       rcv_wscale=self.rcv_wscale, sack_ok=self.sack_ok,
-                       timestamps=self.ts_ok, max_retries=min(cfg.max_retries, 255),
-                       ts_recent=self.ts_recent, ts_offset=self.ts_offset, ts_last=ts,
-                       time_wait_ms=int(cfg.time_wait * 1000))
         self._cork_now = None
-        return msg, self.snd_una, self.rcv_nxt, min(wnd, 0xFFFF), bytes(self.sndbuf)
+        return TeardownOffer(state, self.snd_una, self.rcv_nxt, min(wnd, 0xFFFF),
+                             bytes(self.sndbuf), self.mss, self.rto.rto, self.snd_wnd,
+                             self.snd_wscale, self.rcv_wscale, self.sack_ok, self.ts_ok,
+                             cfg.max_retries, self.ts_recent, self.ts_offset, ts,
+                             cfg.time_wait)
 
     def handoff(self, now: float, notify: bool = True) -> None:
         """The NIC took the connection over (teardown or splice): CLOSED here, without
