@@ -135,4 +135,6 @@ def test_backend_killed_mid_run(bed, tmp_path, site, splice):
     assert complete == 500 and failed == 0 and non2xx == 0, out
     st = srv.stop()
     be = st["app_stats"]["backends"][0]
-    assert be["failures"] + be["connect_failures"] >= 1 and not be["up"], be
+    # it was found dead and marked down (whether it is still down when the stats are read
+    # depends on how long the run took against down_time, 10 s: not asserted)
+    assert be["failures"] + be["connect_failures"] >= 1 and be["downs"] >= 1, be
