@@ -66,6 +66,18 @@ def proc_cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / CLK
 
 
+def proc_kib(pid, field="VmRSS"):
+    """A size field of /proc/PID/status (VmRSS, VmHWM, ...) in KiB; 0 once it is gone."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def ns(name, argv):
     return ["ip", "netns", "exec", name] + argv
 

@@ -34,14 +34,6 @@ PLACEMENTS = (("host only", []),
               ("NIC process, setup offload", ["--nic", "process", "--offload", "setup"]))
 
 
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def one(label, extra, count, tmp):
     stats = os.path.join(tmp, "idle-%d.json" % len(label))
     argv = [PY, "-m", "acceltcp.cli", "serve", "echo", "--port", "7", "--netns", NS,
@@ -52,7 +44,7 @@ def one(label, extra, count, tmp):
     clients = []
     try:
         time.sleep(0.5)
-        before = rss_kib(srv.p.pid)
+        before = realnet.proc_kib(srv.p.pid)
         for k in shares:
             clients.append(subprocess.Popen(
                 realnet.ns(NS, [PY, "-m", "acceltcp.testbed.peer", "hold", realnet.STACK_IP,
@@ -60,7 +52,7 @@ def one(label, extra, count, tmp):
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
         firsts = [json.loads(c.stdout.readline()) for c in clients]
         time.sleep(1.0)                           # the last handshakes reach the app
-        after = rss_kib(srv.p.pid)
+        after = realnet.proc_kib(srv.p.pid)
         for c in clients:
             c.stdin.write("done\n")
             c.stdin.flush()

@@ -120,14 +120,6 @@ def client_unread(host, gets):
 
 
 # ---------------------------------------------------------------------- the driver
-def _status(pid, field):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
 class _Client:
     def __init__(self, *args):
         self.p = subprocess.Popen(realnet.ns(NS, [PY, str(Path(__file__).resolve())]
@@ -209,12 +201,12 @@ def unread(src, tmp, label, gets, hold=3.0):
         try:
             c.line()
             time.sleep(0.3)
-            base = _status(srv.p.pid, "VmRSS")
+            base = realnet.proc_kib(srv.p.pid, "VmRSS")
             c.tell()
             c.line()
             time.sleep(hold)
-            peak = _status(srv.p.pid, "VmHWM")
-            rss = _status(srv.p.pid, "VmRSS")
+            peak = realnet.proc_kib(srv.p.pid, "VmHWM")
+            rss = realnet.proc_kib(srv.p.pid, "VmRSS")
             c.tell("stop")
         finally:
             c.close()

@@ -52,17 +52,6 @@ KINDS = ("ts", "bare")
 FORGED = 2000
 
 
-def rss_kib(pid):
-    try:
-        with open("/proc/%d/status" % pid) as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 class Serve:
     """``acceltcp serve echo`` with a stats file; SIGUSR1 snapshots."""
 
@@ -144,8 +133,8 @@ def one(label, extra, kind, rate, seconds, tmp):
         warm = _ns_json(FLOOD + ["clients", STACK_IP, "7", "--count", "20", "--rate", "0"], 60)
         time.sleep(0.3)
         s0 = srv.snapshot()
-        rss0 = rss_kib(srv.p.pid)
-        nrss0 = rss_kib(srv.nic_pid) if srv.nic_pid else None
+        rss0 = realnet.proc_kib(srv.p.pid)
+        nrss0 = realnet.proc_kib(srv.nic_pid) if srv.nic_pid else None
         no_ts = ["--no-ts"] if kind == "bare" else []
         flood = subprocess.Popen(realnet.ns(NS, FLOOD + ["flood", STACK_IP, "7", "--rate",
                                                          str(rate), "--duration", str(seconds)]
@@ -166,8 +155,8 @@ def one(label, extra, kind, rate, seconds, tmp):
             time.sleep(0.3)
         s2 = srv.snapshot()
         fres = json.loads(flood.communicate(timeout=seconds + 30)[0].splitlines()[-1])
-        rss1 = rss_kib(srv.p.pid)
-        nrss1 = rss_kib(srv.nic_pid) if srv.nic_pid else None
+        rss1 = realnet.proc_kib(srv.p.pid)
+        nrss1 = realnet.proc_kib(srv.nic_pid) if srv.nic_pid else None
         s3 = srv.snapshot()
     finally:
         if flood is not None and flood.poll() is None:
