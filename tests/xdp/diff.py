@@ -1,7 +1,7 @@
 """The differential harness: one frame through NicDataplane (the specification) and through
 XdpDataplane (nic.bpf.c under BPF_PROG_TEST_RUN), then verdicts, bytes, counters and tables
-compared.  The NicDataplane has no teardown or splice table (this slice of the XDP NIC has
-neither: both refuse those offloads)."""
+compared.  The NicDataplane has no teardown or splice table unless a test asks for one
+(``Pair(open_xdp, teardown_capacity=N, splice_capacity=N)``: both NICs get it)."""
 
 from acceltcp.nic.dataplane import HOST, WIRE, NicDataplane
 from acceltcp.wire.control import Listen, Unlisten
@@ -26,13 +26,15 @@ class Pair:
 
     def __init__(self, open_xdp, **kw):
         kw.setdefault("secret", SECRET)
+        kw.setdefault("teardown_capacity", 0)
+        kw.setdefault("splice_capacity", 0)
         self.kw = kw
-        self.nic = NicDataplane(NIC_MAC, teardown_capacity=0, splice_capacity=0, **kw)
+        self.nic = NicDataplane(NIC_MAC, **kw)
         self.xdp = open_xdp(NIC_MAC, **kw)
         self.frames = 0
 
     def reset(self):
-        self.nic = NicDataplane(NIC_MAC, teardown_capacity=0, splice_capacity=0, **self.kw)
+        self.nic = NicDataplane(NIC_MAC, **self.kw)
         self.xdp.reset()
 
     def run(self, frame, port, now, csum_ok=False, state=False):

@@ -5,9 +5,13 @@
 #ifndef ATCP_H
 #define ATCP_H
 
+#include "atcp_splice.h"
+#include "atcp_teardown.h"
+
 /* Per-CPU counters, one u64 each, in this order (index = position).  The names are
  * NicDataplane.counters' names; the xdp_* ones exist only here (they count what the
- * Python NIC cannot run into). */
+ * Python NIC cannot run into).  The splice and teardown paths add theirs, after these,
+ * from atcp_splice.h and atcp_teardown.h (control.py reads the three files in order). */
 #define ATCP_COUNTERS(X)                                                              \
 	X(passthrough_host) X(passthrough_wire) X(syn_cookies_sent) X(syn_to_host)      \
 	X(cookie_ack_ok) X(cookie_ack_bad) X(rst_sent) X(drops)                          \
@@ -19,7 +23,8 @@
 	X(malformed_ip_fragment) X(malformed_tcp_short) X(malformed_tcp_bad_offset)      \
 	X(malformed_tcp_bad_checksum) X(malformed_tcp_option_overrun)                    \
 	X(malformed_tcp_bad_option_length)                                               \
-	X(xdp_key_missing) X(xdp_adjust_failed) X(xdp_to_control)
+	X(xdp_key_missing) X(xdp_adjust_failed) X(xdp_to_control)                      \
+	ATCP_SPLICE_COUNTERS(X) ATCP_TEARDOWN_COUNTERS(X)
 
 #define ATCP_ENUM(n) C_##n,
 enum atcp_counter { ATCP_COUNTERS(ATCP_ENUM) C_MAX };

@@ -19,8 +19,10 @@ configuration (atcp_cfg), and from then on is the control side of the maps:
   port with BPF_PROG_TEST_RUN -> ``[(port, frame), ...]`` like NicDataplane.process.
   atcp_wire: XDP_TX -> WIRE, XDP_PASS / XDP_REDIRECT -> HOST, XDP_DROP -> [].  atcp_host:
   XDP_REDIRECT -> WIRE, XDP_PASS -> the control side here (Listen, Unlisten,
-  StatusRequest; Teardown and Splice are refused as by a NicDataplane without those
-  tables, until the next sessions build them).
+  StatusRequest; Splice and Teardown go to their paths' control sides).
+* the splice and teardown paths: ``SpliceControl`` (splice_ctl.py) and
+  ``TeardownControl`` (teardown_ctl.py), each a ``parts.Part`` with its maps, counters,
+  control messages and timers (``next_deadline()`` / ``on_timer(now)`` here run theirs).
 
 Frames shorter than an Ethernet header never reach XDP (and BPF_PROG_TEST_RUN refuses
 them): ``process`` raises ValueError for one.  ``close()`` (or ``with``) unloads
@@ -33,15 +35,14 @@ import struct
 from pathlib import Path
 
 from ...wire import control
-from ...wire.control import (
-    Listen, Splice, SpliceRefused,
-    StatusReport, StatusRequest, TeardownRefused, Unlisten,
-)
+from ...wire.control import Listen, StatusReport, StatusRequest, Unlisten
 from ...wire.errors import WireError
 from ..dataplane import _COUNTERS, HOST, WIRE
 from ...tcp.syncookie import SynCookieJar
 from . import bpf
 from .blake2s import cookie_state
+from .splice_ctl import SpliceControl
+from .teardown_ctl import TeardownControl
 
 __all__ = ["XdpDataplane", "XdpUnavailable", "object_path", "COUNTER_NAMES",
            "LISTEN_MAP_ENTRIES"]
@@ -49,9 +50,11 @@ __all__ = ["XdpDataplane", "XdpUnavailable", "object_path", "COUNTER_NAMES",
 XdpUnavailable = bpf.XdpUnavailable
 
 _HERE = Path(__file__).resolve().parent
-#: the counter names, in atcp.h's order (the index into atcp_counters)
-COUNTER_NAMES = tuple(re.findall(r"X\((\w+)\)", (_HERE / "atcp.h").read_text().split(
-    "#define ATCP_ENUM")[0]))
+#: the counter names, in atcp.h's order (the index into atcp_counters): its own, then
+#: the splice path's and the teardown path's
+COUNTER_NAMES = tuple(
+    name for h in ("atcp.h", "atcp_splice.h", "atcp_teardown.h")
+    for name in re.findall(r"X\((\w+)\)", (_HERE / h).read_text().split("#define ATCP_ENUM")[0]))
 LISTEN_MAP_ENTRIES = 4096
 
 # atcp.h structs
@@ -81,11 +84,15 @@ class XdpDataplane:
     syn_window, rst_on_bad_cookie, ttl.  host_ifindex / wire_ifindex: where the programs
     redirect (0 / 1 for BPF_PROG_TEST_RUN: the verdicts alone tell the port).  csum_ok:
     the wire port vouches for TCP checksums (a kernel peer's partial checksums on a
-    veth); ``process`` may override it per frame, as NicDataplane.process does."""
+    veth); ``process`` may override it per frame, as NicDataplane.process does.
+    teardown_capacity, splice_capacity, splice_idle, report_interval, teardown_kwargs:
+    as NicDataplane's (None: the path's default)."""
 
     def __init__(self, mac, *, listener_capacity=64, handed_capacity=65536, secret=None,
                  syn_window=65535, rst_on_bad_cookie=False, ttl=64, host_ifindex=0,
-                 wire_ifindex=1, csum_ok=False, obj=None, **cookie_kwargs):
+                 wire_ifindex=1, csum_ok=False, obj=None, teardown_capacity=None,
+                 splice_capacity=None, splice_idle=300.0, report_interval=0.001,
+                 teardown_kwargs=None, **cookie_kwargs):
         mac = bytes(mac)
         if len(mac) != 6:
             raise ValueError("mac must be 6 bytes")
@@ -112,8 +119,15 @@ class XdpDataplane:
         self._clock = None                            # (count, ts) last written
         self._keys = {}                               # generation -> state words
         self._verify = None
-        self._loaded = bpf.Loaded(obj or object_path(), {
-            "atcp_handed": (bpf.BPF_MAP_TYPE_LRU_HASH, 12, 4, max(handed_capacity, 1))})
+        self.splice = SpliceControl(self, splice_capacity, idle=splice_idle)
+        self.teardown = TeardownControl(self, teardown_capacity,
+                                        report_interval=report_interval,
+                                        **(teardown_kwargs or {}))
+        self._parts = (self.splice, self.teardown)
+        premade = {"atcp_handed": (bpf.BPF_MAP_TYPE_LRU_HASH, 12, 4, max(handed_capacity, 1))}
+        for part in self._parts:
+            premade.update(part.premade_maps())
+        self._loaded = bpf.Loaded(obj or object_path(), premade)
         try:
             m = self._loaded.maps
             self._cfg, self._clk, self._st = m["atcp_cfg"], m["atcp_clock"], m["atcp_state"]
@@ -125,6 +139,8 @@ class XdpDataplane:
             if self._cnt.max_entries != len(COUNTER_NAMES):
                 raise XdpUnavailable("XDP: %s is stale (counters differ from atcp.h): make xdp"
                                      % (obj or object_path()))
+            for part in self._parts:
+                part.attach(m)
             self._write_cfg(verify_csum=not csum_ok)
             self.set_clock(0.0)
         except BaseException:
@@ -167,6 +183,20 @@ class XdpDataplane:
         self._listen_keys.clear()
         self._ctl = dict.fromkeys(_COUNTERS, 0)
         self.host_mac = None
+        for part in self._parts:
+            part.reset()
+
+    # -- timers --------------------------------------------------------------------------
+
+    def next_deadline(self):
+        ds = [d for d in (p.next_deadline() for p in self._parts) if d is not None]
+        return min(ds) if ds else None
+
+    def on_timer(self, now):
+        out = []
+        for part in self._parts:
+            out += part.on_timer(now)
+        return out
 
     # -- configuration and clock ---------------------------------------------------------
 
@@ -306,11 +336,14 @@ class XdpDataplane:
 
     def status_report(self, request_id=0):
         c = self.counters
+        fields = {}
+        for part in self._parts:
+            fields.update(part.status())
         return StatusReport(
             request_id=request_id, listeners=len(self._listen_keys),
             listener_capacity=self.listener_capacity, cookies_sent=c["syn_cookies_sent"],
             cookies_ok=c["cookie_ack_ok"], cookies_bad=c["cookie_ack_bad"],
-            syn_to_host=c["syn_to_host"], drops=c["drops"])
+            syn_to_host=c["syn_to_host"], drops=c["drops"], **fields)
 
     # -- frames --------------------------------------------------------------------------
 
@@ -322,30 +355,39 @@ class XdpDataplane:
             if self._verify == csum_ok:
                 self._write_cfg(verify_csum=not csum_ok)
             self.set_clock(now)
+            for part in self._parts:
+                part.before_frame(now)
             verdict, out, _ = self._wire.test_run(frame)
             if verdict == bpf.XDP_TX:
-                return [(WIRE, out)]
-            if verdict in (bpf.XDP_PASS, bpf.XDP_REDIRECT):
-                return [(HOST, out)]
-            if verdict == bpf.XDP_DROP:
-                return []
-            raise RuntimeError("atcp_wire returned %d" % verdict)
-        if port == HOST:
+                res = [(WIRE, out)]
+            elif verdict in (bpf.XDP_PASS, bpf.XDP_REDIRECT):
+                res = [(HOST, out)]
+            elif verdict == bpf.XDP_DROP:
+                res = []
+            else:
+                raise RuntimeError("atcp_wire returned %d" % verdict)
+        elif port == HOST:
+            for part in self._parts:
+                part.before_frame(now)
             verdict, out, _ = self._host.test_run(frame)
             if verdict == bpf.XDP_REDIRECT:
-                return [(WIRE, out)]
-            if verdict == bpf.XDP_PASS:
-                return self.control_frame(out)
-            if verdict == bpf.XDP_DROP:
-                return []
-            raise RuntimeError("atcp_host returned %d" % verdict)
-        raise ValueError("port must be WIRE (0) or HOST (1), got %r" % (port,))
+                res = [(WIRE, out)]
+            elif verdict == bpf.XDP_PASS:
+                res = self.control_frame(out, now)
+            elif verdict == bpf.XDP_DROP:
+                res = []
+            else:
+                raise RuntimeError("atcp_host returned %d" % verdict)
+        else:
+            raise ValueError("port must be WIRE (0) or HOST (1), got %r" % (port,))
+        for part in self._parts:
+            res += part.after_frame(now)
+        return res
 
-    def control_frame(self, frame):
-        """An offload EtherType from the host (NicDataplane._from_host, without teardown
-        and splice tables: those are refused) -> [(HOST, reply), ...]. What atcp_host
-        passes up; the live placement (serve/nic.py XdpNicDevice) calls it directly for
-        the control frames its stack sends."""
+    def control_frame(self, frame, now=0.0):
+        """An offload EtherType from the host (NicDataplane._from_host) -> [(port, frame),
+        ...]: what atcp_host passes up; the live placement (serve/nic.py XdpNicDevice)
+        calls it directly for the control frames its stack sends."""
         host_mac = self.host_mac = bytes(frame[6:12])
         try:
             decoded = control.decode_from_host(frame)
@@ -362,16 +404,10 @@ class XdpDataplane:
         if t is StatusRequest:
             self._ctl["status_reports"] += 1
             return [(HOST, self.status_report(msg.request_id).frame(host_mac, self.mac))]
-        if t is Splice:
-            self._ctl["refused_splice"] += 1
-            self._count("refused_splice_full")
-            return [(HOST, SpliceRefused(msg.splice_id, control.SPLICE_REFUSED_TABLE_FULL)
-                     .frame(host_mac, self.mac))]
-        if seg_frame is not None:                        # 0x090B Teardown
-            self._ctl["refused_teardown"] += 1
-            return [(HOST, TeardownRefused(msg.flow_id, control.wire_key(seg_frame),
-                                           control.TEARDOWN_REFUSED_TABLE_FULL)
-                     .frame(host_mac, self.mac))]
+        for part in self._parts:
+            out = part.control(msg, seg_frame, host_mac, now)
+            if out is not None:
+                return out
         return self._drop("ctl_from_host_unexpected")
 
     def cost(self, frame, now, port=WIRE, runs=2000, repeat=1):
