@@ -112,3 +112,20 @@ def test_unavailable_says_what_is_missing(monkeypatch, xdp_obj):
                         lambda p, _e=os.path.exists: False if "bpftool" in p else _e(p))
     with pytest.raises(bpf.XdpUnavailable, match="bpftool not found"):
         bpf.Loaded(xdp_obj)
+
+
+def test_queue_map_pop_in_order(xdp_obj):
+    """Map.pop: a queue map's values come out oldest first; None when empty."""
+    fd = bpf.map_create(bpf.BPF_MAP_TYPE_QUEUE, 0, 8, 4, "atcp_test_q")
+    q = bpf.Map(fd)
+    try:
+        assert q.pop() is None
+        for i in range(3):
+            q.update(b"", i.to_bytes(8, "little"))
+        assert [q.pop() for _ in range(4)] == [i.to_bytes(8, "little") for i in range(3)] + [None]
+        q.update(b"", bytes(8))
+        q.clear()
+        assert q.pop() is None
+    finally:
+        q.close()
+    assert q.fd == -1

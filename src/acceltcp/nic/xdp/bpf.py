@@ -32,7 +32,8 @@ __all__ = ["BpfError", "XdpUnavailable", "Map", "Prog", "Loaded", "bpffs_root",
            "cleanup_stale", "attach_xdp", "detach_xdp", "possible_cpus", "obj_get", "map_create", "test_run",
            "XDP_ABORTED", "XDP_DROP", "XDP_PASS", "XDP_TX", "XDP_REDIRECT",
            "BPF_MAP_TYPE_HASH", "BPF_MAP_TYPE_ARRAY", "BPF_MAP_TYPE_PERCPU_ARRAY",
-           "BPF_MAP_TYPE_LRU_HASH", "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST"]
+           "BPF_MAP_TYPE_LRU_HASH", "BPF_MAP_TYPE_QUEUE", "BPF_F_TEST_XDP_LIVE_FRAMES",
+           "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST"]
 
 # enum bpf_cmd (include/uapi/linux/bpf.h)
 BPF_MAP_CREATE = 0
@@ -44,11 +45,15 @@ BPF_OBJ_PIN = 6
 BPF_OBJ_GET = 7
 BPF_PROG_TEST_RUN = 10
 BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_MAP_LOOKUP_AND_DELETE_ELEM = 21
 
 BPF_MAP_TYPE_HASH = 1
 BPF_MAP_TYPE_ARRAY = 2
 BPF_MAP_TYPE_PERCPU_ARRAY = 6
 BPF_MAP_TYPE_LRU_HASH = 9
+BPF_MAP_TYPE_QUEUE = 22
+
+BPF_F_TEST_XDP_LIVE_FRAMES = 2   # test_run: XDP_TX / XDP_REDIRECT really transmit
 
 BPF_ANY = 0
 BPF_NOEXIST = 1
@@ -158,7 +163,8 @@ class Map:
         self._lock = threading.Lock()
 
     def _elem(self, cmd, key, value, flags, what):
-        k = ctypes.create_string_buffer(bytes(key), self.key_size)
+        # a keyless map (queue: update = push) takes a NULL key
+        k = ctypes.create_string_buffer(bytes(key), self.key_size) if self.key_size else None
         attr = _attr("=IIQQQ", self.fd, 0, _addr(k), _addr(value), flags)
         return _bpf(cmd, attr, "%s %s" % (what, self.name))
 
@@ -215,8 +221,23 @@ class Map:
     def items(self):
         return [(k, self.lookup(k)) for k in self.keys()]
 
+    def pop(self):
+        """A queue map's oldest value (BPF_MAP_LOOKUP_AND_DELETE_ELEM), None when empty."""
+        v = ctypes.create_string_buffer(self._vsize)
+        try:
+            _bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, _attr("=IIQQQ", self.fd, 0, 0, _addr(v), 0),
+                 "pop " + self.name)
+        except BpfError as e:
+            if e.errno == errno.ENOENT:
+                return None
+            raise
+        return v.raw
+
     def clear(self):
-        if self.type in (BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_ARRAY):
+        if self.type == BPF_MAP_TYPE_QUEUE:
+            while self.pop() is not None:
+                pass
+        elif self.type in (BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_ARRAY):
             zero = bytes(self.value_size)
             for i in range(self.max_entries):
                 key = struct.pack("=I", i)
@@ -231,19 +252,22 @@ class Map:
             self.fd = -1
 
 
-def test_run(prog_fd, data, repeat=1, out_size=None):
+def test_run(prog_fd, data, repeat=1, out_size=None, flags=0):
     """BPF_PROG_TEST_RUN of an XDP program: (retval, frame out, duration ns per run).
-    The frame out is what the program left (after adjust_head/tail and rewrites)."""
+    The frame out is what the program left (after adjust_head/tail and rewrites).
+    flags=BPF_F_TEST_XDP_LIVE_FRAMES: the verdict is carried out (XDP_TX/REDIRECT send
+    the frame; the kernel then returns no frame and no verdict)."""
     data = bytes(data)
     din = ctypes.create_string_buffer(data, len(data))
-    size = out_size or len(data) + 512
-    dout = ctypes.create_string_buffer(size)
-    attr = _attr("=IIIIQQII", prog_fd, 0, len(data), size, _addr(din), _addr(dout),
-                 repeat, 0)
+    live = flags & BPF_F_TEST_XDP_LIVE_FRAMES
+    size = 0 if live else (out_size or len(data) + 512)
+    dout = ctypes.create_string_buffer(size) if size else None
+    attr = _attr("=IIIIQQIIIIQQI", prog_fd, 0, len(data), size, _addr(din), _addr(dout),
+                 repeat, 0, 0, 0, 0, 0, flags)
     _bpf(BPF_PROG_TEST_RUN, attr, "BPF_PROG_TEST_RUN")
     retval, _, size_out = struct.unpack_from("=III", attr, 4)
     duration = struct.unpack_from("=I", attr, 36)[0]
-    return retval, dout.raw[:size_out], duration
+    return retval, dout.raw[:size_out] if dout is not None else b"", duration
 
 
 class Prog:
@@ -255,8 +279,8 @@ class Prog:
         self.type, self.id = struct.unpack_from("=II", raw, 0)
         self.name = raw[64:80].split(b"\0", 1)[0].decode()
 
-    def test_run(self, data, repeat=1):
-        return test_run(self.fd, data, repeat)
+    def test_run(self, data, repeat=1, flags=0):
+        return test_run(self.fd, data, repeat, flags=flags)
 
     def close(self):
         if self.fd >= 0:
