@@ -46,8 +46,12 @@ stack's frames written to the TAP go out on the veth. The control side (XdpDatap
 lives in this process: the control frames the stack sends (Listen, StatusRequest, ...)
 never reach the TAP -- the device gives them to ``XdpDataplane.control_frame`` (the same
 frames and answers as atcp_host passing them up, without a round trip through the
-kernel to the process they came from), and a loop timer writes the cookie clock map
-from the loop's clock every ``clock_interval``. The TAP is opened without checksum/TSO
+kernel to the process they came from), and a loop timer runs ``XdpDataplane.tick`` (the
+clock maps, the programs' queued reports, the control side's due timers) every
+``clock_interval`` or at the control side's next deadline if that is sooner. Frames the
+control side originates for the wire (what XDP cannot send: one frame per frame in, none
+on a timer) leave through a packet socket on the veth; those for the host join the
+host's queue. The TAP is opened without checksum/TSO
 offloads: a partial checksum or a GSO super-frame does not survive a redirect.
 """
 
@@ -782,8 +786,11 @@ class XdpNicDevice(_HostPort):
         self._clock = clock
         self.clock_interval = clock_interval
         self._rx = []
-        self._tick_handle = None
+        self._timer = None                   # DeadlineTimer, once attached to a loop
         self.clock_ticks = 0
+        self.wire_frames = 0                 # sent by the control side on the veth
+        self.wire_send_failed = 0
+        self._wire_sock = None
         self.dataplane = XdpDataplane(tap.mac, host_ifindex=tap.ifindex,
                                       wire_ifindex=socket.if_nametoindex(wire),
                                       csum_ok=False, **ok)
@@ -791,6 +798,8 @@ class XdpNicDevice(_HostPort):
         self.dataplane.set_clock(clock())
         self._attached = []
         try:
+            self._wire_sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+            self._wire_sock.bind((wire, 0))
             ids = self.dataplane.prog_ids
             for dev, ns, prog in ((peer[1], peer[0], "atcp_pass"), (wire, None, "atcp_wire"),
                                   (tap.name, None, "atcp_host")):
@@ -834,37 +843,61 @@ class XdpNicDevice(_HostPort):
             elif is_control_frame(item):
                 t0 = _ptime()
                 self._record(item)
-                for _, out in self.dataplane.control_frame(item):
-                    self._rx.append(out)
-                    self._record(out)
-                    woke = True
+                woke |= self._route(self.dataplane.control_frame(item, self._clock()))
                 self.nic_cpu_ns += _ptime() - t0
+                self._arm()
             else:
                 tap.send(item)                # atcp_host redirects it to the wire
         if woke:
             self._wake_host()
 
+    def _route(self, outs):
+        """The control side's frames: to the wire on the veth, or queued for the host.
+        -> whether anything is for the host."""
+        woke = False
+        for port, out in outs:
+            if port == WIRE:
+                try:
+                    self._wire_sock.send(out)
+                    self.wire_frames += 1
+                except OSError:
+                    self.wire_send_failed += 1
+            else:
+                self._rx.append(out)
+                self._record(out)
+                woke = True
+        return woke
+
     def _host_backlog(self):
         return bool(self._rx)
 
-    # -- the cookie clock
+    # -- the control side's clock and timers
     def _tick(self):
         t0 = _ptime()
-        self.dataplane.set_clock(self._clock())
+        woke = self._route(self.dataplane.tick(self._clock()))
         self.clock_ticks += 1
         self.nic_cpu_ns += _ptime() - t0
-        self._tick_handle = self._loop.call_later(self.clock_interval, self._tick)
+        self._arm()
+        if woke:
+            self._wake_host()
+
+    def _arm(self):
+        if self._timer is not None:
+            due = self._clock() + self.clock_interval
+            d = self.dataplane.next_deadline()
+            self._timer.arm(due if d is None or d > due else d)
 
     def attach_runner(self, loop, entry):
         super().attach_runner(loop, entry)
-        if self._tick_handle is None:
+        if self._timer is None:
+            self._timer = DeadlineTimer(loop, self._tick)
             self._tick()
 
     def detach_runner(self):
         super().detach_runner()
-        if self._tick_handle is not None:
-            self._tick_handle.cancel()
-            self._tick_handle = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def nic_stats(self):
         dp = self.dataplane
@@ -876,6 +909,8 @@ class XdpNicDevice(_HostPort):
                                      if k.startswith("xdp_")},
                         "prog_ids": dp.prog_ids, "map_ids": dp.map_ids,
                         "pin_dir": dp.pin_dir, "clock_ticks": self.clock_ticks,
+                        "wire_frames": self.wire_frames,
+                        "wire_send_failed": self.wire_send_failed,
                         "host_port": self.tap.name, "wire_port": self.wire,
                         "host_ifindex": dp.host_ifindex, "wire_ifindex": dp.wire_ifindex,
                         "peer": list(self.peer)}}
@@ -887,4 +922,7 @@ class XdpNicDevice(_HostPort):
         for dev, ns in reversed(self._attached):
             bpf.detach_xdp(dev, netns=ns)
         self._attached = []
+        if self._wire_sock is not None:
+            self._wire_sock.close()
+            self._wire_sock = None
         self.dataplane.close()

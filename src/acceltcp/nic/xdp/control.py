@@ -198,6 +198,21 @@ class XdpDataplane:
             out += part.on_timer(now)
         return out
 
+    def tick(self, now):
+        """A live control side's periodic work at `now`: the clocks the programs read,
+        what they queued for the control side (reports), and the timers that are due
+        -> [(port, frame), ...] to send (``process`` does the same around every frame
+        it runs)."""
+        self.set_clock(now)
+        out = []
+        for part in self._parts:
+            part.before_frame(now)
+            out += part.after_frame(now)
+        d = self.next_deadline()
+        if d is not None and now >= d:
+            out += self.on_timer(now)
+        return out
+
     # -- configuration and clock ---------------------------------------------------------
 
     def _write_cfg(self, verify_csum):
