@@ -2,6 +2,8 @@
 
 import hashlib
 
+from .accept import accept_into
+
 
 class SinkServer:
     """Accept connections and read everything (optionally hashing it); close on EOF."""
@@ -9,15 +11,13 @@ class SinkServer:
     def __init__(self, stack, port=9, *, backlog=128, config=None, digest=False):
         self.stack = stack
         self.listener = stack.listen(port, backlog, config=config)
-        self.listener.on_acceptable = self._on_acceptable
         self.bytes = 0
         self.closed = 0
         self.digest = hashlib.sha256() if digest else None
+        accept_into(stack, self.listener, self)
 
-    def _on_acceptable(self, listener):
-        while (conn := listener.accept()) is not None:
-            self.stack.attach(conn, self._on_event, self)
-            self._on_event(conn)
+    def on_accept(self, conn):
+        return self._on_event, self
 
     def _on_event(self, conn):
         if conn.rcvbuf:

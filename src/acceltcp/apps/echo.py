@@ -14,6 +14,7 @@ fills the server's send buffer and then its receive buffer (``TcpConfig.snd_buf`
 ``rcv_buf``), after which its window is closed (`tests/apps/test_relay_bounds.py`).
 """
 
+from .accept import accept_into
 from .loadclient import LoadClient
 
 
@@ -30,23 +31,15 @@ class EchoServer:
         self.listener = stack.listen(port, backlog, config=config,
                                      offload_setup=offload_setup,
                                      offload_teardown=offload_teardown)
-        self.listener.on_acceptable = self._on_acceptable
         self.accepted = 0
         self.bytes_echoed = 0
         self._echoed = {}
         self._handler = self._on_event        # bound once, shared by every connection
+        accept_into(stack, self.listener, self)
 
-    def _on_acceptable(self, listener):
-        stack = self.stack
-        queue = listener.accept_queue
-        while queue:
-            conn = listener.accept()
-            self.accepted += 1
-            stack.attach(conn, self._handler, self)
-            if queue:
-                self._on_event(conn)
-            # else: the newest child, whose arrival made this call; the stack hands the
-            # event that established it to the handler just attached, right after this.
+    def on_accept(self, conn):
+        self.accepted += 1
+        return self._handler, self
 
     def _on_event(self, conn):
         stack = self.stack

@@ -22,6 +22,7 @@ TCBs' buffer sizes (`tests/apps/test_relay_bounds.py`).
 
 from ..host.offload import SpliceFailed
 from ..tcp.states import ESTABLISHED
+from .accept import accept_into
 
 __all__ = ["SpliceProxy", "relay"]
 
@@ -83,19 +84,17 @@ class SpliceProxy:
                 return backends[self._rr]
             self._pick = pick
         self.listener = stack.listen(port, backlog, config=config, offload_setup=offload_setup)
-        self.listener.on_acceptable = self._on_acceptable
         self.counters = dict.fromkeys(("accepted", "spliced", "splice_failed", "relayed",
                                        "closed", "bad_head", "backend_failed"), 0)
         self.reports = []
         self.keep_reports = keep_reports
         self._pairs = {}                      # conn -> _Pair (both sides map to it)
+        accept_into(stack, self.listener, self)
 
-    def _on_acceptable(self, listener):
-        while (conn := listener.accept()) is not None:
-            self.counters["accepted"] += 1
-            p = self._pairs[conn] = _Pair(conn)
-            self.stack.attach(conn, self._on_client, p)
-            self._on_client(conn)
+    def on_accept(self, conn):
+        self.counters["accepted"] += 1
+        p = self._pairs[conn] = _Pair(conn)
+        return self._on_client, p
 
     # ------------------------------------------------------------------ before splicing
     def _on_client(self, conn):

@@ -4,6 +4,7 @@ docstring; docs/kv.md, "Limits")."""
 
 import collections
 
+from ..accept import accept_into
 from .engine import KV_DEFAULT_PORT, KvEngine
 
 __all__ = ["KvServer", "OUTPUT_PAUSE", "QUERY_LIMIT"]
@@ -51,7 +52,6 @@ class KvServer:
         self.output_pause = output_pause
         self.output_limit = output_limit
         self.query_limit = query_limit
-        self.listener.on_acceptable = self._on_acceptable
         self.accepted = 0
         self.closed_by_client = 0      # the client's FIN came first
         self.closed_by_server = 0      # QUIT or a protocol error
@@ -62,18 +62,11 @@ class KvServer:
                                        # sending the part its send buffer had room for)
         self.conn_errors = collections.Counter()   # reset / timeout
         self._handler = self._on_event
+        accept_into(stack, self.listener, self)
 
-    def _on_acceptable(self, listener):
-        stack = self.stack
-        queue = listener.accept_queue
-        engine = self.engine
-        while queue:
-            conn = listener.accept()
-            self.accepted += 1
-            stack.attach(conn, self._handler, engine.open_session())
-            if queue:
-                self._on_event(conn)
-            # else: the stack hands the event that established it to the handler next
+    def on_accept(self, conn):
+        self.accepted += 1
+        return self._handler, self.engine.open_session()
 
     def _on_event(self, conn):
         sess = conn.owner.app

@@ -9,6 +9,7 @@ import errno
 
 from ...tcp.states import CLOSE_WAIT, ESTABLISHED
 from ...wire.ipv4 import ip_to_str
+from ..accept import accept_into
 from ..http import BODY_CHUNKED, BODY_NONE, ChunkedScanner, HttpError, error_response, \
     head_end, parse_request, rewrite_head
 from .balance import _BALANCERS, _Backend, _connect_config, _Route
@@ -84,7 +85,6 @@ class LoadBalancer(Relay):
         self.port = self.listener.port
         self.rewrite = _Rewrite(cfg.rewrite, ip_to_str(stack.ip), self.port) \
             if cfg.rewrite else None
-        self.listener.on_acceptable = self._on_acceptable
         self.counters = dict.fromkeys(_COUNTERS, 0)
         self.status_sent = collections.Counter()      # status -> responses the lb made
         self.splice_failures = collections.Counter()  # SpliceFailed reason -> count
@@ -95,22 +95,15 @@ class LoadBalancer(Relay):
         self._tick_every = min(1.0, max(0.05, min(cfg.timeout_client, cfg.timeout_server) / 4))
         self._client_cb = self._on_client
         self._upstream_cb = self._on_upstream
+        accept_into(stack, self.listener, self)
 
     # ------------------------------------------------------------------ accept, heads
-    def _on_acceptable(self, listener):
-        st = self.stack
-        queue = listener.accept_queue
-        handler = self._client_cb
-        while queue:
-            conn = listener.accept()
-            s = _Session(conn, self.splice)
-            self.counters["connections"] += 1
-            self._sessions[s] = None
-            st.attach(conn, handler, s)
-            self._arm(s, self.config.timeout_client)    # in HEAD from the start
-            if queue:
-                self._on_client(conn)
-            # else: the stack hands the event that established it to the handler next
+    def on_accept(self, conn):
+        s = _Session(conn, self.splice)
+        self.counters["connections"] += 1
+        self._sessions[s] = None
+        self._arm(s, self.config.timeout_client)    # in HEAD from the start
+        return self._client_cb, s
 
     def _on_client(self, conn):
         s = conn.owner.app
