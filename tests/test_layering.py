@@ -14,8 +14,9 @@ in ``PEERS``, and any lower layer)::
 
 ``io`` (devices: TAP, pcap, the simulated network, the NIC channel) imports no other
 acceltcp package today. It goes above ``tcp`` and below ``nic``/``host``: the sans-I/O
-layers (``wire``, ``tcp``) must not reach a device, while ``nic`` (the simulator's NIC
-placement, ``nic/simdevice.py``), ``host`` and everything above open devices from it. Within layer 5, ``eval`` drives ``serve``'s
+layers (``wire``, ``tcp``) must not reach a device, while ``nic`` (its placements,
+``nic/placements/``), ``host`` and everything above open devices from it. Within
+layer 5, ``eval`` drives ``serve``'s
 servers and both use ``testbed`` (``PEERS``); ``testbed`` and ``serve`` import neither
 ``eval`` nor each other backwards. ``acceltcp/__init__.py`` is above everything.
 
@@ -49,8 +50,8 @@ PEERS = {("eval", "serve"), ("eval", "testbed"), ("serve", "testbed")}
 # Each is to go with the issue named; the test then asks for the entry to be removed.
 ALLOWED = {
     # (empty: issue 13 moved SYN cookies to tcp/syncookie.py, a splice's rule computation
-    # to wire/control.py beside L4Rule, SimNicDevice to nic/simdevice.py and make_pair to
-    # testbed/simnet.py, and the progress bar to eval/progress.py)
+    # to wire/control.py beside L4Rule, SimNicDevice to nic/placements/sim.py and
+    # make_pair to testbed/simnet.py, and the progress bar to eval/progress.py)
 }
 
 

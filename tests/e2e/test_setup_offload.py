@@ -1,5 +1,5 @@
 """Connection-setup offload end to end (AccelTCP §4.1): short-lived echo connections to a
-listener whose handshakes the NIC completes with SYN cookies (nic.simdevice.SimNicDevice in
+listener whose handshakes the NIC completes with SYN cookies (nic.placements.sim.SimNicDevice in
 front of the server stack). Byte-exact on a clean and a lossy link; the server host never
 sees a SYN or a bare handshake ACK, only one 0x090A frame per connection; a client
 without timestamps falls back to the host; a non-offloaded listener is unchanged."""

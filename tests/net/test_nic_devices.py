@@ -1,4 +1,4 @@
-"""The inline NIC device (serve/nic.py) driven by serve.runner.TapRunner, without root:
+"""The inline NIC device (nic/placements/inline.py) driven by serve.runner.TapRunner, without root:
 a fake TAP (a pipe for readiness) and a scripted dataplane. What the placements must
 guarantee: the NIC handles a whole read batch before the host sees any of it, the wire
 frame's checksum verdict travels with the frames it produced, the host's frames and
@@ -11,7 +11,7 @@ import os
 import pytest
 
 from acceltcp.nic.dataplane import HOST, WIRE
-from acceltcp.serve.nic import InlineNicDevice, dataplane_kwargs, is_control_frame
+from acceltcp.nic.placements import InlineNicDevice, dataplane_kwargs, is_control_frame
 from acceltcp.serve.runner import TapRunner
 
 MAC = bytes.fromhex("02a7cc000002")

@@ -1,4 +1,4 @@
-"""The process NIC's watchdog (serve/nic.py ProcessNicDevice + io/nicchannel.py
+"""The process NIC's watchdog (nic/placements/process.py ProcessNicDevice + io/nicchannel.py
 Heartbeat) without root and without a real NIC process: the test plays the NIC on the
 other end of the channel socketpair, a fake process stands for the child, a fake loop
 runs the timers and a fake clock is the only time there is -- no outcome depends on
@@ -15,7 +15,7 @@ import subprocess
 import pytest
 
 from acceltcp.io import nicchannel as nc
-from acceltcp.serve.nic import ProcessNicDevice
+from acceltcp.nic.placements import ProcessNicDevice
 
 MAC = bytes.fromhex("02a7cc000002")
 

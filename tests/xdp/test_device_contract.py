@@ -1,11 +1,11 @@
-"""serve.nic.NicDevice, the contract TapRunner tells a NIC device from a bare TAP by: every
+"""nic.placements.NicDevice, the contract TapRunner tells a NIC device from a bare TAP by: every
 placement's device class has each of its methods, and the TAP has not the NIC's (no
 root needed)."""
 
 import inspect
 
 from acceltcp.io.tap import TapDevice
-from acceltcp.serve.nic import InlineNicDevice, NicDevice, ProcessNicDevice, XdpNicDevice
+from acceltcp.nic.placements import InlineNicDevice, NicDevice, ProcessNicDevice, XdpNicDevice
 
 METHODS = [n for n, v in vars(NicDevice).items()
            if inspect.isfunction(v) and not n.startswith("_")]

@@ -5,7 +5,7 @@ One client stack and one server stack on a simulated 10 Gbit/s link. Only the se
 ``time.process_time`` around every frame and timer it handles, application included.
 
 ``setup_offload=True`` (short-lived only) puts a NIC dataplane in front of the server
-(``nic.simdevice.SimNicDevice``) and offloads the echo listener's handshakes to it (SYN
+(``nic.placements.sim.SimNicDevice``) and offloads the echo listener's handshakes to it (SYN
 cookies, AccelTCP §4.1); ``teardown_offload=True`` hands each connection to the NIC when
 the server closes it (§4.2). The NIC's work is not counted: it is not the host's CPU.
 """

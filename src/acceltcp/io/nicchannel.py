@@ -56,7 +56,7 @@ anything else on bad input.
 
 A peer that stops answering without closing (a hung NIC process: ``kill -STOP``, a
 deadlock) is invisible to the socket; ``Heartbeat`` is the sans-I/O deadline that
-notices it (``serve.nic.ProcessNicDevice`` drives it from a loop timer). When the owner
+notices it (``nic.placements.ProcessNicDevice`` drives it from a loop timer). When the owner
 gives the channel up it can still take what it queued but never handed to the kernel
 (``take_unsent``: whole records only, a half-written one is dropped), so that those
 frames are sent another way, exactly once.

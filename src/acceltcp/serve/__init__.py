@@ -4,8 +4,9 @@
                  with or without the NIC in front)
     commands.py  `acceltcp serve` and `acceltcp connect`
     apps.py      the apps `serve` runs (echo, sink, kv, proxy, lb): options, build, stats
-    nic.py       the NIC dataplane in front of the TAP: inline, or as its own process
-    nicd.py      that process (`python -m acceltcp.serve.nicd`): docs/placements.md
+
+The NIC in front of the TAP (inline, its own process, XDP) is a device from
+``nic.placements`` (docs/placements.md).
 
 The host stack itself uses the TAP's checksum offload, TSO and LRO (see HostStack's
 ``tso`` and ``receive_frame(frame, csum_ok)``).

@@ -42,7 +42,7 @@ def tap_host(args):
     why not (no namespace, not root, ...)."""
     from ..nic.xdp.bpf import XdpUnavailable
     from ..testbed.netns import TestbedError
-    from .nic import NicStartError
+    from ..nic.placements import NicStartError
     loop = new_loop()
     try:
         host = TapHost(loop, netns=args.netns, tap_name=args.tap, stack_ip=args.ip,

@@ -9,7 +9,7 @@ included) when ``cpu_accounting`` is set.
 
 ``TapHost`` bundles what a command needs: the TAP (moved into the peer namespace
 and configured there), the NIC in front of it if any (``nic``: "none", "inline",
-"process" or "xdp", see ``serve.nic`` and docs/placements.md), the stack on it, the
+"process" or "xdp", see ``nic.placements`` and docs/placements.md), the stack on it, the
 runner, an optional pcap writer. With "xdp" the TAP stays in the root namespace and
 the peer namespace gets a veth instead (``testbed.netns.attach_veth``), same names and
 addresses there.
@@ -25,18 +25,18 @@ from ..host.runner import StackRunner
 from ..host.stack import HostStack
 from ..io.tap import TapDevice
 from ..tcp.config import TcpConfig
-from .nic import NicDevice
+from ..nic.placements import NicDevice
 
 __all__ = ["TapRunner", "TapHost"]
 
 
 class TapRunner(StackRunner):
     """``TapRunner(loop, stack, device)``: ``StackRunner`` for a TAP, or for a NIC device
-    in front of one (``serve.nic``). The device reads a batch per readiness callback and
+    in front of one (``nic.placements``). The device reads a batch per readiness callback and
     hands each frame straight to ``stack.receive_frame(frame, csum_ok)``; the stack's
     timer is re-armed once per batch, and with ``cpu_accounting`` the whole batch
     (applications included) is measured, minus the NIC's own share (``nic_cpu_ns`` of
-    an inline NIC). A NIC device (``serve.nic.NicDevice``: ``attach_runner(loop,
+    an inline NIC). A NIC device (``nic.placements.NicDevice``: ``attach_runner(loop,
     entry)``, ``nic_cpu_ns``, ...) registers its own file descriptors (and changes
     them, as a process NIC does when it falls back to the TAP) and calls ``entry``
     when it has frames for the host; a device with a TX ring
@@ -133,7 +133,7 @@ class TapHost:
                  dataplane=None, nic_stats_interval=0.5, isn=None, nic_watchdog=1.0):
         from ..testbed import netns as tb
         from ..wire.ethernet import mac_from_str
-        from . import nic as nicmod
+        from ..nic import placements as nicmod
         if nic not in nicmod.PLACEMENTS:
             raise ValueError("nic must be one of %s" % (nicmod.PLACEMENTS,))
         netns = netns or tb.DEFAULT_NS
@@ -150,7 +150,7 @@ class TapHost:
                                                    else " --netns " + netns))
         self.veth = None
         if nic == "xdp":
-            # no checksum/TSO offloads: a redirect loses them (serve/nic.py); the TAP in
+            # no checksum/TSO offloads: a redirect loses them (nic/placements/xdp.py); the TAP in
             # the root namespace, named after the namespace (never two alike)
             offload = tso = False
             tb.xdp_check_free(netns, tap_name)

@@ -9,7 +9,7 @@
     net.nic_b.dataplane.counters
 
 The stacks sit on link ends (`io.sim.Link`) or, with `nic_a`/`nic_b`, behind the
-simulator's NIC placement, `nic.simdevice.SimNicDevice` (re-exported here). The module
+simulator's NIC placement, `nic.placements.sim.SimNicDevice` (re-exported here). The module
 lives in `testbed/` because a pair joins the host stack and the NIC dataplane, two
 packages of one layer that do not import each other (tests/test_layering.py).
 """
@@ -20,7 +20,7 @@ from ..host.runner import StackRunner
 from ..host.stack import HostStack
 from ..io.sim import FaultConfig, Link
 from ..nic.dataplane import NicDataplane
-from ..nic.simdevice import SimNicDevice
+from ..nic.placements.sim import SimNicDevice
 
 __all__ = ["SimNet", "SimPair", "SimNicDevice", "make_pair", "IP_A", "IP_B"]
 

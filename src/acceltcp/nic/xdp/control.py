@@ -401,7 +401,7 @@ class XdpDataplane:
 
     def control_frame(self, frame, now=0.0):
         """An offload EtherType from the host (NicDataplane._from_host) -> [(port, frame),
-        ...]: what atcp_host passes up; the live placement (serve/nic.py XdpNicDevice)
+        ...]: what atcp_host passes up; the live placement (nic/placements/xdp.py XdpNicDevice)
         calls it directly for the control frames its stack sends."""
         host_mac = self.host_mac = bytes(frame[6:12])
         try:

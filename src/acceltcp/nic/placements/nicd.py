@@ -1,10 +1,10 @@
 """The NIC process of the *process* placement: the dataplane on its own cores.
 
-    python -m acceltcp.serve.nicd --tap-fd 5 --channel-fd 6 --mac 02a7cc000002 \
+    python -m acceltcp.nic.placements.nicd --tap-fd 5 --channel-fd 6 --mac 02a7cc000002 \
         [--offload] [--batch 256] [--dataplane '{"listener_capacity": 64}'] \
         [--pcap-fd 7] [--stats-interval 1.0]
 
-Started by `serve.nic.ProcessNicDevice` with the TAP fd and its end of the host-port
+Started by `nic.placements.ProcessNicDevice` with the TAP fd and its end of the host-port
 socketpair inherited (``pass_fds``); not a command for people.
 
 Theory of operation
@@ -48,11 +48,11 @@ import struct
 import sys
 import time
 
-from ..io import nicchannel as nc
-from ..io.deadline import DeadlineTimer
-from ..io.tap import TapDevice
-from ..nic.dataplane import HOST, WIRE
-from .nic import is_control_frame, make_dataplane, status_dict
+from ...io import nicchannel as nc
+from ...io.deadline import DeadlineTimer
+from ...io.tap import TapDevice
+from ..dataplane import HOST, WIRE
+from .base import is_control_frame, make_dataplane, status_dict
 
 __all__ = ["NicProcess", "InheritedTap", "main"]
 
@@ -286,7 +286,7 @@ class NicProcess:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m acceltcp.serve.nicd",
+    p = argparse.ArgumentParser(prog="python -m acceltcp.nic.placements.nicd",
                                 description="the NIC process of `acceltcp serve --nic "
                                             "process` (started by it)")
     p.add_argument("--tap-fd", type=int, required=True)

@@ -13,12 +13,12 @@ accounting; frames from the wire are processed before the runner's entry starts.
 the NIC sends to the host while handling the host's own frames (status reports,
 refusals) are delivered by `loop.call_soon`, never re-entering the stack's entry.
 
-The simulator's counterpart of the inline, process and xdp placements of `serve/nic.py`
+The simulator's counterpart of the inline, process and xdp placements beside it
 (docs/placements.md); `testbed.simnet.make_pair(loop, nic_b=True)` builds one.
 """
 
-from ..io.deadline import DeadlineTimer
-from .dataplane import HOST, WIRE
+from ...io.deadline import DeadlineTimer
+from ..dataplane import HOST, WIRE
 
 __all__ = ["SimNicDevice"]
 

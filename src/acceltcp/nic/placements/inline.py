@@ -1,0 +1,129 @@
+"""The inline placement: ``InlineNicDevice`` (inline): the dataplane runs in the host's process. ``poll`` reads
+a batch from the TAP and runs every frame through ``process(frame, WIRE, now,
+csum_ok)`` first (frames for the wire written back at once, frames for the host
+collected), then delivers the collected frames to the stack with the wire frame's
+``csum_ok``. The NIC's share (TAP reads and writes, the dataplane) is measured apart in
+``nic_cpu_ns``, which the runner subtracts from the stack's. The dataplane's own timer
+(``next_deadline`` / ``on_timer``) is a ``loop.call_at`` of the device.
+"""
+
+import time
+
+from ...io.deadline import DeadlineTimer
+from ..dataplane import HOST, WIRE
+from .base import _HostPort, status_dict
+
+__all__ = ["InlineNicDevice"]
+
+_ptime = time.process_time_ns
+
+
+class InlineNicDevice(_HostPort):
+    """The dataplane in the host's process, between the TAP and the stack (module doc).
+    ``clock``: the dataplane's ``now`` (the loop's clock)."""
+
+    placement = "inline"
+
+    def __init__(self, tap, dataplane, clock=time.monotonic, ignored=()):
+        super().__init__(tap)
+        self.dataplane = dataplane
+        self.syn_window = dataplane.syn_window
+        self.ignored = list(ignored)
+        self._clock = clock
+        self._rx = []
+        self._timer = None            # DeadlineTimer, once attached to a loop
+        tap.set_receiver(self._from_wire)
+        tap.set_batch_end(None)
+
+    @property
+    def stats(self):
+        return self.tap.stats
+
+    def poll(self):
+        t0 = _ptime()
+        n = self.tap.poll()
+        self._arm()
+        rx = self._rx
+        self.nic_cpu_ns += _ptime() - t0
+        if rx:
+            self._rx = []
+            recv = self._receiver
+            if recv is not None:
+                for frame, ok in rx:
+                    recv(frame, ok)
+        if (n or rx) and self._batch_end is not None:
+            self._batch_end()
+        return n + len(rx)
+
+    def _from_wire(self, frame, csum_ok):
+        for port, out in self.dataplane.process(frame, WIRE, self._clock(), csum_ok):
+            if port == HOST:
+                self._rx.append((out, csum_ok))
+                if self._capture is not None:
+                    self._record(out)
+            else:
+                self.tap.send(out)
+
+    def _to_nic(self, items):
+        t0 = _ptime()
+        dp = self.dataplane
+        tap = self.tap
+        now = self._clock()
+        woke = False
+        for item in items:
+            if item.__class__ is tuple:
+                tap.send_segment(*item)
+                continue
+            self._record(item)
+            woke |= self._route(dp.process(item, HOST, now))
+        self._arm()
+        self.nic_cpu_ns += _ptime() - t0
+        if woke:
+            self._wake_host()
+
+    def _route(self, outs):
+        """The dataplane's output for a host frame or a timer: to the TAP, or queued for
+        the host (a new runner entry). -> whether anything is for the host."""
+        woke = False
+        for port, out in outs:
+            if port == WIRE:
+                self.tap.send(out)
+            else:
+                self._rx.append((out, False))
+                self._record(out)
+                woke = True
+        return woke
+
+    # -- the dataplane's timer
+    def _arm(self):
+        if self._timer is not None:
+            self._timer.arm(self.dataplane.next_deadline())
+
+    def _on_timer(self):
+        t0 = _ptime()
+        woke = self._route(self.dataplane.on_timer(self._clock()))
+        self._arm()
+        self.nic_cpu_ns += _ptime() - t0
+        if woke:
+            self._wake_host()
+
+    def attach_runner(self, loop, entry):
+        super().attach_runner(loop, entry)
+        self._timer = DeadlineTimer(loop, self._on_timer)
+        self._arm()
+
+    def _host_backlog(self):
+        return bool(self._rx)
+
+    def nic_stats(self):
+        dp = self.dataplane
+        return {"placement": self.placement, "alive": True, "lost": 0,
+                "counters": dict(dp.counters), "status": status_dict(dp),
+                "syn_window": dp.syn_window, "ignored_kwargs": self.ignored,
+                "cpu": {"busy_s": self.nic_cpu_ns / 1e9}}
+
+    def close(self):
+        if self._timer is not None:
+            self._timer.cancel()
+        self.detach_runner()
+        self.tap.set_receiver(None)
