@@ -77,20 +77,21 @@ class SimNet:
         stack = HostStack(device, ip, self.loop.time, config=config, name=name, **stack_kwargs)
         return stack, StackRunner(self.loop, stack, device)
 
-    def _nic(self, port, name, nic_kwargs):
+    def _nic(self, port, name, nic_kwargs, toe=()):
         kw = dict(nic_kwargs or {})
         kw.setdefault("secret", self._secret(name))
-        return SimNicDevice(self.loop, port, NicDataplane(port.mac, **kw))
+        return SimNicDevice(self.loop, port, NicDataplane(port.mac, **kw), toe=toe)
 
     def pair(self, *, config_a=None, config_b=None, faults=None, faults_ab=None, faults_ba=None,
              ip_a=IP_A, ip_b=IP_B, static_arp=False, stack_a=None, stack_b=None, strict=True,
-             nic_a=False, nic_b=False, nic_kwargs=None, **link_kwargs):
+             nic_a=False, nic_b=False, nic_kwargs=None, toe=(), **link_kwargs):
         """Two stacks on one `io.sim.Link` (`link_kwargs`: bandwidth_bps, delay,
         queue_limit, seed, mtu...). `faults` applies to both directions unless
         `faults_ab`/`faults_ba` is given. `stack_a`/`stack_b`: extra HostStack kwargs
         (isn=, netmask=, ephemeral=...). `strict`: TCB exceptions propagate (tests).
         `nic_a`/`nic_b`: put a `SimNicDevice` in front of that stack (`nic_kwargs`:
-        NicDataplane kwargs; its cookie secret derives from the seed)."""
+        NicDataplane kwargs; its cookie secret derives from the seed; `toe`: the TOE
+        offloads of both NICs, nic/toe.py)."""
         if isinstance(faults, dict):
             faults = FaultConfig(**faults)
         link_kwargs.setdefault("seed", self.seed)
@@ -100,8 +101,8 @@ class SimNet:
         kb = dict(stack_b or {})
         ka.setdefault("strict", strict)
         kb.setdefault("strict", strict)
-        dev_a = self._nic(link.a, "nic-a", nic_kwargs) if nic_a else None
-        dev_b = self._nic(link.b, "nic-b", nic_kwargs) if nic_b else None
+        dev_a = self._nic(link.a, "nic-a", nic_kwargs, toe) if nic_a else None
+        dev_b = self._nic(link.b, "nic-b", nic_kwargs, toe) if nic_b else None
         a, ra = self.stack(dev_a or link.a, ip_a, config=config_a, name="a", **ka)
         b, rb = self.stack(dev_b or link.b, ip_b, config=config_b, name="b", **kb)
         if static_arp:
