@@ -1,11 +1,14 @@
-"""The inline placement: ``InlineNicDevice`` (inline): the dataplane runs in the host's process. ``poll`` reads
-a batch from the TAP and runs every frame through ``process(frame, WIRE, now,
-csum_ok)`` first (frames for the wire written back at once, frames for the host
-collected), then delivers the collected frames to the stack with the wire frame's
-``csum_ok``. The NIC's share (TAP reads and writes, the dataplane) is measured apart in
-``nic_cpu_ns``, which the runner subtracts from the stack's. The dataplane's own timer
-(``next_deadline`` / ``on_timer``) is a ``loop.call_at`` of the device.
-"""
+"""The inline placement: the dataplane in the host's process.
+
+Theory of operation
+-------------------
+``InlineNicDevice`` (inline): the dataplane runs in the host's process. ``poll`` reads a
+batch from the TAP and runs every frame through ``process(frame, WIRE, now, csum_ok)``
+first (frames for the wire written back at once, frames for the host collected), then
+delivers the collected frames to the stack with the wire frame's ``csum_ok``. The NIC's
+share (TAP reads and writes, the dataplane) is measured apart in ``nic_cpu_ns``, which
+the runner subtracts from the stack's. The dataplane's own timer (``next_deadline`` /
+``on_timer``) is a ``loop.call_at`` of the device."""
 
 import time
 

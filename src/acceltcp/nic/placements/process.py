@@ -1,13 +1,16 @@
-"""The process placement: ``ProcessNicDevice`` (process): the dataplane runs in a child process
-(``python -m acceltcp.nic.placements.nicd``, the "NIC cores") that owns the TAP; the device
-moves record batches over an `io.nicchannel` socketpair: ``end_batch`` = one sendmsg
-for the whole queue, ``poll`` = one recv for the child's whole batch. The parent keeps
-its TAP fd without reading it. When the channel ends (EOF, socket error, a garbled
-record: the child died), the device kills and reaps the child, switches to reading and
-writing the TAP itself, and calls ``on_nic_lost`` (the stack's ``nic_lost``): from
-then on it is a plain TAP and the host does all the work. The child's counters arrive
-as STATS records, periodically and on ``request_stats()``; the last ones survive it.
-"""
+"""The process placement: the dataplane in a process of its own.
+
+Theory of operation
+-------------------
+``ProcessNicDevice`` (process): the dataplane runs in a child process (``python -m
+acceltcp.nic.placements.nicd``, the "NIC cores") that owns the TAP; the device moves
+record batches over an `io.nicchannel` socketpair: ``end_batch`` = one sendmsg for the
+whole queue, ``poll`` = one recv for the child's whole batch. The parent keeps its TAP
+fd without reading it. When the channel ends (EOF, socket error, a garbled record: the
+child died), the device kills and reaps the child, switches to reading and writing the
+TAP itself, and calls ``on_nic_lost`` (the stack's ``nic_lost``): from then on it is a
+plain TAP and the host does all the work. The child's counters arrive as STATS records,
+periodically and on ``request_stats()``; the last ones survive it."""
 
 import asyncio
 import json

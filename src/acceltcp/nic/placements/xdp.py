@@ -1,4 +1,8 @@
-"""The xdp placement: ``XdpNicDevice`` (xdp): the dataplane is the XDP one (nic/xdp, docs/xdp.md), in the
+"""The xdp placement: the dataplane in the kernel's driver path.
+
+Theory of operation
+-------------------
+``XdpNicDevice`` (xdp): the dataplane is the XDP one (nic/xdp, docs/xdp.md), in the
 kernel's driver path on two devices: atcp_wire on the root end of a veth whose other end
 is the peer namespace's interface (testbed/netns.py attach_veth), atcp_host on the TAP;
 each redirects to the other. The stack reads and writes the TAP as without a NIC: wire
@@ -6,14 +10,14 @@ frames the program hands up (and its 0x090A frames) are redirected into the TAP,
 stack's frames written to the TAP go out on the veth. The control side (XdpDataplane)
 lives in this process: the control frames the stack sends (Listen, StatusRequest, ...)
 never reach the TAP -- the device gives them to ``XdpDataplane.control_frame`` (the same
-frames and answers as atcp_host passing them up, without a round trip through the
-kernel to the process they came from), and a loop timer runs ``XdpDataplane.tick`` (the
-clock maps, the programs' queued reports, the control side's due timers) every
+frames and answers as atcp_host passing them up, without a round trip through the kernel
+to the process they came from), and a loop timer runs ``XdpDataplane.tick`` (the clock
+maps, the programs' queued reports, the control side's due timers) every
 ``clock_interval`` or at the control side's next deadline if that is sooner. Frames the
 control side originates for the wire (what XDP cannot send: one frame per frame in, none
 on a timer) leave through a packet socket on the veth; those for the host join the
-host's queue. The TAP is opened without checksum/TSO
-offloads: a partial checksum or a GSO super-frame does not survive a redirect.
+host's queue. The TAP is opened without checksum/TSO offloads: a partial checksum or a
+GSO super-frame does not survive a redirect.
 
 """
 
