@@ -57,6 +57,10 @@ _STATUS_LINE = re.compile(rb"HTTP/([0-9])\.([0-9]) ([0-9]{3})(?: [\t\x20-\x7e\x8
 # A field line without its terminator: name ":" OWS value, the value without controls
 # (HTAB allowed, obs-text allowed); trailing OWS is stripped by the caller.
 _FIELD = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*)")
+# All field lines at once (the fast path): each line is name ":" OWS value, ending in
+# CRLF or a bare LF; findall gives (name, value), the value's trailing OWS still on it.
+_FIELD_LINES = re.compile(rb"(?:" + _TOKEN + rb":[ \t]*[^\x00-\x08\x0a-\x1f\x7f]*\r?\n)*")
+_FIELD_PAIRS = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*)\r?\n")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _MAX_LINE = 8192          # a chunk-size or trailer line longer than this is an error
 _MAX_LENGTH = 1 << 62     # a Content-Length beyond this is an error, not a number to trust
@@ -87,12 +91,32 @@ def head_end(buf, start=0):
     return i + 3 if i >= 0 else -1
 
 
-def _lines(head):
-    """The head's lines without terminators (the blank line dropped)."""
+def _split(head):
+    """(first line without its terminator, the field lines with theirs)."""
     blank = 2 if head.endswith(b"\n\r\n") else 1
-    lines = head[:len(head) - blank].split(b"\n")
-    lines.pop()                                   # "" after the last terminator
-    return lines
+    i = head.find(b"\n")
+    if i < 0 or i >= len(head) - blank:         # no field lines
+        i = len(head) - blank
+        first = head[:i - 1] if i > 0 else b""
+        return (first[:-1] if first[-1:] == b"\r" else first), b""
+    first = head[:i]
+    return (first[:-1] if first[-1:] == b"\r" else first), head[i + 1:len(head) - blank]
+
+
+def _field_pairs(block):
+    """The (name, value) pairs of the field lines; HttpError(400) naming the first bad
+    line.  All lines are checked by one regex; only a failing head is walked per line."""
+    if _FIELD_LINES.fullmatch(block):
+        return [(n, v.rstrip(b" \t")) for n, v in _FIELD_PAIRS.findall(block)]
+    match = _FIELD.fullmatch
+    for line in block.split(b"\n"):
+        if line[-1:] == b"\r":
+            line = line[:-1]
+        if match(line) is None:
+            if line[:1] in (b" ", b"\t"):
+                raise HttpError(400, "obsolete line folding")
+            raise HttpError(400, "malformed header field")
+    raise HttpError(400, "malformed header field")    # not reached: a line failed
 
 
 def _tokens(value):
@@ -118,26 +142,15 @@ def _content_length(value, known):
 class _Head:
     __slots__ = ("version", "fields", "head", "length", "body", "keep_alive", "upgrade")
 
-    def _fields(self, lines, is_request):
+    def _fields(self, block, is_request):
         """Validate the field lines; set framing and persistence attributes."""
-        fields = []
+        fields = _field_pairs(block)
         length = None
         te = None
         conn = ()
         hosts = 0
         upgrade = False
-        match = _FIELD.fullmatch
-        for line in lines:
-            if line[-1:] == b"\r":
-                line = line[:-1]
-            m = match(line)
-            if m is None:
-                if line[:1] in (b" ", b"\t"):
-                    raise HttpError(400, "obsolete line folding")
-                raise HttpError(400, "malformed header field")
-            name, value = m.groups()
-            value = value.rstrip(b" \t")
-            fields.append((name, value))
+        for name, value in fields:
             lname = name.lower()
             if lname in _SPECIAL:
                 if lname == b"content-length":
@@ -188,12 +201,9 @@ class Request(_Head):
 def parse_request(head):
     """A request head (bytes, up to and including its blank line) -> `Request`;
     `HttpError` (400, 505) if it is not a valid HTTP/1.x request head."""
-    lines = _lines(head)
-    if not lines:
+    line, block = _split(head)
+    if not line and not block:
         raise HttpError(400, "empty request")
-    line = lines[0]
-    if line[-1:] == b"\r":
-        line = line[:-1]
     m = _REQUEST_LINE.fullmatch(line)
     if m is None:
         raise HttpError(400, "malformed request line")
@@ -206,7 +216,7 @@ def parse_request(head):
     r.target = target
     r.version = 10 if minor == b"0" else 11
     r.head = head
-    length, te = r._fields(lines[1:], True)
+    length, te = r._fields(block, True)
     if te is not None:
         if r.version == 10:
             raise HttpError(400, "Transfer-Encoding in an HTTP/1.0 request")
@@ -242,10 +252,7 @@ class Response(_Head):
 def parse_response(head, method=b"GET"):
     """A response head -> `Response`, framed for a request of ``method``; `HttpError`
     (status 502: what a proxy answers for an invalid response) if it is invalid."""
-    lines = _lines(head)
-    line = lines[0] if lines else b""
-    if line[-1:] == b"\r":
-        line = line[:-1]
+    line, block = _split(head)
     m = _STATUS_LINE.fullmatch(line)
     if m is None:
         raise HttpError(502, "malformed status line")
@@ -257,7 +264,7 @@ def parse_response(head, method=b"GET"):
     r.version = 10 if minor == b"0" else 11
     r.head = head
     try:
-        length, te = r._fields(lines[1:], False)
+        length, te = r._fields(block, False)
     except HttpError as e:
         raise HttpError(502, "response: " + e.detail) from None
     r.length = 0
