@@ -16,6 +16,9 @@ endian, which TUNSETVNETLE makes explicit on every host):
   read, with ``VIRTIO_NET_HDR_F_NEEDS_CSUM`` (the checksum is partial: the kernel made
   the packet and trusts it) or ``VIRTIO_NET_HDR_F_DATA_VALID`` (already verified).
   Either flag gives ``csum_ok=True`` to the receiver, which then skips the TCP checksum.
+  While the receiver runs, ``rx_partial`` (NEEDS_CSUM: the TCP checksum field holds only
+  the pseudo-header sum) and ``rx_gso_size`` (the MSS of a super-frame, else 0) describe
+  the frame -- what a NIC that rewrites headers (splicing) must carry through.
   With ``offload=False`` the kernel segments to the MTU and fills every checksum;
   ``csum_ok`` is False and the stack verifies everything.
 
@@ -26,7 +29,8 @@ endian, which TUNSETVNETLE makes explicit on every host):
   TSO super-frame (``gso_type`` TCPV4, ``hdr_len`` = the header length): the kernel
   treats it exactly as a GRO'd packet from a NIC (local delivery) or segments it with
   per-segment checksums and IP IDs (forwarding), as virtio-net/TSO does. Header and
-  payload go out with one ``writev`` (no concatenation copy).
+  payload go out with one ``writev`` (no concatenation copy). ``send_partial(frame,
+  gso_size)`` does the same for a whole frame (its TCP header length read from it).
 
 A TAP fd keeps working after its netdev moves to another network namespace; the
 device disappears when the fd closes (it is not made persistent), so a crashed
@@ -149,6 +153,8 @@ class TapDevice:
                  multi_queue=False, batch=256, tso6=True):
         self.mac = bytes(mac)
         self.offload = offload
+        self.rx_partial = False        # the frame being delivered (module doc)
+        self.rx_gso_size = 0
         self.multi_queue = multi_queue
         self.batch = batch
         self.stats = TapStats()
@@ -271,6 +277,11 @@ class TapDevice:
                 csum_ok = hdr[0] & _CSUM_OK != 0
                 if csum_ok:
                     trusted += 1
+                    self.rx_partial = hdr[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0
+                    self.rx_gso_size = (hdr[4] | hdr[5] << 8) if hdr[1] else 0
+                elif self.rx_partial or self.rx_gso_size:
+                    self.rx_partial = False
+                    self.rx_gso_size = 0
                 if taps:
                     now = time.time()
                     for t in taps:
@@ -329,6 +340,14 @@ class TapDevice:
                                _TCP_CSUM_OFFSET)
         self.stats.tx_csum_partial += 1
         return self._write((vh, header, payload), hlen + plen)
+
+    def send_partial(self, frame, gso_size):
+        """A whole TCP/IPv4 frame (IHL 5) whose checksum field holds the pseudo-header
+        sum: ``send_segment`` of its header and payload (a super-frame if the payload is
+        longer than ``gso_size``)."""
+        mv = memoryview(frame)
+        hlen = 34 + ((frame[46] >> 4) << 2)
+        return self.send_segment(mv[:hlen], mv[hlen:], gso_size or 0xFFFF)
 
     # ------------------------------------------------------------------ teardown
     def close(self):

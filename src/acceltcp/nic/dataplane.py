@@ -167,6 +167,7 @@ from ..wire.control import (
     NewConnection, Listen, Unlisten, StatusRequest, StatusReport, Splice, SpliceClosed,
     SpliceInstalled, SpliceRefused, TeardownAccepted, TeardownRefused,
 )
+from ..wire.checksum import internet_checksum, pseudo_header_sum
 from ..wire.errors import WireError
 from ..wire.ipv4 import parse_ipv4_fields
 from ..wire.tcp import ACK, FIN, RST, SYN, build_tcp_frame, parse_tcp, tcp_options
@@ -174,7 +175,7 @@ from . import splice as sp
 from ..tcp.syncookie import SynCookieJar
 from .teardown import TeardownEngine
 
-__all__ = ["WIRE", "HOST", "LISTENER_ENTRY_BYTES", "HANDED_ENTRY_BYTES", "HANDED_COOKIE",
+__all__ = ["WIRE", "HOST", "GsoFrame", "LISTENER_ENTRY_BYTES", "HANDED_ENTRY_BYTES", "HANDED_COOKIE",
            "HANDED_HOST", "Listener", "ListenerTable", "HandedTable", "NicDataplane"]
 
 WIRE = 0
@@ -195,6 +196,29 @@ _MASK = 0xFFFFFFFF
 _SYN_ACK_RST = SYN | ACK | RST
 _SYN_ACK = SYN | ACK
 _FIN_SYN_RST = FIN | SYN | RST
+
+
+class GsoFrame(bytearray):
+    """A frame the NIC sends with a partial TCP checksum (the field holds the
+    pseudo-header sum; the port's kernel completes it, virtio-net NEEDS_CSUM), cut into
+    segments of ``gso_size`` payload bytes if longer: what splicing makes of a TAP's
+    super-frames and partial-checksum frames (``process(..., csum_partial, gso_size)``)."""
+
+    __slots__ = ("gso_size",)
+
+
+def _partial_tcp_checksum(buf):
+    """Write the pseudo-header sum of an IPv4/TCP frame (IHL 5) into its TCP checksum."""
+    tcp_len = ((buf[16] << 8) | buf[17]) - 20
+    buf[50:52] = pseudo_header_sum(bytes(buf[26:30]), bytes(buf[30:34]), 6,
+                                   tcp_len).to_bytes(2, "big")
+
+
+def _full_tcp_checksum(buf):
+    tcp_len = ((buf[16] << 8) | buf[17]) - 20
+    buf[50:52] = b"\0\0"
+    buf[50:52] = internet_checksum(memoryview(buf)[34:34 + tcp_len], pseudo_header_sum(
+        bytes(buf[26:30]), bytes(buf[30:34]), 6, tcp_len)).to_bytes(2, "big")
 _FIN_RST = FIN | RST
 
 _COUNTERS = ("syn_cookies_sent", "syn_to_host", "cookie_ack_ok", "cookie_ack_bad",
@@ -351,7 +375,7 @@ class NicDataplane:
                  splice_capacity=4096, handed_capacity=65536, splice_idle=300.0,
                  report_interval=0.001, secret=None,
                  syn_window=65535, rst_on_bad_cookie=False, ttl=64, teardown_kwargs=None,
-                 **cookie_kwargs):
+                 mtu=1500, **cookie_kwargs):
         mac = bytes(mac)
         if len(mac) != 6:
             raise ValueError("mac must be 6 bytes")
@@ -382,6 +406,7 @@ class NicDataplane:
         self._sp_meta = {}            # client-side key -> (splice_id, install time)
         self.splice_idle = splice_idle
         self._idle_check = None       # next idle sweep of the splice table
+        self.mtu = mtu                # the wire's: a flushed spliced frame above it is cut
 
     # -- timers ------------------------------------------------------------------
 
@@ -430,27 +455,34 @@ class NicDataplane:
 
     # -- entry point ---------------------------------------------------------------
 
-    def process(self, frame, port, now, csum_ok=False):
+    def process(self, frame, port, now, csum_ok=False, csum_partial=False, gso_size=0):
         """One frame in on `port` (WIRE/HOST) -> [(port, frame), ...] out.  Never raises
         on frame contents.  ``csum_ok``: the port vouches for the frame's TCP checksum
         (a TAP's kernel, or a partial checksum from it), so the NIC does not verify it;
-        frames passed on to HOST keep that verdict (the caller hands it on)."""
+        frames passed on to HOST keep that verdict (the caller hands it on).  A TAP with
+        offloads also says ``csum_partial`` (the checksum field holds only the
+        pseudo-header sum) and ``gso_size`` (a super-frame's MSS): a spliced frame keeps
+        them, leaving as a ``GsoFrame``.  On HOST, ``csum_partial`` says the host's frames
+        came from such a TAP: a spliced one it flushes gets its checksum redone."""
         if port == WIRE:
+            if csum_partial or gso_size:
+                return self._from_wire(frame, now, csum_ok, (csum_partial, gso_size))
             return self._from_wire(frame, now, csum_ok)
         if port == HOST:
-            return self._from_host(frame, now)
+            return self._from_host(frame, now, csum_partial)
         raise ValueError("port must be WIRE (0) or HOST (1), got %r" % (port,))
 
     # -- host side -----------------------------------------------------------------
 
-    def _from_host(self, frame, now):
+    def _from_host(self, frame, now, csum_partial=False):
         if len(frame) < 14 or ((frame[12] << 8) | frame[13]) not in OFFLOAD_ETHERTYPES:
             if self._sp_index and len(frame) >= 38:
                 # the host flushing what it buffered while a splice was installed
                 slot = self._sp_index.get(bytes(frame[26:38]))
                 if slot is not None:
                     self.counters["splice_flushed"] += 1
-                    return self._splice(frame, slot, now)
+                    return self._splice(frame, slot, now, None if csum_partial else
+                                        (False, 0))
             # Only a segment with FIN, SYN or RST (byte 47 without IP options) looks
             # further: data and pure ACKs cost one byte test.
             if len(frame) >= 54 and frame[47] & _FIN_SYN_RST:
@@ -544,13 +576,32 @@ class NicDataplane:
             self._idle_check = now + min(self.splice_idle, 1.0)
         return [(HOST, SpliceInstalled(msg.splice_id).frame(host_mac, self.mac))]
 
-    def _splice(self, frame, slot, now):
+    def _splice(self, frame, slot, now, offload=(False, 0)):
         """Translate one frame of a spliced connection (in a copy) and forward it; on the
-        end of the splice also report it to the host."""
-        buf = bytearray(frame)
+        end of the splice also report it to the host.  ``offload``: (csum_partial,
+        gso_size) of a wire frame; None for one the host flushes that came from a TAP
+        with offloads (full or partial, nobody knows: its checksum is redone here, and
+        above the MTU it leaves as a super-frame)."""
+        if offload is None:
+            gso = 0
+            if len(frame) - 14 > self.mtu and len(frame) >= 54:
+                gso = self.mtu - 20 - ((frame[46] >> 4) << 2)
+        else:
+            gso = offload[1] or (0xFFFF if offload[0] else 0)
+        if gso:
+            buf = GsoFrame(frame)
+            buf.gso_size = gso
+        else:
+            buf = bytearray(frame)
         ev = sp.translate(self.splices, slot, buf, now)
         if ev == sp.DROP:
             return self._drop("splice_untranslatable")
+        if gso:
+            # RFC 1624 updated the field as a full checksum; a partial one is the
+            # pseudo-header sum of the new addresses and length, nothing else
+            _partial_tcp_checksum(buf)
+        elif offload is None:
+            _full_tcp_checksum(buf)
         self.counters["splice_frames"] += 1
         if ev < sp.CLOSED:
             return [(WIRE, buf)]
@@ -629,7 +680,7 @@ class NicDataplane:
 
     # -- wire side -----------------------------------------------------------------
 
-    def _from_wire(self, frame, now, csum_ok=False):
+    def _from_wire(self, frame, now, csum_ok=False, offload=(False, 0)):
         n = len(frame)
         if n < 14:
             return self._to_host(frame, "eth_short")
@@ -653,7 +704,7 @@ class NicDataplane:
                 key = bytes(key)
             slot = self._sp_index.get(key)
             if slot is not None:
-                return self._splice(frame, slot, now)
+                return self._splice(frame, slot, now, offload)
             fid = self._td_index.get(key)
             if fid is not None:
                 try:

@@ -13,7 +13,7 @@ the runner subtracts from the stack's. The dataplane's own timer (``next_deadlin
 import time
 
 from ...io.deadline import DeadlineTimer
-from ..dataplane import HOST, WIRE
+from ..dataplane import HOST, WIRE, GsoFrame
 from .base import _HostPort, status_dict
 
 __all__ = ["InlineNicDevice"]
@@ -59,13 +59,17 @@ class InlineNicDevice(_HostPort):
         return n + len(rx)
 
     def _from_wire(self, frame, csum_ok):
-        for port, out in self.dataplane.process(frame, WIRE, self._clock(), csum_ok):
+        tap = self.tap
+        for port, out in self.dataplane.process(frame, WIRE, self._clock(), csum_ok,
+                                                tap.rx_partial, tap.rx_gso_size):
             if port == HOST:
                 self._rx.append((out, csum_ok))
                 if self._capture is not None:
                     self._record(out)
+            elif out.__class__ is GsoFrame:
+                tap.send_partial(out, out.gso_size)
             else:
-                self.tap.send(out)
+                tap.send(out)
 
     def _to_nic(self, items):
         t0 = _ptime()
@@ -78,7 +82,7 @@ class InlineNicDevice(_HostPort):
                 tap.send_segment(*item)
                 continue
             self._record(item)
-            woke |= self._route(dp.process(item, HOST, now))
+            woke |= self._route(dp.process(item, HOST, now, False, tap.offload))
         self._arm()
         self.nic_cpu_ns += _ptime() - t0
         if woke:
@@ -90,7 +94,10 @@ class InlineNicDevice(_HostPort):
         woke = False
         for port, out in outs:
             if port == WIRE:
-                self.tap.send(out)
+                if out.__class__ is GsoFrame:
+                    self.tap.send_partial(out, out.gso_size)
+                else:
+                    self.tap.send(out)
             else:
                 self._rx.append((out, False))
                 self._record(out)

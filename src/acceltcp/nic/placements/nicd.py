@@ -51,7 +51,7 @@ import time
 from ...io import nicchannel as nc
 from ...io.deadline import DeadlineTimer
 from ...io.tap import TapDevice
-from ..dataplane import HOST, WIRE
+from ..dataplane import HOST, WIRE, GsoFrame
 from .base import is_control_frame, make_dataplane, status_dict
 
 __all__ = ["NicProcess", "InheritedTap", "main"]
@@ -151,13 +151,17 @@ class NicProcess:
     def _from_wire(self, frame, csum_ok):
         ch = self.channel
         pcap = self.pcap
-        for port, out in self.dp.process(frame, WIRE, self.loop.time(), csum_ok):
+        tap = self.tap
+        for port, out in self.dp.process(frame, WIRE, self.loop.time(), csum_ok,
+                                         tap.rx_partial, tap.rx_gso_size):
             if port == HOST:
                 ch.queue_frame(out, csum_ok)
                 if pcap is not None and is_control_frame(out):
                     pcap.add(out, time.time())
+            elif out.__class__ is GsoFrame:
+                tap.send_partial(out, out.gso_size)
             else:
-                self.tap.send(out)
+                tap.send(out)
 
     def _on_channel(self):
         t0 = _ptime()
@@ -171,9 +175,12 @@ class NicProcess:
             if kind == nc.FRAME:
                 if pcap is not None and is_control_frame(body):
                     pcap.add(body, time.time())
-                for port, out in dp.process(body, HOST, now):
+                for port, out in dp.process(body, HOST, now, False, tap.offload):
                     if port == WIRE:
-                        tap.send(out)
+                        if out.__class__ is GsoFrame:
+                            tap.send_partial(out, out.gso_size)
+                        else:
+                            tap.send(out)
                     else:
                         ch.queue_frame(out)
                         if pcap is not None and is_control_frame(out):
