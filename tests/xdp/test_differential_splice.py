@@ -450,3 +450,17 @@ def test_reset_empties_the_table(pair):
     p.check_state()
     assert p.xdp.splice.rules() == {}
     installed(p, px)
+
+
+@pytest.mark.parametrize("d, acked", [(1, True), (0x80000000, True), (0x80000001, False),
+                                      (0, False), (0xFFFFFFFF, False)])
+def test_fin_ack_boundary(pair, d, acked):
+    """An ACK covers a FIN when ack - fin_ack is in [0, 2**31) (sequence space, RFC 9293
+    §3.4): the both-FINs end happens or not at the edges."""
+    p = pair()
+    px = Proxy()
+    installed(p, px)
+    p.run(px.from_client(0, 0, 0x11, ts=(1, 2)), WIRE, T0)           # FIN: fin_ack = +1
+    p.run(px.from_server(0, 1, 0x11, ts=(1, 2)), WIRE, T0)           # FIN, acks the client's
+    out = p.run(px.from_client(1, d, 0x10, ts=(1, 2)), WIRE, T0, state=True)
+    assert (len(out) == 2) == acked
