@@ -46,6 +46,7 @@ class SplicePair(Pair):
         super().check_state()
         x, n = self.xdp, self.nic
         assert x.splice.rules() == table_view(n.splices)
+        assert x.xdp_counters()["xdp_splice_report_lost"] == 0
         assert x.next_deadline() == n.next_deadline()
         xs, ns = x.status_report(), n.status_report()
         assert (xs.splice_rules, xs.splice_capacity, xs.splices_closed) == \
