@@ -38,9 +38,12 @@ def main(argv=None):
                 0, 0, 0x18, bytes(1460), ts=(1, 2)), WIRE),
             ("64 B data + TS, server->client", px.from_server(
                 0, 0, 0x18, bytes(64), ts=(1, 2)), WIRE),
-            ("ACK + TS + 3 SACK blocks (option walk)", px.from_client(
+            ("ACK + TS + 3 SACK blocks (Linux layout)", px.from_client(
                 0, 0, 0x10, b"", options=tcp_options(
                     timestamps=(1, 2), sack_blocks=((1, 2), (3, 4), (5, 6)))), WIRE),
+            ("ACK + SACK, TS, 2 blocks (option walk)", px.from_client(
+                0, 0, 0x10, b"", options=b"\x05\x12" + bytes(16) + b"\x08\x0a"
+                + bytes(8) + b"\x01" * 4), WIRE),
             ("1460 B data + TS, host port (flush)", px.from_client(
                 0, 0, 0x18, bytes(1460), ts=(1, 2)), HOST),
         ]

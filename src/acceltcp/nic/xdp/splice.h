@@ -19,8 +19,9 @@
  *    IP checksum field (csum + cso_ip) mod 0xFFFF, TCP's (csum + cso_tcp + wraps [+
  *    cso_ts] [+ edge deltas] [+ window delta]) mod 0xFFFF, where each translated 32-bit
  *    value that passes 2**32 adds one (RFC 1624; splice.py's docstring has the
- *    arithmetic).  The option walk (any layout but Linux's NOP NOP TS) is a bpf_loop
- *    over a per-CPU copy of the options, written back only when the walk succeeded;
+ *    arithmetic).  Linux's layouts (NOP NOP TS, and NOP NOP TS NOP NOP SACK filling the
+ *    header) are translated in place; any other goes through the option walk, a
+ *    bpf_loop over a per-CPU copy of the options, written back only when it succeeded;
  *  - the frame goes out on the wire (XDP_TX from the wire port, a redirect to the wire
  *    from the host port), splice_frames;
  *  - accounting and passive teardown tracking as translate() does (packets, payload
@@ -215,6 +216,31 @@ static __always_inline int sp_frame(struct xdp_md *ctx, const struct atcp_cfg *c
 			c += sp_shift32(f + 58, r->dts);
 			c += sp_shift32(f + 62, r->dtsecr);
 			c += r->cso_ts;
+			goto options_done;
+		}
+	}
+	if (doff == 44 || doff == 52 || doff == 60) {
+		/* Linux's layout with SACK blocks: NOP NOP TS NOP NOP SACK(2 + 8n), n = 1..3,
+		 * filling the header (what the walk would do, without it) */
+		__u32 edges = (doff - 36) / 4;
+
+		asm volatile("" : "+r"(end));
+		if (data + 70 > end)
+			goto untranslatable;    /* cannot happen: totlen + 14 <= the frame */
+		if (load_be32(f + 54) == SP_NOP_NOP_TS &&
+		    load_be32(f + 66) == (0x01010500u | (doff - 34))) {
+			__u32 cso_edge = (0xFFFFu - r->dack % 0xFFFF) % 0xFFFF;
+
+			c += sp_shift32(f + 58, r->dts);
+			c += sp_shift32(f + 62, r->dtsecr);
+			c += r->cso_ts;
+			for (__u32 k = 0; k < 6; k++) {
+				if (k >= edges)
+					break;
+				if (data + 74 + 4 * k > end)
+					goto untranslatable;
+				c += sp_shift32(f + 70 + 4 * k, r->dack) + cso_edge;
+			}
 			goto options_done;
 		}
 	}
