@@ -464,3 +464,27 @@ def test_fin_ack_boundary(pair, d, acked):
     p.run(px.from_server(0, 1, 0x11, ts=(1, 2)), WIRE, T0)           # FIN, acks the client's
     out = p.run(px.from_client(1, d, 0x10, ts=(1, 2)), WIRE, T0, state=True)
     assert (len(out) == 2) == acked
+
+
+def test_live_control_side_without_per_frame_calls(open_xdp):
+    """Live, the programs run without before_frame/after_frame around each frame: a
+    splice a program ended is reported (and its slots freed) by the next Splice request
+    or timer, before the request's own answer; on_timer writes the `now` the programs
+    stamp as last activity."""
+    x = open_xdp(NIC_MAC, splice_capacity=2, teardown_capacity=0, splice_idle=5.0)
+    one, two = Proxy(), Proxy(cport=41000, pport=8090, pport_s=50090)
+    assert decode(x.control_frame(one.splice(1), 10.0)[0][1]) == control.SpliceInstalled(1)
+    x.on_timer(12.0)                                   # writes now = 12.0
+    verdict, out, _ = x._wire.test_run(one.from_client(0, 0, 0x18, b"x", ts=(1, 2)))
+    assert out[26:38] == one.rule_a.out_key
+    assert x.splice.rules()[one.rule_a.key]["last_active"] == 12.0
+    verdict, out, _ = x._wire.test_run(one.from_server(0, 0, 0x04))   # acceptable RST
+    assert x.splice.rules() == {}
+    res = x.control_frame(two.splice(2), 13.0)         # the table is full until drained
+    assert [decode(f) for _, f in res][1:] == [control.SpliceInstalled(2)]
+    m = decode(res[0][1])
+    assert type(m) is SpliceClosed and m.splice_id == 1 and m.duration_ms == 3000
+    assert m.reason == control.SPLICE_END_RESET_SERVER and m.packets_c == 1
+    verdict, out, _ = x._wire.test_run(two.from_client(0, 0, 0x04))
+    (port, f), = x.on_timer(14.0)                      # the timer drains too
+    assert decode(f).splice_id == 2 and x.splice.status()["splice_rules"] == 0
