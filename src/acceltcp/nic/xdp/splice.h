@@ -34,7 +34,8 @@
  *
  * Several CPUs: packet and byte counts are atomic adds; the state bits are read-modify-
  * write (two CPUs on the same splice at the same instant can lose one update); only the
- * CPU whose delete of the key succeeds reports the end, so a splice is reported once.
+ * CPU whose delete of the client-side key succeeds reports the end (the control side's
+ * idle sweep too), so a splice is reported once.
  *
  * Stack: atcp_wire's own frame is ~504 bytes, so this code is inlined (clang shares the
  * slots of disjoint scopes) and keeps its buffers in a per-CPU scratch map; the bpf_loop
@@ -326,13 +327,19 @@ options_done:
 	r->state = st;
 	count(C_splice_frames);
 
-	if (ev && !bpf_map_delete_elem(&atcp_splice, r->key)) {
-		/* the end of the splice: both keys go, the report to the control side */
-		struct sp_scratch *w = bpf_map_lookup_elem(&atcp_sp_scratch, &zero);
+	if (ev) {
+		/* the end of the splice: both keys go, the report to the control side.  The
+		 * client-side key goes first: whoever deletes it (a program on another CPU
+		 * ending it from the other side, the control side's idle sweep) reports. */
 		struct atcp_splice_rule *a = (r->flags & ATCP_SP_FROM_SERVER) ? p : r;
 		struct atcp_splice_rule *b = (r->flags & ATCP_SP_FROM_SERVER) ? r : p;
 
-		bpf_map_delete_elem(&atcp_splice, p->key);
+		if (bpf_map_delete_elem(&atcp_splice, a->key))
+			goto forward;
+		bpf_map_delete_elem(&atcp_splice, b->key);
+
+		struct sp_scratch *w = bpf_map_lookup_elem(&atcp_sp_scratch, &zero);
+
 		count(C_splices_closed);
 		if (w) {
 			__builtin_memcpy(w->rep.client_key, a->key, 12);
@@ -352,6 +359,7 @@ options_done:
 			count(C_xdp_splice_report_lost);
 		}
 	}
+forward:
 	if (from_host)
 		return bpf_redirect(cfg->wire_ifindex, 0);
 	return XDP_TX;
