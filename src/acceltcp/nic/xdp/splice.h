@@ -32,8 +32,9 @@
  *    the control side pops it and writes the 0x090D SpliceClosed to the host, frees the
  *    slots and keeps the idle sweep (a program cannot run on a timer).
  *
- * Several CPUs: packet and byte counts are atomic adds; the state bits are read-modify-
- * write (two CPUs on the same splice at the same instant can lose one update); only the
+ * Several CPUs: packet and byte counts are atomic adds; the latest ACK, window and FIN
+ * ack value are plain stores (two CPUs on the same splice at the same instant: the
+ * latest ACK may be either's), the state bits are set with atomic ors; only the
  * CPU whose delete of the client-side key succeeds reports the end (the control side's
  * idle sweep too), so a splice is reported once.
  *
@@ -171,7 +172,7 @@ static __always_inline int sp_frame(struct xdp_md *ctx, const struct atcp_cfg *c
 				    const struct atcp_splice_ctl *sc, __u32 slot, int from_host)
 {
 	struct atcp_splice_rule *r, *p;
-	__u32 zero = 0, pslot, seq_in, ack_in, seq, ack, totlen, doff, plen, win, wout, st, ps;
+	__u32 zero = 0, pslot, seq_in, ack_in, seq, ack, totlen, doff, plen, win, wout, st, st0, ps;
 	__u64 c;
 	__u8 flags;
 	int ev = 0;
@@ -295,7 +296,7 @@ options_done:
 	if (plen)
 		__sync_fetch_and_add(&r->bytes, plen);
 	r->last = sc->now;
-	st = r->state;
+	st = st0 = r->state;
 	if (flags & TCP_ACK) {
 		if (!(st & ATCP_SP_ST_ACK) || ack_in - r->ack < 0x80000000u) {
 			r->ack = ack_in;
@@ -304,7 +305,7 @@ options_done:
 		}
 		ps = p->state;
 		if ((ps & 3) == ATCP_SP_ST_FIN && ack_in - p->fin < 0x80000000u) {
-			p->state = ps | ATCP_SP_ST_FIN_ACKED;
+			__sync_fetch_and_or(&p->state, ATCP_SP_ST_FIN_ACKED);
 			if (st & ATCP_SP_ST_FIN_ACKED)
 				ev = SP_END_FIN;
 		}
@@ -324,7 +325,8 @@ options_done:
 			st |= ATCP_SP_ST_FIN;
 		}
 	}
-	r->state = st;
+	if (st != st0)                          /* bits are only ever added */
+		__sync_fetch_and_or(&r->state, st & ~st0);
 	count(C_splice_frames);
 
 	if (ev) {
