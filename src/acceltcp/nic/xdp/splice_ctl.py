@@ -1,24 +1,306 @@
-"""The splice path's control side (splice.h).  Not built yet: a Splice request is refused
-(TABLE_FULL), as by a NicDataplane without a splice table."""
+"""The splice path's control side (splice.h): installs splices, reports their end, sweeps
+idle ones.
+
+Theory of operation
+-------------------
+NicDataplane keeps its splice table in one ``nic.splice.SpliceTable``; here the table is
+split between the programs and this object:
+
+* maps (atcp_splice.h): ``atcp_splice`` (hash, incoming 4-tuple -> slot),
+  ``atcp_sp_rules`` (array, slot -> rule + per-rule state), ``atcp_sp_ctl`` (the `now`
+  the programs stamp on a rule's last activity, and the number of rules: 0 = the
+  programs do no lookup at all), ``atcp_sp_report`` (a queue: the splices the programs
+  ended).  ``capacity`` rules (two per splice): the hash and array have that many
+  entries.
+* install (0x090C Splice, ``control``): the rule pair is checked and its per-rule
+  constants (offsets, checksum-field deltas, rescale) computed by the specification's own
+  code (a two-rule SpliceTable used as a calculator), then -- refusals in
+  NicDataplane's order: BAD_RULE, DUPLICATE (a key already in atcp_splice), TABLE_FULL --
+  both records are written to free slots, the count raised, the keys inserted, the
+  handed-over table's entries for both keys discarded, SpliceInstalled to the host.
+  Slots are handed out as SpliceTable does (0, 1, 2, ...; freed slots reused last-freed
+  first), so a slot here is the slot there.
+* the end (``after_frame``, also drained by ``control`` and ``on_timer``): a program
+  that saw both FINs acknowledged or an acceptable RST has removed both keys and queued a
+  report; each report becomes the 0x090D SpliceClosed NicDataplane writes (its splice
+  id, the install time for duration_ms, host MAC as learned), and the slots are freed.
+* the idle sweep (``next_deadline`` / ``on_timer``): as NicDataplane schedules it
+  (every min(idle, 1 s) while splices exist), a splice whose two rules both saw no frame
+  for ``idle`` seconds is removed here (the key delete decides a race with a program
+  ending it at the same moment: whoever deletes it reports it) and reported with
+  SPLICE_END_IDLE.  ``before_frame(now)`` writes `now` for the programs; ``on_timer``
+  writes it too, so a live placement that calls only the timers still stamps activity
+  (at most one sweep interval stale).
+
+``rules()`` gives the table as the programs see it, keyed by incoming 4-tuple, for the
+differential tests.
+"""
+
+import struct
+from collections import OrderedDict
 
 from ...wire import control
-from ...wire.control import Splice, SpliceRefused
+from ...wire.control import Splice, SpliceClosed, SpliceInstalled, SpliceRefused
+from .. import splice as sp
 from ..dataplane import HOST
+from . import bpf
 from .parts import Part
 
-__all__ = ["SpliceControl"]
+__all__ = ["SpliceControl", "DEFAULT_CAPACITY", "RULE", "REPORT"]
+
+DEFAULT_CAPACITY = 4096          # rules, as NicDataplane's splice_capacity
+
+#: struct atcp_splice_rule (104 bytes)
+RULE = struct.Struct("=12s12s12sIIIIHHHBBIIIIIQQQ")
+#: struct atcp_splice_report (64 bytes)
+REPORT = struct.Struct("=12s12sBBHIQQQQ")
+_CTL = struct.Struct("=QII")     # struct atcp_splice_ctl
+_STATE = struct.Struct("=II")    # atcp.h struct atcp_state
+_U32 = struct.Struct("=I")
+_D = struct.Struct("=d")
+_Q = struct.Struct("=Q")
+_ZERO = _U32.pack(0)
+_M = 0xFFFFFFFF
+_F_FROM_SERVER = 0x01
+_F_RESCALE = 0x02
+_REFUSED = {"full": control.SPLICE_REFUSED_TABLE_FULL,
+            "dup": control.SPLICE_REFUSED_DUPLICATE,
+            "bad": control.SPLICE_REFUSED_BAD_RULE}
+
+
+def _bits(now):
+    return _Q.unpack(_D.pack(now))[0]
+
+
+def _float(bits):
+    return _D.unpack(_Q.pack(bits))[0]
 
 
 class SpliceControl(Part):
+    """The splice path of an XdpDataplane (module docstring).  capacity: rules (None:
+    DEFAULT_CAPACITY, 0: no table, every Splice refused TABLE_FULL); idle: seconds
+    without a frame after which a splice is removed."""
+
     def __init__(self, dp, capacity=None, idle=300.0):
         super().__init__(dp)
-        self.capacity = 0
+        if capacity is None:
+            capacity = DEFAULT_CAPACITY
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
+            raise ValueError("splice_capacity must be an int >= 0")
+        if capacity == 1:
+            raise ValueError("capacity must be >= 2 (a splice takes two rules)")
+        self.capacity = capacity
+        self.idle = idle
+        self._calc = sp.SpliceTable(2)
+        self._maps = None
+        self._clear_state()
+
+    def _clear_state(self):
+        # client-side key -> (splice id, install time, slot a, slot b, server-side key),
+        # in install order (the order of NicDataplane's idle reports)
+        self._splices = OrderedDict()
+        self._free = list(range(self.capacity - 1, -1, -1))   # pop() hands out 0, 1, ...
+        self._idle_check = None
+        self._ctl = None                # (now bits, rules) last written
+
+    # -- Part: maps ------------------------------------------------------------------------
+
+    def premade_maps(self):
+        n = max(self.capacity, 2)
+        return {"atcp_splice": (bpf.BPF_MAP_TYPE_HASH, 12, 4, n),
+                "atcp_sp_rules": (bpf.BPF_MAP_TYPE_ARRAY, 4, RULE.size, n),
+                "atcp_sp_report": (bpf.BPF_MAP_TYPE_QUEUE, 0, REPORT.size, max(n // 2, 1))}
+
+    def attach(self, maps):
+        self._index = maps["atcp_splice"]
+        self._rules = maps["atcp_sp_rules"]
+        self._ctl_map = maps["atcp_sp_ctl"]
+        self._reports = maps["atcp_sp_report"]
+        self._write_ctl(0.0)
+
+    def _write_ctl(self, now):
+        v = (_bits(now), 2 * len(self._splices))
+        if v != self._ctl:
+            self._ctl_map.update(_ZERO, _CTL.pack(v[0], v[1], 0))
+            self._ctl = v
+
+    def reset(self):
+        self._index.clear()
+        self._reports.clear()
+        zero = bytes(RULE.size)
+        for slot in range(self.capacity):
+            self._rules.update(_U32.pack(slot), zero)
+        self._clear_state()
+        self._write_ctl(0.0)
+
+    # -- Part: per frame -------------------------------------------------------------------
+
+    def before_frame(self, now):
+        self._write_ctl(now)
+
+    def after_frame(self, now):
+        return self._drain(now)
+
+    def _drain(self, now):
+        """The splices the programs ended -> their SpliceClosed frames."""
+        out = []
+        while True:
+            raw = self._reports.pop()
+            if raw is None:
+                break
+            ck, sk, reason, fins, _, slot, pc, bc, ps, bs = REPORT.unpack(raw)
+            meta = self._splices.pop(ck, None)
+            if meta is not None:
+                sid, t0, sa, sb, _ = meta
+                self._free.append(slot)
+                self._free.append(sb if slot == sa else sa)
+            else:                           # not ours (cannot happen): report it anyway
+                sid, t0 = 0, now
+            out.append(self._closed(sid, t0, ck, sk, reason, fins, pc, bc, ps, bs, now))
+        if out:
+            self._write_ctl(now)
+        return out
+
+    def _closed(self, sid, t0, ck, sk, reason, fins, pc, bc, ps, bs, now):
+        dp = self.dp
+        msg = SpliceClosed(sid, ck, sk, reason, bool(fins & 1), bool(fins & 2),
+                           int((now - t0) * 1000), pc, bc, ps, bs)
+        return (HOST, msg.frame(dp.host_mac or bytes(6), dp.mac))
+
+    # -- Part: control frames --------------------------------------------------------------
 
     def control(self, msg, seg_frame, host_mac, now):
         if type(msg) is not Splice:
             return None
+        out = self._drain(now)             # frees the slots of splices already ended
         dp = self.dp
-        dp._count("refused_splice")
-        dp._count("refused_splice_full")
-        return [(HOST, SpliceRefused(msg.splice_id, control.SPLICE_REFUSED_TABLE_FULL)
-                 .frame(host_mac, dp.mac))]
+        why = None
+        if not self.capacity:
+            why = "full"
+        else:
+            try:
+                rec_a, rec_b = self._records(msg.rule_a, msg.rule_b, now)
+            except ValueError:
+                why = "bad"
+            else:
+                if self._index.lookup(msg.rule_a.key) is not None or \
+                        self._index.lookup(msg.rule_b.key) is not None:
+                    why = "dup"
+                elif len(self._free) < 2:
+                    why = "full"
+        if why is not None:
+            dp._count("refused_splice")
+            dp._count("refused_splice_" + why)
+            out.append((HOST, SpliceRefused(msg.splice_id, _REFUSED[why])
+                        .frame(host_mac, dp.mac)))
+            return out
+        sa = self._free.pop()
+        sb = self._free.pop()
+        ka, kb = msg.rule_a.key, msg.rule_b.key
+        self._rules.update(_U32.pack(sa), rec_a(sb))
+        self._rules.update(_U32.pack(sb), rec_b(sa))
+        self._splices[ka] = (msg.splice_id, now, sa, sb, kb)
+        self._write_ctl(now)                # the count before the keys: never too low
+        self._index.update(ka, _U32.pack(sa))
+        self._index.update(kb, _U32.pack(sb))
+        if dp.handed_capacity:              # the splice rules own these tuples now
+            for key in (ka, kb):
+                self._handed_discard(key)
+        dp._count("splices_installed")
+        if self._idle_check is None:
+            self._idle_check = now + min(self.idle, 1.0)
+        out.append((HOST, SpliceInstalled(msg.splice_id).frame(host_mac, dp.mac)))
+        return out
+
+    def _records(self, rule_a, rule_b, now):
+        """SpliceTable.install's checks and per-rule constants (ValueError for a bad
+        pair) -> two functions pair slot -> atcp_splice_rule bytes."""
+        calc = self._calc
+        sa, sb = calc.install(rule_a, rule_b, now)
+        try:
+            ra, rb = calc.rule(sa), calc.rule(sb)
+        finally:
+            calc.remove(sa)
+        stamp = _bits(now)
+
+        def record(r, d):
+            flags = (_F_FROM_SERVER if d["from_server"] else 0) | \
+                (_F_RESCALE if d["wscale_in"] != d["wscale_out"] else 0)
+            if r.last_ack is not None:
+                ack, wnd = r.last_ack & _M, r.last_wnd
+            else:
+                ack = wnd = 0
+            return lambda pair: RULE.pack(
+                r.key, d["eth_dst"] + d["eth_src"], d["out_key"], d["seq_offset"],
+                d["ack_offset"], d["ts_shift"], d["tsecr_shift"], d["cso_ip"],
+                d["cso_tcp"], d["cso_ts"], d["wscale_in"] << 4 | d["wscale_out"], flags,
+                pair, d["state"], 0, ack, wnd, 0, 0, stamp)
+        return record(rule_a, ra), record(rule_b, rb)
+
+    def _handed_discard(self, key):
+        dp = self.dp
+        if dp._handed.delete(key):
+            dp._count("handed_removed")
+            # atcp_state.handed_count (the programs add atomically; bpf(2) cannot: a
+            # read-modify-write, which a program's concurrent add could overlap)
+            ident, n = _STATE.unpack(dp._st.lookup(_ZERO))
+            dp._st.update(_ZERO, _STATE.pack(ident, max(n - 1, 0)))
+
+    # -- Part: timers ----------------------------------------------------------------------
+
+    def next_deadline(self):
+        return self._idle_check
+
+    def on_timer(self, now):
+        self._write_ctl(now)
+        out = self._drain(now)
+        t = self._idle_check
+        if t is not None and now >= t:
+            limit = now - self.idle
+            for ka, (sid, t0, sa, sb, kb) in list(self._splices.items()):
+                va, vb = self._record(sa), self._record(sb)
+                if va[-1] > limit or vb[-1] > limit:
+                    continue
+                if not self._index.delete(ka):
+                    continue                # a program ended it just now: its report
+                self._index.delete(kb)
+                va, vb = self._record(sa), self._record(sb)
+                del self._splices[ka]
+                self._free.append(sa)
+                self._free.append(sb)
+                self.dp._count("splices_closed")
+                fins = (1 if va[13] & sp.ST_FIN else 0) | (2 if vb[13] & sp.ST_FIN else 0)
+                out.append(self._closed(sid, t0, ka, kb, control.SPLICE_END_IDLE, fins,
+                                        va[17], va[18], vb[17], vb[18], now))
+            self._write_ctl(now)
+            self._idle_check = (now + min(self.idle, 1.0)) if self._splices else None
+        return out
+
+    def _record(self, slot):
+        """atcp_sp_rules[slot] decoded (the last field as the float it stamps)."""
+        v = list(RULE.unpack(self._rules.lookup(_U32.pack(slot))))
+        v[-1] = _float(v[-1])
+        return v
+
+    # -- inspection --------------------------------------------------------------------------
+
+    def rules(self):
+        """{incoming 4-tuple: the rule and its state} as the programs see them."""
+        out = {}
+        for key, raw in self._index.items():
+            slot = _U32.unpack(raw)[0]
+            (k, macs, out_key, dseq, dack, dts, dtsecr, cso_ip, cso_tcp, cso_ts, ws, flags,
+             pair, state, fin, ack, wnd, pkts, nbytes, last) = self._record(slot)
+            out[key] = {
+                "slot": slot, "key": k, "eth_dst": macs[:6], "eth_src": macs[6:],
+                "out_key": out_key, "seq_offset": dseq, "ack_offset": dack,
+                "ts_shift": dts, "tsecr_shift": dtsecr, "cso_ip": cso_ip,
+                "cso_tcp": cso_tcp, "cso_ts": cso_ts, "wscale_in": ws >> 4,
+                "wscale_out": ws & 15, "from_server": bool(flags & _F_FROM_SERVER),
+                "pair": pair, "state": state, "fin": fin, "ack": ack, "wnd": wnd,
+                "packets": pkts, "bytes": nbytes, "last_active": last}
+        return out
+
+    def status(self):
+        return {"splice_rules": 2 * len(self._splices), "splice_capacity": self.capacity,
+                "splices_closed": self.dp.counters["splices_closed"]}
