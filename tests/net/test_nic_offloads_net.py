@@ -52,8 +52,11 @@ def test_teardown_offload_60k_response_under_5pct_loss(bed, tmp_path, placement)
     assert c["conns_reset"] == 0 and c["conns_live"] == 0
 
 
-@PLACEMENT
-@pytest.mark.parametrize("tap_offload", [False, True], ids=["no-tap-offload", "tap-offload"])
+@pytest.mark.parametrize("placement, tap_offload", [
+    ("inline", False), ("process", False), ("inline", True), ("process", True),
+    ("xdp", False),             # XDP: the TAP without offloads (docs/xdp.md)
+], ids=["inline-no-tap-offload", "process-no-tap-offload", "inline-tap-offload",
+        "process-tap-offload", "xdp"])
 def test_splice_50mib_each_way_with_sequence_wrap(bed, tmp_path, placement, tap_offload):
     n = 50 * MiB
     server = bed.popen(PEER + ["duplex", "8081", "--bytes", str(n), "--seed", "2",
