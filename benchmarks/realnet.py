@@ -24,8 +24,9 @@ Side by side, in one run, on this machine:
 4. spliced forwarding: a kernel client and a kernel server (both in atcp-bench) move
    --splice-mib MiB each way through the stack's proxy (`acceltcp serve proxy`, TAP
    offloads off -- MTU frames -- and on -- 64 KiB super-frames), relayed by the host,
-   then spliced on the NIC inline and in its own process: frames/s the NIC translated,
-   Gbit/s, host and NIC CPU.
+   then spliced on the NIC inline, in its own process and in XDP (offloads off only):
+   frames/s the NIC translated, Gbit/s, host and NIC CPU; and the same transfer kernel
+   to kernel with no proxy (to the reference namespace), the ceiling.
 
 Every figure is followed by its ratio to the asyncio kernel-stack server (3: to the
 stack without a NIC; 4: to the host relay). The traffic stays inside the two namespaces
@@ -223,6 +224,33 @@ def splice(label, nbytes, extra, tmp, offload=False):
             "spliced": st["app_stats"]["spliced"]}
 
 
+def direct(label, nbytes):
+    """The same duplex transfer kernel to kernel, no proxy (atcp-bench -> the reference
+    namespace over its veth): the ceiling of a forwarding path on this machine."""
+    from acceltcp.testbed.peer import expected_sha256
+    srv = Server(ns(REF, [PY, "-m", "acceltcp.testbed.peer", "duplex", "8081", "--bytes",
+                          str(nbytes), "--seed", "2", "--head-lines", "1", "--timeout",
+                          "300"]), "stdout")
+    time.sleep(0.2)
+    r = subprocess.run(ns(NS, [PY, "-m", "acceltcp.testbed.peer", "duplex", REF_IP,
+                               "8081", "--bytes", str(nbytes), "--seed", "1", "--head",
+                               "GET / HTTP/1.1\\n", "--timeout", "300"]),
+                       capture_output=True, text=True, timeout=900)
+    try:
+        srv.p.wait(60)
+    except subprocess.TimeoutExpired:
+        pass
+    srv.stop()
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    if res["received"] != nbytes or res["sha256"] != expected_sha256(2, nbytes):
+        raise RuntimeError("%s: transfer not byte-exact: %s" % (label, res))
+    el = res["elapsed_s"]
+    return {"label": label, "tap_offload": None, "elapsed_s": el,
+            "gbit_s": 2 * nbytes * 8 / el / 1e9, "nic_frames": 0, "nic_frames_per_s": 0,
+            "host_frames": 0, "host_frames_per_s": 0, "stack_cpu_s": 0, "nic_cpu_s": 0,
+            "spliced": 0}
+
+
 def build_client(tmp):
     exe = os.path.join(tmp, "rr_client")
     subprocess.run(["cc", "-O2", "-o", exe, str(HERE / "rr_client.c")], check=True)
@@ -305,11 +333,19 @@ def main(argv=None):
                             ("host relay", []),
                             ("NIC inline, spliced", ["--nic", "inline", "--offload", "splice"]),
                             ("NIC process, spliced", ["--nic", "process", "--offload",
-                                                      "splice"])):
+                                                      "splice"]),
+                            # XDP: the TAP has no offloads (a redirect loses them)
+                            ("NIC xdp, spliced", None if offload else
+                             ["--nic", "xdp", "--offload", "splice"])):
+                        if extra is None:
+                            continue
                         results["splice"].append(median_run(
                             lambda lb=label, x=extra, o=offload: splice(lb, nb, x, tmp, o),
                             a.repeat, "gbit_s"))
                         _progress(results["splice"][-1])
+                results["splice"].append(median_run(
+                    lambda: direct("kernel to kernel, no proxy", nb), a.repeat, "gbit_s"))
+                _progress(results["splice"][-1])
     finally:
         cli("testbed", "down", "--netns", NS, "--ref-netns", REF)
     report(results, a)
@@ -378,6 +414,9 @@ def report(results, a):
             "relay", "TAP", "Gbit/s", "x host", "NIC frames/s", "host frames/s",
             "stack CPU s", "NIC CPU s"))
         for r in results["splice"]:
+            if r["tap_offload"] is None:            # the kernel-to-kernel ceiling
+                print("%-24s %5s %8.2f" % (r["label"], "-", r["gbit_s"]))
+                continue
             ref = next(x["gbit_s"] for x in results["splice"]
                        if x["label"] == "host relay" and x["tap_offload"] == r["tap_offload"])
             print("%-24s %5s %8.2f %10.2f %14.0f %14.0f %12.2f %10.2f" % (
