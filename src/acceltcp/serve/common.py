@@ -1,4 +1,4 @@
-"""What ``serve``, ``connect`` and ``load`` (eval/load.py) share: a TapHost from the
+"""What ``serve``, ``connect`` and ``load`` (eval/load/) share: a TapHost from the
 command line's options, the JSON counters and the ready line, the choice of offloads.
 
 Public, in a module of its own, so that ``eval`` imports no private name of
