@@ -29,21 +29,19 @@ def segment(seq, ack, flags=ACK, window=1000, payload=b"", tsval=None, tsecr=0,
     return parse_tcp(frame[34:], IP_R, IP_L)
 
 
+def _value(v):
+    if isinstance(v, bytearray):
+        return bytes(v)
+    if hasattr(v, "__slots__") and not isinstance(v, (bytes, tuple)):
+        return (type(v).__name__, tuple((s, getattr(v, s, None)) for c in type(v).__mro__
+                                        for s in getattr(c, "__slots__", ())))
+    return v
+
+
 def state_of(conn):
     """Every slot of a TCB (bytearrays as bytes, the cc and rto objects by their slots)."""
-    out = {}
-    for name in TcpConnection.__slots__:
-        if name in _SKIP:
-            continue
-        v = object.__getattribute__(conn, name)
-        if isinstance(v, bytearray):
-            v = bytes(v)
-        elif hasattr(v, "__slots__") and not isinstance(v, (bytes, tuple)):
-            v = (type(v).__name__, tuple(
-                (s, getattr(v, s, None)) for c in type(v).__mro__
-                for s in getattr(c, "__slots__", ())))
-        out[name] = v
-    return out
+    return {name: _value(object.__getattribute__(conn, name))
+            for name in TcpConnection.__slots__ if name not in _SKIP}
 
 
 class Side:
@@ -92,11 +90,12 @@ hdrs = st.builds(control.NewConnection, mss=st.sampled_from([0, 536, 1200, 1460,
                  timestamps=st.booleans(), ts_base=st.integers(0, MASK),
                  rtt_us=st.sampled_from([0xFFFFFFFF] * 5 + [1500]))
 # what happens after the first event: the input that may promote the quasi
-NEXT = ("nothing", "timer", "data", "fin", "rst", "dupack", "close", "send", "offer_handoff",
-        "attr", "recv")
+NEXT = ("nothing", "timer", "data", "data_newer_ts", "data_old_ts", "data_ooo", "data_big",
+        "fin", "rst", "dupack", "ack_new_window", "ack_of_nothing_sent", "close", "send",
+        "offer_handoff", "attr", "recv")
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=1500, deadline=None)
 @given(cfg=cfgs, hdr=hdrs, seq=st.integers(0, MASK), ack=st.integers(0, MASK),
        window=st.integers(0, 65535), n=st.sampled_from([0, 1, 64, 600, 1460, 3000]),
        psh=st.booleans(), fin=st.sampled_from([False] * 5 + [True]),
@@ -146,14 +145,26 @@ def test_quasi_matches_the_full_tcb(cfg, hdr, seq, ack, window, n, psh, fin, tsv
             d = c.next_deadline()
             if d is not None:
                 c.on_timer(d)
-        elif nxt == "data":
-            c.on_segment(segment(rn, ack, ACK | PSH, window, b"more", tsval=tsval), later)
+        elif nxt.startswith("data"):
+            ts = tsval
+            if ts is not None and nxt.endswith("ts"):
+                ts = (ts + (5 if nxt == "data_newer_ts" else -5)) & MASK
+            s_ = (rn + 10) & MASK if nxt == "data_ooo" else rn
+            body = b"m" * 1460 if nxt == "data_big" else b"more"
+            c.on_segment(segment(s_, ack, ACK | PSH, window, body, tsval=ts), later)
+            if nxt == "data_big" and c.state != CLOSED:     # and one more: two full ones
+                c.on_segment(segment((s_ + 1460) & MASK, ack, ACK, window, body,
+                                     tsval=ts), later)
         elif nxt == "fin":
             c.on_segment(segment(rn, ack, ACK | FIN, window, tsval=tsval), later)
         elif nxt == "rst":
             c.on_segment(segment(rn, 0, RST, 0), later)
         elif nxt == "dupack":
             c.on_segment(segment(rn, ack, ACK, window, tsval=tsval), later)
+        elif nxt == "ack_new_window":
+            c.on_segment(segment(rn, ack, ACK, (window + 999) & 0xFFFF, tsval=tsval), later)
+        elif nxt == "ack_of_nothing_sent":
+            c.on_segment(segment(rn, (ack + 7) & MASK, ACK, window, tsval=tsval), later)
         elif nxt == "close" and c.state != CLOSED:
             c.close(later)
         elif nxt == "send" and c.writable:
@@ -170,6 +181,8 @@ def test_quasi_matches_the_full_tcb(cfg, hdr, seq, ack, window, n, psh, fin, tsv
     assert quasi.next_deadline() == full.next_deadline()
     assert quasi.stats == full.stats
     assert all(why in PROMOTE_REASONS for why in q.promotions) and len(q.promotions) <= 1
+    if nxt in ("data", "dupack", "ack_new_window") and not q.promotions:
+        event("quasi took a second segment")
     if quasi.__class__ is QuasiTcb:
         assert not q.out                      # a quasi never sent anything
         quasi._promote("attr")
@@ -228,3 +241,70 @@ def test_reading_a_slot_it_does_not_hold_promotes():
         raise AssertionError("a name that is no slot must raise")
     assert why == [] and q.__class__ is QuasiTcb
     assert q.snd_max == 9000 and why == ["attr"] and q.__class__ is TcpConnection
+
+
+SEGS = st.lists(st.tuples(
+    st.sampled_from(["data", "bare", "window", "ooo", "old_ts", "newer_ts", "fin", "big"]),
+    st.sampled_from([1, 50, 700, 1460])), min_size=1, max_size=5)
+
+
+@settings(max_examples=600, deadline=None)
+@given(cfg=cfgs, hdr=hdrs, seq=st.integers(0, MASK), ack=st.integers(0, MASK),
+       first=st.sampled_from([0, 0, 20, 600]), tsval=st.one_of(st.none(),
+                                                              st.integers(0, MASK)),
+       segs=SEGS, recv=st.booleans(), now=st.floats(1.0, 1e6))
+def test_quasi_takes_the_request_in_pieces_as_the_full_tcb(cfg, hdr, seq, ack, first, tsval,
+                                                            segs, recv, now):
+    """A bare handshake ACK (or a first piece of the request), then further segments:
+    the quasi takes those a full TCB takes without sending, and promotes on the others,
+    always in the full TCB's state."""
+    seg = segment(seq, ack, ACK, 1000, b"a" * first, tsval=tsval, tsecr=hdr.ts_base)
+    quasi = QuasiTcb.from_cookie(cfg, IP_L, 80, IP_R, 40000, None, seg, hdr, now)
+    if quasi is None:
+        return
+    full = TcpConnection(cfg, IP_L, 80, IP_R, 40000, (ack - 1) & MASK, None, now)
+    sides = [Side(c, 1 << 20 if recv else 0, b"", None) for c in (full, quasi)]
+    for side in sides:
+        side.now = now
+    full.accept_cookie(seg, hdr, now)
+    quasi.start()
+    rn = (seq + first) & MASK
+    ts = tsval
+    t = now
+    for kind, n in segs:
+        t += 0.001
+        if ts is not None:
+            ts = (ts + (-3 if kind == "old_ts" else 1 if kind == "newer_ts" else 0)) & MASK
+        s_ = (rn + 100) & MASK if kind == "ooo" else rn
+        body = b"" if kind in ("bare", "window") else b"b" * (2 * n if kind == "big" else n)
+        flags = ACK | (FIN if kind == "fin" else 0)
+        wnd = 2000 if kind == "window" else 1000
+        for side in sides:
+            side.conn.on_segment(segment(s_, ack, flags, wnd, body, tsval=ts), t)
+            if recv and side.conn.rcvbuf:
+                side.conn.recv(1 << 20, t)
+        if kind not in ("ooo", "old_ts") and full.rcv_nxt != rn:
+            rn = full.rcv_nxt if kind != "fin" else rn
+        f, q = sides
+        assert q.out == f.out and q.events == f.events
+        assert quasi.next_deadline() == full.next_deadline()
+        if quasi.__class__ is QuasiTcb:
+            event("still quasi after " + kind)
+            assert state_of_quasi(quasi) == {k: v for k, v in state_of(full).items()
+                                             if k in state_of_quasi(quasi)}
+    if quasi.__class__ is QuasiTcb:
+        quasi._promote("attr")
+    assert state_of(quasi) == state_of(full)
+
+
+def state_of_quasi(conn):
+    """The slots a quasi holds (the others are unset until it is promoted)."""
+    out = {}
+    for name in TcpConnection.__slots__:
+        if name in _SKIP:
+            continue
+        try:
+            out[name] = _value(object.__getattribute__(conn, name))
+        except AttributeError:
+            continue
+    return out

@@ -75,6 +75,18 @@ frames are taken from a NIC device only, and a 0x090A for a 4-tuple that already
 TCB or TIME-WAIT record (a retransmitted ACK still echoing the cookie TSval) or for a
 port no longer offloaded is handled as the ordinary segment it carries.
 
+Lazy TCB creation (AccelTCP §5.2, ``lazy_tcb=True``, the default). A child born from a
+cookie -- the NIC's 0x090A or the host's own -- whose first segment is the common one
+starts as a ``tcp.quasi.QuasiTcb``: only what its first exchange needs (no RTO
+estimator, congestion controller, retransmission state). It is promoted in place to the
+full ``TcpConnection`` when it needs one (a further segment, a timer, output, close);
+one whose reply and close go to the NIC's teardown offload is freed without ever being
+full. Promotion yields exactly the full TCB's state, so the frames the stack sends do
+not depend on the option (tests/e2e/test_lazy_tcb.py). Counters: ``tcb_quasi`` (born
+quasi), ``tcb_quasi_freed`` (removed while quasi), ``tcb_quasi_declined`` (an unusual
+first segment: a full TCB at once), ``tcb_promoted_<reason>`` (``tcp.quasi``'s
+PROMOTE_REASONS).
+
 Connections leave the table when ``conn.closed`` (on reset, abort, timeout, LAST-ACK
 done) or when they reach TIME-WAIT: the TCB then hands the rest of 2MSL to a compact
 `tcp.timewait.TimeWait` record and is freed; records expire from a FIFO per 2MSL

@@ -18,15 +18,18 @@ two counters. It does so only when the first segment is the common one (the segm
 the full TCB's header prediction would take, data that does not call for an immediate
 ACK); otherwise it returns None and the caller builds the full TCB as before.
 
-While quasi, the connection serves: the app's event, ``recv`` (with the receive-window
-bookkeeping of a full TCB), ``send`` inside the app's callback (output is corked
-there: nothing leaves yet), ``teardown_offer`` and ``handoff`` (the NIC took it).
-Everything else first *promotes* it: ``_promote`` fills in every other slot with the
+While quasi, the connection serves: the app's event, more of the request (in-order
+segments the full TCB's header prediction would take without sending an ACK at once:
+a kernel client sends its request after a bare handshake ACK), ``recv`` (with the
+receive-window bookkeeping of a full TCB), ``send`` inside the app's callback (output
+is corked there: nothing leaves yet), ``teardown_offer`` and ``handoff`` (the NIC took
+it). Everything else first *promotes* it: ``_promote`` fills in every other slot with the
 value the full TCB would hold after the same inputs and switches ``__class__`` to
 ``TcpConnection`` (a ``QuasiTcb`` is a ``TcpConnection`` subclass with no slots of its
 own, so the object -- the one the app and the host's tables hold -- stays the same);
-the call then runs as the full TCB's. Promotion happens on: any further segment (more
-data, a FIN, a RST, an ACK: ``data``/``fin``/``rst``/``syn``/``ack``), a timer
+the call then runs as the full TCB's. Promotion happens on: any other segment (data
+out of order or calling for an ACK now, a FIN, a RST, a SYN, an ACK of something, an
+old timestamp: ``data``/``fin``/``rst``/``syn``/``ack``), a timer
 (``timer``: the delayed ACK fell due), output (``send``: data to put on the wire,
 ``ack``: an ACK to send now, e.g. for a window update), ``close``/``shutdown``/
 ``abort``, a handoff that must notify, TIME-WAIT, and -- the safety net -- a read of
@@ -132,10 +135,11 @@ class QuasiTcb(TcpConnection):
         else:
             self.wscale_ok = False
             self.snd_wscale = self.rcv_wscale = 0
-        self.snd_wnd = seg.window << self.snd_wscale
+        self.snd_wnd = self.max_snd_wnd = seg.window << self.snd_wscale
+        self.snd_wl1 = seq
         self.sack_ok = cfg.sack and hdr.sack_ok
         self.ts_ok = ts_ok
-        self.ts_recent_time = now
+        self.ts_recent_time = self.last_send = now    # last_send: nothing sent yet
         if ts_ok:
             self.ts_recent = tsval
             # accept_cookie: our TS clock starts just past the cookie TSval
@@ -145,6 +149,7 @@ class QuasiTcb(TcpConnection):
             self.ts_offset = (((ack - 1) & MASK) * 2654435761 + 0x5BD1E995) & MASK
         self.t_dack = t_dack
         self.ack_pending = n > 0
+        self.full_segs = 1 if n >= rcv_mss else 0
         self._notify = True                   # ESTABLISHED, announced by start()
         self._corked = False
         self._cork_now = None
@@ -164,14 +169,12 @@ class QuasiTcb(TcpConnection):
         segment, had no timer fire)."""
         self.__class__ = TcpConnection
         cfg = self.config
-        born = self.ts_recent_time           # set at birth, changed only by segments
+        born = self.last_send                # the birth: a quasi sends nothing
         una = self.snd_una
         self.iss = self.recover = self.high_rxt = (una - 1) & MASK
         self.snd_nxt = self.snd_max = self.sbase = una
-        seq = (self.irs + 1) & MASK
-        self.snd_wl1 = self.last_ack_sent = seq
-        self.snd_wl2 = una
-        self.max_snd_wnd = self.snd_wnd
+        self.last_ack_sent = (self.irs + 1) & MASK     # no ACK sent since the cookie's
+        self.snd_wl2 = una                   # every segment taken acked exactly SND.UNA
         self.passive = True
         self.reasm = self.rcv_fin_seq = None
         mss = self.mss
@@ -182,7 +185,7 @@ class QuasiTcb(TcpConnection):
         self.retries = self.persist_backoff = self.challenge_count = 0
         self.rtt_seq = None
         self.rtt_time = 0.0
-        self.last_send = self.challenge_window = born
+        self.challenge_window = born
         self.oow_ack_time = born - OOW_ACK_INTERVAL
         cc = make_congestion_control(cfg.cc, cfg.mss if cfg.mss < DEFAULT_MSS else DEFAULT_MSS,
                                      cfg.initial_window)
@@ -191,7 +194,6 @@ class QuasiTcb(TcpConnection):
         self.dupacks = 0
         self.in_recovery = False
         self.scoreboard = None
-        self.full_segs = 1 if self.bytes_in >= self.rcv_mss else 0
         self._snd_full = False
         self.segs_out = self.bytes_out = self.retransmits = self.fast_retransmits = 0
         self.rto_timeouts = self.dupacks_in = self.ooo_segments = self.paws_drops = 0
@@ -290,12 +292,63 @@ class QuasiTcb(TcpConnection):
             "error": self.error,
         }
 
-    # ------------------------------------------------------------------ promoting
     def on_segment(self, seg, now: float) -> None:
+        """More of the request (or a bare ACK) in order, while nothing was sent: taken as
+        the full TCB's header prediction takes it. Anything else promotes."""
+        if seg.flags & 0xF7 == ACK and self._take(seg, now):
+            self._flush_events()
+            return
+        self._promote_for(seg)
+        TcpConnection.on_segment(self, seg, now)
+
+    def _take(self, seg, now: float) -> bool:
+        """``TcpConnection._fast_path`` for a quasi (ESTABLISHED, nothing sent, nothing
+        queued): checks first, so that False leaves everything as it was."""
+        if (self.state != ESTABLISHED or seg.seq != self.rcv_nxt or seg.sack_blocks
+                or seg.ack != self.snd_una or self.app_closed or self.sndbuf
+                or self.fin_queued):
+            return False
+        cfg = self.config
+        ts_ok = self.ts_ok
+        if ts_ok:
+            tsval = seg.tsval
+            if tsval is None or ((tsval - self.ts_recent) & MASK) >= HALF:
+                return False                          # PAWS (RFC 7323 §5) is full work
+        payload = seg.payload
+        n = len(payload)
+        full = self.full_segs
+        if n:
+            if n > ((self.rcv_adv - self.rcv_nxt) & MASK):
+                return False
+            if n >= self.rcv_mss:
+                full += 1
+            if full >= cfg.ack_every or cfg.delayed_ack <= 0:
+                return False                          # an ACK is due at once: output
+        self.segs_in += 1
+        if ts_ok and seg.seq == (self.irs + 1) & MASK:     # = Last.ACK.sent (§4.3)
+            self.ts_recent = tsval
+            self.ts_recent_time = now
+        wnd = seg.window << self.snd_wscale           # _set_window (SND.WL2 = SND.UNA)
+        self.snd_wl1 = seg.seq
+        self.snd_wnd = wnd
+        if wnd > self.max_snd_wnd:
+            self.max_snd_wnd = wnd
+        if n:
+            self.rcvbuf += payload
+            self.rcv_nxt = (self.rcv_nxt + n) & MASK
+            self.bytes_in += n
+            self._notify = True
+            self.ack_pending = True
+            self.full_segs = full
+            if self.t_dack is None:
+                self.t_dack = now + cfg.delayed_ack
+        return True
+
+    # ------------------------------------------------------------------ promoting
+    def _promote_for(self, seg):
         flags = seg.flags
         self._promote("rst" if flags & RST else "syn" if flags & SYN else
                       "fin" if flags & FIN else "data" if seg.payload else "ack")
-        TcpConnection.on_segment(self, seg, now)
 
     def on_timer(self, now: float) -> None:
         self._promote("timer")
