@@ -150,18 +150,19 @@ def replay(mac, log, lazy, teardown=True, size=64):
 def main_replay(args, mode):
     teardown = MODES[mode][1]
     mac, log, txns = record(args.transactions, teardown)
-    best = {True: None, False: None}
+    on_ = args.lazy_on
+    best = {on_: None, False: None}
     counters = {}
     for i in range(args.repeat):
-        for lazy in (True, False) if i % 2 == 0 else (False, True):
+        for lazy in (on_, False) if i % 2 == 0 else (False, on_):
             ns, c = replay(mac, log, lazy, teardown)
             if best[lazy] is None or ns < best[lazy]:
                 best[lazy] = ns
             counters[lazy] = c
-    assert counters[True]["frames_out"] == counters[False]["frames_out"]
-    on = best[True] / 1e3 / txns
+    assert counters[on_]["frames_out"] == counters[False]["frames_out"]
+    on = best[on_] / 1e3 / txns
     off = best[False] / 1e3 / txns
-    lazy_c = {k: v for k, v in counters[True].items() if k.startswith("tcb_") and v}
+    lazy_c = {k: v for k, v in counters[on_].items() if k.startswith("tcb_") and v}
     print(f"replay, {mode}, {txns} transactions, {len(log)} frames in: "
           f"lazy on {on:.2f} µs/txn, off {off:.2f} µs/txn, off/on {off / on:.3f} "
           f"(fastest of {args.repeat} each)")
@@ -177,8 +178,12 @@ def main(argv=None):
     ap.add_argument("--modes", default=",".join(MODES),
                     help="comma-separated: " + ", ".join(MODES))
     ap.add_argument("--what", choices=("replay", "sim", "both"), default="both")
+    ap.add_argument("--on", choices=("default", "always"), default="default",
+                    help="lazy on is HostStack(lazy_tcb=True) (default: children of "
+                         "listeners offloading teardown) or lazy_tcb='always'")
     ap.add_argument("--json", metavar="FILE")
     args = ap.parse_args(argv)
+    args.lazy_on = True if args.on == "default" else "always"
     t0 = time.perf_counter()
     out = {}
     if args.what in ("replay", "both"):
@@ -187,23 +192,25 @@ def main(argv=None):
                 out["replay " + mode] = main_replay(args, mode)
     for mode in args.modes.split(",") if args.what != "replay" else ():
         setup, teardown = MODES[mode]
-        runs = {True: [], False: []}
+        on_ = args.lazy_on
+        runs = {on_: [], False: []}
         counters = {}
         for i in range(args.repeat):
-            for lazy in (True, False) if i % 2 == 0 else (False, True):
+            for lazy in (on_, False) if i % 2 == 0 else (False, on_):
                 us, c = run(lazy, setup, teardown, args.transactions, seed=i + 1)
                 runs[lazy].append(us)
                 if lazy:
                     counters = c
-        on = statistics.median(runs[True])
+        on = statistics.median(runs[on_])
         off = statistics.median(runs[False])
         out[mode] = {"lazy_on_us_per_txn": on, "lazy_off_us_per_txn": off,
-                     "off_over_on": off / on, "runs_on": runs[True], "runs_off": runs[False],
+                     "off_over_on": off / on, "runs_on": runs[on_], "runs_off": runs[False],
                      "lazy_counters_last_run": counters}
         print(f"{mode:26s} lazy on {on:6.2f} µs/txn   off {off:6.2f} µs/txn   "
-              f"off/on {off / on:.3f}   (on: {', '.join(f'{x:.1f}' for x in runs[True])}; "
+              f"off/on {off / on:.3f}   (on: {', '.join(f'{x:.1f}' for x in runs[on_])}; "
               f"off: {', '.join(f'{x:.1f}' for x in runs[False])})")
         print(f"{'':26s} counters (lazy on, last run): {counters}")
+    out["lazy_on"] = args.lazy_on
     out["transactions"] = args.transactions
     out["repeat"] = args.repeat
     out["wall_s"] = time.perf_counter() - t0

@@ -1,6 +1,8 @@
 """Lazy TCB creation (AccelTCP §5.2, tcp.quasi) changes nothing on the wire: the same
-scenario run with ``HostStack(lazy_tcb=True)`` and ``lazy_tcb=False`` gives the server
-host the same frames in and makes it send the same frames out -- every frame, bytes and
+scenario run with ``HostStack(lazy_tcb="always")`` (every cookie child starts quasi),
+``lazy_tcb=True`` (those of listeners offloading teardown to the NIC) and
+``lazy_tcb=False`` gives the server host the same frames in and makes it send the same
+frames out -- every frame, bytes and
 order and time, to the wire and to the NIC (0x090B teardowns included). Scenarios:
 short-lived echo with setup offload and with setup + teardown offload, clean and lossy,
 the host's own SYN cookies, connections with several transactions, and clients whose
@@ -203,23 +205,32 @@ def _split(counters):
     return lazy, rest
 
 
+def _same(log_a, log_b):
+    if log_a != log_b:
+        n = min(len(log_a), len(log_b))
+        i = next((i for i in range(n) if log_a[i] != log_b[i]), n)
+        raise AssertionError("frame %d differs: %r, %r" % (
+            i, log_a[i][:2] + (log_a[i][2].hex(),), log_b[i][:2] + (log_b[i][2].hex(),))
+            if i < n else "lengths %d, %d" % (len(log_a), len(log_b)))
+
+
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_same_frames_with_and_without_lazy_tcbs(name):
     scenario = SCENARIOS[name]
-    log_on, c_on, drops_on = run(scenario, True)
+    log_on, c_on, drops_on = run(scenario, "always")
     log_off, c_off, drops_off = run(scenario, False)
+    log_dflt, c_dflt, drops_dflt = run(scenario, True)
     assert len(log_on) > 300
-    if log_on != log_off:
-        i = next(i for i, (x, y) in enumerate(zip(log_on, log_off)) if x != y)
-        raise AssertionError("frame %d differs: lazy %r, full %r" % (
-            i, log_on[i][:2] + (log_on[i][2].hex(),),
-            log_off[i][:2] + (log_off[i][2].hex(),)) if i < min(len(log_on), len(log_off))
-            else "lengths %d, %d" % (len(log_on), len(log_off)))
+    _same(log_on, log_off)
+    _same(log_dflt, log_off)
     lazy_on, rest_on = _split(c_on)
     lazy_off, rest_off = _split(c_off)
-    assert rest_on == rest_off and drops_on == drops_off
+    lazy_dflt, rest_dflt = _split(c_dflt)
+    assert rest_on == rest_off == rest_dflt and drops_on == drops_off == drops_dflt
     assert lazy_off["tcb_quasi"] == lazy_off["tcb_quasi_freed"] == 0
     assert not any(k.startswith("tcb_promoted_") for k in lazy_off)
+    # the default: quasi-TCBs only where they can end as such (teardown to the NIC)
+    assert lazy_dflt == (lazy_on if scenario[2] else lazy_off)
     # Every connection born from a cookie was a quasi-TCB or declined (an unusual first
     # segment); every quasi-TCB was freed as one or promoted once, for a known reason.
     born = lazy_on["tcb_quasi"]

@@ -75,13 +75,17 @@ frames are taken from a NIC device only, and a 0x090A for a 4-tuple that already
 TCB or TIME-WAIT record (a retransmitted ACK still echoing the cookie TSval) or for a
 port no longer offloaded is handled as the ordinary segment it carries.
 
-Lazy TCB creation (AccelTCP §5.2, ``lazy_tcb=True``, the default). A child born from a
-cookie -- the NIC's 0x090A or the host's own -- whose first segment is the common one
-starts as a ``tcp.quasi.QuasiTcb``: only what its first exchange needs (no RTO
-estimator, congestion controller, retransmission state). It is promoted in place to the
-full ``TcpConnection`` when it needs one (a further segment, a timer, output, close);
-one whose reply and close go to the NIC's teardown offload is freed without ever being
-full. Promotion yields exactly the full TCB's state, so the frames the stack sends do
+Lazy TCB creation (AccelTCP §5.2, ``lazy_tcb``). A child born from a cookie -- the
+NIC's 0x090A or the host's own -- whose first segment is the common one starts as a
+``tcp.quasi.QuasiTcb``: only what its first exchange needs (no RTO estimator, congestion
+controller, retransmission state). It is promoted in place to the full
+``TcpConnection`` when it needs one (a further segment, a timer, output, close); one
+whose reply and close go to the NIC's teardown offload is freed without ever being
+full. That is the only way a quasi-TCB ends as one, so by default (``lazy_tcb=True``)
+only children of a listener that offloads teardown to a NIC start quasi: elsewhere
+every one would be promoted, and promotion costs a little more than building the full
+TCB at once. ``lazy_tcb="always"``: every cookie child (tests, measurements); False:
+none. Promotion yields exactly the full TCB's state, so the frames the stack sends do
 not depend on the option (tests/e2e/test_lazy_tcb.py). Counters: ``tcb_quasi`` (born
 quasi), ``tcb_quasi_freed`` (removed while quasi), ``tcb_quasi_declined`` (an unusual
 first segment: a full TCB at once), ``tcb_promoted_<reason>`` (``tcp.quasi``'s
@@ -352,9 +356,13 @@ class HostStack:
         #: the TCB type (TcpConnection's constructor and contract)
         self.tcb_class = tcb_class
         #: lazy TCB creation (AccelTCP §5.2, tcp.quasi): a connection born from a cookie
-        #: starts as a QuasiTcb and becomes a full TCB only when it needs one. Only with
-        #: the default TCB type (a QuasiTcb promotes to a TcpConnection).
-        self.lazy_tcb = bool(lazy_tcb) and tcb_class is TcpConnection
+        #: starts as a QuasiTcb and becomes a full TCB only when it needs one -- True:
+        #: children of listeners that offload teardown to a NIC, "always": every cookie
+        #: child, False: none. Only with the default TCB type (a QuasiTcb promotes to a
+        #: TcpConnection).
+        if lazy_tcb not in (True, False, "always"):
+            raise ValueError("lazy_tcb is True, False or 'always'")
+        self.lazy_tcb = lazy_tcb if tcb_class is TcpConnection else False
         # Device offloads (a TAP with virtio-net headers): a device with `offload` set and
         # `send_segment(header, payload, gso_size)` completes TCP checksums, so data
         # segments leave with a partial checksum; with `tso` they are also handed over
@@ -669,7 +677,8 @@ class HostStack:
         lport = seg.dst_port
         rport = seg.src_port
         quasi = None
-        if self.lazy_tcb:
+        lazy = self.lazy_tcb
+        if lazy and (lazy == "always" or (lst.offload_teardown and self.nic)):
             # §5.2: only what the first exchange needs; None if the ACK is unusual
             quasi = QuasiTcb.from_cookie(cfg, self.ip, lport, ip_src, rport, self._output_cb,
                                          seg, hdr, now, syn_window)
