@@ -91,12 +91,17 @@ class ThreadedKvServer:
                     self.refused += 1
                     sock.close()
                     continue
-                self.accepted += 1
                 t = threading.Thread(target=self._serve, args=(sock,), name="kv-conn",
                                      daemon=True)
+                try:
+                    t.start()        # under the lock: close() joins started threads only
+                except RuntimeError:                 # no thread to be had: as over the limit
+                    self.refused += 1
+                    sock.close()
+                    continue
+                self.accepted += 1
                 self._conns[sock] = t
                 self.threads_started += 1
-            t.start()
 
     def _serve(self, sock):
         engine = self.engine
