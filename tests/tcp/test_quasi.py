@@ -95,7 +95,7 @@ NEXT = ("nothing", "timer", "data", "data_newer_ts", "data_old_ts", "data_ooo", 
         "offer_handoff", "attr", "recv")
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=800, deadline=None)
 @given(cfg=cfgs, hdr=hdrs, seq=st.integers(0, MASK), ack=st.integers(0, MASK),
        window=st.integers(0, 65535), n=st.sampled_from([0, 1, 64, 600, 1460, 3000]),
        psh=st.booleans(), fin=st.sampled_from([False] * 5 + [True]),
@@ -248,7 +248,7 @@ SEGS = st.lists(st.tuples(
     st.sampled_from([1, 50, 700, 1460])), min_size=1, max_size=5)
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(cfg=cfgs, hdr=hdrs, seq=st.integers(0, MASK), ack=st.integers(0, MASK),
        first=st.sampled_from([0, 0, 20, 600]), tsval=st.one_of(st.none(),
                                                               st.integers(0, MASK)),
