@@ -112,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     bench.set_defaults(func=cmd_bench)
 
+    from .apps.kv import threads as kv_threads
+    kvt = sub.add_parser("kv-threads", help="the kv server on kernel sockets, a thread per "
+                                            "connection (the cooperative server's baseline)",
+                         description=kv_threads.__doc__.splitlines()[0])
+    kv_threads.add_arguments(kvt)
+    kvt.set_defaults(func=kv_threads.main)
+
     from .serve.commands import add_connect_parser, add_serve_parser
     from .testbed.netns import DEFAULT_NS, REF_NS, TAP_NAME
     tbp = sub.add_parser("testbed", help="peer network namespace for real kernels (root)",

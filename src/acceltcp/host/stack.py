@@ -75,6 +75,22 @@ frames are taken from a NIC device only, and a 0x090A for a 4-tuple that already
 TCB or TIME-WAIT record (a retransmitted ACK still echoing the cookie TSval) or for a
 port no longer offloaded is handled as the ordinary segment it carries.
 
+Lazy TCB creation (AccelTCP §5.2, ``lazy_tcb``). A child born from a cookie -- the
+NIC's 0x090A or the host's own -- whose first segment is the common one starts as a
+``tcp.quasi.QuasiTcb``: only what its first exchange needs (no RTO estimator, congestion
+controller, retransmission state). It is promoted in place to the full
+``TcpConnection`` when it needs one (a further segment, a timer, output, close); one
+whose reply and close go to the NIC's teardown offload is freed without ever being
+full. That is the only way a quasi-TCB ends as one, so by default (``lazy_tcb=True``)
+only children of a listener that offloads teardown to a NIC start quasi: elsewhere
+every one would be promoted, and promotion costs a little more than building the full
+TCB at once. ``lazy_tcb="always"``: every cookie child (tests, measurements); False:
+none. Promotion yields exactly the full TCB's state, so the frames the stack sends do
+not depend on the option (tests/e2e/test_lazy_tcb.py). Counters: ``tcb_quasi`` (born
+quasi), ``tcb_quasi_freed`` (removed while quasi), ``tcb_quasi_declined`` (an unusual
+first segment: a full TCB at once), ``tcb_promoted_<reason>`` (``tcp.quasi``'s
+PROMOTE_REASONS).
+
 Connections leave the table when ``conn.closed`` (on reset, abort, timeout, LAST-ACK
 done) or when they reach TIME-WAIT: the TCB then hands the rest of 2MSL to a compact
 `tcp.timewait.TimeWait` record and is freed; records expire from a FIFO per 2MSL
@@ -95,6 +111,7 @@ from ..tcp import states
 from ..tcp.config import TcpConfig
 from ..tcp import timewait
 from ..tcp.connection import TcpConnection
+from ..tcp.quasi import QuasiTcb
 from ..tcp.seq import seq_add
 from ..tcp.syncookie import SynCookieJar
 from .offload import NicOffload
@@ -161,6 +178,10 @@ _SYNACK_RETRIES_MIN = 2
 _SYN_RECEIVED = states.SYN_RECEIVED
 
 _ZERO_IP = b"\0\0\0\0"
+# HostConn.armed of a parked TCB (offered to the NIC): earlier than any deadline, so
+# `_touch` never pushes it and every heap entry it has is stale. Its timers must not
+# fire: the connection is the NIC's unless it refuses (then `unpark` re-arms).
+_PARKED = float("-inf")
 _KEY = struct.Struct("!4s4sHH")      # remote-ip | local-ip | remote-port | local-port
 _ISN_PORTS = struct.Struct("!HH")
 _U32 = 0xFFFFFFFF
@@ -306,7 +327,7 @@ class HostStack:
     def __init__(self, device, ip, clock, *, config=None, netmask=24, gateway=None,
                  arp_timeout=60.0, isn=None, ephemeral=(32768, 60999), max_syn_backlog=1024,
                  name="", secret=None, strict=False, tcb_class=TcpConnection, tso=True,
-                 syn_cookies=True, synack_retries=_SYNACK_RETRIES):
+                 syn_cookies=True, synack_retries=_SYNACK_RETRIES, lazy_tcb=True):
         self.device = device
         self.mac = to_mac(device.mac)
         self.ip = to_ip(ip)
@@ -332,8 +353,16 @@ class HostStack:
         #: at most the TCB's own config.syn_retries, 2 under pressure: _SYNACK_RETRIES_MIN)
         self.synack_retries = synack_retries
         self.name = name
-        #: the TCB type (TcpConnection's constructor and contract); a quasi-TCB later
+        #: the TCB type (TcpConnection's constructor and contract)
         self.tcb_class = tcb_class
+        #: lazy TCB creation (AccelTCP §5.2, tcp.quasi): a connection born from a cookie
+        #: starts as a QuasiTcb and becomes a full TCB only when it needs one -- True:
+        #: children of listeners that offload teardown to a NIC, "always": every cookie
+        #: child, False: none. Only with the default TCB type (a QuasiTcb promotes to a
+        #: TcpConnection).
+        if lazy_tcb not in (True, False, "always"):
+            raise ValueError("lazy_tcb is True, False or 'always'")
+        self.lazy_tcb = lazy_tcb if tcb_class is TcpConnection else False
         # Device offloads (a TAP with virtio-net headers): a device with `offload` set and
         # `send_segment(header, payload, gso_size)` completes TCP checksums, so data
         # segments leave with a partial checksum; with `tso` they are also handed over
@@ -391,6 +420,7 @@ class HostStack:
         # ... and per connection: the short-lived connection's path is a hot path too
         self._syns_received = self._conns_accepted = self._conns_closed = 0
         self._cookie_conns = 0
+        self._quasi_born = self._quasi_freed = 0
         self._c = collections.Counter()       # slow-path counters
         self._closed_stats = collections.Counter()   # TCB stats of removed connections
         # TCB counter values of removed connections not yet added to _closed_stats:
@@ -404,6 +434,7 @@ class HostStack:
         # The callbacks every TCB gets, bound once (not a new bound method per TCB).
         self._output_cb = self._output
         self._event_cb = self._on_conn_event
+        self._promote_cb = self._on_promote
 
     # ------------------------------------------------------------------ receive path
     def receive_frame(self, frame, csum_ok=False):
@@ -645,8 +676,16 @@ class HostStack:
         cfg = lst.config if lst.config is not None else self.config
         lport = seg.dst_port
         rport = seg.src_port
-        conn = self.tcb_class(cfg, self.ip, lport, ip_src, rport, (seg.ack - 1) & _U32,
-                              self._output_cb, now)
+        quasi = None
+        lazy = self.lazy_tcb
+        if lazy and (lazy == "always" or (lst.offload_teardown and self.nic)):
+            # §5.2: only what the first exchange needs; None if the ACK is unusual
+            quasi = QuasiTcb.from_cookie(cfg, self.ip, lport, ip_src, rport, self._output_cb,
+                                         seg, hdr, now, syn_window)
+            if quasi is None:
+                self._c["tcb_quasi_declined"] += 1
+        conn = quasi if quasi is not None else self.tcb_class(
+            cfg, self.ip, lport, ip_src, rport, (seg.ack - 1) & _U32, self._output_cb, now)
         conn.tso_max = self.tso_max
         rec = self._register(conn, key, ip_src, lport, rport, self._nexthop_or_self(ip_src),
                              True)
@@ -657,10 +696,19 @@ class HostStack:
         rec.embryonic = True
         self._entry_conn = conn
         try:
-            conn.accept_cookie(seg, hdr, now, syn_window)
+            if quasi is not None:
+                self._quasi_born += 1
+                quasi.on_promote = self._promote_cb
+                quasi.start()
+            else:
+                conn.accept_cookie(seg, hdr, now, syn_window)
         finally:
             self._entry_conn = None
         self._touch(conn)
+
+    def _on_promote(self, conn, reason):
+        """A quasi-TCB became a full one (tcp.quasi): counted by reason."""
+        self._c["tcb_promoted_" + reason] += 1
 
     # ------------------------------------------------------------------ host SYN cookies
     def _send_cookie_synack(self, lst, src, seg, eth_src, now):
@@ -1022,14 +1070,22 @@ class HostStack:
         err = conn.error
         if err is not None:
             self._c["conns_" + err] += 1    # conns_reset / conns_timeout / conns_refused
-        try:
-            values = _tcb_counter_values(conn)       # one C call for the 13 attributes
-        except AttributeError:                       # a TCB type without some of them
-            values = tuple(getattr(conn, k, 0) for k in TCB_COUNTERS)
+        if conn.__class__ is QuasiTcb:
+            self._quasi_freed += 1                   # gone without becoming a full TCB
+        values = self._counter_values(conn)
         pending = self._closed_pending
         pending.append(values)
         if len(pending) >= 256:
             self._fold_closed_stats()
+
+    def _counter_values(self, conn):
+        """The TCB_COUNTERS values of `conn` (a quasi-TCB is not promoted for them)."""
+        if conn.__class__ is QuasiTcb:
+            return conn.counter_values()
+        try:
+            return _tcb_counter_values(conn)         # one C call for the 13 attributes
+        except AttributeError:                       # a TCB type without some of them
+            return tuple(getattr(conn, k, 0) for k in TCB_COUNTERS)
 
     def _fold_closed_stats(self):
         """Add the pending counters of removed TCBs to _closed_stats (nonzero totals only)."""
@@ -1353,13 +1409,15 @@ class HostStack:
         rec = conn.owner
         del self._table[rec.key]
         self._parked[rec.key] = conn
-        rec.armed = None
+        rec.armed = _PARKED          # its heap entries are stale, and _touch pushes none
 
     def unpark(self, conn):
         """Put a parked `conn` back in the table (the caller then calls ``touch``)."""
-        key = conn.owner.key
+        rec = conn.owner
+        key = rec.key
         self._parked.pop(key, None)
         self._table[key] = conn
+        rec.armed = None
 
     def remove(self, conn):
         """Forget `conn` for good (parked or not): out of every table, counted closed."""
@@ -1577,7 +1635,8 @@ class HostStack:
         total = 0
         for tbl in (self._table, self._embryonic):
             for conn in tbl.values():
-                total += getattr(conn, name, 0)
+                if conn.__class__ is not QuasiTcb:    # its are 0 (not promoted to read)
+                    total += getattr(conn, name, 0)
         return total
 
     @property
@@ -1589,6 +1648,8 @@ class HostStack:
             c["syns_received"] = self._syns_received
         c["conns_accepted"] = self._conns_accepted
         c["cookie_conns"] = self._cookie_conns
+        c["tcb_quasi"] = self._quasi_born
+        c["tcb_quasi_freed"] = self._quasi_freed
         c["conns_closed"] = self._conns_closed
         c.update(frames_in=self._frames_in, bytes_in=self._bytes_in,
                  frames_out=self._frames_out, bytes_out=self._bytes_out,
@@ -1610,8 +1671,8 @@ class HostStack:
         conns = []
         for (lip, lport, rip, rport), conn in sorted(self.connections.items()):
             st = dict(conn.stats)
-            for k in TCB_COUNTERS:
-                tcp[k] += getattr(conn, k, 0)
+            for k, v in zip(TCB_COUNTERS, self._counter_values(conn)):
+                tcp[k] += v
             conns.append({"local": "%s:%d" % (lip, lport), "remote": "%s:%d" % (rip, rport),
                           "state": states.STATE_NAMES[conn.state], "error": conn.error,
                           "stats": st})

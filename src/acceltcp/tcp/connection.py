@@ -148,6 +148,8 @@ class TcpConnection:
         "segs_in", "segs_out", "bytes_in", "bytes_out", "retransmits",
         "fast_retransmits", "rto_timeouts", "dupacks_in", "ooo_segments",
         "paws_drops", "challenge_acks", "unacceptable", "window_probes", "oow_acks_limited",
+        # lazy creation (tcp.quasi): called with (conn, reason) when a quasi-TCB becomes full
+        "on_promote",
     )
 
     def __init__(self, config: TcpConfig, local_ip: bytes, local_port: int,
@@ -223,6 +225,7 @@ class TcpConnection:
         self.dupacks_in = self.ooo_segments = self.paws_drops = 0
         self.challenge_acks = self.unacceptable = self.window_probes = 0
         self.oow_acks_limited = 0
+        self.on_promote = None
 
     def __repr__(self):
         return (f"<TcpConnection {self.local_port}->{self.remote_port} "
