@@ -114,12 +114,12 @@ from ..tcp.connection import TcpConnection
 from ..tcp.quasi import QuasiTcb
 from ..tcp.seq import seq_add
 from ..tcp.syncookie import SynCookieJar
+from .arp import OUTBOUND_DROP_REASONS, ArpCache, ArpEntry
 from .offload import NicOffload
 from ..wire import control
-from ..wire.arp import ARP_REPLY, ARP_REQUEST, ArpPacket, parse_arp
 from ..wire.errors import WireError
 from ..wire.ethernet import (BROADCAST_MAC, ETH_HLEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ZERO_MAC,
-                             ethernet_header, mac_from_str, mac_to_str, parse_ethernet)
+                             mac_from_str, mac_to_str, parse_ethernet)
 from ..wire.ipv4 import IPPROTO_TCP, ip_from_str, ip_to_str, parse_ipv4_fields
 from ..wire.tcp import (ACK, FIN, RST, SYN, TSO_PAYLOAD_MAX, build_tcp_frame,
                         build_tcp_header_partial, parse_tcp, tcp_options)
@@ -152,19 +152,7 @@ HOST_DROP_REASONS = (
     "internal_error",         # an exception from a TCB/app callback (strict=False only)
 )
 
-#: The drop reasons above that count frames we failed to SEND (all others count
-#: received frames, so frames_in == frames_delivered + inbound drops).
-OUTBOUND_DROP_REASONS = ("arp_unresolved", "arp_queue_overflow", "arp_pending_full")
 
-_ARP_RETRY = 1.0         # RFC 1122 §2.3.2.1: at most one request per second per destination
-_ARP_TRIES = 3
-_ARP_QUEUE = 16          # frames kept per unresolved next hop (oldest dropped first)
-_ARP_QUEUED_MAX = 1024   # frames waiting for ARP, all next hops together (Linux: unres_qlen
-                         # per neighbour, the table bounded by gc_thresh3)
-_ARP_PENDING_MAX = 256   # resolutions in progress at once; beyond, the frame is dropped
-_ARP_MAX = 4096          # neighbour entries
-_ARP_RETRY_KIND = 0
-_ARP_EXPIRE_KIND = 1
 
 # SYN-RECEIVED lifetime. RFC 4987 §3.4 (reducing the SYN-RECEIVED timer) as Linux does it:
 # tcp_synack_retries = 5 (SYN-ACK at 0 s, again at 1, 3, 7, 15, 31 s, given up at 63 s);
@@ -239,7 +227,7 @@ class HostConn:
         self.local_port = local_port
         self.remote_port = remote_port
         self.nexthop = nexthop
-        self.arp = None          # cached live _ArpEntry of nexthop
+        self.arp = None          # cached live host.arp.ArpEntry of nexthop
         self.armed = None        # the deadline this conn currently has in the timer heap
         self.parent = None       # Listener, until the app accepts the child
         self.embryonic = False   # in the listener's SYN queue (lives in _embryonic)
@@ -298,29 +286,6 @@ class Listener:
             ", closed" if self.closed else "")
 
 
-class _ArpEntry:
-    __slots__ = ("ip", "mac", "expires", "static", "used", "live", "sched")
-
-    def __init__(self, ip, mac, expires, static):
-        self.ip = ip
-        self.mac = mac
-        self.expires = expires
-        self.static = static
-        self.used = False
-        self.live = True
-        self.sched = None      # expiry deadline currently in the ARP heap
-
-
-class _ArpPending:
-    __slots__ = ("ip", "frames", "tries", "deadline")
-
-    def __init__(self, ip):
-        self.ip = ip
-        self.frames = collections.deque()
-        self.tries = 0
-        self.deadline = None
-
-
 class HostStack:
     """A user-level TCP/IPv4 host stack over one frame device. See the module docstring."""
 
@@ -340,7 +305,6 @@ class HostStack:
         self._net = int.from_bytes(self.ip, "big") & self._mask
         self._bcast = (self._net | (~self._mask & _U32)).to_bytes(4, "big")
         self.gateway = to_ip(gateway) if gateway is not None else None
-        self.arp_timeout = arp_timeout
         self._isn = isn if isn is not None else self._rfc6528_isn
         lo, hi = ephemeral
         if not 0 < lo <= hi <= 65535:
@@ -410,10 +374,6 @@ class HostStack:
         self._ident = 0
         self._next_ephemeral = 0
         # ARP
-        self._arp = {}            # ip -> _ArpEntry
-        self._arp_pending = {}    # ip -> _ArpPending
-        self._arp_heap = []       # (deadline, seq, kind, ip)
-        self._arp_queued = 0      # frames in all _ArpPending queues (<= _ARP_QUEUED_MAX)
         # counters (plain ints on the hot path; `counters` builds the dict)
         self._frames_in = self._bytes_in = self._frames_out = self._bytes_out = 0
         self._delivered = 0
@@ -422,6 +382,11 @@ class HostStack:
         self._cookie_conns = 0
         self._quasi_born = self._quasi_freed = 0
         self._c = collections.Counter()       # slow-path counters
+        #: neighbour resolution (host.arp); its table is read on the output path
+        self.arp = ArpCache(self.mac, self.ip, clock, arp_timeout, self._emit, self.drops,
+                            self._c, self._arp_scheduled)
+        self._arp = self.arp.entries
+        self._arp_heap = self.arp.heap
         self._closed_stats = collections.Counter()   # TCB stats of removed connections
         # TCB counter values of removed connections not yet added to _closed_stats:
         # folded in batches (and whenever the totals are read) instead of one by one.
@@ -477,7 +442,8 @@ class HostStack:
                     return
                 self._segment_slow(key, ip_src, seg, src)
             elif ethertype == ETHERTYPE_ARP:
-                self._receive_arp(frame, dst)
+                if self.arp.receive(frame, dst):
+                    self._delivered += 1
             elif ethertype == control.ETHERTYPE_NEW_CONNECTION and self.nic:
                 self._new_connection(frame)
             elif ethertype in _NIC_REPORTS and self.nic:
@@ -584,7 +550,7 @@ class HostStack:
         # The SYN-ACK and its retransmissions go to the SYN's sender MAC, from a private
         # entry outside the neighbour table: a spoofed source costs no ARP resolution
         # (nor a queued frame). From ESTABLISHED on, the table (_child_established).
-        rec.arp = _ArpEntry(rec.nexthop, eth_src, None, True)
+        rec.arp = ArpEntry(rec.nexthop, eth_src, None, True)
         conn.key = key
         rec.parent = lst
         rec.embryonic = True
@@ -825,7 +791,7 @@ class HostStack:
         frame = build_tcp_frame(ZERO_MAC, self.mac, self.ip, rec.remote_ip, ident,
                                 rec.local_port, rec.remote_port, seq, ack, flags, window,
                                 options, payload)
-        self._arp_enqueue(rec.nexthop, frame)
+        self.arp.enqueue(rec.nexthop, frame)
 
     def _emit(self, frame):
         self._frames_out += 1
@@ -842,158 +808,22 @@ class HostStack:
         nh = self._nexthop(ip)
         return nh if nh is not None else ip
 
-    # ------------------------------------------------------------------ ARP (RFC 826)
-    def _receive_arp(self, frame, eth_dst):
-        if eth_dst != self.mac and eth_dst != BROADCAST_MAC:
-            self.drops["not_for_us"] += 1
-            return
-        p = parse_arp(memoryview(frame)[ETH_HLEN:])
-        sip = p.sender_ip
-        smac = p.sender_mac
-        if smac[0] & 1 or sip == self.ip:
-            self.drops["arp_bad_sender"] += 1
-            return
-        now = self.clock()
-        # RFC 826 "Packet Reception": update an existing entry from any ARP (merge_flag)...
-        merged = False
-        if sip != _ZERO_IP:
-            e = self._arp.get(sip)
-            if e is not None:
-                merged = True
-                if not e.static:
-                    self._arp_learn(sip, smac, now)
-        if p.target_ip != self.ip:
-            self.drops["arp_not_for_us"] += 1
-            return
-        self._delivered += 1
-        self._c["arp_in"] += 1
-        # ... and add the sender only when we are the target.
-        if not merged and sip != _ZERO_IP:
-            if len(self._arp) >= _ARP_MAX:
-                self.drops["arp_table_full"] += 1
-            else:
-                self._arp_learn(sip, smac, now)
-        if p.op == ARP_REQUEST:
-            reply = ArpPacket(ARP_REPLY, self.mac, self.ip, smac, sip).build()
-            self._c["arp_replies_sent"] += 1
-            self._emit(ethernet_header(smac, self.mac, ETHERTYPE_ARP) + reply)
-
-    def _arp_learn(self, ip, mac, now):
-        e = self._arp.get(ip)
-        if e is None:
-            e = self._arp[ip] = _ArpEntry(ip, mac, now + self.arp_timeout, False)
-        elif e.static:
-            return
-        else:
-            e.mac = mac
-            e.expires = now + self.arp_timeout
-        if e.sched is None:
-            self._arp_schedule(e.expires, _ARP_EXPIRE_KIND, ip)
-            e.sched = e.expires
-        self._arp_flush(ip, mac)
-
-    def _arp_flush(self, ip, mac):
-        """`ip` resolved: send the frames waiting for it."""
-        p = self._arp_pending.pop(ip, None)
-        if p is not None:
-            self._arp_queued -= len(p.frames)
-            for frame in p.frames:
-                self._emit(mac + frame[6:])
-
-    def _arp_enqueue(self, ip, frame):
-        # Bounded: _ARP_PENDING_MAX resolutions, _ARP_QUEUE frames each, _ARP_QUEUED_MAX
-        # in all. A dropped frame is the TCB's to retransmit.
-        p = self._arp_pending.get(ip)
-        if p is None:
-            if len(self._arp_pending) >= _ARP_PENDING_MAX:
-                self.drops["arp_pending_full"] += 1
-                return
-            p = self._arp_pending[ip] = _ArpPending(ip)
-            self._arp_request(p, self.clock())
-        q = p.frames
-        if len(q) >= _ARP_QUEUE:
-            q.popleft()
-            self._arp_queued -= 1
-            self.drops["arp_queue_overflow"] += 1
-        elif self._arp_queued >= _ARP_QUEUED_MAX:
-            self.drops["arp_queue_overflow"] += 1
-            return
-        q.append(frame)
-        self._arp_queued += 1
-
-    def _arp_request(self, p, now):
-        p.tries += 1
-        p.deadline = now + _ARP_RETRY
-        self._arp_schedule(p.deadline, _ARP_RETRY_KIND, p.ip)
-        e = self._arp.get(p.ip)
-        dst = e.mac if e is not None else BROADCAST_MAC    # refresh probes are unicast
-        req = ArpPacket(ARP_REQUEST, self.mac, self.ip, ZERO_MAC, p.ip).build()
-        self._c["arp_requests_sent"] += 1
-        self._emit(ethernet_header(dst, self.mac, ETHERTYPE_ARP) + req)
-
-    def _arp_schedule(self, deadline, kind, ip):
-        h = self._arp_heap
-        earliest = self._earliest()
-        self._heap_seq += 1
-        heapq.heappush(h, (deadline, self._heap_seq, kind, ip))
-        if deadline < earliest:
+    # ------------------------------------------------------------------ ARP (host.arp)
+    def _arp_scheduled(self, deadline):
+        """The ARP cache pushed `deadline`: wake the runner if it is now the earliest."""
+        if deadline <= self._earliest():
             self._wake()
-
-    def _arp_timers(self, now):
-        h = self._arp_heap
-        while h and h[0][0] <= now:
-            d, _, kind, ip = heapq.heappop(h)
-            if kind == _ARP_RETRY_KIND:
-                p = self._arp_pending.get(ip)
-                if p is None or p.deadline != d:
-                    continue
-                if p.tries < _ARP_TRIES:
-                    self._arp_request(p, now)
-                    continue
-                del self._arp_pending[ip]           # give up
-                if p.frames:
-                    self.drops["arp_unresolved"] += len(p.frames)
-                    self._arp_queued -= len(p.frames)
-                e = self._arp.get(ip)
-                if e is not None and not e.static:   # failed refresh probe
-                    del self._arp[ip]
-                    e.live = False
-                self._c["arp_failures"] += 1
-            else:
-                e = self._arp.get(ip)
-                if e is None or e.static or e.sched != d:
-                    continue
-                e.sched = None
-                if e.expires > d:                   # refreshed since: re-arm lazily
-                    e.sched = e.expires
-                    self._arp_schedule(e.expires, _ARP_EXPIRE_KIND, ip)
-                elif e.used and ip not in self._arp_pending:
-                    e.used = False                  # in use: keep it, re-probe (unicast)
-                    p = self._arp_pending[ip] = _ArpPending(ip)
-                    self._arp_request(p, now)
-                elif ip not in self._arp_pending:
-                    del self._arp[ip]
-                    e.live = False
 
     def arp_add(self, ip, mac):
         """Static neighbour entry (never expires, never overwritten by ARP)."""
-        ip = to_ip(ip)
-        old = self._arp.get(ip)
-        if old is not None:
-            old.live = False
-        e = self._arp[ip] = _ArpEntry(ip, to_mac(mac), None, True)
-        self._arp_flush(ip, e.mac)
+        self.arp.add(to_ip(ip), to_mac(mac))
 
     def arp_del(self, ip):
-        e = self._arp.pop(to_ip(ip), None)
-        if e is not None:
-            e.live = False
+        self.arp.remove(to_ip(ip))
 
     def arp_table(self):
         """{ip str: (mac str, 'static' | seconds to expiry)} for tests and stats."""
-        now = self.clock()
-        return {ip_to_str(ip): (mac_to_str(e.mac), "static" if e.static else e.expires - now)
-                for ip, e in self._arp.items()}
+        return {ip: (mac_to_str(mac), exp) for ip, (mac, exp) in self.arp.table().items()}
 
     def arp_lookup(self, ip):
         """MAC (bytes) of a resolved neighbour, or None."""
@@ -1572,7 +1402,7 @@ class HostStack:
             if self._tw_fifo:
                 self._reap_time_wait(now)
             if self._arp_heap and self._arp_heap[0][0] <= now:
-                self._arp_timers(now)
+                self.arp.on_timer(now)
             if len(h) > 64 + 2 * (len(self._table) + len(self._embryonic)):
                 self._compact()
         finally:

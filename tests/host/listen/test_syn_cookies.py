@@ -332,7 +332,7 @@ def test_spoofed_sources_cause_no_arp_at_all(make_stack, dev):
                              seq=rng.randrange(1 << 32), options=full_options()))
     sent = decode(dev.take())
     assert len(sent) == 2000 and all(s.tcp and s.eth_dst == FLOOD_MAC for s in sent)
-    assert st.counters.get("arp_requests_sent", 0) == 0 and not st._arp_pending
+    assert st.counters.get("arp_requests_sent", 0) == 0 and not st.arp.pending
 
 
 def test_arp_resolutions_in_progress_are_bounded(make_stack, dev, clock):
@@ -345,7 +345,7 @@ def test_arp_resolutions_in_progress_are_bounded(make_stack, dev, clock):
     for _ in range(3):                           # the resolutions fail, the room returns
         clock.advance(1.0)
         st.on_timer()
-    assert not st._arp_pending and st._arp_queued == 0
+    assert not st.arp.pending and st.arp.queued == 0
     st.connect("198.18.200.1", 80)
     assert st.counters["arp_requests_sent"] == 3 * 256 + 1
 
@@ -355,10 +355,10 @@ def test_frames_waiting_for_arp_are_bounded_in_all(make_stack, dev):
     for i in range(100):                         # 100 next hops x 16 frames = 1600 > 1024
         for port in range(16):
             st.connect("198.18.50.%d" % (i + 1), 1000 + port)
-    assert st._arp_queued == 1024
+    assert st.arp.queued == 1024
     assert st.drops["arp_queue_overflow"] == 1600 - 1024
     st.receive_frame(_arp_reply_from(ip_from_str("198.18.50.1")))
-    assert st._arp_queued == 1024 - 16
+    assert st.arp.queued == 1024 - 16
 
 
 def _arp_reply_from(ip):
