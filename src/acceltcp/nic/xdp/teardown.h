@@ -44,9 +44,9 @@
 #define TD_LAST_ACK 9
 #define TD_TIME_WAIT 10
 
-#define TD_END_CLOSED 0
-#define TD_END_RESET 1
-#define TD_END_RETRIES 2
+#define TD_END_CLOSED 1   /* wire/control.py TEARDOWN_END_* */
+#define TD_END_RESET 2
+#define TD_END_RETRIES 3
 
 #define TD_DUPTHRESH 3          /* RFC 5681 §3.2 */
 #define TD_MAX_RTO_US 60000000  /* RFC 6298 §2.5 */
@@ -709,7 +709,7 @@ int atcp_td_wire(struct xdp_md *ctx)
 	__u8 *f = data;
 	int verdict;
 
-	if (!w || data + 54 > end)
+	if (!w || data + 38 > end)
 		return XDP_DROP;
 	slot = w->slot;
 	cfg = bpf_map_lookup_elem(&atcp_cfg, &zero);
@@ -721,7 +721,7 @@ int atcp_td_wire(struct xdp_md *ctx)
 	if (tl < 20)
 		return drop(C_drop_teardown_tcp_short);
 	if (data + 54 > end)
-		return drop(C_drop_teardown_tcp_short);        /* cannot happen: tl >= 20 */
+		return XDP_DROP;                /* cannot happen: total <= the frame */
 	doff = (f[46] >> 4) << 2;
 	if (doff < 20 || doff > tl)
 		return drop(C_drop_teardown_tcp_bad_offset);
