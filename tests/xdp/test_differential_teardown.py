@@ -89,12 +89,12 @@ def test_duplicate_acks_fast_retransmit_partial_acks(tpair, ri):
     now = T0
     for i in range(6):                                          # 3rd: fast retransmit
         now += 0.001
-        out = p.wire(peer(5000, 2000, ts=(10 + i, 1)), now)
+        p.wire(peer(5000, 2000, ts=(10 + i, 1)), now)
     p.wire(peer(5000, 2000, window=501, ts=(20, 1)), now)       # window changed: no dupack
     p.wire(peer(5000, 2000, payload=b"x", ts=(21, 1)), now)     # data: no dupack
     for a in (3000, 4000, 5000, 6001):                          # partial ACKs, then all
         now += 0.002
-        out = p.wire(peer(5001, a, payload=b"yz" if a == 4000 else b"", ts=(30, 1)), now)
+        p.wire(peer(5001, a, payload=b"yz" if a == 4000 else b"", ts=(30, 1)), now)
     assert p.nic.teardown.counters["retransmits_partial"] == 2
     p.run_timers(now + 100)
 
