@@ -180,7 +180,11 @@ class TeardownControl(Part):
         return out
 
     def next_deadline(self):
-        d = self.wheel.next_deadline() if self.capacity else None
+        if not self.capacity:
+            return None
+        d = self.wheel.next_deadline()
+        if self._maps is not None and self._ev.lookup(b"") is not None:
+            return self.wheel.time          # events waiting (a live port): due now
         t = self._report_at
         if t is not None and (d is None or t < d):
             d = t
@@ -225,7 +229,9 @@ class TeardownControl(Part):
 
     def reset(self):
         if self._maps is not None:
-            for m in (self._table, self._idx, self._ev, self._data, self._cnt, self._seq):
+            for fid in self._index.values():              # only slots in use are not 0
+                self._table.update(_U32.pack(fid), _ZERO_ENTRY)
+            for m in (self._idx, self._ev, self._data, self._cnt, self._seq):
                 m.clear()
         self._init_state()
 
