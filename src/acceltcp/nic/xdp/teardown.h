@@ -593,12 +593,10 @@ static __always_inline int td_segment(struct td_work *w, __u32 slot, struct atcp
 
 	/* seventh: text, acknowledged and discarded; after the peer's FIN, ignored */
 	if (plen && (state == TD_FIN_WAIT_1 || state == TD_FIN_WAIT_2)) {
-		__s32 d = (__s32)(rnxt - seq);
+		__u32 d = rnxt - seq;           /* 0 <= seq_diff < plen (plen < 2**31) */
 
 		need_ack = 1;
-		if (rnxt - seq == TD_HALF)
-			d = TD_HALF;            /* seq_diff folds into (-2**31, 2**31] */
-		if (d >= 0 && (__u32)d < plen) {
+		if (d < plen) {
 			__u32 n = plen - d;
 
 			if (n > wnd)

@@ -193,6 +193,7 @@ class TeardownControl(Part):
     def on_timer(self, now):
         if not self.capacity:
             return []
+        self.before_frame(now)              # a live port: the program's clock, each tick
         out = self._drain(now)
         c = self._py
         for fid in self.wheel.advance(now):
