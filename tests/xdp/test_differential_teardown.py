@@ -345,3 +345,46 @@ def test_options_on_acks(tpair):
     p.wire(peer(5000, 1050, opts=b"\x01\x01\x05\x0a" + bytes(8) + tcp_options(
         timestamps=(6, 1))), T0 + 0.01)
     p.wire(peer(5000, 1101, opts=b"\x1e\x04ab" + tcp_options(timestamps=(6, 1))), T0 + 0.02)
+
+
+@pytest.mark.parametrize("kw", [dict(tick=0.01, slots=16), dict(tick=0.0005, slots=4, ts_hz=250),
+                                dict(ts_hz=1_000_000, fin_timeout=0.25)])
+def test_engine_options(tpair, kw):
+    """The engine's tick, slots (round counters beyond the span), TS clock, fin_timeout."""
+    p = tpair(report_interval=0.002, teardown_kwargs=kw)
+    p.host(handover(b"k" * 1500, mss=500, rto_us=3000, timestamps=True, time_wait_ms=300,
+                    ts_offset=0xFFFFFF00), T0)
+    p.host(handover(b"", cport=CPORT + 1, rto_us=100000, max_retries=2), T0 + 0.0013)
+    p.run_timers(T0 + 0.02)
+    p.wire(peer(5000, 2501, ts=(1, 1)), T0 + 0.021)
+    p.wire(peer(5000, 2501, ACK_ | FIN_, ts=(2, 1)), T0 + 0.5)
+    p.run_timers(T0 + 100)
+    assert p.nic.teardown.active == 0
+
+
+def test_payload_without_room_is_refused(open_xdp, monkeypatch):
+    """XDP only (the Python engine keeps payloads in memory): when atcp_td_data has no
+    room the handover is refused TABLE_FULL and nothing of it is left in the maps."""
+    from acceltcp.nic.xdp import bpf
+    from acceltcp.wire.control import TEARDOWN_REFUSED_TABLE_FULL, TeardownRefused
+
+    x = open_xdp(NIC_MAC, teardown_capacity=2)
+    data = x.teardown._data
+    real = data.update
+    calls = []
+
+    def update(key, value, flags=0):
+        calls.append(key)
+        if len(calls) == 3:
+            raise bpf.BpfError(28, "update atcp_td_data")      # ENOSPC on the 3rd chunk
+        return real(key, value, flags)
+    monkeypatch.setattr(data, "update", update)
+    (port, f), = x.process(handover(b"z" * 5000), HOST, T0)
+    d = decode(f)
+    assert port == HOST and type(d) is TeardownRefused
+    assert d.reason == TEARDOWN_REFUSED_TABLE_FULL
+    assert data.keys() == [] and x.teardown.active == 0 and x.teardown.entries() == {}
+    assert x.teardown.counters["refused_table_full"] == 1
+    monkeypatch.undo()
+    out = x.process(handover(b"z" * 5000), HOST, T0)               # room again: taken
+    assert [q for q, _ in out] == [WIRE] * 4 and len(data.keys()) == 3
