@@ -78,6 +78,9 @@ class TdPair(Pair):
             assert x.wheel.deadline_of(fid) == n.wheel.deadline_of(fid), fid
             assert x.lookup(n.entry(fid)["key"]) == fid if fid in spec else True
         assert x.wheel.time == n.wheel.time
+        rebuilt = x.rebuilt_wheel(n.wheel.time)             # from the maps alone
+        assert [rebuilt.deadline_of(f) for f in range(n.capacity)] == \
+            [n.wheel.deadline_of(f) for f in range(n.capacity)]
         assert self.xdp.next_deadline() == self.nic.next_deadline()
         assert x.status() == {"teardown_active": n.active, "teardown_capacity": n.capacity,
                               "teardowns_done": n.counters["done_total"]}

@@ -62,7 +62,13 @@ struct atcp_td_entry {
 	__u32 acked;            /* of them acknowledged: unacked data = [acked, total) */
 	__u32 retransmits;
 	__u32 bytes_received;
-	__u32 pad;
+	/* the armed timer, as last requested (TD_EV_TIMER's fields): the control side's
+	 * wheel is rebuilt from these (TeardownControl.rebuilt_wheel) */
+	__u8 tmr_op;            /* TD_T_*, 0 = none */
+	__u8 pad[3];
+	__u32 tmr_param;
+	__u32 pad2;
+	__u64 tmr_now;          /* `now` of the request, the double's bits */
 };
 
 #define TD_F_TS 0x01

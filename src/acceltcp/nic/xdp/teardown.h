@@ -780,7 +780,13 @@ int atcp_td_wire(struct xdp_md *ctx)
 		bpf_loop(1, td_segment_cb, &c, 0);
 	}
 
-	/* the timer first: a DONE after it cancels it */
+	/* the timer first: a DONE after it cancels it; the request is also recorded in
+	 * the entry (the wheel can be rebuilt from the maps) */
+	if (w->t_op && e->state) {
+		e->tmr_op = w->t_op;
+		e->tmr_param = w->t_param;
+		e->tmr_now = clk->now_bits;
+	}
 	if (w->t_op) {
 		struct atcp_td_event *ev = &w->ev;
 

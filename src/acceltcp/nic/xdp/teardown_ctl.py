@@ -66,11 +66,11 @@ CHUNK = 2048                    # atcp_td_data value size (teardown.h TD_CHUNK)
 DATA_CHUNKS = 131072            # atcp_td_data max_entries: 256 MiB of payload in flight
 
 # struct atcp_td_entry (atcp_teardown.h): the engine's 64-byte entry + the side store
-_ENTRY = struct.Struct("=12s6sBBIIIIBBBBHHHHIIII" "IIIIII")
-assert _ENTRY.size == 88
+_ENTRY = struct.Struct("=12s6sBBIIIIBBBBHHHHIIII" "IIIII" "B3xI4xQ")
+assert _ENTRY.size == 104
 (_KEY, _MAC, _STATE, _FLAGS, _UNA, _MAX, _RNXT, _RTO, _RETRIES, _MAXRET, _DUPS, _WS,
  _MSS, _WIN, _PWIN, _RSV, _TSR, _TSOFF, _TSLAST, _TW, _FID, _TOTAL, _ACKED, _RTX, _RCVD,
- _PAD) = range(26)
+ _TOP, _TPARAM, _TNOW) = range(28)
 _NAMES = ("key", "peer_mac", "state", "flags", "snd_una", "snd_max", "rcv_nxt", "rto_us",
           "retries", "max_retries", "dupacks", "wscale", "mss", "window", "peer_window",
           "reserved", "ts_recent", "ts_offset", "ts_last", "time_wait_ms")
@@ -220,7 +220,7 @@ class TeardownControl(Part):
             c["retransmits_rto"] += 1
             out.append(self._first_segment(fid, e, now))
             rto = e[_RTO] << e[_RETRIES]
-            self.wheel.schedule(fid, now + (rto if rto < MAX_RTO_US else MAX_RTO_US) / 1e6)
+            self._arm(fid, e, _T_RTO, rto if rto < MAX_RTO_US else MAX_RTO_US, now)
             self._save(fid, e)
         self._changed(now)
         t = self._report_at
@@ -300,7 +300,7 @@ class TeardownControl(Part):
              una, (una + n + 1) & MASK, seg.ack, rto, 0, msg.max_retries, 0,
              msg.snd_wscale << 4 | msg.rcv_wscale, mss, seg.window,
              pwin if pwin < 0xFFFF else 0xFFFF, 0, msg.ts_recent, msg.ts_offset,
-             msg.ts_last, msg.time_wait_ms, flow_id, n, 0, 0, 0, 0]
+             msg.ts_last, msg.time_wait_ms, flow_id, n, 0, 0, 0, 0, 0, 0]
         c["accepted"] += 1
         if self.moderate:
             self.last_accepted = (flow_id, key)
@@ -320,7 +320,7 @@ class TeardownControl(Part):
                 seq = (seq + mss) & MASK
         if not n:
             out.append((WIRE, self._build(e, ACK | FIN, una, rnxt, b"", now)))
-        self.wheel.schedule(fid, now + rto / 1e6)
+        self._arm(fid, e, _T_RTO, rto, now)
         self._save(fid, e)
         self._idx.update(key, _U32.pack(fid))             # atcp_wire takes it from here
         self._index[key] = fid
@@ -493,14 +493,7 @@ class TeardownControl(Part):
             if kind == _EV_TIMER:
                 if self._load(slot) is None:
                     continue
-                t = _DOUBLE.unpack(_BITS.pack(now_bits))[0]
-                if op == _T_RTO:
-                    d = t + n / 1e6
-                elif op == _T_FW2:
-                    d = t + self.fin_timeout
-                else:
-                    d = t + n / 1000.0
-                self.wheel.schedule(slot, d)
+                self.wheel.schedule(slot, self._deadline(op, n, now_bits))
             elif kind == _EV_SEND:
                 e = self._load(slot)
                 if e is None:
@@ -519,6 +512,38 @@ class TeardownControl(Part):
                 if v is not None:
                     ln = _FRAME_LEN.unpack_from(v)[0]
                     out.append((HOST, v[4:4 + ln]))
+
+    # -- timers -------------------------------------------------------------------------
+
+    def _deadline(self, op, param, now_bits):
+        """The engine's deadline expression for a timer request made at `now`."""
+        t = _DOUBLE.unpack(_BITS.pack(now_bits))[0]
+        if op == _T_RTO:
+            return t + param / 1e6
+        if op == _T_FW2:
+            return t + self.fin_timeout
+        return t + param / 1000.0
+
+    def _arm(self, fid, e, op, param, now):
+        """Arm slot `fid`'s timer and record the request in its entry (as the program
+        does), so that the wheel can be rebuilt from the maps."""
+        e[_TOP] = op
+        e[_TPARAM] = param
+        e[_TNOW] = _BITS.unpack(_DOUBLE.pack(now))[0]
+        self.wheel.schedule(fid, self._deadline(op, param, e[_TNOW]))
+
+    def rebuilt_wheel(self, now):
+        """A timer wheel built from the maps alone (each live entry's recorded request),
+        as a restarted control process would: the same deadlines as ``wheel`` for every
+        timer not yet due at `now` (those already due are overdue: they fire at once)."""
+        w = TimerWheel(max(self.capacity, 1), self.slots, self.tick, 0.0)
+        w.advance(now)
+        for k, v in self._idx.items():
+            fid = _U32.unpack(v)[0]
+            e = self._load(fid)
+            if e is not None and e[_TOP]:
+                w.schedule(fid, self._deadline(e[_TOP], e[_TPARAM], e[_TNOW]))
+        return w
 
     # -- report moderation (NicDataplane._td_changed / _td_report) ------------------------
 
