@@ -9,8 +9,12 @@
  *   it checks and refuses as the engine does, allocates the slot, writes the entry
  *   (atcp_td_table), the key (atcp_td_index) and the payload (atcp_td_data), and builds
  *   the first data/FIN frames.  teardown_host therefore passes every 0x090B up (-1).
- * * Every peer segment on a handed-over 4-tuple is processed here (teardown_wire ->
- *   td_segment): RST and SYN (RFC 5961), PAWS (RFC 7323), acceptability, ACK, duplicate
+ * * Every peer segment on a handed-over 4-tuple is processed here: teardown_wire (in
+ *   atcp_wire) finds the slot in atcp_td_index and tail-calls atcp_td_wire (a program of
+ *   its own: atcp_wire's stack and verifier budget are the setup path's), which parses
+ *   and checks the TCP header as parse_tcp does and runs td_segment (a bpf_loop
+ *   callback: a verifier frame of its own): RST and SYN (RFC 5961), PAWS (RFC 7323),
+ *   acceptability, ACK, duplicate
  *   and partial ACKs, text and FIN (RFC 9293 §3.10.7.4), TIME-WAIT with the verdict of
  *   tcp/timewait.py (td_tw_verdict, the same rules line for line), state changes,
  *   counters (atcp_td_counters) -- and the segment's answer.
@@ -27,9 +31,15 @@
  *   floats, rounded to ticks in float arithmetic, which integer BPF code cannot
  *   reproduce exactly).  The program records each (re)arming as a TD_EV_TIMER event with
  *   the operation, its parameter and `now` (the double's bits from atcp_td_clock), and
- *   the control side schedules it with the engine's own expression.  A freed slot
- *   (TD_EV_DONE) cancels its timer.  RTO retransmissions, the RST after max_retries,
+ *   the control side schedules it with the engine's own expression; the same request
+ *   is kept in the entry (tmr_op, tmr_param, tmr_now), so the wheel can be rebuilt from
+ *   the maps alone (TeardownControl.rebuilt_wheel).  A freed slot (TD_EV_DONE) cancels
+ *   its timer.  RTO retransmissions, the RST after max_retries,
  *   FIN-WAIT-2 and 2MSL expiry are the control side's on_timer.
+ *
+ * Limits: atcp_td_events holds 4096 events (a full queue: xdp_td_events_lost; a live
+ * control process drains it every tick), atcp_td_frames 64 copied SYNs, atcp_td_data
+ * 256 MiB of payload (a handover that does not fit is refused TABLE_FULL).
  *
  * Shared state and races: the entry is written by this program (per segment) and by the
  * control side (handover, timer expiry, ts_last of the frames it builds).  One flow's
