@@ -30,12 +30,17 @@ def _freed(ids, kind):
 
 def test_load_names_and_unload_leaves_nothing(xdp_obj):
     with bpf.Loaded(xdp_obj, {"atcp_handed": (bpf.BPF_MAP_TYPE_LRU_HASH, 12, 4, 8)}) as ld:
-        assert set(ld.progs) == {"atcp_wire", "atcp_host", "atcp_pass"}
+        assert set(ld.progs) == {"atcp_wire", "atcp_host", "atcp_pass", "atcp_td_wire"}
         assert set(ld.maps) == {"atcp_cfg", "atcp_clock", "atcp_state", "atcp_counters",
                                 "atcp_listen", "atcp_handed", "atcp_lports",
                                 # splice.h
                                 "atcp_splice", "atcp_sp_rules", "atcp_sp_ctl",
-                                "atcp_sp_report", "atcp_sp_scratch"}
+                                "atcp_sp_report", "atcp_sp_scratch",
+                                # teardown.h
+                                "atcp_td_table", "atcp_td_index", "atcp_td_counters",
+                                "atcp_td_clock", "atcp_td_events", "atcp_td_frames",
+                                "atcp_td_seq", "atcp_td_data", "atcp_td_work",
+                                "atcp_td_jump"}
         assert ld.maps["atcp_handed"].max_entries == 8          # the premade map was used
         assert ld.maps["atcp_handed"].type == bpf.BPF_MAP_TYPE_LRU_HASH
         prog_ids = {p.id for p in ld.progs.values()}

@@ -110,7 +110,8 @@ class Run:
             opts = b"\x01\x01\x05\x0a" + r.randbytes(8) + struct.pack(
                 "!BBBBII", 1, 1, 8, 10, tsval, r.getrandbits(32))
         elif k == 2:                        # a malformed option list
-            opts = r.choice((b"\x08\x05\x00\x00", b"\x02\x04\x05", b"\x01\x01\x01\x09"))
+            opts = r.choice((b"\x08\x05\x00\x00", b"\x02\x04\x05", b"\x01\x01\x01\x09",
+                             b"\x02\x03\x05\x00", b"\x03\x02\x01\x01"))    # bad lengths
             opts = opts.ljust(4, b"\0")
         else:
             opts = struct.pack("!BBBBII", 1, 1, 8, 10, tsval, r.getrandbits(32))
