@@ -26,7 +26,7 @@ PLACEMENT = pytest.mark.parametrize("placement", ["inline", "process"])
 MiB = 1 << 20
 
 
-@PLACEMENT
+@pytest.mark.parametrize("placement", ["inline", "process", "xdp"])
 def test_teardown_offload_60k_response_under_5pct_loss(bed, tmp_path, placement):
     size = 60 << 10
     n = 24

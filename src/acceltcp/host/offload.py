@@ -30,7 +30,11 @@ flow) -> ``conn.handoff``: the TCB closes without sending anything and the host 
 it. ``TeardownRefused`` (always sent at once) -> back into the table and an ordinary
 ``close``. The NIC answers in the order it got the frames, so no segment of the peer
 can reach the host between the offer and the answer except after a refusal, which then
-arrived first.
+arrived first. After the answer, a segment can still reach the host where the NIC and
+the host have separate queues (the XDP NIC: frames it passed up before the flow was
+its own wait in the TAP's queue): for ``HANDED_LINGER`` seconds after an acceptance
+the host drops segments of that 4-tuple (``drops["teardown_late"]``, ``recently_handed``)
+instead of resetting them; the peer's retransmission reaches the NIC.
 
 Splice (§4.3, Figure 7). ``nsplice(c, s, callback)`` joins the proxy's connection to
 the client (c) and to the server (s):
@@ -97,6 +101,13 @@ _REFUSED = {control.TEARDOWN_REFUSED_TABLE_FULL: "table_full",
 _DONE = {control.TEARDOWN_END_CLOSED: "closed", control.TEARDOWN_END_RESET: "reset",
          control.TEARDOWN_END_RETRIES: "retries"}
 
+
+
+#: After the NIC accepted a teardown, segments of that 4-tuple still reaching the host
+#: (queued before the NIC took the flow) are dropped, not reset, for this long (and at
+#: most HANDED_MAX 4-tuples are remembered).
+HANDED_LINGER = 1.0
+HANDED_MAX = 4096
 
 class SpliceFailed:
     """``nsplice``'s callback argument when the NIC did not take the pair: `reason` (a
@@ -179,6 +190,7 @@ class NicOffload:
         self._splice_id = 0
         self._splices = {}                 # splice_id -> _Splice (before the NIC took it)
         self._spliced = {}                 # splice_id -> callback (the NIC runs it)
+        self._handed = collections.OrderedDict()   # key -> until when: accepted lately
 
     def start(self):
         """Ask the NIC for its capacities (the answer arrives as a StatusReport)."""
@@ -260,8 +272,21 @@ class NicOffload:
             if conn is not None:                   # else refused earlier
                 n += 1
                 conn.handoff(now, False)           # the app closed it: no event
+                self._linger(conn.owner.key, now)
                 st.remove(conn)
         self._c["teardown_accepted"] += n
+
+    def _linger(self, key, now):
+        h = self._handed
+        h[key] = now + HANDED_LINGER
+        h.move_to_end(key)
+        while h and (len(h) > HANDED_MAX or next(iter(h.values())) < now):
+            h.popitem(last=False)
+
+    def recently_handed(self, key, now):
+        """Was the 4-tuple `key` handed to the NIC's teardown within HANDED_LINGER?"""
+        until = self._handed.get(key)
+        return until is not None and until >= now
 
     def _teardown_refused(self, msg):
         conn = self._pending.pop(msg.flow_id, None)

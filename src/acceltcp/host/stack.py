@@ -138,6 +138,8 @@ HOST_DROP_REASONS = (
     "rst_no_connection",      # RST for no TCB: ignored, never answered (§3.10.7.1)
     "teardown_pending",       # for a connection offered to the NIC, no answer yet: its
                               # owner is undecided (host.offload); the peer retransmits
+    "teardown_late",          # for a connection the NIC took lately, queued before it
+                              # did (host.offload): not reset; the peer retransmits
     "listen_no_syn",          # neither SYN nor ACK nor RST to a listener (§3.10.7.2 "fourth")
     "listen_overflow",        # accept queue full: SYN, or the handshake's final ACK (or
                               # the NIC's NewConnection frame), dropped
@@ -518,6 +520,10 @@ class HostStack:
             # (Linux cookie_v4_check); one that does not verify is reset below.
             if (lst is not None and not flags & SYN and lst.cookies_until >= now
                     and self._cookie_ack(lst, key, src, seg, now)):
+                return
+            off = self.offload
+            if off is not None and off.recently_handed(key, now):
+                self.drops["teardown_late"] += 1
                 return
             # §3.10.7.1 (CLOSED) and §3.10.7.2 (LISTEN, "second check for an ACK")
             self._send_rst(src, eth_src, seg)

@@ -94,7 +94,7 @@ def cmd_serve(args) -> int:
         return 2
     nic_lacks = {}
     if args.nic == "xdp":
-        # The XDP NIC has setup and splice (docs/xdp.md): the others are advisory,
+        # The XDP NIC has every offload now (docs/xdp.md); one it lacks would be advisory,
         # so the host keeps that work, as it does when a NIC refuses (docs/offloads.md)
         nic_lacks = {n: "the XDP NIC does not support it (yet)" for n in wanted
                      if n in XDP_UNSUPPORTED}

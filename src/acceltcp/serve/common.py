@@ -130,7 +130,7 @@ def new_loop():
 
 
 OFFLOADS = ("setup", "teardown", "splice")
-XDP_UNSUPPORTED = ("teardown",)
+XDP_UNSUPPORTED = ()
 
 
 def parse_offloads(text):

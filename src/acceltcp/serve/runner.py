@@ -27,6 +27,9 @@ from ..io.tap import TapDevice
 from ..tcp.config import TcpConfig
 from ..nic.placements import NicDevice
 
+#: extra MTU of the xdp placement's TAP (the host port): room for NIC headers
+HOST_PORT_HEADROOM = 64
+
 __all__ = ["TapRunner", "TapHost"]
 
 
@@ -165,7 +168,10 @@ class TapHost:
             if nic == "xdp":
                 self.veth = tb.attach_veth(netns, tap_name, self.peer_ip, prefixlen,
                                            peer_mac or tb.PEER_MAC, mtu)[0]
-                tb.tap_up(self.tap.name, mtu)
+                # the host port carries 0x090A frames: a full-size client segment plus
+                # the 16-byte NewConnection header, which a redirect into a TAP of the
+                # wire's MTU drops (xdp_ok_fwd_dev: -EMSGSIZE)
+                tb.tap_up(self.tap.name, mtu + HOST_PORT_HEADROOM)
             else:
                 tb.attach_tap(self.tap.name, netns, self.peer_ip, prefixlen,
                               peer_mac or tb.PEER_MAC, mtu)
