@@ -134,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_connect_parser(sub)
     from .eval.load import add_load_parser
     add_load_parser(sub)
+    from .eval.experiments.command import add_eval_parser
+    add_eval_parser(sub)
     return parser
 
 
