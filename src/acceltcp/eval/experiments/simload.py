@@ -14,10 +14,12 @@ import tempfile
 
 from ..load import add_load_parser
 
-__all__ = ["sim_load", "point"]
+__all__ = ["run_load", "sim_load", "point"]
 
 
-def _once(argv):
+def run_load(argv):
+    """``acceltcp load ARGV --sim --quiet`` in this process -> its JSON summary (plus
+    ``exit_status`` and ``argv``). ValueError for options the command rejects."""
     parser = argparse.ArgumentParser(prog="acceltcp")
     add_load_parser(parser.add_subparsers(dest="command"))
     with tempfile.TemporaryDirectory() as d:
@@ -54,7 +56,7 @@ def sim_load(ctx, *, app="echo", per_conn=1, concurrency=64, size=64, offload=()
         argv += ["--nic", "--offload", ",".join(offload)]
     key = tuple(argv)
     if key not in ctx.cache:
-        ctx.cache[key] = _once(argv)
+        ctx.cache[key] = run_load(argv)
         ctx.advance()
     return ctx.cache[key]
 
