@@ -14,7 +14,12 @@ import tempfile
 
 from ..load import add_load_parser
 
-__all__ = ["run_load", "sim_load", "point"]
+__all__ = ["run_load", "sim_load", "point", "transactions_per_run"]
+
+
+def transactions_per_run(ctx):
+    """Transactions of each run unless an experiment says otherwise."""
+    return 3000 if ctx.quick else 20000
 
 
 def run_load(argv):
@@ -47,7 +52,7 @@ def sim_load(ctx, *, app="echo", per_conn=1, concurrency=64, size=64, offload=()
     """The summary of ``acceltcp load APP --sim`` with these options and ``ctx.cpu`` as
     the server core (``offload``: what the server hands to the simulated NIC; empty: no
     NIC). Memoized in ``ctx.cache``; advances the progress bar once per actual run."""
-    n = transactions or (3000 if ctx.quick else 30000)
+    n = transactions or transactions_per_run(ctx)
     argv = [app, "--per-conn", str(per_conn), "-c", str(concurrency), "-n", str(n),
             "--seed", str(ctx.seed if seed is None else seed), "--server-cpu", ctx.cpu]
     if app == "echo":
@@ -63,8 +68,8 @@ def sim_load(ctx, *, app="echo", per_conn=1, concurrency=64, size=64, offload=()
 
 def point(ctx, **kw):
     """The median (by txn/s) of ``ctx.repeat`` runs with seeds seed, seed+1, ...:
-    -> (figures dict, [summaries]). Figures: tps, host µs and frames per transaction,
-    core utilization, errors."""
+    -> (figures dict, [summaries]). Figures: tps (and every run's, sorted), host µs and
+    frames per transaction, core utilization, errors -- of the median run."""
     runs = [sim_load(ctx, seed=ctx.seed + i, **kw) for i in range(ctx.repeat)]
     tps = statistics.median(r["tps"] for r in runs)
     mid = min(runs, key=lambda r: abs(r["tps"] - tps))
@@ -73,5 +78,6 @@ def point(ctx, **kw):
            "frames_per_txn": sv["frames_per_txn"], "frames_in": sv["frames_in"],
            "frames_out": sv["frames_out"], "transactions": mid["transactions"],
            "utilization": (sv.get("core") or {}).get("utilization"),
-           "errors": sum(r["errors_total"] for r in runs), "runs": len(runs)}
+           "errors": sum(r["errors_total"] for r in runs), "runs": len(runs),
+           "tps_runs": sorted(r["tps"] for r in runs)}
     return fig, runs
