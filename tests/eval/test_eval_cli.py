@@ -164,3 +164,22 @@ def test_selection_and_bad_names(tmp_path, capsys):
     assert main(["eval", "fig12", "--out", str(tmp_path), "--no-progress"]) == 0
     d = json.loads((tmp_path / "fig12.json").read_text())
     assert d["status"] == "not built" and d["real_network"]
+
+
+def test_interrupt_ends_the_eval_not_just_one_run():
+    """The load's own SIGINT handler ends its run; `run_load` turns that into
+    KeyboardInterrupt, so Ctrl-C stops `acceltcp eval`, not only the current point."""
+    import os
+    import signal
+    import threading
+
+    from acceltcp.eval.experiments.simload import run_load
+
+    run_load(["echo", "-n", "10", "--server-cpu", "fixed"])     # imports done
+    t = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    t.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_load(["echo", "-n", "10000000", "--server-cpu", "fixed"])
+    finally:
+        t.cancel()

@@ -42,6 +42,9 @@ def run_load(argv):
                                % (" ".join(argv), rc, err.getvalue().strip()))
         with open(path) as f:
             summary = json.load(f)
+    if summary.get("stopped_by") == "signal":
+        # the load's own SIGINT/SIGTERM handler ended the run: end the caller too
+        raise KeyboardInterrupt
     summary["exit_status"] = rc
     summary["argv"] = ["load", *argv, "--sim"]
     return summary
