@@ -106,7 +106,8 @@ def _state():
     t = nic.teardown
     wheel64k = TimerWheel(65536, t.wheel.slots, 0.001, 0.0)
     return [
-        {"table": "teardown flow", "bytes_per_entry": td.FLOW_ENTRY_BYTES,
+        {"table": "teardown flow (table + timer wheel)",
+         "bytes_per_entry": td.FLOW_ENTRY_BYTES,
          "entries": t.capacity, "table_bytes": t.memory_bytes,
          "paper": "26 B flow state in SRAM; > 256k flows being closed"},
         {"table": "teardown index (hash)", "bytes_per_entry": td.INDEX_ENTRY_BYTES,
@@ -208,9 +209,9 @@ def nic(ctx):
     elif ctx.nic in ("xdp", "both"):
         comparison.append({"what": "XDP dataplane per-frame cost", "paper": "-",
                            "ours": xdp_why})
-    note = ("Our teardown entry is 64 B (the paper's 26 B flow state plus the fields the "
-            "NIC needs to retransmit and answer on its own, aligned), so a table of the "
-            "paper's SRAM holds fewer flows; the Python NIC's rates are a software "
+    note = ("Our teardown entry is 64 B (the paper's 26 B -- 4-tuple, state, sequence "
+            "numbers, RTO -- plus the peer's MAC, windows, window scales, timestamps and "
+            "retransmission counters), so the paper's SRAM would hold fewer of our flows; the Python NIC's rates are a software "
             "model's on one host core, orders of magnitude below the Agilio's 120 "
             "flow-processing cores, and are not the point: the counts are (the splice "
             "keeps data frames off the host).")
