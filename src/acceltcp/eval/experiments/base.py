@@ -46,7 +46,7 @@ class Context:
 
     @property
     def repeat(self):
-        """Runs per point, the median kept: one when the run is deterministic or quick."""
+        """Runs per point (`simload.points`): one when the run is deterministic or quick."""
         return 1 if self.quick or self.cpu == "fixed" else 3
 
 

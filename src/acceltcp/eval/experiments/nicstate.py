@@ -211,7 +211,8 @@ def nic(ctx):
                            "ours": xdp_why})
     note = ("Our teardown entry is 64 B (the paper's 26 B -- 4-tuple, state, sequence "
             "numbers, RTO -- plus the peer's MAC, windows, window scales, timestamps and "
-            "retransmission counters), so the paper's SRAM would hold fewer of our flows; the Python NIC's rates are a software "
+            "retransmission counters), so the paper's SRAM would hold fewer of our flows; "
+            "the Python NIC's rates are a software "
             "model's on one host core, orders of magnitude below the Agilio's 120 "
             "flow-processing cores, and are not the point: the counts are (the splice "
             "keeps data frames off the host).")

@@ -61,19 +61,21 @@ def _spread(fig):
 
 def _setup(ctx, what):
     return ("`acceltcp load echo --sim --server-cpu %s`: %s; 64 clients, %s transactions "
-            "per run (unless swept), median of %d run(s); the host is one simulated core, "
+            "per run (unless swept), best of %d interleaved run(s); the host is one "
+            "simulated core, "
             "%s." % (ctx.cpu, what, format(transactions_per_run(ctx), ","), ctx.repeat,
                _cpu_words(ctx)))
 
 
 # ---------------------------------------------------------------------- Table 3
 def table3(ctx):
-    from .simload import point
+    from .simload import points
 
     rows, samples = [], []
     base = None
-    for label, per_conn, offload in CONFIGS:
-        fig, runs = point(ctx, per_conn=per_conn, offload=offload)
+    measured = points(ctx, [{"per_conn": pc, "offload": o}
+                            for _, pc, o in CONFIGS + (PERSISTENT,)])
+    for (label, per_conn, offload), (fig, runs) in zip(CONFIGS, measured):
         samples += runs
         base = base or fig["tps"]
         mtps, speed = PAPER_TABLE3[label]
@@ -87,7 +89,7 @@ def table3(ctx):
                  "host_us_per_txn": None, "frames_per_txn": None, "errors": None,
                  "paper_mtps": mtps, "paper_speedup": speed, "status": HOST_OPT_WHY,
                  "txn_per_s_runs": None})
-    fig, runs = point(ctx, per_conn=0)
+    fig, runs = measured[-1]
     samples += runs
     rows.append({"configuration": "persistent (reference)", "txn_per_s": fig["tps"],
                  "speedup": fig["tps"] / base, "host_us_per_txn": fig["host_us_per_txn"],
@@ -143,13 +145,13 @@ def _fig1_levels(ctx):
 
 
 def fig1(ctx):
-    from .simload import point
+    from .simload import points
 
     xs = _fig1_levels(ctx)
     rows, samples = [], []
-    for c in xs:
-        pers, r1 = point(ctx, per_conn=0, concurrency=c)
-        short, r2 = point(ctx, per_conn=1, concurrency=c)
+    measured = points(ctx, [{"per_conn": pc, "concurrency": c} for c in xs for pc in (0, 1)])
+    for i, c in enumerate(xs):
+        (pers, r1), (short, r2) = measured[2 * i], measured[2 * i + 1]
         samples += r1 + r2
         rows.append({"concurrency": c, "persistent_txn_per_s": pers["tps"],
                      "short_lived_txn_per_s": short["tps"],
@@ -208,11 +210,14 @@ def fig1_steps(ctx):
 
 # ---------------------------------------------------------------------- Figure 10
 def fig10(ctx):
-    from .simload import point
+    from .simload import points
 
     rows, samples = [], []
+    cfgs = CONFIGS + (PERSISTENT,)                # table3's order: its runs are reused
+    measured = dict(zip((c[0] for c in cfgs),
+                        points(ctx, [{"per_conn": pc, "offload": o} for _, pc, o in cfgs])))
     for label, per_conn, offload in (PERSISTENT,) + CONFIGS:
-        fig, runs = point(ctx, per_conn=per_conn, offload=offload)
+        fig, runs = measured[label]
         samples += runs
         rows.append({"configuration": label, "cores": 1, "txn_per_s": fig["tps"],
                      "host_us_per_txn": fig["host_us_per_txn"],
@@ -256,13 +261,14 @@ def _fig11_sizes(ctx):
 
 
 def fig11(ctx):
-    from .simload import point
+    from .simload import points
 
     xs = _fig11_sizes(ctx)
     rows, samples = [], []
-    for size in xs:
-        base, r1 = point(ctx, per_conn=1, size=size)
-        acc, r2 = point(ctx, per_conn=1, size=size, offload=("setup", "teardown"))
+    measured = points(ctx, [{"per_conn": 1, "size": size, "offload": o} for size in xs
+                            for o in ((), ("setup", "teardown"))])
+    for i, size in enumerate(xs):
+        (base, r1), (acc, r2) = measured[2 * i], measured[2 * i + 1]
         samples += r1 + r2
         rows.append({"size": size, "no_offload_txn_per_s": base["tps"],
                      "offload_txn_per_s": acc["tps"],

@@ -9,12 +9,11 @@ import contextlib
 import io
 import json
 import os
-import statistics
 import tempfile
 
 from ..load import add_load_parser
 
-__all__ = ["run_load", "sim_load", "point", "transactions_per_run"]
+__all__ = ["run_load", "sim_load", "point", "points", "transactions_per_run"]
 
 
 def transactions_per_run(ctx):
@@ -69,18 +68,32 @@ def sim_load(ctx, *, app="echo", per_conn=1, concurrency=64, size=64, offload=()
     return ctx.cache[key]
 
 
+def points(ctx, kws):
+    """One point per options dict in `kws` (`sim_load` keywords), each from
+    ``ctx.repeat`` runs with seeds seed, seed+1, ...; the runs interleaved (run i of
+    every point before run i+1 of any), so that a change in the machine's load over
+    time falls on every point alike. -> [(figures, [summaries])]. The figures are the
+    fastest run's: with the measured (charged) CPU, other work on the machine only adds
+    CPU time (caches, frequency), so the best of N is the closest to what the core
+    sustains; with the fixed model the runs differ by their seed only."""
+    runs = [[] for _ in kws]
+    for i in range(ctx.repeat):
+        for j, kw in enumerate(kws):
+            runs[j].append(sim_load(ctx, seed=ctx.seed + i, **kw))
+    return [(_figures(r), r) for r in runs]
+
+
 def point(ctx, **kw):
-    """The median (by txn/s) of ``ctx.repeat`` runs with seeds seed, seed+1, ...:
-    -> (figures dict, [summaries]). Figures: tps (and every run's, sorted), host µs and
-    frames per transaction, core utilization, errors -- of the median run."""
-    runs = [sim_load(ctx, seed=ctx.seed + i, **kw) for i in range(ctx.repeat)]
-    tps = statistics.median(r["tps"] for r in runs)
-    mid = min(runs, key=lambda r: abs(r["tps"] - tps))
-    sv = mid["server"]
-    fig = {"tps": tps, "host_us_per_txn": sv["cpu_us_per_txn"],
-           "frames_per_txn": sv["frames_per_txn"], "frames_in": sv["frames_in"],
-           "frames_out": sv["frames_out"], "transactions": mid["transactions"],
-           "utilization": (sv.get("core") or {}).get("utilization"),
-           "errors": sum(r["errors_total"] for r in runs), "runs": len(runs),
-           "tps_runs": sorted(r["tps"] for r in runs)}
-    return fig, runs
+    """`points` for one options dict."""
+    return points(ctx, [kw])[0]
+
+
+def _figures(runs):
+    best = max(runs, key=lambda r: r["tps"])
+    sv = best["server"]
+    return {"tps": best["tps"], "host_us_per_txn": sv["cpu_us_per_txn"],
+            "frames_per_txn": sv["frames_per_txn"], "frames_in": sv["frames_in"],
+            "frames_out": sv["frames_out"], "transactions": best["transactions"],
+            "utilization": (sv.get("core") or {}).get("utilization"),
+            "errors": sum(r["errors_total"] for r in runs), "runs": len(runs),
+            "tps_runs": sorted(r["tps"] for r in runs)}
