@@ -85,6 +85,8 @@ def _plot(path, spec):
         else:
             for label, ys in series.items():
                 ax.plot(xs, ys, marker="o", label=label)
+            if all(y is None or y >= 0 for ys in series.values() for y in ys):
+                ax.set_ylim(bottom=0)
             if p.get("logx"):
                 ax.set_xscale("log", base=2)
                 ax.set_xticks(xs)
@@ -190,9 +192,10 @@ def write_report(path, docs, machine, options, wall_s, not_run=()):
              if options["cpu"] == "charged" else
              " (a fixed cost model: the runs are deterministic)"), "",
          "| experiment | status | paper |", "|---|---|---|"]
-    for d in docs:
-        L.append("| [%s](#%s) | %s | %s |" % (d["name"], d["name"], d["status"] + (
-            ": " + d["reason"] if d.get("reason") else ""), _cell(d["paper"])))
+    for d in docs:                      # the reason in full below, its first clause here
+        why = (d.get("reason") or "").split(" -- ")[0]
+        L.append("| [%s](#%s) | %s | %s |" % (d["name"], d["name"], _cell(d["status"] + (
+            ": " + why if why else "")), _cell(d["paper"])))
     for e in not_run:
         L.append("| %s | not run: real network, needs root -- `acceltcp eval %s` | %s |"
                  % (e.name, e.name, _cell(e.paper)))

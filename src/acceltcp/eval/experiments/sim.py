@@ -60,10 +60,10 @@ def _spread(fig):
 
 
 def _setup(ctx, what):
-    return ("`acceltcp load echo --sim --server-cpu %s`: %s; 64 clients, %s transactions "
-            "per run (unless swept), best of %d interleaved run(s); the host is one "
-            "simulated core, "
-            "%s." % (ctx.cpu, what, format(transactions_per_run(ctx), ","), ctx.repeat,
+    return ("`acceltcp load echo --sim --server-cpu %s`: %s; 64 concurrent connections "
+            "and 64 B messages unless swept, %s transactions per run, best of %d "
+            "interleaved run(s) per point; the host is one simulated core, %s."
+            % (ctx.cpu, what, format(transactions_per_run(ctx), ","), ctx.repeat,
                _cpu_words(ctx)))
 
 
