@@ -1,7 +1,6 @@
 """``acceltcp eval [EXPERIMENT ...] [--quick] [--out DIR] [--nic python|xdp|both]
 [--cpu charged|fixed]``: the command around `runner.run_experiments`."""
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -51,8 +50,7 @@ def add_eval_parser(sub):
         description="Run the paper's evaluation experiments (default: every one that "
                     "needs no real network) and write DIR/<name>.json, .csv, .png and "
                     "DIR/report.md. Experiments: %s. Real-network ones need root and "
-                    "run only when named." % names,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+                    "run only when named. docs/eval.md explains each." % names)
     p.add_argument("experiments", nargs="*", metavar="EXPERIMENT",
                    help="experiments to run, in order (default: all simulator ones)")
     p.add_argument("--quick", action="store_true",
