@@ -4,7 +4,7 @@ VENV  ?= .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench system-deps xdp xdp-objs clean
+.PHONY: demo test lint bench eval system-deps xdp xdp-objs clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -82,6 +82,10 @@ test: $(STAMP) system-deps xdp lint
 
 bench: $(STAMP)
 	$(VENV)/bin/acceltcp bench
+
+# The paper's evaluation in the simulator (docs/eval.md): regenerates docs/eval/.
+eval: $(STAMP)
+	$(VENV)/bin/acceltcp eval --out docs/eval
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,185 @@
+"""`acceltcp eval --quick`: the files each experiment writes, the series each plot shows
+(read from the JSON, where the runner keeps what it plotted), and what the data must
+say because of the mechanism -- frames per transaction fall with each offload, the host
+spends less per transaction with setup + teardown offloaded, spliced frames never reach
+the host -- never a speed. The simulated server core uses the fixed cost model
+(``--cpu fixed``): a run is a pure function of the seed and the options, so nothing
+here depends on how fast or loaded this machine is. The real-network experiments are
+never run here (they create namespaces); the runner's handling of failures and missing
+prerequisites is checked with stand-in experiments."""
+
+import csv
+import json
+
+import pytest
+
+from acceltcp.cli import main
+from acceltcp.eval.experiments import EXPERIMENTS, select
+from acceltcp.eval.experiments.base import Context, Experiment, Result, Unavailable
+from acceltcp.eval.experiments.runner import run_experiments
+from acceltcp.nic.splice import BYTES_PER_RULE
+from acceltcp.nic.teardown import FLOW_ENTRY_BYTES
+
+SIM = [e.name for e in EXPERIMENTS.values() if not e.real_network]
+REAL = [e.name for e in EXPERIMENTS.values() if e.real_network]
+PLOTTED = ("table3", "fig1", "fig10", "fig11", "nic")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    rc = main(["eval", "--quick", "--cpu", "fixed", "--out", str(out), "--no-progress"])
+    docs = {n: json.loads((out / (n + ".json")).read_text()) for n in SIM}
+    return rc, out, docs
+
+
+def series(doc, panel):
+    p = doc["plot"]["panels"][panel]
+    return p["x"], p["series"]
+
+
+def test_files_and_report(run):
+    rc, out, docs = run
+    assert rc == 0
+    assert set(docs) == set(SIM) and "table3" in SIM and not set(REAL) & set(SIM)
+    report = (out / "report.md").read_text()
+    for name, d in docs.items():
+        assert d["name"] == name and d["machine"]["cpus"] and d["options"]["cpu"] == "fixed"
+        assert "## %s" % name in report
+        if name in PLOTTED:
+            assert d["status"] == "ok", d.get("reason")
+            assert (out / (name + ".png")).stat().st_size > 1000
+            assert "![%s](%s.png)" % (name, name) in report
+            with open(out / (name + ".csv")) as f:
+                rows = list(csv.DictReader(f))
+            assert len(rows) == len(d["rows"]) and list(rows[0]) == d["columns"]
+            assert d["comparison"] and d["note"] and d["samples"]
+    # no category accounting in the stack: said, not guessed
+    for name in ("table1", "fig14"):
+        assert docs[name]["status"] == "not measured"
+        assert "accounting" in docs[name]["reason"]
+        assert not (out / (name + ".png")).exists()
+    # the real-network experiments are listed as not run, with how to run them
+    for name in REAL:
+        assert "`acceltcp eval %s`" % name in report
+
+
+def test_plotted_series(run):
+    _, _, docs = run
+    x, s = series(docs["table3"], 0)
+    assert x == ["no offload", "setup", "setup + teardown"] and list(s) == ["ours (txn/s)"]
+    x, s = series(docs["table3"], 1)
+    assert set(s) == {"ours", "paper"} and s["paper"] == [1.0, 1.4, 2.3]
+    x, s = series(docs["fig1"], 0)
+    assert set(s) == {"persistent", "one connection per request"}
+    assert x == [r["concurrency"] for r in docs["fig1"]["rows"]] and len(x) >= 2
+    x, s = series(docs["fig11"], 0)
+    assert set(s) == {"no offload", "setup + teardown offload"}
+    assert x[0] == 64 and x[-1] == 4096
+    x, s = series(docs["fig10"], 0)
+    assert x == ["persistent", "no offload", "setup", "setup + teardown"]
+    for d in docs.values():
+        for p in (d.get("plot") or {"panels": []})["panels"]:
+            assert all(len(ys) == len(p["x"]) for ys in p["series"].values())
+
+
+def test_table3_offloads_cut_frames_and_host_cpu(run):
+    _, _, docs = run
+    rows = {r["configuration"]: r for r in docs["table3"]["rows"]}
+    ladder = [rows[k] for k in ("no offload", "setup", "setup + teardown")]
+    assert all(r["errors"] == 0 for r in ladder)
+    frames = [r["frames_per_txn"] for r in ladder]
+    assert frames[0] > frames[1] > frames[2]
+    # the paper's six frames of a short-lived transaction; the NIC answers SYN and ACK
+    assert 5.5 < frames[0] < 6.5 and 3.5 < frames[1] < 4.5
+    us = [r["host_us_per_txn"] for r in ladder]
+    assert us[0] > us[1] > us[2]
+    assert ladder[2]["txn_per_s"] > ladder[0]["txn_per_s"]
+    assert rows["persistent (reference)"]["frames_per_txn"] < frames[0]
+    host_opt = rows["setup + teardown + host optimizations"]
+    assert host_opt["txn_per_s"] is None and host_opt["status"].startswith("not built")
+
+
+def test_fig1_and_fig11_follow_the_mechanism(run):
+    _, _, docs = run
+    for r in docs["fig1"]["rows"]:
+        assert r["errors"] == 0
+        assert r["persistent_frames_per_txn"] < r["short_lived_frames_per_txn"]
+        assert r["persistent_host_us_per_txn"] < r["short_lived_host_us_per_txn"]
+        assert r["persistent_txn_per_s"] > r["short_lived_txn_per_s"]
+    for r in docs["fig11"]["rows"]:
+        assert r["errors"] == 0
+        assert r["offload_frames_per_txn"] < r["no_offload_frames_per_txn"]
+        assert r["offload_host_us_per_txn"] < r["no_offload_host_us_per_txn"]
+        assert r["offload_goodput_mbps"] > r["no_offload_goodput_mbps"]
+    # fig10 reuses table3's runs (same options): the same figures
+    t3 = {r["configuration"]: r["txn_per_s"] for r in docs["table3"]["rows"]}
+    for r in docs["fig10"]["rows"]:
+        if r["configuration"] in t3:
+            assert r["txn_per_s"] == t3[r["configuration"]]
+
+
+def test_nic_state_and_splice_keeps_frames_off_the_host(run):
+    _, _, docs = run
+    f = docs["nic"]["facts"]
+    assert f["teardown_flow_bytes"] == FLOW_ENTRY_BYTES
+    assert f["splice_rule_bytes"] == BYTES_PER_RULE
+    for sp in (f["splice64"], f["splice1460"]):
+        assert sp["to_host"] == 0 and sp["to_wire"] == sp["sent"]
+        assert sp["spliced"] > 0
+    st = f["setup"]
+    assert st["syn_cookies_sent"] == st["cookie_ack_ok"] == st["frames"]
+
+
+def test_runner_records_failures_and_goes_on(tmp_path):
+    def ok(ctx):
+        ctx.advance()
+        return Result(columns=["a"], rows=[{"a": 1}], comparison=[
+            {"what": "w", "paper": "p", "ours": "o"}], note="n.",
+            plot={"panels": [{"kind": "line", "x": [1, 2], "series": {"s": [1, 2]}}]})
+
+    def boom(ctx):
+        raise RuntimeError("broken on purpose")
+
+    def missing(ctx):
+        raise Unavailable("skipped", "needs the tool frob")
+
+    exps = [Experiment("x1", "X1", "-", boom), Experiment("x2", "X2", "-", missing),
+            Experiment("x3", "X3", "-", ok)]
+    docs = run_experiments(exps, Context(out=tmp_path, cpu="fixed"))
+    assert [d["status"] for d in docs] == ["failed", "skipped", "ok"]
+    assert "broken on purpose" in docs[0]["reason"] and docs[1]["reason"] == "needs the tool frob"
+    assert (tmp_path / "x3.png").exists() and (tmp_path / "x3.csv").exists()
+    report = (tmp_path / "report.md").read_text()
+    assert "broken on purpose" in report and "needs the tool frob" in report
+    assert json.loads((tmp_path / "x1.json").read_text())["status"] == "failed"
+
+
+def test_selection_and_bad_names(tmp_path, capsys):
+    assert [e.name for e in select([])] == SIM
+    assert [e.name for e in select(["fig1", "table3", "fig1"])] == ["fig1", "table3"]
+    assert main(["eval", "nosuch", "--out", str(tmp_path)]) == 2
+    assert "unknown experiment" in capsys.readouterr().err
+    # a real-network experiment that is not built says so without touching a network
+    assert main(["eval", "fig12", "--out", str(tmp_path), "--no-progress"]) == 0
+    d = json.loads((tmp_path / "fig12.json").read_text())
+    assert d["status"] == "not built" and d["real_network"]
+
+
+def test_interrupt_ends_the_eval_not_just_one_run():
+    """The load's own SIGINT handler ends its run; `run_load` turns that into
+    KeyboardInterrupt, so Ctrl-C stops `acceltcp eval`, not only the current point."""
+    import os
+    import signal
+    import threading
+
+    from acceltcp.eval.experiments.simload import run_load
+
+    run_load(["echo", "-n", "10", "--server-cpu", "fixed"])     # imports done
+    t = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    t.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_load(["echo", "-n", "10000000", "--server-cpu", "fixed"])
+    finally:
+        t.cancel()
