@@ -50,10 +50,11 @@ def run_load(argv):
 
 
 def sim_load(ctx, *, app="echo", per_conn=1, concurrency=64, size=64, offload=(),
-             transactions=None, seed=None):
+             transactions=None, seed=None, lazy=True):
     """The summary of ``acceltcp load APP --sim`` with these options and ``ctx.cpu`` as
     the server core (``offload``: what the server hands to the simulated NIC; empty: no
-    NIC). Memoized in ``ctx.cache``; advances the progress bar once per actual run."""
+    NIC; ``lazy``: the server's lazy TCB creation). Memoized in ``ctx.cache``; advances
+    the progress bar once per actual run."""
     n = transactions or transactions_per_run(ctx)
     argv = [app, "--per-conn", str(per_conn), "-c", str(concurrency), "-n", str(n),
             "--seed", str(ctx.seed if seed is None else seed), "--server-cpu", ctx.cpu]
@@ -61,6 +62,8 @@ def sim_load(ctx, *, app="echo", per_conn=1, concurrency=64, size=64, offload=()
         argv += ["--size", str(size)]
     if offload:
         argv += ["--nic", "--offload", ",".join(offload)]
+    if not lazy:
+        argv += ["--lazy-tcb", "off"]
     key = tuple(argv)
     if key not in ctx.cache:
         ctx.cache[key] = run_load(argv)

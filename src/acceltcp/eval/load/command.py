@@ -70,7 +70,8 @@ def _check_options(args, err):
         except ValueError:
             err("HOST must be an IPv4 address, got %r" % args.host)
         for opt, given in (("--nic", args.sim_nic), ("--offload", args.nic_offload is not None),
-                           ("--server-cpu", args.server_cpu_text is not None)):
+                           ("--server-cpu", args.server_cpu_text is not None),
+                           ("--lazy-tcb", args.lazy_tcb != "on")):
             if given:
                 err("%s is for --sim (on the TAP the server is whatever listens at HOST; "
                     "`acceltcp serve --nic` runs the stack's own server behind the NIC)" % opt)
@@ -230,6 +231,10 @@ def add_load_parser(sub):
         s.add_argument("--offload", dest="nic_offload", metavar="LIST",
                        help="what the server offloads to the NIC: setup (SYN cookies), "
                             "teardown, or none; comma list (default with --nic: setup)")
+        s.add_argument("--lazy-tcb", choices=("on", "off"), default="on",
+                       help="the server stack's lazy TCB creation (AccelTCP §5.2: a "
+                            "connection the NIC set up starts as a quasi-TCB; on by "
+                            "default, it matters with teardown offload) (%(default)s)")
         s.add_argument("--server-cpu", dest="server_cpu_text", metavar="MODEL",
                        help="charged (the default): the server host is one core whose "
                             "measured CPU time passes on the virtual clock, so the rate "

@@ -57,7 +57,8 @@ def _sim_net(loop, args, cfg):
         core = device = ServerCore(loop, device, cost=args.cost_model)
     a, _ = sim.stack(link.a, IP_A, config=cfg, name="a", strict=True)
     b, runner_b = sim.stack(device, IP_B, config=cfg, name="b", strict=True,
-                            max_syn_backlog=max(8192, 2 * args.concurrency))
+                            max_syn_backlog=max(8192, 2 * args.concurrency),
+                            lazy_tcb=args.lazy_tcb == "on")
     a.arp_add(b.ip, b.mac)
     b.arp_add(a.ip, a.mac)
     if core is not None:
