@@ -126,9 +126,9 @@ def stack_server(app, port, offload, tmp, extra=()):
     return Server(argv, "stderr", stats)
 
 
-def kernel_server(app, port, loop):
+def kernel_server(app, port, loop, extra=()):
     argv = ns(REF, [PY, "-m", "acceltcp.testbed.peer", "server", app, "--port", str(port),
-                    "--loop", loop])
+                    "--loop", loop] + list(extra))
     return Server(argv, "stdout")
 
 

@@ -13,7 +13,10 @@ in its own process. Run as root, from the repository, after `make xdp`:
    NIC process's dataplane; for xdp the control side, clock and control frames), and
    all cores' busy time per transaction (/proc/stat: the kernel's XDP and softirq work,
    the client, everything).
-2. a spoofed SYN flood (testbed/synflood.py flood: --flood-rate SYNs/s with timestamps
+2. the same with the server closing first (echo --close-after 64): the kernel stack with
+   an asyncio server (reference namespace), the stack alone, and `--nic xdp --offload
+   setup,teardown` (handshakes and teardowns in XDP): the paper's short-lived case.
+3. a spoofed SYN flood (testbed/synflood.py flood: --flood-rate SYNs/s with timestamps
    from 198.18.128.0/17, --flood-seconds) at the echo listener: SYN-ACKs/s answered
    (the NIC's syn_cookies_sent over the flood) and the serve process's CPU meanwhile,
    for the NIC process and for XDP. The generator (Python, AF_PACKET) is the limit of
@@ -41,14 +44,22 @@ rn.NS, rn.REF = "atcp-xbench", "atcp-xbench-ref"
 PLACES = (("stack, no NIC", []),
           ("NIC process, setup", ["--nic", "process", "--offload", "setup"]),
           ("NIC xdp, setup", ["--nic", "xdp", "--offload", "setup"]))
+CLOSE_FIRST = ["--close-after", "64"]
+# the server closing first: None = the kernel + asyncio reference
+SERVER_CLOSES = (("kernel + asyncio", None),
+                 ("stack, no NIC", CLOSE_FIRST),
+                 ("NIC xdp, setup+teardown", CLOSE_FIRST + ["--nic", "xdp", "--offload",
+                                                           "setup,teardown"]))
 
 
 def rr(label, extra, a, client, tmp):
-    srv = rn.stack_server("echo", 7, False, tmp, extra)
+    kernel = extra is None
+    srv = (rn.kernel_server("echo", 7, "asyncio", CLOSE_FIRST) if kernel else
+           rn.stack_server("echo", 7, False, tmp, extra))
     time.sleep(0.3)
     c0, s0 = rn.cpu_busy_s(), rn.proc_cpu_s(srv.p.pid)
-    r = subprocess.run(rn.ns(rn.NS, [client, rn.STACK_IP, "7", str(a.concurrency),
-                                     str(a.rr_seconds), "64"]),
+    r = subprocess.run(rn.ns(rn.NS, [client, rn.REF_IP if kernel else rn.STACK_IP, "7",
+                                     str(a.concurrency), str(a.rr_seconds), "64"]),
                        capture_output=True, text=True, timeout=a.rr_seconds + 60)
     c1, s1 = rn.cpu_busy_s(), rn.proc_cpu_s(srv.p.pid)
     time.sleep(0.3)
@@ -57,6 +68,12 @@ def rr(label, extra, a, client, tmp):
         raise RuntimeError("%s: client failed: %s" % (label, r.stderr))
     res = json.loads(r.stdout)
     n = max(res["transactions"], 1)
+    if kernel:
+        return {"label": label, "tps": res["tps"], "errors": res["errors"],
+                "stack_cpu_us_per_txn": None, "serve_cpu_us_per_txn": 1e6 * (s1 - s0) / n,
+                "nic_py_cpu_us_per_txn": None, "all_cpu_us_per_txn": 1e6 * (c1 - c0) / n,
+                "cookie_conns": 0, "syns_received": 0, "transactions": res["transactions"],
+                "client_cpu_pct": res["client_cpu_pct"]}
     nic = st.get("nic") or {}
     return {"label": label, "tps": res["tps"], "errors": res["errors"],
             "stack_cpu_us_per_txn": 1e6 * st["cpu"]["stack_s"] / n,
@@ -125,10 +142,10 @@ def main(argv=None):
     if os.geteuid() != 0:
         print("benchmarks/xdp_live.py needs root (namespaces, TAP, XDP)", file=sys.stderr)
         return 2
-    out = {"rr": [], "flood": [], "machine": {"cpus": os.cpu_count(),
+    out = {"rr": [], "rr_close": [], "flood": [], "machine": {"cpus": os.cpu_count(),
                                               "kernel": os.uname().release}}
     rn.cli("testbed", "down", "--netns", rn.NS, "--ref-netns", rn.REF)
-    rn.cli("testbed", "up", "--netns", rn.NS, "--ref-netns", rn.REF)
+    rn.cli("testbed", "up", "--ref", "--netns", rn.NS, "--ref-netns", rn.REF)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             client = rn.build_client(tmp)
@@ -136,6 +153,10 @@ def main(argv=None):
                 out["rr"].append(rn.median_run(lambda lb=label, x=extra: rr(
                     lb, x, a, client, tmp), a.repeat, "tps"))
                 print(json.dumps(out["rr"][-1]), file=sys.stderr)
+            for label, extra in SERVER_CLOSES:
+                out["rr_close"].append(rn.median_run(lambda lb=label, x=extra: rr(
+                    lb, x, a, client, tmp), a.repeat, "tps"))
+                print(json.dumps(out["rr_close"][-1]), file=sys.stderr)
             for label, extra in PLACES[1:]:
                 out["flood"].append(flood(label, extra, a, tmp))
                 print(json.dumps(out["flood"][-1]), file=sys.stderr)
@@ -150,6 +171,15 @@ def main(argv=None):
         print("%-22s %9.0f %10.1f %10.1f %10s %10.1f" % (
             r["label"], r["tps"], r["stack_cpu_us_per_txn"], r["serve_cpu_us_per_txn"],
             "-" if npc is None else "%.1f" % npc, r["all_cpu_us_per_txn"]))
+    print("\nthe same, the server closing first (echo --close-after 64)")
+    print("%-24s %9s %8s %10s %10s %10s" % ("", "txn/s", "x stack", "stack us", "serve us",
+                                           "all-CPU us"))
+    base = next(r for r in out["rr_close"] if r["label"] == "stack, no NIC")
+    for r in out["rr_close"]:
+        su = r["stack_cpu_us_per_txn"]
+        print("%-24s %9.0f %8.2f %10s %10.1f %10.1f" % (
+            r["label"], r["tps"], r["tps"] / base["tps"], "-" if su is None else "%.1f" % su,
+            r["serve_cpu_us_per_txn"], r["all_cpu_us_per_txn"]))
     print("\nspoofed SYN flood (timestamps on), %g s" % a.flood_seconds)
     print("%-22s %10s %12s %10s %10s %10s %10s" % (
         "", "offered/s", "SYN-ACK/s", "answered", "serve CPU", "NIC-py CPU", "all CPU"))

@@ -279,6 +279,10 @@ def server(a):
 
         def data_received(self, d):
             self.t.write(d)
+            if a.close_after:
+                self.left = getattr(self, "left", a.close_after) - len(d)
+                if self.left <= 0:
+                    self.t.close()              # the server closes first
 
         def eof_received(self):
             self.t.close()
@@ -416,6 +420,9 @@ def main(argv=None):
     q.add_argument("app", choices=("echo", "sink", "ping"))
     q.add_argument("--port", type=int, required=True)
     q.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    q.add_argument("--close-after", type=int, default=0, metavar="BYTES",
+                   help="echo: close after echoing this many bytes (0: when the client "
+                        "closes)")
     q = sub.add_parser("hold")
     q.add_argument("host")
     q.add_argument("port", type=int)
