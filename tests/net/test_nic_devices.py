@@ -22,6 +22,8 @@ class FakeTap:
         self.mac = MAC
         self.name = "fake0"
         self.offload = True
+        self.rx_partial = False        # TapDevice: the metadata of the frame delivered
+        self.rx_gso_size = 0
         self.batch = batch
         self.fd, self._w = os.pipe()
         os.set_blocking(self.fd, False)
