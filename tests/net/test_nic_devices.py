@@ -78,7 +78,7 @@ class ScriptedDataplane:
         self.fired = 0
         self.counters = {}
 
-    def process(self, frame, port, now, csum_ok=False):
+    def process(self, frame, port, now, csum_ok=False, csum_partial=False, gso_size=0):
         self.log.append(("nic", port, frame, csum_ok))
         if port == WIRE:
             out = [(HOST, frame)]
