@@ -188,62 +188,54 @@ def rr(label, host, port, seconds, conc, client, start):
     return out
 
 
-def splice(label, nbytes, extra, tmp, offload=False):
-    """One duplex transfer client -> stack proxy -> server, `nbytes` each way; the TAP's
-    offloads off (MTU frames) or on (64 KiB super-frames, partial checksums)."""
+def _duplex(label, nbytes, server_ns, dst_ip, dst_port, proxy=None):
+    """One duplex transfer, `nbytes` each way, from a client in atcp-bench to dst_ip:
+    dst_port, with a duplex server on 8081 in `server_ns`; `proxy`: a started server to
+    stop after the transfer. -> (client result, proxy stats or None). Byte-exact or
+    RuntimeError."""
     from acceltcp.testbed.peer import expected_sha256
-    srv = Server(ns(NS, [PY, "-m", "acceltcp.testbed.peer", "duplex", "8081", "--bytes",
-                         str(nbytes), "--seed", "2", "--head-lines", "1", "--timeout",
-                         "300"]), "stdout")
-    proxy = stack_server("proxy", 8080, offload, tmp,
-                         ["--backend", "198.18.0.1:8081"] + list(extra))
+    srv = Server(ns(server_ns, [PY, "-m", "acceltcp.testbed.peer", "duplex", "8081",
+                                "--bytes", str(nbytes), "--seed", "2", "--head-lines", "1",
+                                "--timeout", "300"]), "stdout")
     time.sleep(0.2)
-    r = subprocess.run(ns(NS, [PY, "-m", "acceltcp.testbed.peer", "duplex", STACK_IP,
-                               "8080", "--bytes", str(nbytes), "--seed", "1", "--head",
-                               "GET / HTTP/1.1\\n", "--timeout", "300"]),
+    r = subprocess.run(ns(NS, [PY, "-m", "acceltcp.testbed.peer", "duplex", dst_ip,
+                               str(dst_port), "--bytes", str(nbytes), "--seed", "1",
+                               "--head", "GET / HTTP/1.1\\n", "--timeout", "300"]),
                        capture_output=True, text=True, timeout=900)
     try:
         srv.p.wait(60)                  # the server ends by itself after the transfer
     except subprocess.TimeoutExpired:
         pass
     sv = srv.stop()
-    st = proxy.stop()
+    st = proxy.stop() if proxy is not None else None
     res = json.loads(r.stdout.strip().splitlines()[-1])
     if (res["received"] != nbytes or res["sha256"] != expected_sha256(2, nbytes)
             or sv.get("sha256") != expected_sha256(1, nbytes)):
         raise RuntimeError("%s: transfer not byte-exact: %s %s" % (label, res, sv))
+    return res, st
+
+
+def splice(label, nbytes, extra, tmp, offload=False):
+    """client -> the stack's proxy -> server, `nbytes` each way; the TAP's offloads off
+    (MTU frames) or on (64 KiB super-frames, partial checksums)."""
+    proxy = stack_server("proxy", 8080, offload, tmp,
+                         ["--backend", "198.18.0.1:8081"] + list(extra))
+    res, st = _duplex(label, nbytes, NS, STACK_IP, 8080, proxy)
     el = res["elapsed_s"]
     nic = st.get("nic") or {}
     frames = (nic.get("counters") or {}).get("splice_frames", 0)
+    host = st["counters"]["frames_in"] + st["counters"]["frames_out"]
     return {"label": label, "tap_offload": offload, "elapsed_s": el,
-            "gbit_s": 2 * nbytes * 8 / el / 1e9,
-            "nic_frames": frames, "nic_frames_per_s": frames / el,
-            "host_frames": st["counters"]["frames_in"] + st["counters"]["frames_out"],
-            "host_frames_per_s": (st["counters"]["frames_in"] + st["counters"]["frames_out"])
-            / el, "stack_cpu_s": st["cpu"]["stack_s"], "nic_cpu_s": st["cpu"].get("nic_s", 0),
-            "spliced": st["app_stats"]["spliced"]}
+            "gbit_s": 2 * nbytes * 8 / el / 1e9, "nic_frames": frames,
+            "nic_frames_per_s": frames / el, "host_frames": host,
+            "host_frames_per_s": host / el, "stack_cpu_s": st["cpu"]["stack_s"],
+            "nic_cpu_s": st["cpu"].get("nic_s", 0), "spliced": st["app_stats"]["spliced"]}
 
 
 def direct(label, nbytes):
-    """The same duplex transfer kernel to kernel, no proxy (atcp-bench -> the reference
+    """The same transfer kernel to kernel, no proxy (atcp-bench -> the reference
     namespace over its veth): the ceiling of a forwarding path on this machine."""
-    from acceltcp.testbed.peer import expected_sha256
-    srv = Server(ns(REF, [PY, "-m", "acceltcp.testbed.peer", "duplex", "8081", "--bytes",
-                          str(nbytes), "--seed", "2", "--head-lines", "1", "--timeout",
-                          "300"]), "stdout")
-    time.sleep(0.2)
-    r = subprocess.run(ns(NS, [PY, "-m", "acceltcp.testbed.peer", "duplex", REF_IP,
-                               "8081", "--bytes", str(nbytes), "--seed", "1", "--head",
-                               "GET / HTTP/1.1\\n", "--timeout", "300"]),
-                       capture_output=True, text=True, timeout=900)
-    try:
-        srv.p.wait(60)
-    except subprocess.TimeoutExpired:
-        pass
-    srv.stop()
-    res = json.loads(r.stdout.strip().splitlines()[-1])
-    if res["received"] != nbytes or res["sha256"] != expected_sha256(2, nbytes):
-        raise RuntimeError("%s: transfer not byte-exact: %s" % (label, res))
+    res, _ = _duplex(label, nbytes, REF, REF_IP, 8081)
     el = res["elapsed_s"]
     return {"label": label, "tap_offload": None, "elapsed_s": el,
             "gbit_s": 2 * nbytes * 8 / el / 1e9, "nic_frames": 0, "nic_frames_per_s": 0,

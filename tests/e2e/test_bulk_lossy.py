@@ -5,16 +5,16 @@ Corrupted frames must be caught by the checksums (counted as drops), and the sen
 counters must show real loss recovery (fast retransmits), not only timeouts.
 """
 
-import asyncio
 import hashlib
 import random
 
 import pytest
 
-from acceltcp.host.aio import open_connection, start_server
 from acceltcp.testbed.simnet import make_pair
 from acceltcp.io.sim import FaultConfig, SimLoop
 from acceltcp.tcp.config import TcpConfig
+
+from .duplex import run_duplex
 
 MiB = 1 << 20
 FAULTS = FaultConfig(loss=0.05, reorder=0.02, duplicate=0.01, corrupt=0.001)
@@ -32,41 +32,7 @@ def run_bidirectional(cc, nbytes, faults, seed=1):
                         bandwidth_bps=1e9, delay=100e-6, queue_limit=1000,
                         stack_a={"isn": lambda *a: NEAR_WRAP},
                         stack_b={"isn": lambda *a: NEAR_WRAP - 4321})
-
-        async def exchange(reader, writer, payload):
-            async def pull():
-                h = hashlib.sha256()
-                n = 0
-                while chunk := await reader.read(65536):
-                    h.update(chunk)
-                    n += len(chunk)
-                return n, h.hexdigest()
-
-            async def push():
-                for i in range(0, len(payload), 65536):
-                    writer.write(payload[i:i + 65536])
-                    await writer.drain()
-                writer.write_eof()
-
-            got, _ = await asyncio.gather(pull(), push())
-            return got
-
-        server_done = asyncio.Event()
-
-        async def server(reader, writer):
-            result["server"] = await exchange(reader, writer, down)
-            writer.close()
-            server_done.set()
-
-        async def main():
-            await start_server(net.b, server, 5001)
-            reader, writer = await open_connection(net.a, "198.18.0.2", 5001)
-            result["client"] = await exchange(reader, writer, up)
-            writer.close()
-            await writer.wait_closed()
-            await server_done.wait()
-
-        loop.run(main(), timeout=3600)
+        result.update(run_duplex(loop, net, up, down))
         result["a"] = net.a.stats()
         result["b"] = net.b.stats()
         result["link"] = net.stats()["link"]

@@ -2,17 +2,17 @@
 transfers byte-exact with each offload on, lossy links included; TSO frames on the wire
 identical to those the host cuts itself; fewer host-port transfers with TSO and LRO."""
 
-import asyncio
 import hashlib
 import random
 
 import pytest
 
-from acceltcp.host.aio import open_connection, start_server
 from acceltcp.io.sim import FaultConfig, SimLoop
 from acceltcp.nic.placements.sim import SimNicDevice
 from acceltcp.testbed.simnet import make_pair
 from acceltcp.wire.tcp import FIN, PSH, build_tcp_frame
+
+from .duplex import run_duplex
 
 MiB = 1 << 20
 NEAR_WRAP = (1 << 32) - 9000
@@ -34,39 +34,7 @@ def transfer(nbytes, toe=(), faults=None, tso=True, seed=3, capture=False):
             for end in (net.link.a, net.link.b):
                 end.add_tap(lambda frame, *_, end=end: wire.append(bytes(frame)))
 
-        async def exchange(reader, writer, payload):
-            async def pull():
-                h = hashlib.sha256()
-                n = 0
-                while chunk := await reader.read(65536):
-                    h.update(chunk)
-                    n += len(chunk)
-                return n, h.hexdigest()
-
-            async def push():
-                for i in range(0, len(payload), 65536):
-                    writer.write(payload[i:i + 65536])
-                    await writer.drain()
-                writer.write_eof()
-
-            return (await asyncio.gather(pull(), push()))[0]
-
-        done = asyncio.Event()
-
-        async def server(reader, writer):
-            got["server"] = await exchange(reader, writer, down)
-            writer.close()
-            done.set()
-
-        async def main():
-            await start_server(net.b, server, 5001)
-            reader, writer = await open_connection(net.a, "198.18.0.2", 5001)
-            got["client"] = await exchange(reader, writer, up)
-            writer.close()
-            await writer.wait_closed()
-            await done.wait()
-
-        loop.run(main(), timeout=3600)
+        got.update(run_duplex(loop, net, up, down))
         got["host_port"] = {"a": dict(net.nic_a.host_port), "b": dict(net.nic_b.host_port)}
         got["lro"] = [n.lro and (n.lro.merges, n.lro.merged_frames, n.lro.bad_checksum)
                       for n in (net.nic_a, net.nic_b)]
