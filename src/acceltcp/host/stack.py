@@ -102,20 +102,21 @@ import collections
 import errno
 import hashlib
 import heapq
-import operator
 import os
 import struct
 import types
 
 from ..tcp import states
 from ..tcp.config import TcpConfig
-from ..tcp import timewait
 from ..tcp.connection import TcpConnection
 from ..tcp.quasi import QuasiTcb
 from ..tcp.seq import seq_add
 from ..tcp.syncookie import SynCookieJar
 from .arp import OUTBOUND_DROP_REASONS, ArpCache, ArpEntry
+from . import stats
 from .offload import NicOffload
+from .stats import TCB_COUNTERS, ClosedTcbStats
+from .timewait import TimeWaitTable
 from ..wire import control
 from ..wire.errors import WireError
 from ..wire.ethernet import (BROADCAST_MAC, ETH_HLEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ZERO_MAC,
@@ -125,7 +126,7 @@ from ..wire.tcp import (ACK, FIN, RST, SYN, TSO_PAYLOAD_MAX, build_tcp_frame,
                         build_tcp_header_partial, parse_tcp, tcp_options)
 
 __all__ = ["HostStack", "HostConn", "Listener", "HOST_DROP_REASONS", "OUTBOUND_DROP_REASONS",
-           "to_ip", "to_mac"]
+           "TCB_COUNTERS", "to_ip", "to_mac"]
 
 #: Drop reasons the host stack adds to the `wire` parser reasons (`wire.errors.DROP_REASONS`).
 HOST_DROP_REASONS = (
@@ -177,11 +178,6 @@ _ESTABLISHED_LIKE = frozenset(states.SYNCHRONIZED)
 _NIC_REPORTS = frozenset((control.ETHERTYPE_CONTROL, control.ETHERTYPE_SPLICE_CLOSED))
 _TIME_WAIT = states.TIME_WAIT
 _CONN_STAT_KEYS = ("retransmits", "fast_retransmits", "rto_timeouts")
-#: Per-TCB counters (TcpConnection attributes) folded into the stack totals.
-TCB_COUNTERS = ("segs_in", "segs_out", "bytes_in", "bytes_out", "retransmits",
-                "fast_retransmits", "rto_timeouts", "dupacks_in", "ooo_segments",
-                "paws_drops", "challenge_acks", "unacceptable", "window_probes")
-_tcb_counter_values = operator.attrgetter(*TCB_COUNTERS)
 
 
 def to_ip(ip):
@@ -358,10 +354,10 @@ class HostStack:
         self.drops = collections.Counter()
         self._table = {}          # key -> conn (synchronized or actively opened)
         self._embryonic = {}      # key -> conn (listener children in SYN-RECEIVED)
-        self._timewait = {}       # key -> tcp.timewait.TimeWait (the TCB is gone)
+        self._timewait = TimeWaitTable()   # key -> tcp.timewait.TimeWait (the TCB is gone)
         self._splicing = {}       # key -> host.offload._Splice (TCB draining to splice)
         self._parked = {}         # key -> conn offered to the NIC, no answer yet (offload)
-        self._tw_fifo = {}        # 2MSL duration -> deque of TimeWait, in expiry order
+        self._tw_fifo = self._timewait.fifos   # read on every next_deadline()
         self._listeners = {}      # port -> Listener
         self._bound = collections.Counter()   # ports reserved by the socket layer
         self._heap = []           # (deadline, seq, conn)
@@ -387,10 +383,7 @@ class HostStack:
                             self._c, self._arp_scheduled)
         self._arp = self.arp.entries
         self._arp_heap = self.arp.heap
-        self._closed_stats = collections.Counter()   # TCB stats of removed connections
-        # TCB counter values of removed connections not yet added to _closed_stats:
-        # folded in batches (and whenever the totals are read) instead of one by one.
-        self._closed_pending = []
+        self._closed = ClosedTcbStats()   # TCB counters of removed connections (host.stats)
         self._send_frame = device.send
         #: teardown/splice offload policy and NIC accounting (host.offload)
         self.offload = NicOffload(self) if self.nic else None
@@ -493,16 +486,11 @@ class HostStack:
             self._entry_conn = None
             self._touch(conn)
             return
-        tw = self._timewait.get(key)
-        if tw is not None:
-            action = tw.on_segment(seg, now)
-            if action == timewait.KEEP:
-                self._delivered += 1
-                return
-            del self._timewait[key]
-            if action == timewait.REMOVE:
-                self._delivered += 1
-                return
+        taken = self._timewait.segment(key, seg, now)
+        if taken:
+            self._delivered += 1
+            return
+        if taken is not None:
             # RFC 6191: a new incarnation's SYN, counted once below (as delivered or drop)
             self._c["time_wait_reopened"] += 1
         flags = seg.flags
@@ -620,7 +608,7 @@ class HostStack:
         if tw is not None and seg.flags & (SYN | RST | ACK) == ACK and tw.reopens(seg, True):
             # The NIC answered a new incarnation's SYN while we hold the old one's
             # TIME-WAIT (it does not know of it): the same RFC 6191 test as for a SYN.
-            del self._timewait[key]
+            self._timewait.pop(key)
             self._c["time_wait_reopened"] += 1
             tw = None
         if (lst is None or not lst.offload_setup or seg.flags & (SYN | RST | ACK) != ACK
@@ -902,30 +890,7 @@ class HostStack:
             self._c["conns_" + err] += 1    # conns_reset / conns_timeout / conns_refused
         if conn.__class__ is QuasiTcb:
             self._quasi_freed += 1                   # gone without becoming a full TCB
-        values = self._counter_values(conn)
-        pending = self._closed_pending
-        pending.append(values)
-        if len(pending) >= 256:
-            self._fold_closed_stats()
-
-    def _counter_values(self, conn):
-        """The TCB_COUNTERS values of `conn` (a quasi-TCB is not promoted for them)."""
-        if conn.__class__ is QuasiTcb:
-            return conn.counter_values()
-        try:
-            return _tcb_counter_values(conn)         # one C call for the 13 attributes
-        except AttributeError:                       # a TCB type without some of them
-            return tuple(getattr(conn, k, 0) for k in TCB_COUNTERS)
-
-    def _fold_closed_stats(self):
-        """Add the pending counters of removed TCBs to _closed_stats (nonzero totals only)."""
-        pending = self._closed_pending
-        if pending:
-            cs = self._closed_stats
-            for k, total in zip(TCB_COUNTERS, map(sum, zip(*pending))):
-                if total:
-                    cs[k] += total
-            pending.clear()
+        self._closed.add(conn)
 
     def _touch(self, conn):
         """After any call into a TCB: drop it if closed, else re-arm its timer."""
@@ -949,46 +914,14 @@ class HostStack:
                 self._push(conn, d)
 
     def _enter_time_wait(self, conn):
-        """Swap a TCB that reached TIME-WAIT for a compact record (tcp.timewait): the
-        TCB is freed now; the record lives in a FIFO, 2MSL being the same for all
-        connections of one config, so reaping is a popleft, not a heap operation."""
+        """Swap a TCB that reached TIME-WAIT for a compact record (host.timewait)."""
         key = conn.owner.key
         tw = conn.handoff_time_wait(self.clock())   # the TCB closes and leaves the table
         if not conn.owner.removed:
             self._remove(conn)
-        self._timewait[key] = tw
-        fifo = self._tw_fifo.get(tw.duration)
-        if fifo is None:
-            fifo = self._tw_fifo[tw.duration] = collections.deque()
-        if not fifo and not self._busy and self.wakeup is not None:
-            d = self.next_deadline()
-            if d is None or tw.expires <= d:
+        if self._timewait.add(key, tw) and not self._busy and self.wakeup is not None:
+            if tw.expires <= self.next_deadline():     # the earliest deadline now
                 self.wakeup()
-        fifo.append((tw.expires, tw))
-
-    def _reap_time_wait(self, now):
-        tws = self._timewait
-        for fifo in self._tw_fifo.values():
-            while fifo and fifo[0][0] <= now:
-                expires, tw = fifo.popleft()
-                if tws.get(tw.key) is not tw:
-                    continue                         # ended early (RST, reopened)
-                if tw.expires > expires:
-                    # 2MSL restarted by a retransmitted FIN: back to the tail. Entries
-                    # there expire no earlier than ~now + 2MSL, so it is reaped at most
-                    # one 2MSL late, never early.
-                    fifo.append((tw.expires, tw))
-                    continue
-                del tws[tw.key]
-
-    def _time_wait_deadline(self):
-        d = None
-        for fifo in self._tw_fifo.values():
-            if fifo:
-                e = fifo[0][0]
-                if d is None or e < d:
-                    d = e
-        return d
 
     def attach(self, conn, handler, app=None):
         """Route `conn`'s events to `handler(conn)` (the app layer); `app` is its object."""
@@ -1351,7 +1284,7 @@ class HostStack:
         if a and (d is None or a[0][0] < d):
             d = a[0][0]
         if self._tw_fifo:
-            t = self._time_wait_deadline()
+            t = self._timewait.deadline()
             if t is not None and (d is None or t < d):
                 d = t
         return d
@@ -1400,7 +1333,7 @@ class HostStack:
                     break
                 heapq.heappop(h)
             if self._tw_fifo:
-                self._reap_time_wait(now)
+                self._timewait.reap(now)
             if self._arp_heap and self._arp_heap[0][0] <= now:
                 self.arp.on_timer(now)
             if len(h) > 64 + 2 * (len(self._table) + len(self._embryonic)):
@@ -1457,22 +1390,12 @@ class HostStack:
     def time_wait(self):
         """{(local ip, local port, remote ip, remote port): TimeWait} of connections in
         TIME-WAIT (their TCBs are gone; see tcp.timewait)."""
-        lip = ip_to_str(self.ip)
-        return {(lip, tw.owner.local_port, ip_to_str(tw.owner.remote_ip), tw.owner.remote_port): tw
-                for tw in self._timewait.values()}
-
-    def _live_stat(self, name):
-        total = 0
-        for tbl in (self._table, self._embryonic):
-            for conn in tbl.values():
-                if conn.__class__ is not QuasiTcb:    # its are 0 (not promoted to read)
-                    total += getattr(conn, name, 0)
-        return total
+        return self._timewait.view(self.ip)
 
     @property
     def counters(self):
         """Stack counters; TCB retransmission counters summed over closed + live conns."""
-        self._fold_closed_stats()
+        closed = self._closed.fold()
         c = dict(self._c)
         if self._syns_received:
             c["syns_received"] = self._syns_received
@@ -1490,36 +1413,14 @@ class HostStack:
         for k in ("conns_opened", "conns_accepted", "conns_closed", "conns_reset",
                   "conns_timeout", "conns_refused", "conns_aborted", "rsts_sent"):
             c.setdefault(k, 0)
+        live = (self._table, self._embryonic)
         for k in _CONN_STAT_KEYS:
-            c[k] = self._closed_stats.get(k, 0) + self._live_stat(k)
+            c[k] = closed.get(k, 0) + stats.live_total(live, k)
         return c
 
     def stats(self):
         """JSON-able snapshot: counters, drops, TCB totals, listeners, connections, ARP."""
-        self._fold_closed_stats()
-        tcp = collections.Counter(self._closed_stats)
-        conns = []
-        for (lip, lport, rip, rport), conn in sorted(self.connections.items()):
-            st = dict(conn.stats)
-            for k, v in zip(TCB_COUNTERS, self._counter_values(conn)):
-                tcp[k] += v
-            conns.append({"local": "%s:%d" % (lip, lport), "remote": "%s:%d" % (rip, rport),
-                          "state": states.STATE_NAMES[conn.state], "error": conn.error,
-                          "stats": st})
-        return {
-            "name": self.name,
-            "ip": ip_to_str(self.ip),
-            "mac": mac_to_str(self.mac),
-            "counters": self.counters,
-            "drops": dict(self.drops),
-            "tcp": dict(tcp),
-            "listeners": [{"port": l.port, "backlog": l.backlog, "syn_queue": len(l.syn_queue),
-                           "accept_queue": len(l.accept_queue)}
-                          for l in self._listeners.values()],
-            "connections": conns,
-            "arp": {ip: [mac, exp if isinstance(exp, str) else round(exp, 6)]
-                    for ip, (mac, exp) in self.arp_table().items()},
-        }
+        return stats.snapshot(self, self._closed)
 
     def __repr__(self):
         return "HostStack(%s%s, %d conns, %d listeners)" % (
