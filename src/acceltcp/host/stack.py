@@ -101,7 +101,7 @@ totals in batches.
 import collections
 import errno
 import hashlib
-import heapq
+import itertools
 import os
 import struct
 import types
@@ -116,6 +116,7 @@ from .arp import OUTBOUND_DROP_REASONS, ArpCache, ArpEntry
 from . import stats
 from .offload import NicOffload
 from .stats import TCB_COUNTERS, ClosedTcbStats
+from .timers import TimerHeap
 from .timewait import TimeWaitTable
 from ..wire import control
 from ..wire.errors import WireError
@@ -360,8 +361,8 @@ class HostStack:
         self._tw_fifo = self._timewait.fifos   # read on every next_deadline()
         self._listeners = {}      # port -> Listener
         self._bound = collections.Counter()   # ports reserved by the socket layer
-        self._heap = []           # (deadline, seq, conn)
-        self._heap_seq = 0
+        self._timers = TimerHeap(self._timer_earlier)   # connection timers (host.timers)
+        self._heap = self._timers.heap
         self._busy = False
         # The TCB an entry is driving right now: `_touch` leaves it alone, since the
         # entry re-arms it once the TCB returns (app calls made from its callbacks
@@ -911,7 +912,7 @@ class HostStack:
         if d is not None:
             a = conn.owner.armed
             if a is None or d < a:
-                self._push(conn, d)
+                self._timers.push(conn, d)
 
     def _enter_time_wait(self, conn):
         """Swap a TCB that reached TIME-WAIT for a compact record (host.timewait)."""
@@ -1257,13 +1258,10 @@ class HostStack:
             self.abort(conn)
 
     # ------------------------------------------------------------------ timers
-    def _push(self, conn, deadline):
-        conn.owner.armed = deadline
-        h = self._heap
-        earliest = h[0][0] if h else float("inf")
-        self._heap_seq += 1
-        heapq.heappush(h, (deadline, self._heap_seq, conn))
-        if deadline < earliest and not self._busy and self.wakeup is not None:
+    def _timer_earlier(self, deadline):
+        """A connection's deadline became the timer heap's earliest: wake the driver if
+        no entry is running (it re-reads next_deadline on return) and ARP's is later."""
+        if not self._busy and self.wakeup is not None:
             if not self._arp_heap or deadline < self._arp_heap[0][0]:
                 self.wakeup()
 
@@ -1294,14 +1292,9 @@ class HostStack:
         now = self.clock()
         self._busy = True
         try:
-            h = self._heap
             fired = []
-            while h and h[0][0] <= now:
-                d, _, conn = heapq.heappop(h)
+            for conn in self._timers.due(now):
                 rec = conn.owner
-                if rec.armed != d or rec.removed:
-                    continue                       # stale entry
-                rec.armed = None
                 nd = conn.next_deadline()
                 if nd is not None and nd <= now:
                     if (rec.embryonic and conn.state == _SYN_RECEIVED
@@ -1326,17 +1319,12 @@ class HostStack:
                     if self.strict:
                         raise
                     self.drops["internal_error"] += 1
-            while h:                               # drop stale heads: no spurious wakeups
-                d, _, conn = h[0]
-                rec = conn.owner
-                if rec.armed == d and not rec.removed:
-                    break
-                heapq.heappop(h)
+            self._timers.drop_stale()              # no spurious wakeups
             if self._tw_fifo:
                 self._timewait.reap(now)
             if self._arp_heap and self._arp_heap[0][0] <= now:
                 self.arp.on_timer(now)
-            if len(h) > 64 + 2 * (len(self._table) + len(self._embryonic)):
+            if len(self._heap) > 64 + 2 * (len(self._table) + len(self._embryonic)):
                 self._compact()
         finally:
             self._busy = False
@@ -1358,17 +1346,11 @@ class HostStack:
         return True
 
     def _compact(self):
-        h = []
-        waiting = {sp.c for sp in self._splicing.values()} | \
-            {sp.s for sp in self._splicing.values()}
-        for tbl in (self._table.values(), self._embryonic.values(), waiting):
-            for conn in tbl:
-                a = conn.owner.armed
-                if a is not None:
-                    self._heap_seq += 1
-                    h.append((a, self._heap_seq, conn))
-        heapq.heapify(h)
-        self._heap = h
+        """Rebuild the timer heap from every connection that can be armed."""
+        splices = self._splicing.values()
+        waiting = {sp.c for sp in splices} | {sp.s for sp in splices}
+        self._timers.compact(itertools.chain(self._table.values(), self._embryonic.values(),
+                                             waiting))
 
     # ------------------------------------------------------------------ views and stats
     @property
