@@ -116,6 +116,7 @@ from .arp import OUTBOUND_DROP_REASONS, ArpCache, ArpEntry
 from . import stats
 from .offload import NicOffload
 from .stats import TCB_COUNTERS, ClosedTcbStats
+from .ports import InitialNumbers, PortTable
 from .timers import TimerHeap
 from .timewait import TimeWaitTable
 from ..wire import control
@@ -173,7 +174,6 @@ _ZERO_IP = b"\0\0\0\0"
 # fire: the connection is the NIC's unless it refuses (then `unpark` re-arms).
 _PARKED = float("-inf")
 _KEY = struct.Struct("!4s4sHH")      # remote-ip | local-ip | remote-port | local-port
-_ISN_PORTS = struct.Struct("!HH")
 _U32 = 0xFFFFFFFF
 _ESTABLISHED_LIKE = frozenset(states.SYNCHRONIZED)
 _NIC_REPORTS = frozenset((control.ETHERTYPE_CONTROL, control.ETHERTYPE_SPLICE_CLOSED))
@@ -302,11 +302,6 @@ class HostStack:
         self._net = int.from_bytes(self.ip, "big") & self._mask
         self._bcast = (self._net | (~self._mask & _U32)).to_bytes(4, "big")
         self.gateway = to_ip(gateway) if gateway is not None else None
-        self._isn = isn if isn is not None else self._rfc6528_isn
-        lo, hi = ephemeral
-        if not 0 < lo <= hi <= 65535:
-            raise ValueError("bad ephemeral range")
-        self.ephemeral = (lo, hi)
         self.max_syn_backlog = max_syn_backlog
         #: answer SYNs with cookies when the SYN queue is full (Linux tcp_syncookies=1)
         self.syn_cookies = syn_cookies
@@ -338,13 +333,17 @@ class HostStack:
         self.nic = bool(getattr(device, "nic", False))
         self._nic_syn_window = getattr(device, "syn_window", 0xFFFF)
         self._secret = secret if secret is not None else os.urandom(16)
-        # F() of RFC 6528 keyed once: each ISN copies this state instead of re-keying.
-        self._isn_hash = hashlib.blake2s(key=self._secret, digest_size=4)
+        #: reserved and ephemeral local ports (host.ports)
+        self._ports = PortTable(ephemeral, self._secret)
+        self.ephemeral = self._ports.ephemeral
+        # ISNs (RFC 6528) and TS offsets (RFC 7323 §7.1), keyed by the secret (host.ports)
+        numbers = InitialNumbers(self._secret, self.ip)
+        self._isn = isn if isn is not None else numbers.isn
+        self._ts_offset = numbers.ts_offset
         # Host SYN cookies (tcp.syncookie): a key of their own, derived from the secret.
         self._cookie_jar = SynCookieJar(
             hashlib.blake2s(b"syncookie", key=self._secret).digest(),
             ts_hz=self.config.ts_hz)
-        self._ts_offsets = {}     # remote ip -> TS clock offset (_ts_offset)
         #: re-raise exceptions from TCBs/app callbacks out of receive_frame/on_timer
         #: (tests); otherwise they are counted as drops["internal_error"].
         self.strict = strict
@@ -360,7 +359,6 @@ class HostStack:
         self._parked = {}         # key -> conn offered to the NIC, no answer yet (offload)
         self._tw_fifo = self._timewait.fifos   # read on every next_deadline()
         self._listeners = {}      # port -> Listener
-        self._bound = collections.Counter()   # ports reserved by the socket layer
         self._timers = TimerHeap(self._timer_earlier)   # connection timers (host.timers)
         self._heap = self._timers.heap
         self._busy = False
@@ -369,7 +367,6 @@ class HostStack:
         # would otherwise re-arm it once per call).
         self._entry_conn = None
         self._ident = 0
-        self._next_ephemeral = 0
         # ARP
         # counters (plain ints on the hot path; `counters` builds the dict)
         self._frames_in = self._bytes_in = self._frames_out = self._bytes_out = 0
@@ -965,66 +962,35 @@ class HostStack:
         return conn
 
     def _pick_port(self, rip, rport):
-        """RFC 6056 §3.3.3 (Algorithm 3, simple hash-based) ephemeral port selection."""
-        lo, hi = self.ephemeral
-        n = hi - lo + 1
-        h = hashlib.blake2s(self.ip + rip + _ISN_PORTS.pack(rport, 0), key=self._secret,
-                            digest_size=4).digest()
-        offset = int.from_bytes(h, "big")
-        table, emb, lst, bound = self._table, self._embryonic, self._listeners, self._bound
-        for _ in range(n):
-            port = lo + (self._next_ephemeral + offset) % n
-            self._next_ephemeral += 1
-            if port in lst or port in bound:
-                continue
+        """An ephemeral port for a connection to (rip, rport) (host.ports)."""
+        def free(port):
+            if port in self._listeners:
+                return False
             key = _KEY.pack(rip, self.ip, rport, port)
-            if key not in table and key not in emb and key not in self._timewait:
-                return port
-        raise _oserror(errno.EADDRNOTAVAIL, "no ephemeral port free")
+            return key not in self._table and key not in self._embryonic \
+                and key not in self._timewait
+        port = self._ports.pick(self.ip, rip, rport, free)
+        if port is None:
+            raise _oserror(errno.EADDRNOTAVAIL, "no ephemeral port free")
+        return port
 
     def free_port(self):
         """An ephemeral port that no listener, bound socket or connection uses."""
-        lo, hi = self.ephemeral
         used = {c.owner.local_port for c in self._table.values()}
         used.update(c.owner.local_port for c in self._embryonic.values())
-        for _ in range(hi - lo + 1):
-            port = lo + self._next_ephemeral % (hi - lo + 1)
-            self._next_ephemeral += 1
-            if port not in self._listeners and port not in self._bound and port not in used:
-                return port
-        raise _oserror(errno.EADDRNOTAVAIL, "no ephemeral port free")
-
-    def _rfc6528_isn(self, local_ip, local_port, remote_ip, remote_port, now):
-        """RFC 6528 §3: ISN = M + F(localip, localport, remoteip, remoteport, secretkey),
-        M a 4 µs timer, F a keyed hash (BLAKE2s here)."""
-        h = self._isn_hash.copy()
-        h.update(local_ip + remote_ip + _ISN_PORTS.pack(local_port, remote_port))
-        return (int.from_bytes(h.digest(), "big") + int(now * 250_000)) & _U32
-
-    def _ts_offset(self, remote_ip):
-        """The timestamp clock offset toward `remote_ip`: a keyed hash of the address
-        pair (RFC 7323 §7.1; Linux's secure_tcp_ts_off), so successive connections to
-        one peer send increasing TSvals and a new SYN passes the peer's PAWS check on a
-        4-tuple it still holds in TIME-WAIT (RFC 6191). Not per 4-tuple: reusing a port
-        toward a server that closed first would then fail about half the time."""
-        off = self._ts_offsets.get(remote_ip)
-        if off is None:
-            if len(self._ts_offsets) >= 4096:
-                self._ts_offsets.clear()
-            h = self._isn_hash.copy()
-            h.update(b"ts" + self.ip + remote_ip)
-            off = self._ts_offsets[remote_ip] = int.from_bytes(h.digest(), "big")
-        return off
+        used.update(self._listeners)
+        port = self._ports.any_free(used)
+        if port is None:
+            raise _oserror(errno.EADDRNOTAVAIL, "no ephemeral port free")
+        return port
 
     def bind_port(self, port):
         """Reserve `port` (socket layer `bind`): ephemeral allocation skips it."""
-        self._bound[port] += 1
+        self._ports.bind(port)
 
     def unbind_port(self, port):
-        if self._bound[port] <= 1:
-            del self._bound[port]
-        else:
-            self._bound[port] -= 1
+        """Release one reservation of `port` (socket layer close)."""
+        self._ports.unbind(port)
 
     def port_users(self, port):
         """The connections whose local port is `port` (bind conflict checks)."""
