@@ -100,7 +100,6 @@ totals in batches.
 
 import collections
 import errno
-import hashlib
 import itertools
 import os
 import struct
@@ -111,8 +110,9 @@ from ..tcp.config import TcpConfig
 from ..tcp.connection import TcpConnection
 from ..tcp.quasi import QuasiTcb
 from ..tcp.seq import seq_add
-from ..tcp.syncookie import SynCookieJar
+from .addr import Route, oserror, to_ip, to_mac
 from .arp import OUTBOUND_DROP_REASONS, ArpCache, ArpEntry
+from .listen import SYNACK_RETRIES, Listener, ListenTable, syn_window
 from . import stats
 from .offload import NicOffload
 from .stats import TCB_COUNTERS, ClosedTcbStats
@@ -122,10 +122,10 @@ from .timewait import TimeWaitTable
 from ..wire import control
 from ..wire.errors import WireError
 from ..wire.ethernet import (BROADCAST_MAC, ETH_HLEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ZERO_MAC,
-                             mac_from_str, mac_to_str, parse_ethernet)
-from ..wire.ipv4 import IPPROTO_TCP, ip_from_str, ip_to_str, parse_ipv4_fields
+                             mac_to_str, parse_ethernet)
+from ..wire.ipv4 import IPPROTO_TCP, ip_to_str, parse_ipv4_fields
 from ..wire.tcp import (ACK, FIN, RST, SYN, TSO_PAYLOAD_MAX, build_tcp_frame,
-                        build_tcp_header_partial, parse_tcp, tcp_options)
+                        build_tcp_header_partial, parse_tcp)
 
 __all__ = ["HostStack", "HostConn", "Listener", "HOST_DROP_REASONS", "OUTBOUND_DROP_REASONS",
            "TCB_COUNTERS", "to_ip", "to_mac"]
@@ -157,18 +157,7 @@ HOST_DROP_REASONS = (
 
 
 
-# SYN-RECEIVED lifetime. RFC 4987 §3.4 (reducing the SYN-RECEIVED timer) as Linux does it:
-# tcp_synack_retries = 5 (SYN-ACK at 0 s, again at 1, 3, 7, 15, 31 s, given up at 63 s);
-# when the SYN queue is more than half full (reqsk_timer_handler's "reserve half of room
-# for young embryos"), 2 (given up at 7 s). Linux lowers the limit step by step as the
-# queue holds fewer young (never retransmitted) entries; a flood fills it with old ones,
-# so we take its floor at once. Retry limit 2 still covers one lost SYN-ACK and one lost
-# ACK of a real client, and with cookies a full queue no longer refuses anyone.
-_SYNACK_RETRIES = 5
-_SYNACK_RETRIES_MIN = 2
 _SYN_RECEIVED = states.SYN_RECEIVED
-
-_ZERO_IP = b"\0\0\0\0"
 # HostConn.armed of a parked TCB (offered to the NIC): earlier than any deadline, so
 # `_touch` never pushes it and every heap entry it has is stale. Its timers must not
 # fire: the connection is the NIC's unless it refuses (then `unpark` re-arms).
@@ -181,28 +170,9 @@ _TIME_WAIT = states.TIME_WAIT
 _CONN_STAT_KEYS = ("retransmits", "fast_retransmits", "rto_timeouts")
 
 
-def to_ip(ip):
-    """'a.b.c.d' or 4 bytes -> 4 bytes (ValueError otherwise)."""
-    if isinstance(ip, str):
-        return ip_from_str(ip)
-    ip = bytes(ip)
-    if len(ip) != 4:
-        raise ValueError("IPv4 address must be 4 bytes")
-    return ip
-
-
-def to_mac(mac):
-    """'aa:bb:..' or 6 bytes -> 6 bytes."""
-    if isinstance(mac, str):
-        return mac_from_str(mac)
-    mac = bytes(mac)
-    if len(mac) != 6:
-        raise ValueError("MAC address must be 6 bytes")
-    return mac
-
-
-def _oserror(code, detail=""):
-    return OSError(code, os.strerror(code) + (": " + detail if detail else ""))
+def _listen_setting(name):
+    return property(lambda self: getattr(self._listen, name),
+                    lambda self, value: setattr(self._listen, name, value))
 
 
 class HostConn:
@@ -236,78 +206,21 @@ class HostConn:
         self.teardown_wait = False      # closed by the app, offered once the rest fits
 
 
-class Listener:
-    """A passive open on one port (RFC 9293 §3.10.1 LISTEN; the listener is not a TCB).
-
-    `syn_queue`: embryonic children (SYN-RECEIVED), at most `stack.max_syn_backlog`.
-    `accept_queue`: established children not yet accepted, at most `backlog`.
-    `on_acceptable(listener)`: called when a child joins the accept queue.
-    """
-
-    __slots__ = ("stack", "port", "ip", "backlog", "config", "syn_queue", "accept_queue",
-                 "on_acceptable", "closed", "app", "offload_setup", "offload_teardown",
-                 "cookies_until")
-
-    def __init__(self, stack, port, backlog, config, ip, offload_setup=False,
-                 offload_teardown=False):
-        self.stack = stack
-        self.port = port
-        self.ip = ip
-        self.backlog = backlog
-        self.config = config
-        self.syn_queue = {}                       # conn -> None (ordered set)
-        self.accept_queue = collections.deque()
-        self.on_acceptable = None
-        self.closed = False
-        self.app = None
-        #: the NIC answers this listener's SYNs with cookies (AccelTCP §4.1)
-        self.offload_setup = offload_setup
-        #: children offer their teardown to the NIC (§4.2; TCP_TEARDOWN_OFFLOAD)
-        self.offload_teardown = offload_teardown
-        #: ACKs without a TCB are checked as host SYN cookies until then (the last cookie
-        #: SYN-ACK + the jar's validity window; Linux: tcp_synq_no_recent_overflow)
-        self.cookies_until = float("-inf")
-
-    def accept(self):
-        """-> the oldest established child, or None. The child is the caller's now."""
-        q = self.accept_queue
-        if not q:
-            return None
-        conn = q.popleft()
-        conn.owner.parent = None
-        return conn
-
-    def __repr__(self):
-        return "Listener(port=%d, backlog=%d, syn=%d, accept=%d%s)" % (
-            self.port, self.backlog, len(self.syn_queue), len(self.accept_queue),
-            ", closed" if self.closed else "")
-
-
 class HostStack:
     """A user-level TCP/IPv4 host stack over one frame device. See the module docstring."""
 
     def __init__(self, device, ip, clock, *, config=None, netmask=24, gateway=None,
                  arp_timeout=60.0, isn=None, ephemeral=(32768, 60999), max_syn_backlog=1024,
                  name="", secret=None, strict=False, tcb_class=TcpConnection, tso=True,
-                 syn_cookies=True, synack_retries=_SYNACK_RETRIES, lazy_tcb=True):
+                 syn_cookies=True, synack_retries=SYNACK_RETRIES, lazy_tcb=True):
         self.device = device
         self.mac = to_mac(device.mac)
         self.ip = to_ip(ip)
         self.clock = clock
         self.config = config if config is not None else TcpConfig()
-        if not 0 <= netmask <= 32:
-            raise ValueError("netmask is a prefix length 0..32")
-        self.netmask = netmask
-        self._mask = (_U32 << (32 - netmask)) & _U32
-        self._net = int.from_bytes(self.ip, "big") & self._mask
-        self._bcast = (self._net | (~self._mask & _U32)).to_bytes(4, "big")
         self.gateway = to_ip(gateway) if gateway is not None else None
-        self.max_syn_backlog = max_syn_backlog
-        #: answer SYNs with cookies when the SYN queue is full (Linux tcp_syncookies=1)
-        self.syn_cookies = syn_cookies
-        #: SYN-ACK retransmissions before a child is given up (Linux tcp_synack_retries;
-        #: at most the TCB's own config.syn_retries, 2 under pressure: _SYNACK_RETRIES_MIN)
-        self.synack_retries = synack_retries
+        self._route = Route(self.ip, netmask, self.gateway)     # host.addr
+        self.netmask = netmask
         self.name = name
         #: the TCB type (TcpConnection's constructor and contract)
         self.tcb_class = tcb_class
@@ -340,10 +253,6 @@ class HostStack:
         numbers = InitialNumbers(self._secret, self.ip)
         self._isn = isn if isn is not None else numbers.isn
         self._ts_offset = numbers.ts_offset
-        # Host SYN cookies (tcp.syncookie): a key of their own, derived from the secret.
-        self._cookie_jar = SynCookieJar(
-            hashlib.blake2s(b"syncookie", key=self._secret).digest(),
-            ts_hz=self.config.ts_hz)
         #: re-raise exceptions from TCBs/app callbacks out of receive_frame/on_timer
         #: (tests); otherwise they are counted as drops["internal_error"].
         self.strict = strict
@@ -358,7 +267,6 @@ class HostStack:
         self._splicing = {}       # key -> host.offload._Splice (TCB draining to splice)
         self._parked = {}         # key -> conn offered to the NIC, no answer yet (offload)
         self._tw_fifo = self._timewait.fifos   # read on every next_deadline()
-        self._listeners = {}      # port -> Listener
         self._timers = TimerHeap(self._timer_earlier)   # connection timers (host.timers)
         self._heap = self._timers.heap
         self._busy = False
@@ -376,6 +284,11 @@ class HostStack:
         self._cookie_conns = 0
         self._quasi_born = self._quasi_freed = 0
         self._c = collections.Counter()       # slow-path counters
+        #: listeners, SYN queue policy, host SYN cookies (host.listen)
+        self._listen = ListenTable(self.ip, self._secret, self.config.ts_hz, self._nic_control,
+                                   self._c, max_syn_backlog=max_syn_backlog,
+                                   syn_cookies=syn_cookies, synack_retries=synack_retries)
+        self._listeners = self._listen.ports      # port -> Listener
         #: neighbour resolution (host.arp); its table is read on the output path
         self.arp = ArpCache(self.mac, self.ip, clock, arp_timeout, self._emit, self.drops,
                             self._c, self._arp_scheduled)
@@ -495,16 +408,24 @@ class HostStack:
         if flags & RST:                              # RFC 9293 §3.10.7.1: never answer a RST
             self.drops["rst_no_connection"] += 1
             return
-        if self._martian(src):
+        if self._route.martian(src):
             self.drops["bad_src_addr"] += 1
             return
         lst = self._listeners.get(seg.dst_port)
         if lst is None or flags & ACK:
             # A listener that sent cookies lately takes an ACK with no TCB as a cookie's
             # (Linux cookie_v4_check); one that does not verify is reset below.
-            if (lst is not None and not flags & SYN and lst.cookies_until >= now
-                    and self._cookie_ack(lst, key, src, seg, now)):
-                return
+            if lst is not None and not flags & SYN and lst.cookies_until >= now:
+                hdr = self._listen.cookie_ack(lst, src, seg, now)
+                if hdr is not None:
+                    if len(lst.accept_queue) >= lst.backlog:
+                        self.drops["listen_overflow"] += 1   # the client retransmits
+                        return
+                    self._c["syn_cookie_ack_ok"] += 1
+                    self._delivered += 1
+                    cfg = lst.config if lst.config is not None else self.config
+                    self._cookie_child(lst, key, src, seg, hdr, syn_window(cfg), now)
+                    return
             # §3.10.7.1 (CLOSED) and §3.10.7.2 (LISTEN, "second check for an ACK")
             self._send_rst(src, eth_src, seg)
             self.drops["no_connection"] += 1
@@ -515,14 +436,23 @@ class HostStack:
         if len(lst.accept_queue) >= lst.backlog:
             self.drops["listen_overflow"] += 1    # as Linux, also with cookies
             return
-        if len(lst.syn_queue) >= self.max_syn_backlog:
+        if self._listen.syn_queue_full(lst):
             # RFC 4987 §3.6 / Linux tcp_syncookies=1: a full SYN queue answers with a
             # cookie and keeps nothing. Not §3.5's recycling of the oldest child: a flood
             # faster than queue size / handshake RTT would evict real clients' children
             # before their ACKs arrive; a cookie cannot be evicted.
-            if not (self.syn_cookies and self._send_cookie_synack(lst, src, seg, eth_src,
-                                                                  now)):
+            synack = self._listen.cookie_synack(lst, src, seg, now) \
+                if self._listen.syn_cookies else None
+            if synack is None:
                 self.drops["syn_backlog_overflow"] += 1
+                return
+            isn, opts, window = synack
+            # To the SYN's sender MAC, as _send_rst: no ARP work for a (spoofed) source.
+            self._ident = ident = (self._ident + 1) & 0xFFFF
+            self._delivered += 1
+            self._emit(build_tcp_frame(eth_src, self.mac, self.ip, src, ident, seg.dst_port,
+                                       seg.src_port, isn, seq_add(seg.seq, 1), SYN | ACK,
+                                       window, opts, b""))
             return
         self._delivered += 1
         cfg = lst.config if lst.config is not None else self.config
@@ -532,7 +462,7 @@ class HostStack:
         conn = self.tcb_class(cfg, self.ip, lport, src, rport, iss, self._output_cb, now)
         conn.tso_max = self.tso_max
         conn.ts_offset = self._ts_offset(src)
-        rec = conn.owner = HostConn(key, src, lport, rport, self._nexthop_or_self(src), True)
+        rec = conn.owner = HostConn(key, src, lport, rport, self._route.nexthop_or_self(src), True)
         # The SYN-ACK and its retransmissions go to the SYN's sender MAC, from a private
         # entry outside the neighbour table: a spoofed source costs no ARP resolution
         # (nor a queued frame). From ESTABLISHED on, the table (_child_established).
@@ -610,7 +540,7 @@ class HostStack:
             self._c["time_wait_reopened"] += 1
             tw = None
         if (lst is None or not lst.offload_setup or seg.flags & (SYN | RST | ACK) != ACK
-                or key in self._embryonic or tw is not None or self._martian(ip_src)):
+                or key in self._embryonic or tw is not None or self._route.martian(ip_src)):
             self._segment_slow(key, ip_src, seg, src)    # no new connection: as usual
             return
         if len(lst.accept_queue) >= lst.backlog:
@@ -639,7 +569,7 @@ class HostStack:
         conn = quasi if quasi is not None else self.tcb_class(
             cfg, self.ip, lport, ip_src, rport, (seg.ack - 1) & _U32, self._output_cb, now)
         conn.tso_max = self.tso_max
-        rec = self._register(conn, key, ip_src, lport, rport, self._nexthop_or_self(ip_src),
+        rec = self._register(conn, key, ip_src, lport, rport, self._route.nexthop_or_self(ip_src),
                              True)
         self._table[key] = conn
         # Not in _embryonic: the flag only makes its first event (ESTABLISHED, with the
@@ -661,74 +591,6 @@ class HostStack:
     def _on_promote(self, conn, reason):
         """A quasi-TCB became a full one (tcp.quasi): counted by reason."""
         self._c["tcb_promoted_" + reason] += 1
-
-    # ------------------------------------------------------------------ host SYN cookies
-    def _send_cookie_synack(self, lst, src, seg, eth_src, now):
-        """Answer a SYN with a cookie SYN-ACK (tcp.syncookie), keeping no state -> True;
-        False when the client's MSS is below every class (the SYN is dropped). With the
-        client's timestamps the options ride in our TSval; without, only the MSS class
-        fits (as Linux): no window scaling or SACK offered then."""
-        cfg = lst.config if lst.config is not None else self.config
-        ts = cfg.timestamps and seg.tsval is not None
-        ws = seg.wscale
-        if ws is not None and ws > 14:
-            ws = 14                                   # RFC 7323 §2.3
-        cookie = self._cookie_jar.make(self.ip, seg.dst_port, src, seg.src_port, seg.seq,
-                                       seg.mss, ws, seg.sack_permitted, now, ts)
-        if cookie is None:
-            return False
-        isn, tsval = cookie
-        # Our side exactly as _send_syn offers it, so accept_cookie's negotiation from
-        # cfg and the cookie's options agree with what the client saw.
-        our_ws = cfg.wscale if ts and ws is not None and cfg.wscale is not None else None
-        opts = tcp_options(mss=cfg.mss, wscale=None if our_ws is None else min(our_ws, 14),
-                           sack_permitted=ts and cfg.sack and seg.sack_permitted,
-                           timestamps=(tsval, seg.tsval) if ts else None)
-        self._ident = ident = (self._ident + 1) & 0xFFFF
-        # To the SYN's sender MAC, as _send_rst: no ARP work for a (spoofed) source.
-        frame = build_tcp_frame(eth_src, self.mac, self.ip, src, ident, seg.dst_port,
-                                seg.src_port, isn, seq_add(seg.seq, 1), SYN | ACK,
-                                self._syn_window(cfg), opts, b"")
-        jar = self._cookie_jar
-        lst.cookies_until = now + jar.window * jar.tick
-        self._c["syn_cookies_sent"] += 1
-        self._delivered += 1
-        self._emit(frame)
-        return True
-
-    @staticmethod
-    def _syn_window(cfg):
-        return cfg.rcv_buf if cfg.rcv_buf < 0xFFFF else 0xFFFF   # SYN windows are unscaled
-
-    def _cookie_ack(self, lst, key, src, seg, now):
-        """An ACK to `lst` with no TCB, while it sends cookies: a connection if it carries
-        a valid cookie (True; also when dropped for a full accept queue, as Linux does);
-        False, counted, when it does not (the caller resets it, as Linux does)."""
-        jar = self._cookie_jar
-        tsecr = seg.tsecr
-        if tsecr is None:
-            opts = jar.check_no_ts(self.ip, seg.dst_port, src, seg.src_port, seg.seq,
-                                   seg.ack, now)
-        else:
-            opts = jar.check(self.ip, seg.dst_port, src, seg.src_port, seg.seq, seg.ack,
-                             tsecr, now)
-        if opts is None:
-            self._c["syn_cookie_ack_bad"] += 1
-            return False
-        if len(lst.accept_queue) >= lst.backlog:
-            self.drops["listen_overflow"] += 1       # the client's retransmission retries
-            return True
-        self._c["syn_cookie_ack_ok"] += 1
-        self._delivered += 1
-        cfg = lst.config if lst.config is not None else self.config
-        hdr = control.NewConnection(opts.mss, opts.wscale, opts.sack_ok, tsecr is not None,
-                                    tsecr if tsecr is not None else 0)
-        self._cookie_child(lst, key, src, seg, hdr, self._syn_window(cfg), now)
-        return True
-
-    def _martian(self, src):
-        b0 = src[0]
-        return (b0 == 0 or b0 >= 224 or b0 == 127 or src == self._bcast or src == self.ip)
 
     def _send_rst(self, dst_ip, dst_mac, seg):
         """RFC 9293 §3.10.7.1: make the RST acceptable to the sender of `seg`."""
@@ -783,16 +645,6 @@ class HostStack:
         self._frames_out += 1
         self._bytes_out += len(frame)
         self._send_frame(frame)
-
-    def _nexthop(self, ip):
-        """The neighbour to send to for `ip`, or None (no route)."""
-        if int.from_bytes(ip, "big") & self._mask == self._net:
-            return ip
-        return self.gateway
-
-    def _nexthop_or_self(self, ip):
-        nh = self._nexthop(ip)
-        return nh if nh is not None else ip
 
     # ------------------------------------------------------------------ ARP (host.arp)
     def _arp_scheduled(self, deadline):
@@ -849,11 +701,7 @@ class HostStack:
         if lst is None or lst.closed:
             rec.parent = None
             return
-        lst.syn_queue.pop(conn, None)
-        lst.accept_queue.append(conn)
-        cb = lst.on_acceptable
-        if cb is not None:
-            cb(lst)
+        lst.child_established(conn)
 
     def _remove(self, conn):
         rec = conn.owner
@@ -868,11 +716,7 @@ class HostStack:
         lst = rec.parent
         if lst is not None:
             rec.parent = None
-            lst.syn_queue.pop(conn, None)
-            try:
-                lst.accept_queue.remove(conn)
-            except ValueError:
-                pass
+            lst.forget(conn)
         # Stale heap entries keep finished TCBs alive until their deadline; compact
         # once they outnumber the live ones (amortized O(1) per removal).
         if len(self._heap) > 64 + 2 * (len(self._table) + len(self._embryonic)):
@@ -935,19 +779,19 @@ class HostStack:
         """
         rip = to_ip(remote_ip)
         if not 0 < remote_port <= 65535:
-            raise _oserror(errno.EINVAL, "remote port")
-        nexthop = self._nexthop(rip)
-        if nexthop is None or self._martian(rip):
-            raise _oserror(errno.ENETUNREACH)
+            raise oserror(errno.EINVAL, "remote port")
+        nexthop = self._route.nexthop(rip)
+        if nexthop is None or self._route.martian(rip):
+            raise oserror(errno.ENETUNREACH)
         if local_port is None or local_port == 0:
             lport = self._pick_port(rip, remote_port)
         else:
             if not 0 < local_port <= 65535:
-                raise _oserror(errno.EINVAL, "local port")
+                raise oserror(errno.EINVAL, "local port")
             lport = local_port
         key = _KEY.pack(rip, self.ip, remote_port, lport)
         if key in self._table or key in self._embryonic or key in self._timewait:
-            raise _oserror(errno.EADDRNOTAVAIL, "4-tuple in use")
+            raise oserror(errno.EADDRNOTAVAIL, "4-tuple in use")
         now = self.clock()
         iss = self._isn(self.ip, lport, rip, remote_port, now) & _U32
         conn = self.tcb_class(config if config is not None else self.config, self.ip, lport,
@@ -971,7 +815,7 @@ class HostStack:
                 and key not in self._timewait
         port = self._ports.pick(self.ip, rip, rport, free)
         if port is None:
-            raise _oserror(errno.EADDRNOTAVAIL, "no ephemeral port free")
+            raise oserror(errno.EADDRNOTAVAIL, "no ephemeral port free")
         return port
 
     def free_port(self):
@@ -981,7 +825,7 @@ class HostStack:
         used.update(self._listeners)
         port = self._ports.any_free(used)
         if port is None:
-            raise _oserror(errno.EADDRNOTAVAIL, "no ephemeral port free")
+            raise oserror(errno.EADDRNOTAVAIL, "no ephemeral port free")
         return port
 
     def bind_port(self, port):
@@ -1048,7 +892,7 @@ class HostStack:
         ``callback(host.offload.SpliceFailed)`` if the NIC did not take it, and then
         both connections are the app's again. Raises OSError EOPNOTSUPP without a NIC."""
         if not self.nic:
-            raise _oserror(errno.EOPNOTSUPP, "no NIC to splice on")
+            raise oserror(errno.EOPNOTSUPP, "no NIC to splice on")
         return self.offload.nsplice(conn_c, conn_s, callback)
 
     def abort(self, conn):
@@ -1069,27 +913,8 @@ class HostStack:
         per connection ``HostConn.offload_teardown``). Raises OSError
         EADDRINUSE (already listening), EADDRNOTAVAIL (`ip` not ours).
         """
-        if ip is not None:
-            ipb = to_ip(ip)
-            if ipb != self.ip and ipb != b"\0\0\0\0":
-                raise _oserror(errno.EADDRNOTAVAIL)
-        if port == 0:
-            port = self.free_port()
-        if not 0 < port <= 65535:
-            raise _oserror(errno.EINVAL, "port")
-        if port in self._listeners:
-            raise _oserror(errno.EADDRINUSE)
-        lst = self._listeners[port] = Listener(self, port, max(0, backlog), config, ip,
-                                               bool(offload_setup and self.nic),
-                                               bool(offload_teardown))
-        if lst.offload_setup:
-            cfg = config if config is not None else self.config
-            self._nic_control(control.Listen(self._listen_ip(ip), port, cfg.mss, cfg.wscale,
-                                             cfg.sack, cfg.timestamps))
-        return lst
-
-    def _listen_ip(self, ip):
-        return to_ip(ip) if ip is not None else _ZERO_IP
+        return self._listen.open(self, port, backlog, config, ip, offload_setup and self.nic,
+                                 offload_teardown)
 
     def _nic_control(self, msg):
         """A control frame to the NIC (not counted in frames_out: not for the wire)."""
@@ -1205,22 +1030,12 @@ class HostStack:
             return None
         self.nic = False
         self._c["nic_lost"] += 1
-        for lst in self._listeners.values():
-            lst.offload_setup = False
+        self._listen.nic_lost()
         return self.offload.lost()
 
     def unlisten(self, listener):
         """Stop listening; children not yet accepted are reset (as Linux does on close)."""
-        if self._listeners.get(listener.port) is listener:
-            del self._listeners[listener.port]
-        if listener.offload_setup and not listener.closed:
-            self._nic_control(control.Unlisten(self._listen_ip(listener.ip), listener.port))
-        listener.closed = True
-        children = list(listener.syn_queue) + list(listener.accept_queue)
-        listener.syn_queue.clear()
-        listener.accept_queue.clear()
-        for conn in children:
-            conn.owner.parent = None
+        for conn in self._listen.close(listener):
             self.abort(conn)
 
     # ------------------------------------------------------------------ timers
@@ -1296,15 +1111,10 @@ class HostStack:
             self._busy = False
 
     def _syn_recv_expired(self, conn, rec):
-        """A SYN-RECEIVED child whose SYN-ACK retries are used up (see _SYNACK_RETRIES)
-        is dropped without a word, as Linux frees a request sock: no RST toward a
-        source that never answered. -> True if it was."""
-        lst = rec.parent
-        limit = self.synack_retries
-        if (lst is not None and 2 * len(lst.syn_queue) > self.max_syn_backlog
-                and limit > _SYNACK_RETRIES_MIN):
-            limit = _SYNACK_RETRIES_MIN
-        if getattr(conn, "retries", 0) < limit:
+        """A SYN-RECEIVED child whose SYN-ACK retries are used up (host.listen) is
+        dropped without a word, as Linux frees a request sock: no RST toward a source
+        that never answered. -> True if it was."""
+        if getattr(conn, "retries", 0) < self._listen.synack_limit(rec.parent):
             return False
         self._c["syn_recv_expired"] += 1
         self._c["conns_timeout"] += 1
@@ -1319,6 +1129,11 @@ class HostStack:
                                              waiting))
 
     # ------------------------------------------------------------------ views and stats
+    #: SYN-flood settings (constructor arguments), kept by host.listen.ListenTable
+    max_syn_backlog = _listen_setting("max_syn_backlog")
+    syn_cookies = _listen_setting("syn_cookies")
+    synack_retries = _listen_setting("synack_retries")
+
     @property
     def listeners(self):
         return types.MappingProxyType(self._listeners)
