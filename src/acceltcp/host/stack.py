@@ -15,6 +15,14 @@ those two entries call `stack.wakeup()` (if set) so the driver re-arms early. Th
 never installs itself as the device receiver: the runner does, so that it can wrap the
 entry with timer re-arming and CPU accounting.
 
+Its parts, each a component with its own state: `host.conns` (the demux tables: where
+each TCB lives, and what moving it counts), `host.conn` (the `HostConn` record on each
+TCB, and how TCBs are made), `host.listen` (listeners, SYN queues, SYN-flood defence),
+`host.timers` (the connection timer heap), `host.timewait` (TIME-WAIT records),
+`host.arp` (neighbour resolution), `host.ports` (local ports, ISNs, timestamp offsets),
+`host.addr` (routes), `host.stats` (counter totals, the stats snapshot) and, on a NIC,
+`host.offload` (teardown and splice offload, through the offload contract below).
+
 Receive path (the hot path). Ethernet -> IPv4 -> TCP through the `wire` parsers (each
 validation failure is a `WireError` whose `reason` becomes `drops[reason]`). IP options
 are rejected by `parse_ipv4_fields`, so the TCP ports sit at a fixed offset and the demux
@@ -22,58 +30,33 @@ key is the raw 12 bytes ``frame[26:38]`` = src-ip|dst-ip|sport|dport, sliced wit
 integer decoding and looked up in one dict (`_table`). A hit goes straight to
 `conn.on_segment(seg, now)`; a miss takes the slow path: embryonic children of a listener
 (`_embryonic`), TIME-WAIT records (`_timewait`), listeners, RST generation for closed
-ports (RFC 9293 §3.10.7.1).
-
-SYN floods (RFC 4987). A listener's SYN queue holds at most `max_syn_backlog` children in
-SYN-RECEIVED. When it is full, a SYN is answered with a SYN cookie (`tcp.syncookie`, the
-host's own key) and leaves no state, as Linux with tcp_syncookies=1; an ACK with no TCB
-to a listener that sent cookies in the last validity window is checked as one
-(`_cookie_ack`) and, if valid, becomes an ESTABLISHED child through `accept_cookie`,
-the NIC's path (`syn_cookies_sent`, `syn_cookie_ack_ok`, `syn_cookie_ack_bad`: forged,
-stale or garbled, reset like any ACK to a listener). Children give up after
-`synack_retries` (5, Linux's, 63 s), after 2 (7 s) while the queue is more than half
-full, silently. Every answer to a SYN -- SYN-ACK, cookie SYN-ACK, RST -- goes to the
-frame's sender MAC, so spoofed sources cost no ARP work; a child uses the neighbour
-table once established. Why a host cookie's ACK never meets the NIC's check:
-`tcp.syncookie`.
-
-Per-connection host state lives in a `HostConn` record hung on ``conn.owner``
-(``conn.key`` is the demux key): route/ARP cache, timer bookkeeping, listener linkage and
-the application's event handler (the socket layer or the asyncio face). The TCB calls
-``conn.on_event`` on app-visible changes; the stack handles listener bookkeeping and
-table removal there, then forwards to the app handler.
+ports (RFC 9293 §3.10.7.1). Every answer to a segment without a TCB goes to the frame's
+sender MAC, so spoofed sources cost no ARP work.
 
 Output. The TCB calls `_output(conn, flags, seq, ack, window, options, payload)`; the
 stack builds the frame with `wire.tcp.build_tcp_frame`, the destination MAC coming from
-the connection's cached ARP entry (one attribute check per frame). Unresolved next hops
-queue a bounded number of frames per destination while ARP resolves (RFC 826; 1 s
-retransmission, 3 tries); a failed resolution drops them (`drops["arp_unresolved"]`) and
-the TCB's own retransmission recovers. Resolutions in progress and queued frames are
-capped in all (`arp_pending_full`, `arp_queue_overflow`). Expired entries that are still in use are
-re-probed while they keep being used (Linux's STALE/PROBE, simplified). On a device with
-`offload` and `send_segment` (a TAP with virtio-net headers) data segments leave with a
-partial checksum for the device to complete, as TSO super-segments when `tso` is on.
+the connection's cached ARP entry (one attribute check per frame); an unresolved next
+hop's frames wait in `host.arp`. On a device with `offload` and `send_segment` (a TAP
+with virtio-net headers) data segments leave with a partial checksum for the device to
+complete, as TSO super-segments when `tso` is on.
 
-Timers are absolute deadlines in a heap of ``(deadline, seq, conn)`` with lazy
-invalidation: a connection is pushed only when its new deadline is earlier than the one
-it already has in the heap (``HostConn.armed``); a popped entry that no longer matches
-``armed`` is stale and skipped; a matching one re-asks ``conn.next_deadline()`` and fires
-``on_timer`` only if it is really due (a deadline that moved later just re-arms). ARP
-retries and expiries sit in a second small heap.
+Timers. After every call into a TCB the stack re-asks its deadline (`_touch`) and arms
+the timer heap (`host.timers`, lazily invalidated) if it moved earlier; `on_timer` fires
+the due TCBs, reaps TIME-WAIT records and runs ARP's own small heap.
 
 Connection-setup offload (AccelTCP §4.1). On a device that is a NIC (``device.nic``) a
-listener opened with ``offload_setup=True`` is announced to it with a ``Listen`` control
-frame made from the listener's config (``Unlisten`` when it closes); the NIC then answers
-its SYNs with SYN cookies and hands each completed handshake up as one 0x090A frame:
-a ``NewConnection`` header in front of the client's ACK (``nic.dataplane`` states the
-contract). ``_new_connection`` builds the TCB with ``accept_cookie`` -- already
-ESTABLISHED, straight into ``_table``, never embryonic -- and puts it on the accept
-queue at its first event like any other child (``conns_accepted``, ``cookie_conns``).
-SYNs the NIC does not answer (no timestamps, a tiny MSS, listener table full) still
-arrive and take the ordinary path, so an offloaded listener is never worse off. 0x090A
-frames are taken from a NIC device only, and a 0x090A for a 4-tuple that already has a
-TCB or TIME-WAIT record (a retransmitted ACK still echoing the cookie TSval) or for a
-port no longer offloaded is handled as the ordinary segment it carries.
+listener opened with ``offload_setup=True`` is announced to the NIC (`host.listen`),
+which then answers its SYNs with SYN cookies and hands each completed handshake up as
+one 0x090A frame: a ``NewConnection`` header in front of the client's ACK
+(``nic.dataplane`` states the contract). ``_new_connection`` builds the TCB with
+``accept_cookie`` -- already ESTABLISHED, straight into ``_table``, never embryonic --
+and puts it on the accept queue at its first event like any other child
+(``conns_accepted``, ``cookie_conns``). SYNs the NIC does not answer (no timestamps, a
+tiny MSS, listener table full) still arrive and take the ordinary path, so an offloaded
+listener is never worse off. 0x090A frames are taken from a NIC device only, and a
+0x090A for a 4-tuple that already has a TCB or TIME-WAIT record (a retransmitted ACK
+still echoing the cookie TSval) or for a port no longer offloaded is handled as the
+ordinary segment it carries.
 
 Lazy TCB creation (AccelTCP §5.2, ``lazy_tcb``). A child born from a cookie -- the
 NIC's 0x090A or the host's own -- whose first segment is the common one starts as a
@@ -93,14 +76,12 @@ PROMOTE_REASONS).
 
 Connections leave the table when ``conn.closed`` (on reset, abort, timeout, LAST-ACK
 done) or when they reach TIME-WAIT: the TCB then hands the rest of 2MSL to a compact
-`tcp.timewait.TimeWait` record and is freed; records expire from a FIFO per 2MSL
-duration, not through the heap. Counters of finished TCBs are folded into the stack's
-totals in batches.
+`tcp.timewait.TimeWait` record (`host.timewait`) and is freed. Their counters are kept
+by `host.stats`.
 """
 
 import collections
 import errno
-import itertools
 import os
 import struct
 import types
@@ -111,7 +92,9 @@ from ..tcp.connection import TcpConnection
 from ..tcp.quasi import QuasiTcb
 from ..tcp.seq import seq_add
 from .addr import Route, oserror, to_ip, to_mac
-from .arp import OUTBOUND_DROP_REASONS, ArpCache, ArpEntry
+from .arp import OUTBOUND_DROP_REASONS, ArpCache
+from .conn import HostConn, TcbFactory
+from .conns import ConnTable
 from .listen import SYNACK_RETRIES, Listener, ListenTable, syn_window
 from . import stats
 from .offload import NicOffload
@@ -158,13 +141,7 @@ HOST_DROP_REASONS = (
 
 
 _SYN_RECEIVED = states.SYN_RECEIVED
-# HostConn.armed of a parked TCB (offered to the NIC): earlier than any deadline, so
-# `_touch` never pushes it and every heap entry it has is stale. Its timers must not
-# fire: the connection is the NIC's unless it refuses (then `unpark` re-arms).
-_PARKED = float("-inf")
 _KEY = struct.Struct("!4s4sHH")      # remote-ip | local-ip | remote-port | local-port
-_U32 = 0xFFFFFFFF
-_ESTABLISHED_LIKE = frozenset(states.SYNCHRONIZED)
 _NIC_REPORTS = frozenset((control.ETHERTYPE_CONTROL, control.ETHERTYPE_SPLICE_CLOSED))
 _TIME_WAIT = states.TIME_WAIT
 _CONN_STAT_KEYS = ("retransmits", "fast_retransmits", "rto_timeouts")
@@ -173,37 +150,6 @@ _CONN_STAT_KEYS = ("retransmits", "fast_retransmits", "rto_timeouts")
 def _listen_setting(name):
     return property(lambda self: getattr(self._listen, name),
                     lambda self, value: setattr(self._listen, name, value))
-
-
-class HostConn:
-    """Host-side bookkeeping of one TCB, at ``conn.owner``.
-
-    `handler(conn)` is the application layer's event callback (socket API / asyncio
-    face) and `app` its per-connection object; set both with `HostStack.attach`.
-    """
-
-    __slots__ = ("key", "remote_ip", "local_port", "remote_port", "nexthop", "arp",
-                 "armed", "parent", "embryonic", "removed", "handler", "app", "passive",
-                 "offload_teardown", "teardown_wait")
-
-    # No reference back to the TCB: conn -> owner only, so a finished connection is
-    # freed by reference counting, without work for the cyclic garbage collector.
-    def __init__(self, key, remote_ip, local_port, remote_port, nexthop, passive):
-        self.key = key
-        self.remote_ip = remote_ip
-        self.local_port = local_port
-        self.remote_port = remote_port
-        self.nexthop = nexthop
-        self.arp = None          # cached live host.arp.ArpEntry of nexthop
-        self.armed = None        # the deadline this conn currently has in the timer heap
-        self.parent = None       # Listener, until the app accepts the child
-        self.embryonic = False   # in the listener's SYN queue (lives in _embryonic)
-        self.removed = False
-        self.handler = None
-        self.app = None
-        self.passive = passive
-        self.offload_teardown = False   # offer the teardown to the NIC on close (§4.2)
-        self.teardown_wait = False      # closed by the app, offered once the rest fits
 
 
 class HostStack:
@@ -261,14 +207,10 @@ class HostStack:
         self.wakeup = None
 
         self.drops = collections.Counter()
-        self._table = {}          # key -> conn (synchronized or actively opened)
-        self._embryonic = {}      # key -> conn (listener children in SYN-RECEIVED)
-        self._timewait = TimeWaitTable()   # key -> tcp.timewait.TimeWait (the TCB is gone)
-        self._splicing = {}       # key -> host.offload._Splice (TCB draining to splice)
-        self._parked = {}         # key -> conn offered to the NIC, no answer yet (offload)
-        self._tw_fifo = self._timewait.fifos   # read on every next_deadline()
         self._timers = TimerHeap(self._timer_earlier)   # connection timers (host.timers)
         self._heap = self._timers.heap
+        self._timewait = TimeWaitTable()   # key -> tcp.timewait.TimeWait (the TCB is gone)
+        self._tw_fifo = self._timewait.fifos   # read on every next_deadline()
         self._busy = False
         # The TCB an entry is driving right now: `_touch` leaves it alone, since the
         # entry re-arms it once the TCB returns (app calls made from its callbacks
@@ -280,9 +222,7 @@ class HostStack:
         self._frames_in = self._bytes_in = self._frames_out = self._bytes_out = 0
         self._delivered = 0
         # ... and per connection: the short-lived connection's path is a hot path too
-        self._syns_received = self._conns_accepted = self._conns_closed = 0
-        self._cookie_conns = 0
-        self._quasi_born = self._quasi_freed = 0
+        self._syns_received = self._cookie_conns = self._quasi_born = 0
         self._c = collections.Counter()       # slow-path counters
         #: listeners, SYN queue policy, host SYN cookies (host.listen)
         self._listen = ListenTable(self.ip, self._secret, self.config.ts_hz, self._nic_control,
@@ -295,15 +235,24 @@ class HostStack:
         self._arp = self.arp.entries
         self._arp_heap = self.arp.heap
         self._closed = ClosedTcbStats()   # TCB counters of removed connections (host.stats)
+        #: the TCBs by demux key (host.conns); its dicts are the receive path's
+        self._conns = conns = ConnTable(self._timers, self._arp, self._closed, self._c)
+        self._table = conns.table
+        self._embryonic = conns.embryonic
+        self._parked = conns.parked
+        self._splicing = conns.steered
         self._send_frame = device.send
         #: teardown/splice offload policy and NIC accounting (host.offload)
         self.offload = NicOffload(self) if self.nic else None
         if self.offload is not None:
             self.offload.start()
         # The callbacks every TCB gets, bound once (not a new bound method per TCB).
-        self._output_cb = self._output
-        self._event_cb = self._on_conn_event
+        self._event_cb = conns.on_event
         self._promote_cb = self._on_promote
+        #: makes TCBs with their HostConn (host.conn)
+        self._tcbs = TcbFactory(self.ip, tcb_class, self.lazy_tcb, self.tso_max, self._isn,
+                                self._ts_offset, self._route, self._output, self._event_cb,
+                                self._c)
 
     # ------------------------------------------------------------------ receive path
     def receive_frame(self, frame, csum_ok=False):
@@ -456,20 +405,7 @@ class HostStack:
             return
         self._delivered += 1
         cfg = lst.config if lst.config is not None else self.config
-        lport = seg.dst_port
-        rport = seg.src_port
-        iss = self._isn(self.ip, lport, src, rport, now) & _U32
-        conn = self.tcb_class(cfg, self.ip, lport, src, rport, iss, self._output_cb, now)
-        conn.tso_max = self.tso_max
-        conn.ts_offset = self._ts_offset(src)
-        rec = conn.owner = HostConn(key, src, lport, rport, self._route.nexthop_or_self(src), True)
-        # The SYN-ACK and its retransmissions go to the SYN's sender MAC, from a private
-        # entry outside the neighbour table: a spoofed source costs no ARP resolution
-        # (nor a queued frame). From ESTABLISHED on, the table (_child_established).
-        rec.arp = ArpEntry(rec.nexthop, eth_src, None, True)
-        conn.key = key
-        rec.parent = lst
-        rec.embryonic = True
+        conn = self._tcbs.syn_child(lst, cfg, key, src, seg, eth_src, now)
         self._embryonic[key] = conn
         lst.syn_queue[conn] = None
         self._syns_received += 1
@@ -554,34 +490,17 @@ class HostStack:
 
     def _cookie_child(self, lst, key, ip_src, seg, hdr, syn_window, now):
         """The ESTABLISHED child of a handshake completed with a cookie -- the NIC's
-        (0x090A) or ours (`_cookie_ack`): `hdr` a NewConnection header, `seg` the ACK."""
+        (0x090A) or ours (host.listen): `hdr` a NewConnection header, `seg` the ACK."""
         cfg = lst.config if lst.config is not None else self.config
-        lport = seg.dst_port
-        rport = seg.src_port
-        quasi = None
-        lazy = self.lazy_tcb
-        if lazy and (lazy == "always" or (lst.offload_teardown and self.nic)):
-            # §5.2: only what the first exchange needs; None if the ACK is unusual
-            quasi = QuasiTcb.from_cookie(cfg, self.ip, lport, ip_src, rport, self._output_cb,
-                                         seg, hdr, now, syn_window)
-            if quasi is None:
-                self._c["tcb_quasi_declined"] += 1
-        conn = quasi if quasi is not None else self.tcb_class(
-            cfg, self.ip, lport, ip_src, rport, (seg.ack - 1) & _U32, self._output_cb, now)
-        conn.tso_max = self.tso_max
-        rec = self._register(conn, key, ip_src, lport, rport, self._route.nexthop_or_self(ip_src),
-                             True)
+        conn = self._tcbs.cookie_child(lst, cfg, key, ip_src, seg, hdr, syn_window, now,
+                                       self.nic)
         self._table[key] = conn
-        # Not in _embryonic: the flag only makes its first event (ESTABLISHED, with the
-        # data of the ACK) put it on the accept queue, as for a SYN-RECEIVED child.
-        rec.parent = lst
-        rec.embryonic = True
         self._entry_conn = conn
         try:
-            if quasi is not None:
+            if conn.__class__ is QuasiTcb:
                 self._quasi_born += 1
-                quasi.on_promote = self._promote_cb
-                quasi.start()
+                conn.on_promote = self._promote_cb
+                conn.start()
             else:
                 conn.accept_cookie(seg, hdr, now, syn_window)
         finally:
@@ -669,71 +588,6 @@ class HostStack:
         return e.mac if e is not None else None
 
     # ------------------------------------------------------------------ connections
-    def _register(self, conn, key, remote_ip, lport, rport, nexthop, passive):
-        rec = HostConn(key, remote_ip, lport, rport, nexthop, passive)
-        conn.owner = rec
-        conn.key = key
-        conn.on_event = self._event_cb
-        return rec
-
-    def _on_conn_event(self, conn):
-        rec = conn.owner
-        if rec.embryonic and conn.state in _ESTABLISHED_LIKE and not conn.closed:
-            self._child_established(conn, rec)
-        if conn.closed and not rec.removed:
-            self._remove(conn)
-        h = rec.handler
-        if h is not None:
-            h(conn)
-
-    def _child_established(self, conn, rec):
-        lst = rec.parent
-        key = rec.key
-        if self._embryonic.get(key) is conn:
-            del self._embryonic[key]
-        self._table[key] = conn
-        rec.embryonic = False
-        if rec.arp is not None and self._arp.get(rec.nexthop) is not rec.arp:
-            rec.arp = None          # the SYN's sender MAC (private entry): the table now
-        self._conns_accepted += 1
-        if lst is not None:
-            rec.offload_teardown = lst.offload_teardown
-        if lst is None or lst.closed:
-            rec.parent = None
-            return
-        lst.child_established(conn)
-
-    def _remove(self, conn):
-        rec = conn.owner
-        if rec.removed:
-            return
-        rec.removed = True
-        rec.armed = None
-        key = rec.key
-        tbl = self._embryonic if rec.embryonic else self._table
-        if tbl.get(key) is conn:
-            del tbl[key]
-        lst = rec.parent
-        if lst is not None:
-            rec.parent = None
-            lst.forget(conn)
-        # Stale heap entries keep finished TCBs alive until their deadline; compact
-        # once they outnumber the live ones (amortized O(1) per removal).
-        if len(self._heap) > 64 + 2 * (len(self._table) + len(self._embryonic)):
-            self._compact()
-        if rec.embryonic:
-            # A child that never completed its handshake was never accepted: not a
-            # closed connection (accepted + opened == closed + live - embryonic).
-            self._c["conns_embryonic_closed"] += 1
-        else:
-            self._conns_closed += 1
-        err = conn.error
-        if err is not None:
-            self._c["conns_" + err] += 1    # conns_reset / conns_timeout / conns_refused
-        if conn.__class__ is QuasiTcb:
-            self._quasi_freed += 1                   # gone without becoming a full TCB
-        self._closed.add(conn)
-
     def _touch(self, conn):
         """After any call into a TCB: drop it if closed, else re-arm its timer."""
         if conn is self._entry_conn:
@@ -744,7 +598,7 @@ class HostStack:
                 return              # offered: parked, out of the table and the timers
         if conn.closed:
             if not conn.owner.removed:
-                self._remove(conn)
+                self._conns.remove(conn)
             return
         if conn.state == _TIME_WAIT:
             self._enter_time_wait(conn)
@@ -760,7 +614,7 @@ class HostStack:
         key = conn.owner.key
         tw = conn.handoff_time_wait(self.clock())   # the TCB closes and leaves the table
         if not conn.owner.removed:
-            self._remove(conn)
+            self._conns.remove(conn)
         if self._timewait.add(key, tw) and not self._busy and self.wakeup is not None:
             if tw.expires <= self.next_deadline():     # the earliest deadline now
                 self.wakeup()
@@ -790,15 +644,11 @@ class HostStack:
                 raise oserror(errno.EINVAL, "local port")
             lport = local_port
         key = _KEY.pack(rip, self.ip, remote_port, lport)
-        if key in self._table or key in self._embryonic or key in self._timewait:
+        if self._conns.in_use(key) or key in self._timewait:
             raise oserror(errno.EADDRNOTAVAIL, "4-tuple in use")
         now = self.clock()
-        iss = self._isn(self.ip, lport, rip, remote_port, now) & _U32
-        conn = self.tcb_class(config if config is not None else self.config, self.ip, lport,
-                             rip, remote_port, iss, self._output_cb, now)
-        conn.tso_max = self.tso_max
-        conn.ts_offset = self._ts_offset(rip)
-        self._register(conn, key, rip, lport, remote_port, nexthop, False)
+        conn = self._tcbs.active(config if config is not None else self.config, key, rip,
+                                 lport, remote_port, nexthop, now)
         self._table[key] = conn
         self._c["conns_opened"] += 1
         conn.connect(now)
@@ -811,8 +661,7 @@ class HostStack:
             if port in self._listeners:
                 return False
             key = _KEY.pack(rip, self.ip, rport, port)
-            return key not in self._table and key not in self._embryonic \
-                and key not in self._timewait
+            return not self._conns.in_use(key) and key not in self._timewait
         port = self._ports.pick(self.ip, rip, rport, free)
         if port is None:
             raise oserror(errno.EADDRNOTAVAIL, "no ephemeral port free")
@@ -820,8 +669,7 @@ class HostStack:
 
     def free_port(self):
         """An ephemeral port that no listener, bound socket or connection uses."""
-        used = {c.owner.local_port for c in self._table.values()}
-        used.update(c.owner.local_port for c in self._embryonic.values())
+        used = self._conns.local_ports()
         used.update(self._listeners)
         port = self._ports.any_free(used)
         if port is None:
@@ -838,8 +686,7 @@ class HostStack:
 
     def port_users(self, port):
         """The connections whose local port is `port` (bind conflict checks)."""
-        out = [c for c in self._table.values() if c.owner.local_port == port]
-        out.extend(c for c in self._embryonic.values() if c.owner.local_port == port)
+        out = self._conns.users(port)
         out.extend(tw for tw in self._timewait.values() if tw.owner.local_port == port)
         return out
 
@@ -961,43 +808,28 @@ class HostStack:
         """Take `conn` out of the table and its timers; segments for its 4-tuple are
         dropped (``teardown_pending``) until ``unpark`` or ``remove``. For a connection
         offered to the NIC, until the NIC answers."""
-        rec = conn.owner
-        del self._table[rec.key]
-        self._parked[rec.key] = conn
-        rec.armed = _PARKED          # its heap entries are stale, and _touch pushes none
+        self._conns.park(conn)
 
     def unpark(self, conn):
         """Put a parked `conn` back in the table (the caller then calls ``touch``)."""
-        rec = conn.owner
-        key = rec.key
-        self._parked.pop(key, None)
-        self._table[key] = conn
-        rec.armed = None
+        self._conns.unpark(conn)
 
     def remove(self, conn):
         """Forget `conn` for good (parked or not): out of every table, counted closed."""
         self._parked.pop(conn.owner.key, None)
-        self._remove(conn)
+        self._conns.remove(conn)
 
     def steer(self, conn, handler):
         """Take `conn` out of the table; from now on every segment for its 4-tuple goes
         to ``offload.splice_segment(handler, key, frame, seg)`` (``handler`` is the
         offload's own object) until ``unsteer``. Its timers keep running (``touch``)."""
-        key = conn.owner.key
-        del self._table[key]
-        self._splicing[key] = handler
+        self._conns.steer(conn, handler)
         self._touch(conn)
 
     def unsteer(self, conn, handler, restore=True):
         """End ``steer(conn, handler)`` (if `handler` still has the 4-tuple: -> True);
         with `restore`, a `conn` that is not closed is back in the table."""
-        key = conn.owner.key
-        if self._splicing.get(key) is not handler:
-            return False
-        del self._splicing[key]
-        if restore and not conn.closed:
-            self._table[key] = conn
-        return True
+        return self._conns.unsteer(conn, handler, restore)
 
     def deliver(self, conn, seg):
         """Run one received segment through `conn` as the receive path does (its timer
@@ -1105,8 +937,8 @@ class HostStack:
                 self._timewait.reap(now)
             if self._arp_heap and self._arp_heap[0][0] <= now:
                 self.arp.on_timer(now)
-            if len(self._heap) > 64 + 2 * (len(self._table) + len(self._embryonic)):
-                self._compact()
+            if len(self._heap) > 64 + 2 * len(self._conns):
+                self._conns.compact_timers()
         finally:
             self._busy = False
 
@@ -1118,15 +950,8 @@ class HostStack:
             return False
         self._c["syn_recv_expired"] += 1
         self._c["conns_timeout"] += 1
-        self._remove(conn)                 # the TCB is dropped as it is (nothing to send)
+        self._conns.remove(conn)                 # the TCB is dropped as it is (nothing to send)
         return True
-
-    def _compact(self):
-        """Rebuild the timer heap from every connection that can be armed."""
-        splices = self._splicing.values()
-        waiting = {sp.c for sp in splices} | {sp.s for sp in splices}
-        self._timers.compact(itertools.chain(self._table.values(), self._embryonic.values(),
-                                             waiting))
 
     # ------------------------------------------------------------------ views and stats
     #: SYN-flood settings (constructor arguments), kept by host.listen.ListenTable
@@ -1141,13 +966,7 @@ class HostStack:
     @property
     def connections(self):
         """{(local ip, local port, remote ip, remote port): conn} of every TCB in the table."""
-        out = {}
-        lip = ip_to_str(self.ip)
-        for tbl in (self._table, self._embryonic):
-            for conn in tbl.values():
-                r = conn.owner
-                out[(lip, r.local_port, ip_to_str(r.remote_ip), r.remote_port)] = conn
-        return out
+        return self._conns.view(self.ip)
 
     @property
     def time_wait(self):
@@ -1162,15 +981,16 @@ class HostStack:
         c = dict(self._c)
         if self._syns_received:
             c["syns_received"] = self._syns_received
-        c["conns_accepted"] = self._conns_accepted
+        conns = self._conns
+        c["conns_accepted"] = conns.accepted
         c["cookie_conns"] = self._cookie_conns
         c["tcb_quasi"] = self._quasi_born
-        c["tcb_quasi_freed"] = self._quasi_freed
-        c["conns_closed"] = self._conns_closed
+        c["tcb_quasi_freed"] = conns.quasi_freed
+        c["conns_closed"] = conns.closed
         c.update(frames_in=self._frames_in, bytes_in=self._bytes_in,
                  frames_out=self._frames_out, bytes_out=self._bytes_out,
                  frames_delivered=self._delivered,
-                 conns_live=len(self._table) + len(self._embryonic),
+                 conns_live=len(conns),
                  conns_embryonic=len(self._embryonic),
                  conns_time_wait=len(self._timewait), csum_trusted=self._csum_trusted)
         for k in ("conns_opened", "conns_accepted", "conns_closed", "conns_reset",
@@ -1188,4 +1008,4 @@ class HostStack:
     def __repr__(self):
         return "HostStack(%s%s, %d conns, %d listeners)" % (
             self.name + " " if self.name else "", ip_to_str(self.ip),
-            len(self._table) + len(self._embryonic), len(self._listeners))
+            len(self._conns), len(self._listeners))
