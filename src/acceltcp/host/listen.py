@@ -10,13 +10,19 @@ established they move to its `accept_queue` (`Listener.child_established`), at m
 dies before it is accepted leaves both (`Listener.forget`). Closing the listener resets
 the children not yet accepted, as Linux does (`ListenTable.close` hands them back).
 
-`ListenTable` holds the listeners of one host by port, and the policy for SYNs to them:
+`ListenTable` holds the listeners of one host by port and takes the segments that reach
+a port with no TCB and no TIME-WAIT record (`segment`): a SYN to a listener makes a
+child (SYN-RECEIVED); a SYN to a full accept queue is dropped (``listen_overflow``, as
+Linux, also with cookies); an ACK, or any segment to a port nobody listens on, is reset
+(RFC 9293 §3.10.7.1 CLOSED, §3.10.7.2 LISTEN "second check for an ACK") unless it
+carries a valid cookie; anything else is dropped (``listen_no_syn``, §3.10.7.2
+"fourth"). It answers and makes children through the stack's callbacks; its policy:
 
 * SYN floods (RFC 4987). A listener's SYN queue holds at most `max_syn_backlog`
   children. When it is full, a SYN is answered with a SYN cookie (`tcp.syncookie`, the
-  host's own key) and leaves no state, as Linux with tcp_syncookies=1 (`cookie_synack`).
+  host's own key) and leaves no state, as Linux with tcp_syncookies=1.
   An ACK with no TCB to a listener that sent cookies in the last validity window is
-  checked as one (`cookie_ack`) and, if valid, becomes an ESTABLISHED child through
+  checked as one and, if valid, becomes an ESTABLISHED child through
   ``accept_cookie`` -- the path of the NIC's cookies too (counters ``syn_cookies_sent``,
   ``syn_cookie_ack_ok``, ``syn_cookie_ack_bad``: forged, stale or garbled, reset like
   any ACK to a listener). Why a host cookie's ACK never meets the NIC's check:
@@ -28,7 +34,8 @@ the children not yet accepted, as Linux does (`ListenTable.close` hands them bac
   closes); the stack takes the NIC's completed handshakes (0x090A) as cookie children.
 
 Every answer to a SYN -- SYN-ACK, cookie SYN-ACK, RST -- goes to the frame's sender MAC
-(the stack builds the frames), so spoofed sources cost no ARP work.
+(the stack builds the frames), so spoofed sources cost no ARP work. RSTs and martian
+sources never reach the table: the stack drops them first.
 """
 
 import collections
@@ -37,10 +44,22 @@ import hashlib
 
 from ..tcp.syncookie import SynCookieJar
 from ..wire import control
-from ..wire.tcp import tcp_options
+from ..wire.tcp import ACK, SYN, tcp_options
 from .addr import ZERO_IP, oserror, to_ip
 
-__all__ = ["Listener", "ListenTable", "SYNACK_RETRIES", "SYNACK_RETRIES_MIN", "syn_window"]
+__all__ = ["Listener", "ListenTable", "LISTEN_DROP_REASONS", "SYNACK_RETRIES",
+           "SYNACK_RETRIES_MIN", "syn_window"]
+
+#: The drop reasons a ListenTable counts (see host.stack.HOST_DROP_REASONS).
+LISTEN_DROP_REASONS = (
+    "no_connection",          # non-RST segment, no TCB and no listener (or ACK to a
+                              # listener): RST sent (RFC 9293 §3.10.7.1/.2)
+    "listen_no_syn",          # neither SYN nor ACK nor RST to a listener (§3.10.7.2 "fourth")
+    "listen_overflow",        # accept queue full: SYN, or the handshake's final ACK (or
+                              # the NIC's NewConnection frame), dropped
+    "syn_backlog_overflow",   # listener's SYN queue (embryonic children) full and no
+                              # cookie possible (syn_cookies off, client MSS < 536)
+)
 
 # SYN-RECEIVED lifetime. RFC 4987 §3.4 (reducing the SYN-RECEIVED timer) as Linux does it:
 # tcp_synack_retries = 5 (SYN-ACK at 0 s, again at 1, 3, 7, 15, 31 s, given up at 63 s);
@@ -122,17 +141,23 @@ class Listener:
 
 
 class ListenTable:
-    """The listeners of one host by port, and its policy for SYNs to them.
+    """The listeners of one host by port, and the segments for them without a TCB.
 
-    `control_send(msg)` sends a ``wire.control`` message to the NIC; `counters` is the
-    stack's slow-path Counter. The SYN-flood settings are the stack's constructor's.
+    `drops` and `counters` are the stack's Counters. The stack's callbacks:
+    ``control(msg)`` sends a ``wire.control`` message to the NIC; ``reset(src, eth_src,
+    seg)`` answers `seg` with a RST; ``synack(eth_src, src, seg, isn, options, window)``
+    answers SYN `seg` with a cookie SYN-ACK; ``syn_child(lst, key, src, seg, eth_src,
+    now)`` makes and runs the SYN-RECEIVED child of `lst`; ``cookie_child(lst, key, src,
+    seg, hdr, syn_window, now)`` the ESTABLISHED child of a cookie. The SYN-flood
+    settings are the stack's constructor's.
     """
 
     __slots__ = ("ports", "ip", "max_syn_backlog", "syn_cookies", "synack_retries", "_jar",
-                 "_control", "_c")
+                 "_drops", "_c", "_control", "_reset", "_synack", "_syn_child",
+                 "_cookie_child")
 
-    def __init__(self, ip, secret, ts_hz, control_send, counters, *, max_syn_backlog,
-                 syn_cookies, synack_retries):
+    def __init__(self, ip, secret, ts_hz, drops, counters, *, control, reset, synack,
+                 syn_child, cookie_child, max_syn_backlog, syn_cookies, synack_retries):
         self.ports = {}           # port -> Listener
         self.ip = ip
         self.max_syn_backlog = max_syn_backlog
@@ -144,8 +169,13 @@ class ListenTable:
         # Host SYN cookies (tcp.syncookie): a key of their own, derived from the secret.
         self._jar = SynCookieJar(hashlib.blake2s(b"syncookie", key=secret).digest(),
                                  ts_hz=ts_hz)
-        self._control = control_send
+        self._drops = drops
         self._c = counters
+        self._control = control
+        self._reset = reset
+        self._synack = synack
+        self._syn_child = syn_child
+        self._cookie_child = cookie_child
 
     def open(self, stack, port, backlog, config, ip, offload_setup, offload_teardown):
         """A new Listener on `port` of `stack` (0: ``stack.free_port()``); `offload_setup`
@@ -191,8 +221,46 @@ class ListenTable:
         for lst in self.ports.values():
             lst.offload_setup = False
 
-    def syn_queue_full(self, lst):
-        return len(lst.syn_queue) >= self.max_syn_backlog
+    def segment(self, lst, key, src, seg, eth_src, now):
+        """A segment for `key` with no TCB nor TIME-WAIT record, not a RST, from `src`
+        (not martian) via MAC `eth_src`, to our port ``seg.dst_port``: `lst` is its
+        listener, or None. Answered or made a child through the callbacks, or dropped."""
+        flags = seg.flags
+        if lst is None or flags & ACK:
+            # A listener that sent cookies lately takes an ACK with no TCB as a cookie's
+            # (Linux cookie_v4_check); one that does not verify is reset below.
+            if lst is not None and not flags & SYN and lst.cookies_until >= now:
+                hdr = self._cookie_ack(src, seg, now)
+                if hdr is not None:
+                    if len(lst.accept_queue) >= lst.backlog:
+                        self._drops["listen_overflow"] += 1   # the client retransmits
+                        return
+                    self._c["syn_cookie_ack_ok"] += 1
+                    cfg = lst.config if lst.config is not None else lst.stack.config
+                    self._cookie_child(lst, key, src, seg, hdr, syn_window(cfg), now)
+                    return
+            # §3.10.7.1 (CLOSED) and §3.10.7.2 (LISTEN, "second check for an ACK")
+            self._reset(src, eth_src, seg)
+            self._drops["no_connection"] += 1
+            return
+        if not flags & SYN:
+            self._drops["listen_no_syn"] += 1     # §3.10.7.2 "fourth, other text or control"
+            return
+        if len(lst.accept_queue) >= lst.backlog:
+            self._drops["listen_overflow"] += 1   # as Linux, also with cookies
+            return
+        if len(lst.syn_queue) >= self.max_syn_backlog:
+            # RFC 4987 §3.6 / Linux tcp_syncookies=1: a full SYN queue answers with a
+            # cookie and keeps nothing. Not §3.5's recycling of the oldest child: a flood
+            # faster than queue size / handshake RTT would evict real clients' children
+            # before their ACKs arrive; a cookie cannot be evicted.
+            synack = self._cookie_synack(lst, src, seg, now) if self.syn_cookies else None
+            if synack is None:
+                self._drops["syn_backlog_overflow"] += 1
+                return
+            self._synack(eth_src, src, seg, *synack)
+            return
+        self._syn_child(lst, key, src, seg, eth_src, now)
 
     def synack_limit(self, lst):
         """SYN-ACK retransmissions a child of `lst` (None: orphaned) may still make."""
@@ -202,7 +270,7 @@ class ListenTable:
             limit = SYNACK_RETRIES_MIN
         return limit
 
-    def cookie_synack(self, lst, src, seg, now):
+    def _cookie_synack(self, lst, src, seg, now):
         """The SYN-ACK answering SYN `seg` from `src` with a cookie, keeping no state:
         -> (isn, options, window), or None when the client's MSS is below every class
         (the SYN is dropped). With the client's timestamps the options ride in our TSval;
@@ -228,8 +296,8 @@ class ListenTable:
         self._c["syn_cookies_sent"] += 1
         return isn, opts, syn_window(cfg)
 
-    def cookie_ack(self, lst, src, seg, now):
-        """An ACK to `lst` with no TCB, while it sends cookies: -> the NewConnection header
+    def _cookie_ack(self, src, seg, now):
+        """An ACK to a listener with no TCB, while it sends cookies: -> the NewConnection header
         its cookie encodes (what the child's ``accept_cookie`` takes), or None, counted,
         when it carries no valid cookie (the caller resets it, as Linux does)."""
         jar = self._jar

@@ -91,15 +91,15 @@ from ..tcp.config import TcpConfig
 from ..tcp.connection import TcpConnection
 from ..tcp.quasi import QuasiTcb
 from ..tcp.seq import seq_add
+from . import stats
 from .addr import Route, oserror, to_ip, to_mac
-from .arp import OUTBOUND_DROP_REASONS, ArpCache
+from .arp import ARP_DROP_REASONS, OUTBOUND_DROP_REASONS, ArpCache
 from .conn import HostConn, TcbFactory
 from .conns import ConnTable
-from .listen import SYNACK_RETRIES, Listener, ListenTable, syn_window
-from . import stats
+from .listen import LISTEN_DROP_REASONS, SYNACK_RETRIES, Listener, ListenTable
 from .offload import NicOffload
-from .stats import TCB_COUNTERS, ClosedTcbStats
 from .ports import InitialNumbers, PortTable
+from .stats import TCB_COUNTERS, ClosedTcbStats
 from .timers import TimerHeap
 from .timewait import TimeWaitTable
 from ..wire import control
@@ -113,32 +113,18 @@ from ..wire.tcp import (ACK, FIN, RST, SYN, TSO_PAYLOAD_MAX, build_tcp_frame,
 __all__ = ["HostStack", "HostConn", "Listener", "HOST_DROP_REASONS", "OUTBOUND_DROP_REASONS",
            "TCB_COUNTERS", "to_ip", "to_mac"]
 
-#: Drop reasons the host stack adds to the `wire` parser reasons (`wire.errors.DROP_REASONS`).
+#: Drop reasons the host stack adds to the `wire` parser reasons (`wire.errors.DROP_REASONS`):
+#: its own, its listeners' (host.listen) and its ARP cache's (host.arp).
 HOST_DROP_REASONS = (
     "not_for_us",             # Ethernet dst not ours/broadcast, or IPv4 dst not our address
     "ethertype_unsupported",  # neither IPv4 nor ARP
     "ip_proto_unsupported",   # IPv4 but not TCP
     "bad_src_addr",           # martian source (0/8, multicast, broadcast, ourselves): no reply
-    "no_connection",          # non-RST segment, no TCB and no listener (or ACK to a
-                              # listener): RST sent (RFC 9293 §3.10.7.1/.2)
     "rst_no_connection",      # RST for no TCB: ignored, never answered (§3.10.7.1)
     "teardown_pending",       # for a connection offered to the NIC, no answer yet: its
                               # owner is undecided (host.offload); the peer retransmits
-    "listen_no_syn",          # neither SYN nor ACK nor RST to a listener (§3.10.7.2 "fourth")
-    "listen_overflow",        # accept queue full: SYN, or the handshake's final ACK (or
-                              # the NIC's NewConnection frame), dropped
-    "syn_backlog_overflow",   # listener's SYN queue (embryonic children) full and no
-                              # cookie possible (syn_cookies off, client MSS < 536)
-    "arp_not_for_us",         # ARP whose target is not our address
-    "arp_bad_sender",         # ARP with a multicast sender MAC or our own IP as sender
-    "arp_table_full",         # no room to learn a new neighbour
-    "arp_unresolved",         # outbound frame dropped: next hop did not answer ARP
-    "arp_queue_overflow",     # outbound frame dropped: too many frames waiting for ARP
-    "arp_pending_full",       # outbound frame dropped: too many resolutions in progress
     "internal_error",         # an exception from a TCB/app callback (strict=False only)
-)
-
-
+) + LISTEN_DROP_REASONS + ARP_DROP_REASONS
 
 _SYN_RECEIVED = states.SYN_RECEIVED
 _KEY = struct.Struct("!4s4sHH")      # remote-ip | local-ip | remote-port | local-port
@@ -165,37 +151,28 @@ class HostStack:
         self.clock = clock
         self.config = config if config is not None else TcpConfig()
         self.gateway = to_ip(gateway) if gateway is not None else None
-        self._route = Route(self.ip, netmask, self.gateway)     # host.addr
         self.netmask = netmask
+        self._route = Route(self.ip, netmask, self.gateway)
         self.name = name
         #: the TCB type (TcpConnection's constructor and contract)
         self.tcb_class = tcb_class
-        #: lazy TCB creation (AccelTCP §5.2, tcp.quasi): a connection born from a cookie
-        #: starts as a QuasiTcb and becomes a full TCB only when it needs one -- True:
-        #: children of listeners that offload teardown to a NIC, "always": every cookie
-        #: child, False: none. Only with the default TCB type (a QuasiTcb promotes to a
-        #: TcpConnection).
+        #: lazy TCB creation (see the module docstring): True, "always" or False; only
+        #: with the default TCB type (a QuasiTcb promotes to a TcpConnection)
         if lazy_tcb not in (True, False, "always"):
             raise ValueError("lazy_tcb is True, False or 'always'")
         self.lazy_tcb = lazy_tcb if tcb_class is TcpConnection else False
-        # Device offloads (a TAP with virtio-net headers): a device with `offload` set and
-        # `send_segment(header, payload, gso_size)` completes TCP checksums, so data
-        # segments leave with a partial checksum; with `tso` they are also handed over
-        # as super-segments of up to TSO_PAYLOAD_MAX bytes that it cuts to the MSS. On
-        # receive, the device says per frame whether the kernel vouched for the
-        # checksum (`receive_frame(frame, csum_ok=True)`).
+        # Device offloads (a TAP with virtio-net headers): `send_segment(header, payload,
+        # gso_size)` completes TCP checksums, and with `tso` cuts super-segments of up to
+        # TSO_PAYLOAD_MAX bytes to the MSS; on receive, `csum_ok` per frame.
         self._send_segment = (device.send_segment if getattr(device, "offload", False)
                               and hasattr(device, "send_segment") else None)
         self.tso_max = TSO_PAYLOAD_MAX if tso and self._send_segment is not None else 0
-        self._csum_trusted = 0
         # A NIC dataplane in front of the device (AccelTCP): setup offload is possible.
         self.nic = bool(getattr(device, "nic", False))
         self._nic_syn_window = getattr(device, "syn_window", 0xFFFF)
         self._secret = secret if secret is not None else os.urandom(16)
-        #: reserved and ephemeral local ports (host.ports)
         self._ports = PortTable(ephemeral, self._secret)
         self.ephemeral = self._ports.ephemeral
-        # ISNs (RFC 6528) and TS offsets (RFC 7323 §7.1), keyed by the secret (host.ports)
         numbers = InitialNumbers(self._secret, self.ip)
         self._isn = isn if isn is not None else numbers.isn
         self._ts_offset = numbers.ts_offset
@@ -205,54 +182,55 @@ class HostStack:
         self.last_exception = None
         #: driver hook, called when the earliest deadline moves earlier outside an entry.
         self.wakeup = None
-
-        self.drops = collections.Counter()
-        self._timers = TimerHeap(self._timer_earlier)   # connection timers (host.timers)
-        self._heap = self._timers.heap
-        self._timewait = TimeWaitTable()   # key -> tcp.timewait.TimeWait (the TCB is gone)
-        self._tw_fifo = self._timewait.fifos   # read on every next_deadline()
         self._busy = False
         # The TCB an entry is driving right now: `_touch` leaves it alone, since the
         # entry re-arms it once the TCB returns (app calls made from its callbacks
         # would otherwise re-arm it once per call).
         self._entry_conn = None
         self._ident = 0
-        # ARP
-        # counters (plain ints on the hot path; `counters` builds the dict)
+        self._send_frame = device.send
+
+        # Counters: plain ints on the hot path (the short-lived connection's too),
+        # slow-path ones in `_c`; `counters` builds the dict.
+        self.drops = collections.Counter()
+        self._c = collections.Counter()
         self._frames_in = self._bytes_in = self._frames_out = self._bytes_out = 0
-        self._delivered = 0
-        # ... and per connection: the short-lived connection's path is a hot path too
+        self._delivered = self._csum_trusted = 0
         self._syns_received = self._cookie_conns = self._quasi_born = 0
-        self._c = collections.Counter()       # slow-path counters
-        #: listeners, SYN queue policy, host SYN cookies (host.listen)
-        self._listen = ListenTable(self.ip, self._secret, self.config.ts_hz, self._nic_control,
-                                   self._c, max_syn_backlog=max_syn_backlog,
-                                   syn_cookies=syn_cookies, synack_retries=synack_retries)
-        self._listeners = self._listen.ports      # port -> Listener
-        #: neighbour resolution (host.arp); its table is read on the output path
+        self._closed = ClosedTcbStats()
+
+        # The components (each module's docstring); the receive and output paths read
+        # some of their dicts and heaps directly, aliased here.
+        self._timers = TimerHeap(self._timer_earlier)
+        self._heap = self._timers.heap
+        self._timewait = TimeWaitTable()
+        self._tw_fifo = self._timewait.fifos          # read on every next_deadline()
         self.arp = ArpCache(self.mac, self.ip, clock, arp_timeout, self._emit, self.drops,
                             self._c, self._arp_scheduled)
         self._arp = self.arp.entries
         self._arp_heap = self.arp.heap
-        self._closed = ClosedTcbStats()   # TCB counters of removed connections (host.stats)
-        #: the TCBs by demux key (host.conns); its dicts are the receive path's
         self._conns = conns = ConnTable(self._timers, self._arp, self._closed, self._c)
         self._table = conns.table
         self._embryonic = conns.embryonic
         self._parked = conns.parked
         self._splicing = conns.steered
-        self._send_frame = device.send
+        self._listen = ListenTable(
+            self.ip, self._secret, self.config.ts_hz, self.drops, self._c,
+            control=self._nic_control, reset=self._send_rst, synack=self._cookie_synack,
+            syn_child=self._syn_child, cookie_child=self._cookie_child,
+            max_syn_backlog=max_syn_backlog, syn_cookies=syn_cookies,
+            synack_retries=synack_retries)
+        self._listeners = self._listen.ports
+        # The callbacks every TCB gets, bound once (not a new bound method per TCB).
+        self._event_cb = conns.on_event
+        self._promote_cb = self._on_promote
+        self._tcbs = TcbFactory(self.ip, tcb_class, self.lazy_tcb, self.tso_max, self._isn,
+                                self._ts_offset, self._route, self._output, self._event_cb,
+                                self._c)
         #: teardown/splice offload policy and NIC accounting (host.offload)
         self.offload = NicOffload(self) if self.nic else None
         if self.offload is not None:
             self.offload.start()
-        # The callbacks every TCB gets, bound once (not a new bound method per TCB).
-        self._event_cb = conns.on_event
-        self._promote_cb = self._on_promote
-        #: makes TCBs with their HostConn (host.conn)
-        self._tcbs = TcbFactory(self.ip, tcb_class, self.lazy_tcb, self.tso_max, self._isn,
-                                self._ts_offset, self._route, self._output, self._event_cb,
-                                self._c)
 
     # ------------------------------------------------------------------ receive path
     def receive_frame(self, frame, csum_ok=False):
@@ -360,49 +338,10 @@ class HostStack:
         if self._route.martian(src):
             self.drops["bad_src_addr"] += 1
             return
-        lst = self._listeners.get(seg.dst_port)
-        if lst is None or flags & ACK:
-            # A listener that sent cookies lately takes an ACK with no TCB as a cookie's
-            # (Linux cookie_v4_check); one that does not verify is reset below.
-            if lst is not None and not flags & SYN and lst.cookies_until >= now:
-                hdr = self._listen.cookie_ack(lst, src, seg, now)
-                if hdr is not None:
-                    if len(lst.accept_queue) >= lst.backlog:
-                        self.drops["listen_overflow"] += 1   # the client retransmits
-                        return
-                    self._c["syn_cookie_ack_ok"] += 1
-                    self._delivered += 1
-                    cfg = lst.config if lst.config is not None else self.config
-                    self._cookie_child(lst, key, src, seg, hdr, syn_window(cfg), now)
-                    return
-            # §3.10.7.1 (CLOSED) and §3.10.7.2 (LISTEN, "second check for an ACK")
-            self._send_rst(src, eth_src, seg)
-            self.drops["no_connection"] += 1
-            return
-        if not flags & SYN:
-            self.drops["listen_no_syn"] += 1      # §3.10.7.2 "fourth, other text or control"
-            return
-        if len(lst.accept_queue) >= lst.backlog:
-            self.drops["listen_overflow"] += 1    # as Linux, also with cookies
-            return
-        if self._listen.syn_queue_full(lst):
-            # RFC 4987 §3.6 / Linux tcp_syncookies=1: a full SYN queue answers with a
-            # cookie and keeps nothing. Not §3.5's recycling of the oldest child: a flood
-            # faster than queue size / handshake RTT would evict real clients' children
-            # before their ACKs arrive; a cookie cannot be evicted.
-            synack = self._listen.cookie_synack(lst, src, seg, now) \
-                if self._listen.syn_cookies else None
-            if synack is None:
-                self.drops["syn_backlog_overflow"] += 1
-                return
-            isn, opts, window = synack
-            # To the SYN's sender MAC, as _send_rst: no ARP work for a (spoofed) source.
-            self._ident = ident = (self._ident + 1) & 0xFFFF
-            self._delivered += 1
-            self._emit(build_tcp_frame(eth_src, self.mac, self.ip, src, ident, seg.dst_port,
-                                       seg.src_port, isn, seq_add(seg.seq, 1), SYN | ACK,
-                                       window, opts, b""))
-            return
+        self._listen.segment(self._listeners.get(seg.dst_port), key, src, seg, eth_src, now)
+
+    def _syn_child(self, lst, key, src, seg, eth_src, now):
+        """Make and run the SYN-RECEIVED child of `lst` for SYN `seg` (host.listen)."""
         self._delivered += 1
         cfg = lst.config if lst.config is not None else self.config
         conn = self._tcbs.syn_child(lst, cfg, key, src, seg, eth_src, now)
@@ -418,6 +357,15 @@ class HostStack:
             # no app yet, and the table only cares about its establishment or its end.
             conn.on_event = self._event_cb
         self._touch(conn)
+
+    def _cookie_synack(self, eth_dst, src, seg, isn, options, window):
+        """Answer SYN `seg` with a cookie SYN-ACK (host.listen), to the SYN's sender MAC
+        as `_send_rst`: no ARP work for a (spoofed) source."""
+        self._ident = ident = (self._ident + 1) & 0xFFFF
+        self._delivered += 1
+        self._emit(build_tcp_frame(eth_dst, self.mac, self.ip, src, ident, seg.dst_port,
+                                   seg.src_port, isn, seq_add(seg.seq, 1), SYN | ACK, window,
+                                   options, b""))
 
     def _tcp_segment(self, frame, dst, csum_ok):
         """IPv4 -> TCP of a frame addressed to us (its Ethernet header already read):
@@ -484,13 +432,13 @@ class HostStack:
             # cookie TSval) comes back through the NIC as a new 0x090A.
             self.drops["listen_overflow"] += 1
             return
-        self._delivered += 1
         self._cookie_conns += 1
         self._cookie_child(lst, key, ip_src, seg, hdr, self._nic_syn_window, self.clock())
 
     def _cookie_child(self, lst, key, ip_src, seg, hdr, syn_window, now):
         """The ESTABLISHED child of a handshake completed with a cookie -- the NIC's
         (0x090A) or ours (host.listen): `hdr` a NewConnection header, `seg` the ACK."""
+        self._delivered += 1
         cfg = lst.config if lst.config is not None else self.config
         conn = self._tcbs.cookie_child(lst, cfg, key, ip_src, seg, hdr, syn_window, now,
                                        self.nic)
