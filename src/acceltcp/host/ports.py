@@ -3,11 +3,13 @@ connection.
 
 Theory of operation
 -------------------
-`PortTable` keeps the ports the socket layer reserved (``bind``) and chooses ephemeral
-ports. An active open without a local port takes the first free one from a hash-based
-offset per destination (RFC 6056 §3.3.3, Algorithm 3): successive connections to one
-peer walk the range in order, different peers start at unpredictable places. What is
-free (no listener, no connection or TIME-WAIT record on the 4-tuple) the stack says.
+`PortTable` keeps the ports the socket layer reserved (``bind``), tells which local
+ports and 4-tuples are in use, and chooses ephemeral ports. A 4-tuple is in use while a
+TCB (`host.conns`) or a TIME-WAIT record (`host.timewait`) holds it. An active open
+without a local port takes the first free one -- not reserved, not listened on, its
+4-tuple not in use -- from a hash-based offset per destination (RFC 6056 §3.3.3,
+Algorithm 3): successive connections to one peer walk the range in order, different
+peers start at unpredictable places.
 
 `InitialNumbers` derives, from one keyed hash (BLAKE2s) keyed once, the ISN of every
 connection (RFC 6528 §3: a 4 µs clock plus a keyed hash of the 4-tuple) and the
@@ -19,22 +21,29 @@ first would fail about half the time.
 """
 
 import collections
+import errno
 import hashlib
 import struct
+
+from .addr import oserror
 
 __all__ = ["PortTable", "InitialNumbers"]
 
 _PORTS = struct.Struct("!HH")
+_KEY = struct.Struct("!4s4sHH")      # remote-ip | local-ip | remote-port | local-port
 _U32 = 0xFFFFFFFF
 _TS_OFFSETS_MAX = 4096
 
 
 class PortTable:
-    """Reserved local ports and ephemeral port selection over ``ephemeral = (lo, hi)``."""
+    """Local ports of the host with address `local_ip`: reservations, use, ephemeral
+    selection over ``ephemeral = (lo, hi)``. `conns` is its `host.conns.ConnTable`,
+    `timewait` its `host.timewait.TimeWaitTable`, `listeners` its port -> Listener."""
 
-    __slots__ = ("ephemeral", "bound", "_next", "_secret")
+    __slots__ = ("ephemeral", "bound", "_next", "_secret", "_ip", "_conns", "_timewait",
+                 "_listeners")
 
-    def __init__(self, ephemeral, secret):
+    def __init__(self, ephemeral, secret, local_ip, conns, timewait, listeners):
         lo, hi = ephemeral
         if not 0 < lo <= hi <= 65535:
             raise ValueError("bad ephemeral range")
@@ -42,6 +51,10 @@ class PortTable:
         self.bound = collections.Counter()   # port -> reservations (socket layer bind)
         self._next = 0
         self._secret = secret
+        self._ip = local_ip
+        self._conns = conns
+        self._timewait = timewait
+        self._listeners = listeners
 
     def bind(self, port):
         self.bound[port] += 1
@@ -52,32 +65,52 @@ class PortTable:
         else:
             self.bound[port] -= 1
 
-    def pick(self, local_ip, remote_ip, remote_port, free):
-        """RFC 6056 §3.3.3 (Algorithm 3, simple hash-based): the first ephemeral port,
-        not reserved, for which ``free(port)`` is true, or None (all in use)."""
+    @staticmethod
+    def key(remote_ip, local_ip, remote_port, local_port):
+        """The demux key of a 4-tuple (what its segments carry at frame[26:38])."""
+        return _KEY.pack(remote_ip, local_ip, remote_port, local_port)
+
+    def in_use(self, key):
+        """A TCB or a TIME-WAIT record holds the 4-tuple `key`."""
+        return self._conns.in_use(key) or key in self._timewait
+
+    def users(self, port):
+        """The TCBs and TIME-WAIT records whose local port is `port`."""
+        out = self._conns.users(port)
+        out.extend(tw for tw in self._timewait.values() if tw.owner.local_port == port)
+        return out
+
+    def pick(self, remote_ip, remote_port):
+        """RFC 6056 §3.3.3 (Algorithm 3, simple hash-based): the ephemeral port for a
+        connection to (remote_ip, remote_port). Raises OSError EADDRNOTAVAIL."""
         lo, hi = self.ephemeral
         n = hi - lo + 1
+        local_ip = self._ip
         h = hashlib.blake2s(local_ip + remote_ip + _PORTS.pack(remote_port, 0),
                             key=self._secret, digest_size=4).digest()
         offset = int.from_bytes(h, "big")
-        bound = self.bound
+        bound, listeners = self.bound, self._listeners
         for _ in range(n):
             port = lo + (self._next + offset) % n
             self._next += 1
-            if port not in bound and free(port):
+            if port in listeners or port in bound:
+                continue
+            if not self.in_use(_KEY.pack(remote_ip, local_ip, remote_port, port)):
                 return port
-        return None
+        raise oserror(errno.EADDRNOTAVAIL, "no ephemeral port free")
 
-    def any_free(self, used):
-        """An ephemeral port not reserved and not in `used` (a set of ports), or None."""
+    def any_free(self):
+        """An ephemeral port that no listener, reservation or TCB uses. Raises OSError
+        EADDRNOTAVAIL."""
         lo, hi = self.ephemeral
         n = hi - lo + 1
+        used = self._conns.local_ports()
         for _ in range(n):
             port = lo + self._next % n
             self._next += 1
-            if port not in self.bound and port not in used:
+            if port not in self._listeners and port not in self.bound and port not in used:
                 return port
-        return None
+        raise oserror(errno.EADDRNOTAVAIL, "no ephemeral port free")
 
 
 class InitialNumbers:

@@ -83,7 +83,6 @@ by `host.stats`.
 import collections
 import errno
 import os
-import struct
 import types
 
 from ..tcp import states
@@ -127,7 +126,6 @@ HOST_DROP_REASONS = (
 ) + LISTEN_DROP_REASONS + ARP_DROP_REASONS
 
 _SYN_RECEIVED = states.SYN_RECEIVED
-_KEY = struct.Struct("!4s4sHH")      # remote-ip | local-ip | remote-port | local-port
 _NIC_REPORTS = frozenset((control.ETHERTYPE_CONTROL, control.ETHERTYPE_SPLICE_CLOSED))
 _TIME_WAIT = states.TIME_WAIT
 _CONN_STAT_KEYS = ("retransmits", "fast_retransmits", "rto_timeouts")
@@ -171,8 +169,6 @@ class HostStack:
         self.nic = bool(getattr(device, "nic", False))
         self._nic_syn_window = getattr(device, "syn_window", 0xFFFF)
         self._secret = secret if secret is not None else os.urandom(16)
-        self._ports = PortTable(ephemeral, self._secret)
-        self.ephemeral = self._ports.ephemeral
         numbers = InitialNumbers(self._secret, self.ip)
         self._isn = isn if isn is not None else numbers.isn
         self._ts_offset = numbers.ts_offset
@@ -221,6 +217,9 @@ class HostStack:
             max_syn_backlog=max_syn_backlog, syn_cookies=syn_cookies,
             synack_retries=synack_retries)
         self._listeners = self._listen.ports
+        self._ports = PortTable(ephemeral, self._secret, self.ip, conns, self._timewait,
+                                self._listeners)
+        self.ephemeral = self._ports.ephemeral
         # The callbacks every TCB gets, bound once (not a new bound method per TCB).
         self._event_cb = conns.on_event
         self._promote_cb = self._on_promote
@@ -586,13 +585,13 @@ class HostStack:
         if nexthop is None or self._route.martian(rip):
             raise oserror(errno.ENETUNREACH)
         if local_port is None or local_port == 0:
-            lport = self._pick_port(rip, remote_port)
+            lport = self._ports.pick(rip, remote_port)
         else:
             if not 0 < local_port <= 65535:
                 raise oserror(errno.EINVAL, "local port")
             lport = local_port
-        key = _KEY.pack(rip, self.ip, remote_port, lport)
-        if self._conns.in_use(key) or key in self._timewait:
+        key = self._ports.key(rip, self.ip, remote_port, lport)
+        if self._ports.in_use(key):
             raise oserror(errno.EADDRNOTAVAIL, "4-tuple in use")
         now = self.clock()
         conn = self._tcbs.active(config if config is not None else self.config, key, rip,
@@ -603,26 +602,9 @@ class HostStack:
         self._touch(conn)
         return conn
 
-    def _pick_port(self, rip, rport):
-        """An ephemeral port for a connection to (rip, rport) (host.ports)."""
-        def free(port):
-            if port in self._listeners:
-                return False
-            key = _KEY.pack(rip, self.ip, rport, port)
-            return not self._conns.in_use(key) and key not in self._timewait
-        port = self._ports.pick(self.ip, rip, rport, free)
-        if port is None:
-            raise oserror(errno.EADDRNOTAVAIL, "no ephemeral port free")
-        return port
-
     def free_port(self):
         """An ephemeral port that no listener, bound socket or connection uses."""
-        used = self._conns.local_ports()
-        used.update(self._listeners)
-        port = self._ports.any_free(used)
-        if port is None:
-            raise oserror(errno.EADDRNOTAVAIL, "no ephemeral port free")
-        return port
+        return self._ports.any_free()
 
     def bind_port(self, port):
         """Reserve `port` (socket layer `bind`): ephemeral allocation skips it."""
@@ -634,9 +616,7 @@ class HostStack:
 
     def port_users(self, port):
         """The connections whose local port is `port` (bind conflict checks)."""
-        out = self._conns.users(port)
-        out.extend(tw for tw in self._timewait.values() if tw.owner.local_port == port)
-        return out
+        return self._ports.users(port)
 
     # App-side calls into a TCB: supply `now`, then re-arm / reap. Errors of the TCB
     # (`send` on a reset or closing connection) propagate to the caller. Called from the
