@@ -12,7 +12,7 @@ stack handles listener bookkeeping and table removal there, then forwards to
 ``HostConn.handler``.
 
 `TcbFactory` makes the three kinds of TCB, each with its record, never running it (the
-stack does that, under its entry protocol) and never filing it in a table:
+stack's entry protocol does) and never filing it in a table:
 
 * `active`: an active open (RFC 9293 §3.10.1), ISN and timestamp offset from the host's
   keyed numbers (`host.ports`);
@@ -73,7 +73,7 @@ class TcbFactory:
     """
 
     __slots__ = ("ip", "tcb_class", "lazy_tcb", "tso_max", "_isn", "_ts_offset", "_route",
-                 "_output", "_on_event", "_c")
+                 "_output", "on_event", "_c")
 
     def __init__(self, ip, tcb_class, lazy_tcb, tso_max, isn, ts_offset, route, output,
                  on_event, counters):
@@ -85,7 +85,7 @@ class TcbFactory:
         self._ts_offset = ts_offset
         self._route = route
         self._output = output
-        self._on_event = on_event
+        self.on_event = on_event     # every TCB's on_event (from its first event on)
         self._c = counters
 
     def active(self, cfg, key, rip, lport, rport, nexthop, now):
@@ -96,7 +96,7 @@ class TcbFactory:
         conn.ts_offset = self._ts_offset(rip)
         conn.owner = HostConn(key, rip, lport, rport, nexthop, False)
         conn.key = key
-        conn.on_event = self._on_event
+        conn.on_event = self.on_event
         return conn
 
     def syn_child(self, lst, cfg, key, src, seg, eth_src, now):
@@ -138,7 +138,7 @@ class TcbFactory:
         rec = conn.owner = HostConn(key, src, lport, rport, self._route.nexthop_or_self(src),
                                     True)
         conn.key = key
-        conn.on_event = self._on_event
+        conn.on_event = self.on_event
         # Filed with the established TCBs, not the embryonic ones: the flag only makes its
         # first event (ESTABLISHED, with the data of the ACK) put it on the accept queue,
         # as for a SYN-RECEIVED child.

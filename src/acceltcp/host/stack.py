@@ -48,9 +48,9 @@ Connection-setup offload (AccelTCP §4.1). On a device that is a NIC (``device.n
 listener opened with ``offload_setup=True`` is announced to the NIC (`host.listen`),
 which then answers its SYNs with SYN cookies and hands each completed handshake up as
 one 0x090A frame: a ``NewConnection`` header in front of the client's ACK
-(``nic.dataplane`` states the contract). ``_new_connection`` builds the TCB with
-``accept_cookie`` -- already ESTABLISHED, straight into ``_table``, never embryonic --
-and puts it on the accept queue at its first event like any other child
+(``nic.dataplane`` states the contract). ``_new_connection`` has `host.listen` build
+the TCB with ``accept_cookie`` -- already ESTABLISHED, straight into ``_table``, never
+embryonic -- which joins the accept queue at its first event like any other child
 (``conns_accepted``, ``cookie_conns``). SYNs the NIC does not answer (no timestamps, a
 tiny MSS, listener table full) still arrive and take the ordinary path, so an offloaded
 listener is never worse off. 0x090A frames are taken from a NIC device only, and a
@@ -58,11 +58,11 @@ listener is never worse off. 0x090A frames are taken from a NIC device only, and
 still echoing the cookie TSval) or for a port no longer offloaded is handled as the
 ordinary segment it carries.
 
-Lazy TCB creation (AccelTCP §5.2, ``lazy_tcb``). A child born from a cookie -- the
-NIC's 0x090A or the host's own -- whose first segment is the common one starts as a
-``tcp.quasi.QuasiTcb``: only what its first exchange needs (no RTO estimator, congestion
-controller, retransmission state). It is promoted in place to the full
-``TcpConnection`` when it needs one (a further segment, a timer, output, close); one
+Lazy TCB creation (AccelTCP §5.2, ``lazy_tcb``; `host.conn` decides). A child born
+from a cookie -- the NIC's 0x090A or the host's own -- whose first segment is the
+common one starts as a ``tcp.quasi.QuasiTcb``: only what its first exchange needs (no
+RTO estimator, congestion controller, retransmission state). It is promoted in place to
+the full ``TcpConnection`` when it needs one (a further segment, a timer, output, close); one
 whose reply and close go to the NIC's teardown offload is freed without ever being
 full. That is the only way a quasi-TCB ends as one, so by default (``lazy_tcb=True``)
 only children of a listener that offloads teardown to a NIC start quasi: elsewhere
@@ -88,7 +88,6 @@ import types
 from ..tcp import states
 from ..tcp.config import TcpConfig
 from ..tcp.connection import TcpConnection
-from ..tcp.quasi import QuasiTcb
 from ..tcp.seq import seq_add
 from . import stats
 from .addr import Route, oserror, to_ip, to_mac
@@ -192,7 +191,7 @@ class HostStack:
         self._c = collections.Counter()
         self._frames_in = self._bytes_in = self._frames_out = self._bytes_out = 0
         self._delivered = self._csum_trusted = 0
-        self._syns_received = self._cookie_conns = self._quasi_born = 0
+        self._cookie_conns = 0
         self._closed = ClosedTcbStats()
 
         # The components (each module's docstring); the receive and output paths read
@@ -210,22 +209,19 @@ class HostStack:
         self._embryonic = conns.embryonic
         self._parked = conns.parked
         self._splicing = conns.steered
+        # The callbacks every TCB gets (output, on_event) bound once, not once per TCB.
+        self._tcbs = TcbFactory(self.ip, tcb_class, self.lazy_tcb, self.tso_max, self._isn,
+                                self._ts_offset, self._route, self._output, conns.on_event,
+                                self._c)
         self._listen = ListenTable(
-            self.ip, self._secret, self.config.ts_hz, self.drops, self._c,
+            self.ip, self._secret, self.config.ts_hz, self._tcbs, conns, self.drops, self._c,
             control=self._nic_control, reset=self._send_rst, synack=self._cookie_synack,
-            syn_child=self._syn_child, cookie_child=self._cookie_child,
-            max_syn_backlog=max_syn_backlog, syn_cookies=syn_cookies,
+            take=self._take, max_syn_backlog=max_syn_backlog, syn_cookies=syn_cookies,
             synack_retries=synack_retries)
         self._listeners = self._listen.ports
         self._ports = PortTable(ephemeral, self._secret, self.ip, conns, self._timewait,
                                 self._listeners)
         self.ephemeral = self._ports.ephemeral
-        # The callbacks every TCB gets, bound once (not a new bound method per TCB).
-        self._event_cb = conns.on_event
-        self._promote_cb = self._on_promote
-        self._tcbs = TcbFactory(self.ip, tcb_class, self.lazy_tcb, self.tso_max, self._isn,
-                                self._ts_offset, self._route, self._output, self._event_cb,
-                                self._c)
         #: teardown/splice offload policy and NIC accounting (host.offload)
         self.offload = NicOffload(self) if self.nic else None
         if self.offload is not None:
@@ -317,11 +313,7 @@ class HostStack:
                     and len(lst.accept_queue) >= lst.backlog):
                 self.drops["listen_overflow"] += 1
                 return
-            self._delivered += 1
-            self._entry_conn = conn
-            conn.on_segment(seg, now)
-            self._entry_conn = None
-            self._touch(conn)
+            self._take(conn, conn.on_segment, seg, now)
             return
         taken = self._timewait.segment(key, seg, now)
         if taken:
@@ -339,22 +331,15 @@ class HostStack:
             return
         self._listen.segment(self._listeners.get(seg.dst_port), key, src, seg, eth_src, now)
 
-    def _syn_child(self, lst, key, src, seg, eth_src, now):
-        """Make and run the SYN-RECEIVED child of `lst` for SYN `seg` (host.listen)."""
+    def _take(self, conn, start, *args):
+        """A frame taken by `conn`: counted delivered, ``start(*args)`` (a call into
+        `conn`) run as an entry does, `conn` re-armed once, on return."""
         self._delivered += 1
-        cfg = lst.config if lst.config is not None else self.config
-        conn = self._tcbs.syn_child(lst, cfg, key, src, seg, eth_src, now)
-        self._embryonic[key] = conn
-        lst.syn_queue[conn] = None
-        self._syns_received += 1
         self._entry_conn = conn
         try:
-            conn.accept_syn(seg, now)
+            start(*args)
         finally:
             self._entry_conn = None
-            # Events from here on. LISTEN -> SYN-RECEIVED concerns no one: the child has
-            # no app yet, and the table only cares about its establishment or its end.
-            conn.on_event = self._event_cb
         self._touch(conn)
 
     def _cookie_synack(self, eth_dst, src, seg, isn, options, window):
@@ -403,11 +388,7 @@ class HostStack:
         ip_src = key[:4]
         conn = self._table.get(key)
         if conn is not None:                      # a retransmission still echoing the cookie
-            self._delivered += 1
-            self._entry_conn = conn
-            conn.on_segment(seg, self.clock())
-            self._entry_conn = None
-            self._touch(conn)
+            self._take(conn, conn.on_segment, seg, self.clock())
             return
         if key in self._parked:
             # Its TCB is offered to the NIC, which passed this up before it read the
@@ -432,31 +413,8 @@ class HostStack:
             self.drops["listen_overflow"] += 1
             return
         self._cookie_conns += 1
-        self._cookie_child(lst, key, ip_src, seg, hdr, self._nic_syn_window, self.clock())
-
-    def _cookie_child(self, lst, key, ip_src, seg, hdr, syn_window, now):
-        """The ESTABLISHED child of a handshake completed with a cookie -- the NIC's
-        (0x090A) or ours (host.listen): `hdr` a NewConnection header, `seg` the ACK."""
-        self._delivered += 1
-        cfg = lst.config if lst.config is not None else self.config
-        conn = self._tcbs.cookie_child(lst, cfg, key, ip_src, seg, hdr, syn_window, now,
-                                       self.nic)
-        self._table[key] = conn
-        self._entry_conn = conn
-        try:
-            if conn.__class__ is QuasiTcb:
-                self._quasi_born += 1
-                conn.on_promote = self._promote_cb
-                conn.start()
-            else:
-                conn.accept_cookie(seg, hdr, now, syn_window)
-        finally:
-            self._entry_conn = None
-        self._touch(conn)
-
-    def _on_promote(self, conn, reason):
-        """A quasi-TCB became a full one (tcp.quasi): counted by reason."""
-        self._c["tcb_promoted_" + reason] += 1
+        self._listen.cookie_child(lst, key, ip_src, seg, hdr, self._nic_syn_window,
+                                  self.clock())
 
     def _send_rst(self, dst_ip, dst_mac, seg):
         """RFC 9293 §3.10.7.1: make the RST acceptable to the sender of `seg`."""
@@ -907,12 +865,12 @@ class HostStack:
         """Stack counters; TCB retransmission counters summed over closed + live conns."""
         closed = self._closed.fold()
         c = dict(self._c)
-        if self._syns_received:
-            c["syns_received"] = self._syns_received
+        if self._listen.syns_received:
+            c["syns_received"] = self._listen.syns_received
         conns = self._conns
         c["conns_accepted"] = conns.accepted
         c["cookie_conns"] = self._cookie_conns
-        c["tcb_quasi"] = self._quasi_born
+        c["tcb_quasi"] = self._listen.quasi_born
         c["tcb_quasi_freed"] = conns.quasi_freed
         c["conns_closed"] = conns.closed
         c.update(frames_in=self._frames_in, bytes_in=self._bytes_in,
