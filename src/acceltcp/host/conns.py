@@ -19,7 +19,7 @@ A TIME-WAIT record is not a TCB: `host.timewait`.
 
 The TCB reports app-visible changes through ``conn.on_event`` = `on_event`: a child that
 becomes synchronized moves to `table` and its listener's accept queue
-(`established`); a closed TCB is removed (`remove`: out of its table and its listener,
+(`established`, `host.listen.Listener`'s queues); a closed TCB is removed (`remove`: out of its table and its listener,
 counted -- ``conns_closed``, or ``conns_embryonic_closed`` for a child never
 established, ``conns_<error>``, its TCB counters to `host.stats`); then the event goes
 on to the application's handler. Removal also keeps the timer heap from filling with
@@ -100,7 +100,11 @@ class ConnTable:
         if lst is None or lst.closed:
             rec.parent = None
             return
-        lst.child_established(conn)
+        lst.syn_queue.pop(conn, None)              # to the listener's accept queue
+        lst.accept_queue.append(conn)
+        cb = lst.on_acceptable
+        if cb is not None:
+            cb(lst)
 
     def remove(self, conn):
         """Forget `conn` (closed, or handed to a TIME-WAIT record), counted."""
@@ -139,13 +143,6 @@ class ConnTable:
         waiting = {sp.c for sp in steered} | {sp.s for sp in steered}
         self._timers.compact(itertools.chain(self.table.values(), self.embryonic.values(),
                                              waiting))
-
-    def park(self, conn):
-        """`conn` from `table` to `parked`, its timers disarmed."""
-        rec = conn.owner
-        del self.table[rec.key]
-        self.parked[rec.key] = conn
-        rec.armed = PARKED           # its heap entries are stale, and none is pushed
 
     def unpark(self, conn):
         """A parked `conn` back in `table`, to be re-armed."""

@@ -3,12 +3,13 @@
 Theory of operation
 -------------------
 A `Listener` is a passive open on one port (RFC 9293 §3.10.1 LISTEN; not a TCB). Its
-children are TCBs the host stack builds from SYNs to the port: in SYN-RECEIVED they sit
-in the listener's `syn_queue` (and in the stack's table of embryonic connections); once
-established they move to its `accept_queue` (`Listener.child_established`), at most
-`backlog` of them, until the application takes them (`Listener.accept`). A child that
-dies before it is accepted leaves both (`Listener.forget`). Closing the listener resets
-the children not yet accepted, as Linux does (`ListenTable.close` hands them back).
+children are TCBs made from SYNs to the port: in SYN-RECEIVED they sit in the
+listener's `syn_queue` (and in the table of embryonic connections, `host.conns`); once
+established they move to its `accept_queue` (`host.conns.ConnTable.established`), at
+most `backlog` of them, until the application takes them (`Listener.accept`). A child
+that dies before it is accepted leaves both (`Listener.forget`). Closing the listener
+resets the children not yet accepted, as Linux does (`ListenTable.close` hands them
+back).
 
 `ListenTable` holds the listeners of one host by port and takes the segments that reach
 a port with no TCB and no TIME-WAIT record (`segment`): a SYN to a listener makes a
@@ -122,14 +123,6 @@ class Listener:
         conn = q.popleft()
         conn.owner.parent = None
         return conn
-
-    def child_established(self, conn):
-        """`conn`, a child, is established: from the SYN queue to the accept queue."""
-        self.syn_queue.pop(conn, None)
-        self.accept_queue.append(conn)
-        cb = self.on_acceptable
-        if cb is not None:
-            cb(self)
 
     def forget(self, conn):
         """`conn`, a child not yet accepted, is gone: out of both queues."""

@@ -93,7 +93,7 @@ from . import stats
 from .addr import Route, oserror, to_ip, to_mac
 from .arp import ARP_DROP_REASONS, OUTBOUND_DROP_REASONS, ArpCache
 from .conn import HostConn, TcbFactory
-from .conns import ConnTable
+from .conns import PARKED, ConnTable
 from .listen import LISTEN_DROP_REASONS, SYNACK_RETRIES, Listener, ListenTable
 from .offload import NicOffload
 from .ports import InitialNumbers, PortTable
@@ -190,8 +190,7 @@ class HostStack:
         self.drops = collections.Counter()
         self._c = collections.Counter()
         self._frames_in = self._bytes_in = self._frames_out = self._bytes_out = 0
-        self._delivered = self._csum_trusted = 0
-        self._cookie_conns = 0
+        self._delivered = self._csum_trusted = self._cookie_conns = 0
         self._closed = ClosedTcbStats()
 
         # The components (each module's docstring); the receive and output paths read
@@ -396,7 +395,7 @@ class HostStack:
             self.drops["teardown_pending"] += 1
             return
         lst = self._listeners.get(seg.dst_port)
-        tw = self._timewait.get(key)
+        tw = self._timewait.records.get(key)
         if tw is not None and seg.flags & (SYN | RST | ACK) == ACK and tw.reopens(seg, True):
             # The NIC answered a new incarnation's SYN while we hold the old one's
             # TIME-WAIT (it does not know of it): the same RFC 6191 test as for a SYN.
@@ -694,7 +693,10 @@ class HostStack:
         """Take `conn` out of the table and its timers; segments for its 4-tuple are
         dropped (``teardown_pending``) until ``unpark`` or ``remove``. For a connection
         offered to the NIC, until the NIC answers."""
-        self._conns.park(conn)
+        rec = conn.owner
+        del self._table[rec.key]
+        self._parked[rec.key] = conn
+        rec.armed = PARKED           # its heap entries are stale, and _touch pushes none
 
     def unpark(self, conn):
         """Put a parked `conn` back in the table (the caller then calls ``touch``)."""

@@ -60,9 +60,16 @@ class ClosedTcbStats:
         self._pending = []
 
     def add(self, conn):
-        """Keep the counters of `conn`, which is being freed."""
+        """Keep the counters of `conn`, which is being freed (`counter_values`, inline)."""
+        if conn.__class__ is QuasiTcb:
+            values = conn.counter_values()
+        else:
+            try:
+                values = _tcb_counter_values(conn)
+            except AttributeError:
+                values = tuple(getattr(conn, k, 0) for k in TCB_COUNTERS)
         pending = self._pending
-        pending.append(counter_values(conn))
+        pending.append(values)
         if len(pending) >= _FOLD_BATCH:
             self.fold()
 
