@@ -12,7 +12,7 @@ stack handles listener bookkeeping and table removal there, then forwards to
 ``HostConn.handler``.
 
 `TcbFactory` makes the three kinds of TCB, each with its record, never running it (the
-stack's entry protocol does) and never filing it in a table:
+stack does that, under its entry protocol) and never filing it in a table:
 
 * `active`: an active open (RFC 9293 §3.10.1), ISN and timestamp offset from the host's
   keyed numbers (`host.ports`);
@@ -22,7 +22,23 @@ stack's entry protocol does) and never filing it in a table:
   frame). From ESTABLISHED on, the table;
 * `cookie_child`: the child of a handshake completed with a SYN cookie -- the NIC's
   (0x090A) or the host's (`host.listen`) -- ESTABLISHED through ``accept_cookie``, or a
-  ``tcp.quasi.QuasiTcb`` under lazy TCB creation (AccelTCP §5.2; see `host.stack`).
+  ``tcp.quasi.QuasiTcb`` under lazy TCB creation (below).
+
+Lazy TCB creation (AccelTCP §5.2, ``lazy_tcb``). A child born from a cookie -- the
+NIC's 0x090A or the host's own -- whose first segment is the common one starts as a
+``tcp.quasi.QuasiTcb``: only what its first exchange needs (no RTO estimator, congestion
+controller, retransmission state). It is promoted in place to the full
+``TcpConnection`` when it needs one (a further segment, a timer, output, close); one
+whose reply and close go to the NIC's teardown offload is freed without ever being
+full. That is the only way a quasi-TCB ends as one, so by default (``lazy_tcb=True``)
+only children of a listener that offloads teardown to a NIC start quasi: elsewhere
+every one would be promoted, and promotion costs a little more than building the full
+TCB at once. ``lazy_tcb="always"``: every cookie child (tests, measurements); False:
+none. Promotion yields exactly the full TCB's state, so the frames the stack sends do
+not depend on the option (tests/e2e/test_lazy_tcb.py). Counters: ``tcb_quasi`` (born
+quasi), ``tcb_quasi_freed`` (removed while quasi), ``tcb_quasi_declined`` (an unusual
+first segment: a full TCB at once), ``tcb_promoted_<reason>`` (``tcp.quasi``'s
+PROMOTE_REASONS).
 """
 
 from ..tcp.quasi import QuasiTcb
@@ -73,7 +89,7 @@ class TcbFactory:
     """
 
     __slots__ = ("ip", "tcb_class", "lazy_tcb", "tso_max", "_isn", "_ts_offset", "_route",
-                 "_output", "on_event", "_c")
+                 "_output", "_on_event", "_c")
 
     def __init__(self, ip, tcb_class, lazy_tcb, tso_max, isn, ts_offset, route, output,
                  on_event, counters):
@@ -85,7 +101,7 @@ class TcbFactory:
         self._ts_offset = ts_offset
         self._route = route
         self._output = output
-        self.on_event = on_event     # every TCB's on_event (from its first event on)
+        self._on_event = on_event
         self._c = counters
 
     def active(self, cfg, key, rip, lport, rport, nexthop, now):
@@ -96,7 +112,7 @@ class TcbFactory:
         conn.ts_offset = self._ts_offset(rip)
         conn.owner = HostConn(key, rip, lport, rport, nexthop, False)
         conn.key = key
-        conn.on_event = self.on_event
+        conn.on_event = self._on_event
         return conn
 
     def syn_child(self, lst, cfg, key, src, seg, eth_src, now):
@@ -138,7 +154,7 @@ class TcbFactory:
         rec = conn.owner = HostConn(key, src, lport, rport, self._route.nexthop_or_self(src),
                                     True)
         conn.key = key
-        conn.on_event = self.on_event
+        conn.on_event = self._on_event
         # Filed with the established TCBs, not the embryonic ones: the flag only makes its
         # first event (ESTABLISHED, with the data of the ACK) put it on the accept queue,
         # as for a SYN-RECEIVED child.

@@ -17,11 +17,7 @@ child (SYN-RECEIVED); a SYN to a full accept queue is dropped (``listen_overflow
 Linux, also with cookies); an ACK, or any segment to a port nobody listens on, is reset
 (RFC 9293 §3.10.7.1 CLOSED, §3.10.7.2 LISTEN "second check for an ACK") unless it
 carries a valid cookie; anything else is dropped (``listen_no_syn``, §3.10.7.2
-"fourth"). It makes the children (`host.conn.TcbFactory`), files them (`host.conns`)
-and has the stack run their first step as an entry; it answers through the stack's
-callbacks. A cookie child -- the host's own or the NIC's, which the stack passes on
-(`cookie_child`) -- may start as a quasi-TCB (lazy TCB creation, `host.stack`). Its
-policy:
+"fourth"). It answers and makes children through the stack's callbacks; its policy:
 
 * SYN floods (RFC 4987). A listener's SYN queue holds at most `max_syn_backlog`
   children. When it is full, a SYN is answered with a SYN cookie (`tcp.syncookie`, the
@@ -32,8 +28,8 @@ policy:
   ``syn_cookie_ack_ok``, ``syn_cookie_ack_bad``: forged, stale or garbled, reset like
   any ACK to a listener). Why a host cookie's ACK never meets the NIC's check:
   `tcp.syncookie`.
-* SYN-RECEIVED lifetime (`synack_limit`): children give up after `synack_retries` (5,
-  Linux's, 63 s), after 2 (7 s) while the queue is more than half full, silently.
+* SYN-RECEIVED lifetime (`syn_recv_expired`): children give up after `synack_retries`
+  (5, Linux's, 63 s), after 2 (7 s) while the queue is more than half full, silently.
 * Connection-setup offload (AccelTCP §4.1): a listener opened with ``offload_setup`` on
   a NIC is announced to it with a ``Listen`` control message (``Unlisten`` when it
   closes); the stack takes the NIC's completed handshakes (0x090A) as cookie children.
@@ -47,7 +43,6 @@ import collections
 import errno
 import hashlib
 
-from ..tcp.quasi import QuasiTcb
 from ..tcp.syncookie import SynCookieJar
 from ..wire import control
 from ..wire.tcp import ACK, SYN, tcp_options
@@ -141,26 +136,23 @@ class Listener:
 class ListenTable:
     """The listeners of one host by port, and the segments for them without a TCB.
 
-    `tcbs` is the stack's `host.conn.TcbFactory`, `conns` its `host.conns.ConnTable`,
-    `drops` and `counters` its Counters. The stack's callbacks: ``control(msg)`` sends a
-    ``wire.control`` message to the NIC; ``reset(src, eth_src, seg)`` answers `seg` with
-    a RST; ``synack(eth_src, src, seg, isn, options, window)`` answers SYN `seg` with a
-    cookie SYN-ACK; ``take(conn, start, *args)`` counts the frame delivered and runs
-    ``start(*args)``, a call into `conn`, as an entry. `syns_received` and `quasi_born`
-    count children made from a SYN and born quasi. The SYN-flood settings are the
-    stack's constructor's.
+    `drops` and `counters` are the stack's Counters. The stack's callbacks:
+    ``control(msg)`` sends a ``wire.control`` message to the NIC; ``reset(src, eth_src,
+    seg)`` answers `seg` with a RST; ``synack(eth_src, src, seg, isn, options, window)``
+    answers SYN `seg` with a cookie SYN-ACK; ``syn_child(lst, key, src, seg, eth_src,
+    now)`` makes and runs the SYN-RECEIVED child of `lst`; ``cookie_child(lst, key, src,
+    seg, hdr, syn_window, now)`` the ESTABLISHED child of a cookie. The SYN-flood
+    settings are the stack's constructor's.
     """
 
-    __slots__ = ("ports", "ip", "max_syn_backlog", "syn_cookies", "synack_retries",
-                 "syns_received", "quasi_born", "_promoted", "_jar", "_tcbs", "_conns", "_drops", "_c",
-                 "_control", "_reset", "_synack", "_take")
+    __slots__ = ("ports", "ip", "max_syn_backlog", "syn_cookies", "synack_retries", "_jar",
+                 "_drops", "_c", "_control", "_reset", "_synack", "_syn_child",
+                 "_cookie_child")
 
-    def __init__(self, ip, secret, ts_hz, tcbs, conns, drops, counters, *, control, reset,
-                 synack, take, max_syn_backlog, syn_cookies, synack_retries):
+    def __init__(self, ip, secret, ts_hz, drops, counters, *, control, reset, synack,
+                 syn_child, cookie_child, max_syn_backlog, syn_cookies, synack_retries):
         self.ports = {}           # port -> Listener
         self.ip = ip
-        self.syns_received = self.quasi_born = 0
-        self._promoted = self._count_promotion     # bound once, not once per TCB
         self.max_syn_backlog = max_syn_backlog
         #: answer SYNs with cookies when the SYN queue is full (Linux tcp_syncookies=1)
         self.syn_cookies = syn_cookies
@@ -170,14 +162,13 @@ class ListenTable:
         # Host SYN cookies (tcp.syncookie): a key of their own, derived from the secret.
         self._jar = SynCookieJar(hashlib.blake2s(b"syncookie", key=secret).digest(),
                                  ts_hz=ts_hz)
-        self._tcbs = tcbs
-        self._conns = conns
         self._drops = drops
         self._c = counters
         self._control = control
         self._reset = reset
         self._synack = synack
-        self._take = take
+        self._syn_child = syn_child
+        self._cookie_child = cookie_child
 
     def open(self, stack, port, backlog, config, ip, offload_setup, offload_teardown):
         """A new Listener on `port` of `stack` (0: ``stack.free_port()``); `offload_setup`
@@ -239,7 +230,7 @@ class ListenTable:
                         return
                     self._c["syn_cookie_ack_ok"] += 1
                     cfg = lst.config if lst.config is not None else lst.stack.config
-                    self.cookie_child(lst, key, src, seg, hdr, syn_window(cfg), now)
+                    self._cookie_child(lst, key, src, seg, hdr, syn_window(cfg), now)
                     return
             # §3.10.7.1 (CLOSED) and §3.10.7.2 (LISTEN, "second check for an ACK")
             self._reset(src, eth_src, seg)
@@ -264,49 +255,20 @@ class ListenTable:
             return
         self._syn_child(lst, key, src, seg, eth_src, now)
 
-    def _syn_child(self, lst, key, src, seg, eth_src, now):
-        """Make, file and run the SYN-RECEIVED child of `lst` for SYN `seg`."""
-        cfg = lst.config if lst.config is not None else lst.stack.config
-        conn = self._tcbs.syn_child(lst, cfg, key, src, seg, eth_src, now)
-        self._conns.embryonic[key] = conn
-        lst.syn_queue[conn] = None
-        self.syns_received += 1
-        self._take(conn, self._accept_syn, conn, seg, now)
-
-    def _accept_syn(self, conn, seg, now):
-        try:
-            conn.accept_syn(seg, now)
-        finally:
-            # Events from here on. LISTEN -> SYN-RECEIVED concerns no one: the child has
-            # no app yet, and the table only cares about its establishment or its end.
-            conn.on_event = self._tcbs.on_event
-
-    def cookie_child(self, lst, key, src, seg, hdr, syn_window, now):
-        """Make, file and run the ESTABLISHED child of `lst` for a handshake completed
-        with a cookie -- the NIC's (0x090A) or ours: `hdr` a NewConnection header, `seg`
-        the ACK, `syn_window` the window the SYN-ACK offered."""
-        cfg = lst.config if lst.config is not None else lst.stack.config
-        conn = self._tcbs.cookie_child(lst, cfg, key, src, seg, hdr, syn_window, now,
-                                       lst.stack.nic)
-        self._conns.table[key] = conn
-        if conn.__class__ is QuasiTcb:
-            self.quasi_born += 1
-            conn.on_promote = self._promoted
-            self._take(conn, conn.start)
-        else:
-            self._take(conn, conn.accept_cookie, seg, hdr, now, syn_window)
-
-    def _count_promotion(self, conn, reason):
-        """A quasi-TCB became a full one (tcp.quasi): counted by reason."""
-        self._c["tcb_promoted_" + reason] += 1
-
-    def synack_limit(self, lst):
-        """SYN-ACK retransmissions a child of `lst` (None: orphaned) may still make."""
+    def syn_recv_expired(self, conn, lst):
+        """Has SYN-RECEIVED child `conn` of `lst` (None: orphaned) used up its SYN-ACK
+        retries? Then it is to be dropped without a word, as Linux frees a request sock:
+        no RST toward a source that never answered (counted here, removed by the
+        caller)."""
         limit = self.synack_retries
         if (lst is not None and 2 * len(lst.syn_queue) > self.max_syn_backlog
                 and limit > SYNACK_RETRIES_MIN):
             limit = SYNACK_RETRIES_MIN
-        return limit
+        if getattr(conn, "retries", 0) < limit:
+            return False
+        self._c["syn_recv_expired"] += 1
+        self._c["conns_timeout"] += 1
+        return True
 
     def _cookie_synack(self, lst, src, seg, now):
         """The SYN-ACK answering SYN `seg` from `src` with a cookie, keeping no state:

@@ -80,6 +80,15 @@ class PortTable:
         out.extend(tw for tw in self._timewait.values() if tw.owner.local_port == port)
         return out
 
+    def local_port(self, remote_ip, remote_port, port):
+        """The local port of an active open: `port`, or an ephemeral one if it is None
+        or 0. Raises OSError EINVAL (not 1..65535), EADDRNOTAVAIL (none free)."""
+        if port is None or port == 0:
+            return self.pick(remote_ip, remote_port)
+        if not 0 < port <= 65535:
+            raise oserror(errno.EINVAL, "local port")
+        return port
+
     def pick(self, remote_ip, remote_port):
         """RFC 6056 §3.3.3 (Algorithm 3, simple hash-based): the ephemeral port for a
         connection to (remote_ip, remote_port). Raises OSError EADDRNOTAVAIL."""

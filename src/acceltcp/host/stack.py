@@ -48,9 +48,9 @@ Connection-setup offload (AccelTCP §4.1). On a device that is a NIC (``device.n
 listener opened with ``offload_setup=True`` is announced to the NIC (`host.listen`),
 which then answers its SYNs with SYN cookies and hands each completed handshake up as
 one 0x090A frame: a ``NewConnection`` header in front of the client's ACK
-(``nic.dataplane`` states the contract). ``_new_connection`` has `host.listen` build
-the TCB with ``accept_cookie`` -- already ESTABLISHED, straight into ``_table``, never
-embryonic -- which joins the accept queue at its first event like any other child
+(``nic.dataplane`` states the contract). ``_new_connection`` builds the TCB with
+``accept_cookie`` -- already ESTABLISHED, straight into ``_table``, never embryonic --
+and puts it on the accept queue at its first event like any other child
 (``conns_accepted``, ``cookie_conns``). SYNs the NIC does not answer (no timestamps, a
 tiny MSS, listener table full) still arrive and take the ordinary path, so an offloaded
 listener is never worse off. 0x090A frames are taken from a NIC device only, and a
@@ -58,21 +58,9 @@ listener is never worse off. 0x090A frames are taken from a NIC device only, and
 still echoing the cookie TSval) or for a port no longer offloaded is handled as the
 ordinary segment it carries.
 
-Lazy TCB creation (AccelTCP §5.2, ``lazy_tcb``; `host.conn` decides). A child born
-from a cookie -- the NIC's 0x090A or the host's own -- whose first segment is the
-common one starts as a ``tcp.quasi.QuasiTcb``: only what its first exchange needs (no
-RTO estimator, congestion controller, retransmission state). It is promoted in place to
-the full ``TcpConnection`` when it needs one (a further segment, a timer, output, close); one
-whose reply and close go to the NIC's teardown offload is freed without ever being
-full. That is the only way a quasi-TCB ends as one, so by default (``lazy_tcb=True``)
-only children of a listener that offloads teardown to a NIC start quasi: elsewhere
-every one would be promoted, and promotion costs a little more than building the full
-TCB at once. ``lazy_tcb="always"``: every cookie child (tests, measurements); False:
-none. Promotion yields exactly the full TCB's state, so the frames the stack sends do
-not depend on the option (tests/e2e/test_lazy_tcb.py). Counters: ``tcb_quasi`` (born
-quasi), ``tcb_quasi_freed`` (removed while quasi), ``tcb_quasi_declined`` (an unusual
-first segment: a full TCB at once), ``tcb_promoted_<reason>`` (``tcp.quasi``'s
-PROMOTE_REASONS).
+Lazy TCB creation (AccelTCP §5.2, ``lazy_tcb``): a child born from a cookie may start
+as a ``tcp.quasi.QuasiTcb`` and become a full TCB only when it needs one; `host.conn`
+states when and why, and the counters (``tcb_quasi``, ``tcb_promoted_<reason>``, ...).
 
 Connections leave the table when ``conn.closed`` (on reset, abort, timeout, LAST-ACK
 done) or when they reach TIME-WAIT: the TCB then hands the rest of 2MSL to a compact
@@ -88,6 +76,7 @@ import types
 from ..tcp import states
 from ..tcp.config import TcpConfig
 from ..tcp.connection import TcpConnection
+from ..tcp.quasi import QuasiTcb
 from ..tcp.seq import seq_add
 from . import stats
 from .addr import Route, oserror, to_ip, to_mac
@@ -127,7 +116,6 @@ HOST_DROP_REASONS = (
 _SYN_RECEIVED = states.SYN_RECEIVED
 _NIC_REPORTS = frozenset((control.ETHERTYPE_CONTROL, control.ETHERTYPE_SPLICE_CLOSED))
 _TIME_WAIT = states.TIME_WAIT
-_CONN_STAT_KEYS = ("retransmits", "fast_retransmits", "rto_timeouts")
 
 
 def _listen_setting(name):
@@ -190,7 +178,8 @@ class HostStack:
         self.drops = collections.Counter()
         self._c = collections.Counter()
         self._frames_in = self._bytes_in = self._frames_out = self._bytes_out = 0
-        self._delivered = self._csum_trusted = self._cookie_conns = 0
+        self._delivered = self._csum_trusted = 0
+        self._syns_received = self._cookie_conns = self._quasi_born = 0
         self._closed = ClosedTcbStats()
 
         # The components (each module's docstring); the receive and output paths read
@@ -208,19 +197,22 @@ class HostStack:
         self._embryonic = conns.embryonic
         self._parked = conns.parked
         self._splicing = conns.steered
-        # The callbacks every TCB gets (output, on_event) bound once, not once per TCB.
-        self._tcbs = TcbFactory(self.ip, tcb_class, self.lazy_tcb, self.tso_max, self._isn,
-                                self._ts_offset, self._route, self._output, conns.on_event,
-                                self._c)
         self._listen = ListenTable(
-            self.ip, self._secret, self.config.ts_hz, self._tcbs, conns, self.drops, self._c,
+            self.ip, self._secret, self.config.ts_hz, self.drops, self._c,
             control=self._nic_control, reset=self._send_rst, synack=self._cookie_synack,
-            take=self._take, max_syn_backlog=max_syn_backlog, syn_cookies=syn_cookies,
+            syn_child=self._syn_child, cookie_child=self._cookie_child,
+            max_syn_backlog=max_syn_backlog, syn_cookies=syn_cookies,
             synack_retries=synack_retries)
         self._listeners = self._listen.ports
         self._ports = PortTable(ephemeral, self._secret, self.ip, conns, self._timewait,
                                 self._listeners)
         self.ephemeral = self._ports.ephemeral
+        # The callbacks every TCB gets, bound once (not a new bound method per TCB).
+        self._event_cb = conns.on_event
+        self._promote_cb = self._on_promote
+        self._tcbs = TcbFactory(self.ip, tcb_class, self.lazy_tcb, self.tso_max, self._isn,
+                                self._ts_offset, self._route, self._output, self._event_cb,
+                                self._c)
         #: teardown/splice offload policy and NIC accounting (host.offload)
         self.offload = NicOffload(self) if self.nic else None
         if self.offload is not None:
@@ -312,7 +304,11 @@ class HostStack:
                     and len(lst.accept_queue) >= lst.backlog):
                 self.drops["listen_overflow"] += 1
                 return
-            self._take(conn, conn.on_segment, seg, now)
+            self._delivered += 1
+            self._entry_conn = conn
+            conn.on_segment(seg, now)
+            self._entry_conn = None
+            self._touch(conn)
             return
         taken = self._timewait.segment(key, seg, now)
         if taken:
@@ -330,15 +326,22 @@ class HostStack:
             return
         self._listen.segment(self._listeners.get(seg.dst_port), key, src, seg, eth_src, now)
 
-    def _take(self, conn, start, *args):
-        """A frame taken by `conn`: counted delivered, ``start(*args)`` (a call into
-        `conn`) run as an entry does, `conn` re-armed once, on return."""
+    def _syn_child(self, lst, key, src, seg, eth_src, now):
+        """Make and run the SYN-RECEIVED child of `lst` for SYN `seg` (host.listen)."""
         self._delivered += 1
+        cfg = lst.config if lst.config is not None else self.config
+        conn = self._tcbs.syn_child(lst, cfg, key, src, seg, eth_src, now)
+        self._embryonic[key] = conn
+        lst.syn_queue[conn] = None
+        self._syns_received += 1
         self._entry_conn = conn
         try:
-            start(*args)
+            conn.accept_syn(seg, now)
         finally:
             self._entry_conn = None
+            # Events from here on. LISTEN -> SYN-RECEIVED concerns no one: the child has
+            # no app yet, and the table only cares about its establishment or its end.
+            conn.on_event = self._event_cb
         self._touch(conn)
 
     def _cookie_synack(self, eth_dst, src, seg, isn, options, window):
@@ -387,7 +390,11 @@ class HostStack:
         ip_src = key[:4]
         conn = self._table.get(key)
         if conn is not None:                      # a retransmission still echoing the cookie
-            self._take(conn, conn.on_segment, seg, self.clock())
+            self._delivered += 1
+            self._entry_conn = conn
+            conn.on_segment(seg, self.clock())
+            self._entry_conn = None
+            self._touch(conn)
             return
         if key in self._parked:
             # Its TCB is offered to the NIC, which passed this up before it read the
@@ -412,8 +419,31 @@ class HostStack:
             self.drops["listen_overflow"] += 1
             return
         self._cookie_conns += 1
-        self._listen.cookie_child(lst, key, ip_src, seg, hdr, self._nic_syn_window,
-                                  self.clock())
+        self._cookie_child(lst, key, ip_src, seg, hdr, self._nic_syn_window, self.clock())
+
+    def _cookie_child(self, lst, key, ip_src, seg, hdr, syn_window, now):
+        """The ESTABLISHED child of a handshake completed with a cookie -- the NIC's
+        (0x090A) or ours (host.listen): `hdr` a NewConnection header, `seg` the ACK."""
+        self._delivered += 1
+        cfg = lst.config if lst.config is not None else self.config
+        conn = self._tcbs.cookie_child(lst, cfg, key, ip_src, seg, hdr, syn_window, now,
+                                       self.nic)
+        self._table[key] = conn
+        self._entry_conn = conn
+        try:
+            if conn.__class__ is QuasiTcb:
+                self._quasi_born += 1
+                conn.on_promote = self._promote_cb
+                conn.start()
+            else:
+                conn.accept_cookie(seg, hdr, now, syn_window)
+        finally:
+            self._entry_conn = None
+        self._touch(conn)
+
+    def _on_promote(self, conn, reason):
+        """A quasi-TCB became a full one (tcp.quasi): counted by reason."""
+        self._c["tcb_promoted_" + reason] += 1
 
     def _send_rst(self, dst_ip, dst_mac, seg):
         """RFC 9293 §3.10.7.1: make the RST acceptable to the sender of `seg`."""
@@ -472,8 +502,10 @@ class HostStack:
     # ------------------------------------------------------------------ ARP (host.arp)
     def _arp_scheduled(self, deadline):
         """The ARP cache pushed `deadline`: wake the runner if it is now the earliest."""
-        if deadline <= self._earliest():
-            self._wake()
+        h, a = self._heap, self._arp_heap
+        if ((not h or deadline <= h[0][0]) and (not a or deadline <= a[0][0])
+                and not self._busy and self.wakeup is not None):
+            self.wakeup()
 
     def arp_add(self, ip, mac):
         """Static neighbour entry (never expires, never overwritten by ARP)."""
@@ -541,12 +573,7 @@ class HostStack:
         nexthop = self._route.nexthop(rip)
         if nexthop is None or self._route.martian(rip):
             raise oserror(errno.ENETUNREACH)
-        if local_port is None or local_port == 0:
-            lport = self._ports.pick(rip, remote_port)
-        else:
-            if not 0 < local_port <= 65535:
-                raise oserror(errno.EINVAL, "local port")
-            lport = local_port
+        lport = self._ports.local_port(rip, remote_port, local_port)
         key = self._ports.key(rip, self.ip, remote_port, lport)
         if self._ports.in_use(key):
             raise oserror(errno.EADDRNOTAVAIL, "4-tuple in use")
@@ -766,15 +793,6 @@ class HostStack:
             if not self._arp_heap or deadline < self._arp_heap[0][0]:
                 self.wakeup()
 
-    def _earliest(self):
-        a = self._heap[0][0] if self._heap else float("inf")
-        b = self._arp_heap[0][0] if self._arp_heap else float("inf")
-        return a if a < b else b
-
-    def _wake(self):
-        if not self._busy and self.wakeup is not None:
-            self.wakeup()
-
     def next_deadline(self):
         """Earliest pending deadline (possibly early: timers are invalidated lazily)."""
         h = self._heap
@@ -799,7 +817,8 @@ class HostStack:
                 nd = conn.next_deadline()
                 if nd is not None and nd <= now:
                     if (rec.embryonic and conn.state == _SYN_RECEIVED
-                            and self._syn_recv_expired(conn, rec)):
+                            and self._listen.syn_recv_expired(conn, rec.parent)):
+                        self._conns.remove(conn)   # dropped as it is (nothing to send)
                         continue
                     self._entry_conn = conn
                     try:
@@ -830,17 +849,6 @@ class HostStack:
         finally:
             self._busy = False
 
-    def _syn_recv_expired(self, conn, rec):
-        """A SYN-RECEIVED child whose SYN-ACK retries are used up (host.listen) is
-        dropped without a word, as Linux frees a request sock: no RST toward a source
-        that never answered. -> True if it was."""
-        if getattr(conn, "retries", 0) < self._listen.synack_limit(rec.parent):
-            return False
-        self._c["syn_recv_expired"] += 1
-        self._c["conns_timeout"] += 1
-        self._conns.remove(conn)                 # the TCB is dropped as it is (nothing to send)
-        return True
-
     # ------------------------------------------------------------------ views and stats
     #: SYN-flood settings (constructor arguments), kept by host.listen.ListenTable
     max_syn_backlog = _listen_setting("max_syn_backlog")
@@ -867,27 +875,17 @@ class HostStack:
         """Stack counters; TCB retransmission counters summed over closed + live conns."""
         closed = self._closed.fold()
         c = dict(self._c)
-        if self._listen.syns_received:
-            c["syns_received"] = self._listen.syns_received
+        if self._syns_received:
+            c["syns_received"] = self._syns_received
         conns = self._conns
-        c["conns_accepted"] = conns.accepted
-        c["cookie_conns"] = self._cookie_conns
-        c["tcb_quasi"] = self._listen.quasi_born
-        c["tcb_quasi_freed"] = conns.quasi_freed
-        c["conns_closed"] = conns.closed
-        c.update(frames_in=self._frames_in, bytes_in=self._bytes_in,
+        c.update(conns_accepted=conns.accepted, cookie_conns=self._cookie_conns,
+                 tcb_quasi=self._quasi_born, tcb_quasi_freed=conns.quasi_freed,
+                 conns_closed=conns.closed, frames_in=self._frames_in, bytes_in=self._bytes_in,
                  frames_out=self._frames_out, bytes_out=self._bytes_out,
-                 frames_delivered=self._delivered,
-                 conns_live=len(conns),
-                 conns_embryonic=len(self._embryonic),
-                 conns_time_wait=len(self._timewait), csum_trusted=self._csum_trusted)
-        for k in ("conns_opened", "conns_accepted", "conns_closed", "conns_reset",
-                  "conns_timeout", "conns_refused", "conns_aborted", "rsts_sent"):
-            c.setdefault(k, 0)
-        live = (self._table, self._embryonic)
-        for k in _CONN_STAT_KEYS:
-            c[k] = closed.get(k, 0) + stats.live_total(live, k)
-        return c
+                 frames_delivered=self._delivered, conns_live=len(conns),
+                 conns_embryonic=len(self._embryonic), conns_time_wait=len(self._timewait),
+                 csum_trusted=self._csum_trusted)
+        return stats.complete(c, closed, (self._table, self._embryonic))
 
     def stats(self):
         """JSON-able snapshot: counters, drops, TCB totals, listeners, connections, ARP."""

@@ -9,7 +9,8 @@ only appends the counter values (one C call, ``operator.attrgetter``) to a pendi
 folded into the totals 256 at a time and whenever they are read. A quasi-TCB
 (`tcp.quasi`) reports its few counters itself, without being promoted.
 
-`snapshot` builds ``HostStack.stats()`` from the stack's public views only.
+`complete` finishes ``HostStack.counters``; `snapshot` builds ``HostStack.stats()`` from
+the stack's public views only.
 """
 
 import collections
@@ -20,7 +21,8 @@ from ..tcp.quasi import QuasiTcb
 from ..wire.ethernet import mac_to_str
 from ..wire.ipv4 import ip_to_str
 
-__all__ = ["TCB_COUNTERS", "ClosedTcbStats", "counter_values", "live_total", "snapshot"]
+__all__ = ["TCB_COUNTERS", "ClosedTcbStats", "complete", "counter_values", "live_total",
+           "snapshot"]
 
 #: Per-TCB counters (TcpConnection attributes) folded into the stack totals.
 TCB_COUNTERS = ("segs_in", "segs_out", "bytes_in", "bytes_out", "retransmits",
@@ -28,6 +30,9 @@ TCB_COUNTERS = ("segs_in", "segs_out", "bytes_in", "bytes_out", "retransmits",
                 "paws_drops", "challenge_acks", "unacceptable", "window_probes")
 _tcb_counter_values = operator.attrgetter(*TCB_COUNTERS)
 _FOLD_BATCH = 256
+_ALWAYS = ("conns_opened", "conns_accepted", "conns_closed", "conns_reset", "conns_timeout",
+           "conns_refused", "conns_aborted", "rsts_sent")
+_CONN_STAT_KEYS = ("retransmits", "fast_retransmits", "rto_timeouts")
 
 
 def counter_values(conn):
@@ -48,6 +53,17 @@ def live_total(tables, name):
             if conn.__class__ is not QuasiTcb:    # its are 0 (not promoted to read)
                 total += getattr(conn, name, 0)
     return total
+
+
+def complete(counters, closed, live):
+    """Fill in `counters` (a dict): the counters every report has (0 if never counted),
+    and the TCB retransmission counters summed over closed (`closed`, folded totals)
+    and live TCBs (`live`, dicts key -> TCB). -> `counters`."""
+    for k in _ALWAYS:
+        counters.setdefault(k, 0)
+    for k in _CONN_STAT_KEYS:
+        counters[k] = closed.get(k, 0) + live_total(live, k)
+    return counters
 
 
 class ClosedTcbStats:
