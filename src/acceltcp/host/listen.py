@@ -17,7 +17,9 @@ child (SYN-RECEIVED); a SYN to a full accept queue is dropped (``listen_overflow
 Linux, also with cookies); an ACK, or any segment to a port nobody listens on, is reset
 (RFC 9293 §3.10.7.1 CLOSED, §3.10.7.2 LISTEN "second check for an ACK") unless it
 carries a valid cookie; anything else is dropped (``listen_no_syn``, §3.10.7.2
-"fourth"). It answers and makes children through the stack's callbacks; its policy:
+"fourth"). It answers and makes cookie children through the stack's callbacks, and hands
+a SYN that makes a SYN-RECEIVED child back to the stack (its common path, inline). Its
+policy:
 
 * SYN floods (RFC 4987). A listener's SYN queue holds at most `max_syn_backlog`
   children. When it is full, a SYN is answered with a SYN cookie (`tcp.syncookie`, the
@@ -139,18 +141,17 @@ class ListenTable:
     `drops` and `counters` are the stack's Counters. The stack's callbacks:
     ``control(msg)`` sends a ``wire.control`` message to the NIC; ``reset(src, eth_src,
     seg)`` answers `seg` with a RST; ``synack(eth_src, src, seg, isn, options, window)``
-    answers SYN `seg` with a cookie SYN-ACK; ``syn_child(lst, key, src, seg, eth_src,
-    now)`` makes and runs the SYN-RECEIVED child of `lst`; ``cookie_child(lst, key, src,
+    answers SYN `seg` with a cookie SYN-ACK; ``cookie_child(lst, key, src,
     seg, hdr, syn_window, now)`` the ESTABLISHED child of a cookie. The SYN-flood
     settings are the stack's constructor's.
     """
 
     __slots__ = ("ports", "ip", "max_syn_backlog", "syn_cookies", "synack_retries", "_jar",
-                 "_drops", "_c", "_control", "_reset", "_synack", "_syn_child",
+                 "_drops", "_c", "_control", "_reset", "_synack",
                  "_cookie_child")
 
     def __init__(self, ip, secret, ts_hz, drops, counters, *, control, reset, synack,
-                 syn_child, cookie_child, max_syn_backlog, syn_cookies, synack_retries):
+                 cookie_child, max_syn_backlog, syn_cookies, synack_retries):
         self.ports = {}           # port -> Listener
         self.ip = ip
         self.max_syn_backlog = max_syn_backlog
@@ -167,7 +168,6 @@ class ListenTable:
         self._control = control
         self._reset = reset
         self._synack = synack
-        self._syn_child = syn_child
         self._cookie_child = cookie_child
 
     def open(self, stack, port, backlog, config, ip, offload_setup, offload_teardown):
@@ -217,7 +217,8 @@ class ListenTable:
     def segment(self, lst, key, src, seg, eth_src, now):
         """A segment for `key` with no TCB nor TIME-WAIT record, not a RST, from `src`
         (not martian) via MAC `eth_src`, to our port ``seg.dst_port``: `lst` is its
-        listener, or None. Answered or made a child through the callbacks, or dropped."""
+        listener, or None. Answered through the callbacks, or dropped -> None; True: a
+        SYN the stack makes a SYN-RECEIVED child of (the common case, kept inline)."""
         flags = seg.flags
         if lst is None or flags & ACK:
             # A listener that sent cookies lately takes an ACK with no TCB as a cookie's
@@ -253,7 +254,7 @@ class ListenTable:
                 return
             self._synack(eth_src, src, seg, *synack)
             return
-        self._syn_child(lst, key, src, seg, eth_src, now)
+        return True
 
     def syn_recv_expired(self, conn, lst):
         """Has SYN-RECEIVED child `conn` of `lst` (None: orphaned) used up its SYN-ACK

@@ -71,8 +71,10 @@ class PortTable:
         return _KEY.pack(remote_ip, local_ip, remote_port, local_port)
 
     def in_use(self, key):
-        """A TCB or a TIME-WAIT record holds the 4-tuple `key`."""
-        return self._conns.in_use(key) or key in self._timewait
+        """A TCB or a TIME-WAIT record holds the 4-tuple `key` (the tables' dicts, read
+        directly: once per candidate port)."""
+        conns = self._conns
+        return key in conns.table or key in conns.embryonic or key in self._timewait.records
 
     def users(self, port):
         """The TCBs and TIME-WAIT records whose local port is `port`."""

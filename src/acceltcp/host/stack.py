@@ -200,7 +200,7 @@ class HostStack:
         self._listen = ListenTable(
             self.ip, self._secret, self.config.ts_hz, self.drops, self._c,
             control=self._nic_control, reset=self._send_rst, synack=self._cookie_synack,
-            syn_child=self._syn_child, cookie_child=self._cookie_child,
+            cookie_child=self._cookie_child,
             max_syn_backlog=max_syn_backlog, syn_cookies=syn_cookies,
             synack_retries=synack_retries)
         self._listeners = self._listen.ports
@@ -310,11 +310,10 @@ class HostStack:
             self._entry_conn = None
             self._touch(conn)
             return
-        taken = self._timewait.segment(key, seg, now)
-        if taken:
-            self._delivered += 1
-            return
-        if taken is not None:
+        if key in self._timewait.records:
+            if self._timewait.segment(key, seg, now):
+                self._delivered += 1
+                return
             # RFC 6191: a new incarnation's SYN, counted once below (as delivered or drop)
             self._c["time_wait_reopened"] += 1
         flags = seg.flags
@@ -324,10 +323,9 @@ class HostStack:
         if self._route.martian(src):
             self.drops["bad_src_addr"] += 1
             return
-        self._listen.segment(self._listeners.get(seg.dst_port), key, src, seg, eth_src, now)
-
-    def _syn_child(self, lst, key, src, seg, eth_src, now):
-        """Make and run the SYN-RECEIVED child of `lst` for SYN `seg` (host.listen)."""
+        lst = self._listeners.get(seg.dst_port)
+        if not self._listen.segment(lst, key, src, seg, eth_src, now):
+            return
         self._delivered += 1
         cfg = lst.config if lst.config is not None else self.config
         conn = self._tcbs.syn_child(lst, cfg, key, src, seg, eth_src, now)
