@@ -141,14 +141,13 @@ class ListenTable:
     `drops` and `counters` are the stack's Counters. The stack's callbacks:
     ``control(msg)`` sends a ``wire.control`` message to the NIC; ``reset(src, eth_src,
     seg)`` answers `seg` with a RST; ``synack(eth_src, src, seg, isn, options, window)``
-    answers SYN `seg` with a cookie SYN-ACK; ``cookie_child(lst, key, src,
-    seg, hdr, syn_window, now)`` the ESTABLISHED child of a cookie. The SYN-flood
-    settings are the stack's constructor's.
+    answers SYN `seg` with a cookie SYN-ACK; ``cookie_child(lst, key, src, seg, hdr,
+    syn_window, now)`` makes and runs the ESTABLISHED child of a valid cookie ACK. The
+    SYN-flood settings are the stack's constructor's.
     """
 
     __slots__ = ("ports", "ip", "max_syn_backlog", "syn_cookies", "synack_retries", "_jar",
-                 "_drops", "_c", "_control", "_reset", "_synack",
-                 "_cookie_child")
+                 "_drops", "_c", "_control", "_reset", "_synack", "_cookie_child")
 
     def __init__(self, ip, secret, ts_hz, drops, counters, *, control, reset, synack,
                  cookie_child, max_syn_backlog, syn_cookies, synack_retries):
