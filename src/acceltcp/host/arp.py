@@ -32,11 +32,22 @@ from ..wire.arp import ARP_REPLY, ARP_REQUEST, ArpPacket, parse_arp
 from ..wire.ethernet import BROADCAST_MAC, ETH_HLEN, ETHERTYPE_ARP, ZERO_MAC, ethernet_header
 from ..wire.ipv4 import ip_to_str
 
-__all__ = ["ArpCache", "ArpEntry", "OUTBOUND_DROP_REASONS"]
+__all__ = ["ArpCache", "ArpEntry", "ARP_DROP_REASONS", "OUTBOUND_DROP_REASONS"]
 
 #: The drop reasons that count frames the stack failed to SEND (all others count
 #: received frames, so frames_in == frames_delivered + inbound drops).
-OUTBOUND_DROP_REASONS = ("arp_unresolved", "arp_queue_overflow", "arp_pending_full")
+OUTBOUND_DROP_REASONS = (
+    "arp_unresolved",         # outbound frame dropped: next hop did not answer ARP
+    "arp_queue_overflow",     # outbound frame dropped: too many frames waiting for ARP
+    "arp_pending_full",       # outbound frame dropped: too many resolutions in progress
+)
+#: The drop reasons an ArpCache counts (see host.stack.HOST_DROP_REASONS; it also
+#: counts ``not_for_us``).
+ARP_DROP_REASONS = (
+    "arp_not_for_us",         # ARP whose target is not our address
+    "arp_bad_sender",         # ARP with a multicast sender MAC or our own IP as sender
+    "arp_table_full",         # no room to learn a new neighbour
+) + OUTBOUND_DROP_REASONS
 
 RETRY = 1.0         # RFC 1122 §2.3.2.1: at most one request per second per destination
 TRIES = 3

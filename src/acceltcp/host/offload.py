@@ -33,8 +33,8 @@ can reach the host between the offer and the answer except after a refusal, whic
 arrived first. After the answer, a segment can still reach the host where the NIC and
 the host have separate queues (the XDP NIC: frames it passed up before the flow was
 its own wait in the TAP's queue): for ``HANDED_LINGER`` seconds after an acceptance
-the host drops segments of that 4-tuple (``drops["teardown_late"]``, ``recently_handed``)
-instead of resetting them; the peer's retransmission reaches the NIC.
+the host drops segments of that 4-tuple (``drops["teardown_late"]``, ``late``) instead
+of resetting them; the peer's retransmission reaches the NIC.
 
 Splice (§4.3, Figure 7). ``nsplice(c, s, callback)`` joins the proxy's connection to
 the client (c) and to the server (s):
@@ -283,10 +283,14 @@ class NicOffload:
         while h and (len(h) > HANDED_MAX or next(iter(h.values())) < now):
             h.popitem(last=False)
 
-    def recently_handed(self, key, now):
-        """Was the 4-tuple `key` handed to the NIC's teardown within HANDED_LINGER?"""
+    def late(self, key, now):
+        """A segment with no TCB for `key`: was the 4-tuple handed to the NIC's teardown
+        within HANDED_LINGER? Then it is dropped (``teardown_late``), not reset."""
         until = self._handed.get(key)
-        return until is not None and until >= now
+        if until is None or until < now:
+            return False
+        self.stack.drops["teardown_late"] += 1
+        return True
 
     def _teardown_refused(self, msg):
         conn = self._pending.pop(msg.flow_id, None)

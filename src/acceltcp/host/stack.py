@@ -15,6 +15,14 @@ those two entries call `stack.wakeup()` (if set) so the driver re-arms early. Th
 never installs itself as the device receiver: the runner does, so that it can wrap the
 entry with timer re-arming and CPU accounting.
 
+Its parts, each a component with its own state: `host.conns` (the demux tables: where
+each TCB lives, and what moving it counts), `host.conn` (the `HostConn` record on each
+TCB, and how TCBs are made), `host.listen` (listeners, SYN queues, SYN-flood defence),
+`host.timers` (the connection timer heap), `host.timewait` (TIME-WAIT records),
+`host.arp` (neighbour resolution), `host.ports` (local ports, ISNs, timestamp offsets),
+`host.addr` (routes), `host.stats` (counter totals, the stats snapshot) and, on a NIC,
+`host.offload` (teardown and splice offload, through the offload contract below).
+
 Receive path (the hot path). Ethernet -> IPv4 -> TCP through the `wire` parsers (each
 validation failure is a `WireError` whose `reason` becomes `drops[reason]`). IP options
 are rejected by `parse_ipv4_fields`, so the TCP ports sit at a fixed offset and the demux
@@ -22,270 +30,99 @@ key is the raw 12 bytes ``frame[26:38]`` = src-ip|dst-ip|sport|dport, sliced wit
 integer decoding and looked up in one dict (`_table`). A hit goes straight to
 `conn.on_segment(seg, now)`; a miss takes the slow path: embryonic children of a listener
 (`_embryonic`), TIME-WAIT records (`_timewait`), listeners, RST generation for closed
-ports (RFC 9293 §3.10.7.1).
-
-SYN floods (RFC 4987). A listener's SYN queue holds at most `max_syn_backlog` children in
-SYN-RECEIVED. When it is full, a SYN is answered with a SYN cookie (`tcp.syncookie`, the
-host's own key) and leaves no state, as Linux with tcp_syncookies=1; an ACK with no TCB
-to a listener that sent cookies in the last validity window is checked as one
-(`_cookie_ack`) and, if valid, becomes an ESTABLISHED child through `accept_cookie`,
-the NIC's path (`syn_cookies_sent`, `syn_cookie_ack_ok`, `syn_cookie_ack_bad`: forged,
-stale or garbled, reset like any ACK to a listener). Children give up after
-`synack_retries` (5, Linux's, 63 s), after 2 (7 s) while the queue is more than half
-full, silently. Every answer to a SYN -- SYN-ACK, cookie SYN-ACK, RST -- goes to the
-frame's sender MAC, so spoofed sources cost no ARP work; a child uses the neighbour
-table once established. Why a host cookie's ACK never meets the NIC's check:
-`tcp.syncookie`.
-
-Per-connection host state lives in a `HostConn` record hung on ``conn.owner``
-(``conn.key`` is the demux key): route/ARP cache, timer bookkeeping, listener linkage and
-the application's event handler (the socket layer or the asyncio face). The TCB calls
-``conn.on_event`` on app-visible changes; the stack handles listener bookkeeping and
-table removal there, then forwards to the app handler.
+ports (RFC 9293 §3.10.7.1). Every answer to a segment without a TCB goes to the frame's
+sender MAC, so spoofed sources cost no ARP work.
 
 Output. The TCB calls `_output(conn, flags, seq, ack, window, options, payload)`; the
 stack builds the frame with `wire.tcp.build_tcp_frame`, the destination MAC coming from
-the connection's cached ARP entry (one attribute check per frame). Unresolved next hops
-queue a bounded number of frames per destination while ARP resolves (RFC 826; 1 s
-retransmission, 3 tries); a failed resolution drops them (`drops["arp_unresolved"]`) and
-the TCB's own retransmission recovers. Resolutions in progress and queued frames are
-capped in all (`arp_pending_full`, `arp_queue_overflow`). Expired entries that are still in use are
-re-probed while they keep being used (Linux's STALE/PROBE, simplified). On a device with
-`offload` and `send_segment` (a TAP with virtio-net headers) data segments leave with a
-partial checksum for the device to complete, as TSO super-segments when `tso` is on.
+the connection's cached ARP entry (one attribute check per frame); an unresolved next
+hop's frames wait in `host.arp`. On a device with `offload` and `send_segment` (a TAP
+with virtio-net headers) data segments leave with a partial checksum for the device to
+complete, as TSO super-segments when `tso` is on.
 
-Timers are absolute deadlines in a heap of ``(deadline, seq, conn)`` with lazy
-invalidation: a connection is pushed only when its new deadline is earlier than the one
-it already has in the heap (``HostConn.armed``); a popped entry that no longer matches
-``armed`` is stale and skipped; a matching one re-asks ``conn.next_deadline()`` and fires
-``on_timer`` only if it is really due (a deadline that moved later just re-arms). ARP
-retries and expiries sit in a second small heap.
+Timers. After every call into a TCB the stack re-asks its deadline (`_touch`) and arms
+the timer heap (`host.timers`, lazily invalidated) if it moved earlier; `on_timer` fires
+the due TCBs, reaps TIME-WAIT records and runs ARP's own small heap.
 
 Connection-setup offload (AccelTCP §4.1). On a device that is a NIC (``device.nic``) a
-listener opened with ``offload_setup=True`` is announced to it with a ``Listen`` control
-frame made from the listener's config (``Unlisten`` when it closes); the NIC then answers
-its SYNs with SYN cookies and hands each completed handshake up as one 0x090A frame:
-a ``NewConnection`` header in front of the client's ACK (``nic.dataplane`` states the
-contract). ``_new_connection`` builds the TCB with ``accept_cookie`` -- already
-ESTABLISHED, straight into ``_table``, never embryonic -- and puts it on the accept
-queue at its first event like any other child (``conns_accepted``, ``cookie_conns``).
-SYNs the NIC does not answer (no timestamps, a tiny MSS, listener table full) still
-arrive and take the ordinary path, so an offloaded listener is never worse off. 0x090A
-frames are taken from a NIC device only, and a 0x090A for a 4-tuple that already has a
-TCB or TIME-WAIT record (a retransmitted ACK still echoing the cookie TSval) or for a
-port no longer offloaded is handled as the ordinary segment it carries.
+listener opened with ``offload_setup=True`` is announced to the NIC (`host.listen`),
+which then answers its SYNs with SYN cookies and hands each completed handshake up as
+one 0x090A frame: a ``NewConnection`` header in front of the client's ACK
+(``nic.dataplane`` states the contract). ``_new_connection`` builds the TCB with
+``accept_cookie`` -- already ESTABLISHED, straight into ``_table``, never embryonic --
+and puts it on the accept queue at its first event like any other child
+(``conns_accepted``, ``cookie_conns``). SYNs the NIC does not answer (no timestamps, a
+tiny MSS, listener table full) still arrive and take the ordinary path, so an offloaded
+listener is never worse off. 0x090A frames are taken from a NIC device only, and a
+0x090A for a 4-tuple that already has a TCB or TIME-WAIT record (a retransmitted ACK
+still echoing the cookie TSval) or for a port no longer offloaded is handled as the
+ordinary segment it carries.
 
-Lazy TCB creation (AccelTCP §5.2, ``lazy_tcb``). A child born from a cookie -- the
-NIC's 0x090A or the host's own -- whose first segment is the common one starts as a
-``tcp.quasi.QuasiTcb``: only what its first exchange needs (no RTO estimator, congestion
-controller, retransmission state). It is promoted in place to the full
-``TcpConnection`` when it needs one (a further segment, a timer, output, close); one
-whose reply and close go to the NIC's teardown offload is freed without ever being
-full. That is the only way a quasi-TCB ends as one, so by default (``lazy_tcb=True``)
-only children of a listener that offloads teardown to a NIC start quasi: elsewhere
-every one would be promoted, and promotion costs a little more than building the full
-TCB at once. ``lazy_tcb="always"``: every cookie child (tests, measurements); False:
-none. Promotion yields exactly the full TCB's state, so the frames the stack sends do
-not depend on the option (tests/e2e/test_lazy_tcb.py). Counters: ``tcb_quasi`` (born
-quasi), ``tcb_quasi_freed`` (removed while quasi), ``tcb_quasi_declined`` (an unusual
-first segment: a full TCB at once), ``tcb_promoted_<reason>`` (``tcp.quasi``'s
-PROMOTE_REASONS).
+Lazy TCB creation (AccelTCP §5.2, ``lazy_tcb``): a child born from a cookie may start
+as a ``tcp.quasi.QuasiTcb`` and become a full TCB only when it needs one; `host.conn`
+states when and why, and the counters (``tcb_quasi``, ``tcb_promoted_<reason>``, ...).
 
 Connections leave the table when ``conn.closed`` (on reset, abort, timeout, LAST-ACK
 done) or when they reach TIME-WAIT: the TCB then hands the rest of 2MSL to a compact
-`tcp.timewait.TimeWait` record and is freed; records expire from a FIFO per 2MSL
-duration, not through the heap. Counters of finished TCBs are folded into the stack's
-totals in batches.
+`tcp.timewait.TimeWait` record (`host.timewait`) and is freed. Their counters are kept
+by `host.stats`.
 """
 
 import collections
 import errno
-import hashlib
-import heapq
-import operator
 import os
-import struct
 import types
 
 from ..tcp import states
 from ..tcp.config import TcpConfig
-from ..tcp import timewait
 from ..tcp.connection import TcpConnection
 from ..tcp.quasi import QuasiTcb
 from ..tcp.seq import seq_add
-from ..tcp.syncookie import SynCookieJar
-from .arp import OUTBOUND_DROP_REASONS, ArpCache, ArpEntry
+from . import stats
+from .addr import Route, oserror, to_ip, to_mac
+from .arp import ARP_DROP_REASONS, OUTBOUND_DROP_REASONS, ArpCache
+from .conn import HostConn, TcbFactory
+from .conns import PARKED, ConnTable
+from .listen import LISTEN_DROP_REASONS, SYNACK_RETRIES, Listener, ListenTable
 from .offload import NicOffload
+from .ports import InitialNumbers, PortTable
+from .stats import TCB_COUNTERS, ClosedTcbStats
+from .timers import TimerHeap
+from .timewait import TimeWaitTable
 from ..wire import control
 from ..wire.errors import WireError
 from ..wire.ethernet import (BROADCAST_MAC, ETH_HLEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ZERO_MAC,
-                             mac_from_str, mac_to_str, parse_ethernet)
-from ..wire.ipv4 import IPPROTO_TCP, ip_from_str, ip_to_str, parse_ipv4_fields
+                             mac_to_str, parse_ethernet)
+from ..wire.ipv4 import IPPROTO_TCP, ip_to_str, parse_ipv4_fields
 from ..wire.tcp import (ACK, FIN, RST, SYN, TSO_PAYLOAD_MAX, build_tcp_frame,
-                        build_tcp_header_partial, parse_tcp, tcp_options)
+                        build_tcp_header_partial, parse_tcp)
 
 __all__ = ["HostStack", "HostConn", "Listener", "HOST_DROP_REASONS", "OUTBOUND_DROP_REASONS",
-           "to_ip", "to_mac"]
+           "TCB_COUNTERS", "to_ip", "to_mac"]
 
-#: Drop reasons the host stack adds to the `wire` parser reasons (`wire.errors.DROP_REASONS`).
+#: Drop reasons the host stack adds to the `wire` parser reasons (`wire.errors.DROP_REASONS`):
+#: its own, its listeners' (host.listen) and its ARP cache's (host.arp).
 HOST_DROP_REASONS = (
     "not_for_us",             # Ethernet dst not ours/broadcast, or IPv4 dst not our address
     "ethertype_unsupported",  # neither IPv4 nor ARP
     "ip_proto_unsupported",   # IPv4 but not TCP
     "bad_src_addr",           # martian source (0/8, multicast, broadcast, ourselves): no reply
-    "no_connection",          # non-RST segment, no TCB and no listener (or ACK to a
-                              # listener): RST sent (RFC 9293 §3.10.7.1/.2)
     "rst_no_connection",      # RST for no TCB: ignored, never answered (§3.10.7.1)
     "teardown_pending",       # for a connection offered to the NIC, no answer yet: its
                               # owner is undecided (host.offload); the peer retransmits
     "teardown_late",          # for a connection the NIC took lately, queued before it
                               # did (host.offload): not reset; the peer retransmits
-    "listen_no_syn",          # neither SYN nor ACK nor RST to a listener (§3.10.7.2 "fourth")
-    "listen_overflow",        # accept queue full: SYN, or the handshake's final ACK (or
-                              # the NIC's NewConnection frame), dropped
-    "syn_backlog_overflow",   # listener's SYN queue (embryonic children) full and no
-                              # cookie possible (syn_cookies off, client MSS < 536)
-    "arp_not_for_us",         # ARP whose target is not our address
-    "arp_bad_sender",         # ARP with a multicast sender MAC or our own IP as sender
-    "arp_table_full",         # no room to learn a new neighbour
-    "arp_unresolved",         # outbound frame dropped: next hop did not answer ARP
-    "arp_queue_overflow",     # outbound frame dropped: too many frames waiting for ARP
-    "arp_pending_full",       # outbound frame dropped: too many resolutions in progress
     "internal_error",         # an exception from a TCB/app callback (strict=False only)
-)
+) + LISTEN_DROP_REASONS + ARP_DROP_REASONS
 
-
-
-# SYN-RECEIVED lifetime. RFC 4987 §3.4 (reducing the SYN-RECEIVED timer) as Linux does it:
-# tcp_synack_retries = 5 (SYN-ACK at 0 s, again at 1, 3, 7, 15, 31 s, given up at 63 s);
-# when the SYN queue is more than half full (reqsk_timer_handler's "reserve half of room
-# for young embryos"), 2 (given up at 7 s). Linux lowers the limit step by step as the
-# queue holds fewer young (never retransmitted) entries; a flood fills it with old ones,
-# so we take its floor at once. Retry limit 2 still covers one lost SYN-ACK and one lost
-# ACK of a real client, and with cookies a full queue no longer refuses anyone.
-_SYNACK_RETRIES = 5
-_SYNACK_RETRIES_MIN = 2
 _SYN_RECEIVED = states.SYN_RECEIVED
-
-_ZERO_IP = b"\0\0\0\0"
-# HostConn.armed of a parked TCB (offered to the NIC): earlier than any deadline, so
-# `_touch` never pushes it and every heap entry it has is stale. Its timers must not
-# fire: the connection is the NIC's unless it refuses (then `unpark` re-arms).
-_PARKED = float("-inf")
-_KEY = struct.Struct("!4s4sHH")      # remote-ip | local-ip | remote-port | local-port
-_ISN_PORTS = struct.Struct("!HH")
-_U32 = 0xFFFFFFFF
-_ESTABLISHED_LIKE = frozenset(states.SYNCHRONIZED)
 _NIC_REPORTS = frozenset((control.ETHERTYPE_CONTROL, control.ETHERTYPE_SPLICE_CLOSED))
 _TIME_WAIT = states.TIME_WAIT
-_CONN_STAT_KEYS = ("retransmits", "fast_retransmits", "rto_timeouts")
-#: Per-TCB counters (TcpConnection attributes) folded into the stack totals.
-TCB_COUNTERS = ("segs_in", "segs_out", "bytes_in", "bytes_out", "retransmits",
-                "fast_retransmits", "rto_timeouts", "dupacks_in", "ooo_segments",
-                "paws_drops", "challenge_acks", "unacceptable", "window_probes")
-_tcb_counter_values = operator.attrgetter(*TCB_COUNTERS)
 
 
-def to_ip(ip):
-    """'a.b.c.d' or 4 bytes -> 4 bytes (ValueError otherwise)."""
-    if isinstance(ip, str):
-        return ip_from_str(ip)
-    ip = bytes(ip)
-    if len(ip) != 4:
-        raise ValueError("IPv4 address must be 4 bytes")
-    return ip
-
-
-def to_mac(mac):
-    """'aa:bb:..' or 6 bytes -> 6 bytes."""
-    if isinstance(mac, str):
-        return mac_from_str(mac)
-    mac = bytes(mac)
-    if len(mac) != 6:
-        raise ValueError("MAC address must be 6 bytes")
-    return mac
-
-
-def _oserror(code, detail=""):
-    return OSError(code, os.strerror(code) + (": " + detail if detail else ""))
-
-
-class HostConn:
-    """Host-side bookkeeping of one TCB, at ``conn.owner``.
-
-    `handler(conn)` is the application layer's event callback (socket API / asyncio
-    face) and `app` its per-connection object; set both with `HostStack.attach`.
-    """
-
-    __slots__ = ("key", "remote_ip", "local_port", "remote_port", "nexthop", "arp",
-                 "armed", "parent", "embryonic", "removed", "handler", "app", "passive",
-                 "offload_teardown", "teardown_wait")
-
-    # No reference back to the TCB: conn -> owner only, so a finished connection is
-    # freed by reference counting, without work for the cyclic garbage collector.
-    def __init__(self, key, remote_ip, local_port, remote_port, nexthop, passive):
-        self.key = key
-        self.remote_ip = remote_ip
-        self.local_port = local_port
-        self.remote_port = remote_port
-        self.nexthop = nexthop
-        self.arp = None          # cached live host.arp.ArpEntry of nexthop
-        self.armed = None        # the deadline this conn currently has in the timer heap
-        self.parent = None       # Listener, until the app accepts the child
-        self.embryonic = False   # in the listener's SYN queue (lives in _embryonic)
-        self.removed = False
-        self.handler = None
-        self.app = None
-        self.passive = passive
-        self.offload_teardown = False   # offer the teardown to the NIC on close (§4.2)
-        self.teardown_wait = False      # closed by the app, offered once the rest fits
-
-
-class Listener:
-    """A passive open on one port (RFC 9293 §3.10.1 LISTEN; the listener is not a TCB).
-
-    `syn_queue`: embryonic children (SYN-RECEIVED), at most `stack.max_syn_backlog`.
-    `accept_queue`: established children not yet accepted, at most `backlog`.
-    `on_acceptable(listener)`: called when a child joins the accept queue.
-    """
-
-    __slots__ = ("stack", "port", "ip", "backlog", "config", "syn_queue", "accept_queue",
-                 "on_acceptable", "closed", "app", "offload_setup", "offload_teardown",
-                 "cookies_until")
-
-    def __init__(self, stack, port, backlog, config, ip, offload_setup=False,
-                 offload_teardown=False):
-        self.stack = stack
-        self.port = port
-        self.ip = ip
-        self.backlog = backlog
-        self.config = config
-        self.syn_queue = {}                       # conn -> None (ordered set)
-        self.accept_queue = collections.deque()
-        self.on_acceptable = None
-        self.closed = False
-        self.app = None
-        #: the NIC answers this listener's SYNs with cookies (AccelTCP §4.1)
-        self.offload_setup = offload_setup
-        #: children offer their teardown to the NIC (§4.2; TCP_TEARDOWN_OFFLOAD)
-        self.offload_teardown = offload_teardown
-        #: ACKs without a TCB are checked as host SYN cookies until then (the last cookie
-        #: SYN-ACK + the jar's validity window; Linux: tcp_synq_no_recent_overflow)
-        self.cookies_until = float("-inf")
-
-    def accept(self):
-        """-> the oldest established child, or None. The child is the caller's now."""
-        q = self.accept_queue
-        if not q:
-            return None
-        conn = q.popleft()
-        conn.owner.parent = None
-        return conn
-
-    def __repr__(self):
-        return "Listener(port=%d, backlog=%d, syn=%d, accept=%d%s)" % (
-            self.port, self.backlog, len(self.syn_queue), len(self.accept_queue),
-            ", closed" if self.closed else "")
+def _listen_setting(name):
+    return property(lambda self: getattr(self._listen, name),
+                    lambda self, value: setattr(self._listen, name, value))
 
 
 class HostStack:
@@ -294,114 +131,94 @@ class HostStack:
     def __init__(self, device, ip, clock, *, config=None, netmask=24, gateway=None,
                  arp_timeout=60.0, isn=None, ephemeral=(32768, 60999), max_syn_backlog=1024,
                  name="", secret=None, strict=False, tcb_class=TcpConnection, tso=True,
-                 syn_cookies=True, synack_retries=_SYNACK_RETRIES, lazy_tcb=True):
+                 syn_cookies=True, synack_retries=SYNACK_RETRIES, lazy_tcb=True):
         self.device = device
         self.mac = to_mac(device.mac)
         self.ip = to_ip(ip)
         self.clock = clock
         self.config = config if config is not None else TcpConfig()
-        if not 0 <= netmask <= 32:
-            raise ValueError("netmask is a prefix length 0..32")
-        self.netmask = netmask
-        self._mask = (_U32 << (32 - netmask)) & _U32
-        self._net = int.from_bytes(self.ip, "big") & self._mask
-        self._bcast = (self._net | (~self._mask & _U32)).to_bytes(4, "big")
         self.gateway = to_ip(gateway) if gateway is not None else None
-        self._isn = isn if isn is not None else self._rfc6528_isn
-        lo, hi = ephemeral
-        if not 0 < lo <= hi <= 65535:
-            raise ValueError("bad ephemeral range")
-        self.ephemeral = (lo, hi)
-        self.max_syn_backlog = max_syn_backlog
-        #: answer SYNs with cookies when the SYN queue is full (Linux tcp_syncookies=1)
-        self.syn_cookies = syn_cookies
-        #: SYN-ACK retransmissions before a child is given up (Linux tcp_synack_retries;
-        #: at most the TCB's own config.syn_retries, 2 under pressure: _SYNACK_RETRIES_MIN)
-        self.synack_retries = synack_retries
+        self.netmask = netmask
+        self._route = Route(self.ip, netmask, self.gateway)
         self.name = name
         #: the TCB type (TcpConnection's constructor and contract)
         self.tcb_class = tcb_class
-        #: lazy TCB creation (AccelTCP §5.2, tcp.quasi): a connection born from a cookie
-        #: starts as a QuasiTcb and becomes a full TCB only when it needs one -- True:
-        #: children of listeners that offload teardown to a NIC, "always": every cookie
-        #: child, False: none. Only with the default TCB type (a QuasiTcb promotes to a
-        #: TcpConnection).
+        #: lazy TCB creation (see the module docstring): True, "always" or False; only
+        #: with the default TCB type (a QuasiTcb promotes to a TcpConnection)
         if lazy_tcb not in (True, False, "always"):
             raise ValueError("lazy_tcb is True, False or 'always'")
         self.lazy_tcb = lazy_tcb if tcb_class is TcpConnection else False
-        # Device offloads (a TAP with virtio-net headers): a device with `offload` set and
-        # `send_segment(header, payload, gso_size)` completes TCP checksums, so data
-        # segments leave with a partial checksum; with `tso` they are also handed over
-        # as super-segments of up to TSO_PAYLOAD_MAX bytes that it cuts to the MSS. On
-        # receive, the device says per frame whether the kernel vouched for the
-        # checksum (`receive_frame(frame, csum_ok=True)`).
+        # Device offloads (a TAP with virtio-net headers): `send_segment(header, payload,
+        # gso_size)` completes TCP checksums, and with `tso` cuts super-segments of up to
+        # TSO_PAYLOAD_MAX bytes to the MSS; on receive, `csum_ok` per frame.
         self._send_segment = (device.send_segment if getattr(device, "offload", False)
                               and hasattr(device, "send_segment") else None)
         self.tso_max = TSO_PAYLOAD_MAX if tso and self._send_segment is not None else 0
-        self._csum_trusted = 0
         # A NIC dataplane in front of the device (AccelTCP): setup offload is possible.
         self.nic = bool(getattr(device, "nic", False))
         self._nic_syn_window = getattr(device, "syn_window", 0xFFFF)
         self._secret = secret if secret is not None else os.urandom(16)
-        # F() of RFC 6528 keyed once: each ISN copies this state instead of re-keying.
-        self._isn_hash = hashlib.blake2s(key=self._secret, digest_size=4)
-        # Host SYN cookies (tcp.syncookie): a key of their own, derived from the secret.
-        self._cookie_jar = SynCookieJar(
-            hashlib.blake2s(b"syncookie", key=self._secret).digest(),
-            ts_hz=self.config.ts_hz)
-        self._ts_offsets = {}     # remote ip -> TS clock offset (_ts_offset)
+        numbers = InitialNumbers(self._secret, self.ip)
+        self._isn = isn if isn is not None else numbers.isn
+        self._ts_offset = numbers.ts_offset
         #: re-raise exceptions from TCBs/app callbacks out of receive_frame/on_timer
         #: (tests); otherwise they are counted as drops["internal_error"].
         self.strict = strict
         self.last_exception = None
         #: driver hook, called when the earliest deadline moves earlier outside an entry.
         self.wakeup = None
-
-        self.drops = collections.Counter()
-        self._table = {}          # key -> conn (synchronized or actively opened)
-        self._embryonic = {}      # key -> conn (listener children in SYN-RECEIVED)
-        self._timewait = {}       # key -> tcp.timewait.TimeWait (the TCB is gone)
-        self._splicing = {}       # key -> host.offload._Splice (TCB draining to splice)
-        self._parked = {}         # key -> conn offered to the NIC, no answer yet (offload)
-        self._tw_fifo = {}        # 2MSL duration -> deque of TimeWait, in expiry order
-        self._listeners = {}      # port -> Listener
-        self._bound = collections.Counter()   # ports reserved by the socket layer
-        self._heap = []           # (deadline, seq, conn)
-        self._heap_seq = 0
         self._busy = False
         # The TCB an entry is driving right now: `_touch` leaves it alone, since the
         # entry re-arms it once the TCB returns (app calls made from its callbacks
         # would otherwise re-arm it once per call).
         self._entry_conn = None
         self._ident = 0
-        self._next_ephemeral = 0
-        # ARP
-        # counters (plain ints on the hot path; `counters` builds the dict)
+        self._send_frame = device.send
+
+        # Counters: plain ints on the hot path (the short-lived connection's too),
+        # slow-path ones in `_c`; `counters` builds the dict.
+        self.drops = collections.Counter()
+        self._c = collections.Counter()
         self._frames_in = self._bytes_in = self._frames_out = self._bytes_out = 0
-        self._delivered = 0
-        # ... and per connection: the short-lived connection's path is a hot path too
-        self._syns_received = self._conns_accepted = self._conns_closed = 0
-        self._cookie_conns = 0
-        self._quasi_born = self._quasi_freed = 0
-        self._c = collections.Counter()       # slow-path counters
-        #: neighbour resolution (host.arp); its table is read on the output path
+        self._delivered = self._csum_trusted = 0
+        self._syns_received = self._cookie_conns = self._quasi_born = 0
+        self._closed = ClosedTcbStats()
+
+        # The components (each module's docstring); the receive and output paths read
+        # some of their dicts and heaps directly, aliased here.
+        self._timers = TimerHeap(self._timer_earlier)
+        self._heap = self._timers.heap
+        self._timewait = TimeWaitTable()
+        self._tw_fifo = self._timewait.fifos          # read on every next_deadline()
         self.arp = ArpCache(self.mac, self.ip, clock, arp_timeout, self._emit, self.drops,
                             self._c, self._arp_scheduled)
         self._arp = self.arp.entries
         self._arp_heap = self.arp.heap
-        self._closed_stats = collections.Counter()   # TCB stats of removed connections
-        # TCB counter values of removed connections not yet added to _closed_stats:
-        # folded in batches (and whenever the totals are read) instead of one by one.
-        self._closed_pending = []
-        self._send_frame = device.send
+        self._conns = conns = ConnTable(self._timers, self._arp, self._closed, self._c)
+        self._table = conns.table
+        self._embryonic = conns.embryonic
+        self._parked = conns.parked
+        self._splicing = conns.steered
+        self._listen = ListenTable(
+            self.ip, self._secret, self.config.ts_hz, self.drops, self._c,
+            control=self._nic_control, reset=self._send_rst, synack=self._cookie_synack,
+            cookie_child=self._cookie_child,
+            max_syn_backlog=max_syn_backlog, syn_cookies=syn_cookies,
+            synack_retries=synack_retries)
+        self._listeners = self._listen.ports
+        self._ports = PortTable(ephemeral, self._secret, self.ip, conns, self._timewait,
+                                self._listeners)
+        self.ephemeral = self._ports.ephemeral
+        # The callbacks every TCB gets, bound once (not a new bound method per TCB).
+        self._event_cb = conns.on_event
+        self._promote_cb = self._on_promote
+        self._tcbs = TcbFactory(self.ip, tcb_class, self.lazy_tcb, self.tso_max, self._isn,
+                                self._ts_offset, self._route, self._output, self._event_cb,
+                                self._c)
         #: teardown/splice offload policy and NIC accounting (host.offload)
         self.offload = NicOffload(self) if self.nic else None
         if self.offload is not None:
             self.offload.start()
-        # The callbacks every TCB gets, bound once (not a new bound method per TCB).
-        self._output_cb = self._output
-        self._event_cb = self._on_conn_event
-        self._promote_cb = self._on_promote
 
     # ------------------------------------------------------------------ receive path
     def receive_frame(self, frame, csum_ok=False):
@@ -495,14 +312,8 @@ class HostStack:
             self._entry_conn = None
             self._touch(conn)
             return
-        tw = self._timewait.get(key)
-        if tw is not None:
-            action = tw.on_segment(seg, now)
-            if action == timewait.KEEP:
-                self._delivered += 1
-                return
-            del self._timewait[key]
-            if action == timewait.REMOVE:
+        if key in self._timewait.records:
+            if self._timewait.segment(key, seg, now):
                 self._delivered += 1
                 return
             # RFC 6191: a new incarnation's SYN, counted once below (as delivered or drop)
@@ -511,55 +322,18 @@ class HostStack:
         if flags & RST:                              # RFC 9293 §3.10.7.1: never answer a RST
             self.drops["rst_no_connection"] += 1
             return
-        if self._martian(src):
+        if self._route.martian(src):
             self.drops["bad_src_addr"] += 1
             return
         lst = self._listeners.get(seg.dst_port)
-        if lst is None or flags & ACK:
-            # A listener that sent cookies lately takes an ACK with no TCB as a cookie's
-            # (Linux cookie_v4_check); one that does not verify is reset below.
-            if (lst is not None and not flags & SYN and lst.cookies_until >= now
-                    and self._cookie_ack(lst, key, src, seg, now)):
-                return
-            off = self.offload
-            if off is not None and off.recently_handed(key, now):
-                self.drops["teardown_late"] += 1
-                return
-            # §3.10.7.1 (CLOSED) and §3.10.7.2 (LISTEN, "second check for an ACK")
-            self._send_rst(src, eth_src, seg)
-            self.drops["no_connection"] += 1
+        off = self.offload          # queued before the NIC took the flow? (host.offload)
+        if off is not None and flags & ACK and not flags & SYN and off.late(key, now):
             return
-        if not flags & SYN:
-            self.drops["listen_no_syn"] += 1      # §3.10.7.2 "fourth, other text or control"
-            return
-        if len(lst.accept_queue) >= lst.backlog:
-            self.drops["listen_overflow"] += 1    # as Linux, also with cookies
-            return
-        if len(lst.syn_queue) >= self.max_syn_backlog:
-            # RFC 4987 §3.6 / Linux tcp_syncookies=1: a full SYN queue answers with a
-            # cookie and keeps nothing. Not §3.5's recycling of the oldest child: a flood
-            # faster than queue size / handshake RTT would evict real clients' children
-            # before their ACKs arrive; a cookie cannot be evicted.
-            if not (self.syn_cookies and self._send_cookie_synack(lst, src, seg, eth_src,
-                                                                  now)):
-                self.drops["syn_backlog_overflow"] += 1
+        if not self._listen.segment(lst, key, src, seg, eth_src, now):
             return
         self._delivered += 1
         cfg = lst.config if lst.config is not None else self.config
-        lport = seg.dst_port
-        rport = seg.src_port
-        iss = self._isn(self.ip, lport, src, rport, now) & _U32
-        conn = self.tcb_class(cfg, self.ip, lport, src, rport, iss, self._output_cb, now)
-        conn.tso_max = self.tso_max
-        conn.ts_offset = self._ts_offset(src)
-        rec = conn.owner = HostConn(key, src, lport, rport, self._nexthop_or_self(src), True)
-        # The SYN-ACK and its retransmissions go to the SYN's sender MAC, from a private
-        # entry outside the neighbour table: a spoofed source costs no ARP resolution
-        # (nor a queued frame). From ESTABLISHED on, the table (_child_established).
-        rec.arp = ArpEntry(rec.nexthop, eth_src, None, True)
-        conn.key = key
-        rec.parent = lst
-        rec.embryonic = True
+        conn = self._tcbs.syn_child(lst, cfg, key, src, seg, eth_src, now)
         self._embryonic[key] = conn
         lst.syn_queue[conn] = None
         self._syns_received += 1
@@ -572,6 +346,15 @@ class HostStack:
             # no app yet, and the table only cares about its establishment or its end.
             conn.on_event = self._event_cb
         self._touch(conn)
+
+    def _cookie_synack(self, eth_dst, src, seg, isn, options, window):
+        """Answer SYN `seg` with a cookie SYN-ACK (host.listen), to the SYN's sender MAC
+        as `_send_rst`: no ARP work for a (spoofed) source."""
+        self._ident = ident = (self._ident + 1) & 0xFFFF
+        self._delivered += 1
+        self._emit(build_tcp_frame(eth_dst, self.mac, self.ip, src, ident, seg.dst_port,
+                                   seg.src_port, isn, seq_add(seg.seq, 1), SYN | ACK, window,
+                                   options, b""))
 
     def _tcp_segment(self, frame, dst, csum_ok):
         """IPv4 -> TCP of a frame addressed to us (its Ethernet header already read):
@@ -622,15 +405,15 @@ class HostStack:
             self.drops["teardown_pending"] += 1
             return
         lst = self._listeners.get(seg.dst_port)
-        tw = self._timewait.get(key)
+        tw = self._timewait.records.get(key)
         if tw is not None and seg.flags & (SYN | RST | ACK) == ACK and tw.reopens(seg, True):
             # The NIC answered a new incarnation's SYN while we hold the old one's
             # TIME-WAIT (it does not know of it): the same RFC 6191 test as for a SYN.
-            del self._timewait[key]
+            self._timewait.pop(key)
             self._c["time_wait_reopened"] += 1
             tw = None
         if (lst is None or not lst.offload_setup or seg.flags & (SYN | RST | ACK) != ACK
-                or key in self._embryonic or tw is not None or self._martian(ip_src)):
+                or key in self._embryonic or tw is not None or self._route.martian(ip_src)):
             self._segment_slow(key, ip_src, seg, src)    # no new connection: as usual
             return
         if len(lst.accept_queue) >= lst.backlog:
@@ -638,40 +421,23 @@ class HostStack:
             # cookie TSval) comes back through the NIC as a new 0x090A.
             self.drops["listen_overflow"] += 1
             return
-        self._delivered += 1
         self._cookie_conns += 1
         self._cookie_child(lst, key, ip_src, seg, hdr, self._nic_syn_window, self.clock())
 
     def _cookie_child(self, lst, key, ip_src, seg, hdr, syn_window, now):
         """The ESTABLISHED child of a handshake completed with a cookie -- the NIC's
-        (0x090A) or ours (`_cookie_ack`): `hdr` a NewConnection header, `seg` the ACK."""
+        (0x090A) or ours (host.listen): `hdr` a NewConnection header, `seg` the ACK."""
+        self._delivered += 1
         cfg = lst.config if lst.config is not None else self.config
-        lport = seg.dst_port
-        rport = seg.src_port
-        quasi = None
-        lazy = self.lazy_tcb
-        if lazy and (lazy == "always" or (lst.offload_teardown and self.nic)):
-            # §5.2: only what the first exchange needs; None if the ACK is unusual
-            quasi = QuasiTcb.from_cookie(cfg, self.ip, lport, ip_src, rport, self._output_cb,
-                                         seg, hdr, now, syn_window)
-            if quasi is None:
-                self._c["tcb_quasi_declined"] += 1
-        conn = quasi if quasi is not None else self.tcb_class(
-            cfg, self.ip, lport, ip_src, rport, (seg.ack - 1) & _U32, self._output_cb, now)
-        conn.tso_max = self.tso_max
-        rec = self._register(conn, key, ip_src, lport, rport, self._nexthop_or_self(ip_src),
-                             True)
+        conn = self._tcbs.cookie_child(lst, cfg, key, ip_src, seg, hdr, syn_window, now,
+                                       self.nic)
         self._table[key] = conn
-        # Not in _embryonic: the flag only makes its first event (ESTABLISHED, with the
-        # data of the ACK) put it on the accept queue, as for a SYN-RECEIVED child.
-        rec.parent = lst
-        rec.embryonic = True
         self._entry_conn = conn
         try:
-            if quasi is not None:
+            if conn.__class__ is QuasiTcb:
                 self._quasi_born += 1
-                quasi.on_promote = self._promote_cb
-                quasi.start()
+                conn.on_promote = self._promote_cb
+                conn.start()
             else:
                 conn.accept_cookie(seg, hdr, now, syn_window)
         finally:
@@ -681,74 +447,6 @@ class HostStack:
     def _on_promote(self, conn, reason):
         """A quasi-TCB became a full one (tcp.quasi): counted by reason."""
         self._c["tcb_promoted_" + reason] += 1
-
-    # ------------------------------------------------------------------ host SYN cookies
-    def _send_cookie_synack(self, lst, src, seg, eth_src, now):
-        """Answer a SYN with a cookie SYN-ACK (tcp.syncookie), keeping no state -> True;
-        False when the client's MSS is below every class (the SYN is dropped). With the
-        client's timestamps the options ride in our TSval; without, only the MSS class
-        fits (as Linux): no window scaling or SACK offered then."""
-        cfg = lst.config if lst.config is not None else self.config
-        ts = cfg.timestamps and seg.tsval is not None
-        ws = seg.wscale
-        if ws is not None and ws > 14:
-            ws = 14                                   # RFC 7323 §2.3
-        cookie = self._cookie_jar.make(self.ip, seg.dst_port, src, seg.src_port, seg.seq,
-                                       seg.mss, ws, seg.sack_permitted, now, ts)
-        if cookie is None:
-            return False
-        isn, tsval = cookie
-        # Our side exactly as _send_syn offers it, so accept_cookie's negotiation from
-        # cfg and the cookie's options agree with what the client saw.
-        our_ws = cfg.wscale if ts and ws is not None and cfg.wscale is not None else None
-        opts = tcp_options(mss=cfg.mss, wscale=None if our_ws is None else min(our_ws, 14),
-                           sack_permitted=ts and cfg.sack and seg.sack_permitted,
-                           timestamps=(tsval, seg.tsval) if ts else None)
-        self._ident = ident = (self._ident + 1) & 0xFFFF
-        # To the SYN's sender MAC, as _send_rst: no ARP work for a (spoofed) source.
-        frame = build_tcp_frame(eth_src, self.mac, self.ip, src, ident, seg.dst_port,
-                                seg.src_port, isn, seq_add(seg.seq, 1), SYN | ACK,
-                                self._syn_window(cfg), opts, b"")
-        jar = self._cookie_jar
-        lst.cookies_until = now + jar.window * jar.tick
-        self._c["syn_cookies_sent"] += 1
-        self._delivered += 1
-        self._emit(frame)
-        return True
-
-    @staticmethod
-    def _syn_window(cfg):
-        return cfg.rcv_buf if cfg.rcv_buf < 0xFFFF else 0xFFFF   # SYN windows are unscaled
-
-    def _cookie_ack(self, lst, key, src, seg, now):
-        """An ACK to `lst` with no TCB, while it sends cookies: a connection if it carries
-        a valid cookie (True; also when dropped for a full accept queue, as Linux does);
-        False, counted, when it does not (the caller resets it, as Linux does)."""
-        jar = self._cookie_jar
-        tsecr = seg.tsecr
-        if tsecr is None:
-            opts = jar.check_no_ts(self.ip, seg.dst_port, src, seg.src_port, seg.seq,
-                                   seg.ack, now)
-        else:
-            opts = jar.check(self.ip, seg.dst_port, src, seg.src_port, seg.seq, seg.ack,
-                             tsecr, now)
-        if opts is None:
-            self._c["syn_cookie_ack_bad"] += 1
-            return False
-        if len(lst.accept_queue) >= lst.backlog:
-            self.drops["listen_overflow"] += 1       # the client's retransmission retries
-            return True
-        self._c["syn_cookie_ack_ok"] += 1
-        self._delivered += 1
-        cfg = lst.config if lst.config is not None else self.config
-        hdr = control.NewConnection(opts.mss, opts.wscale, opts.sack_ok, tsecr is not None,
-                                    tsecr if tsecr is not None else 0)
-        self._cookie_child(lst, key, src, seg, hdr, self._syn_window(cfg), now)
-        return True
-
-    def _martian(self, src):
-        b0 = src[0]
-        return (b0 == 0 or b0 >= 224 or b0 == 127 or src == self._bcast or src == self.ip)
 
     def _send_rst(self, dst_ip, dst_mac, seg):
         """RFC 9293 §3.10.7.1: make the RST acceptable to the sender of `seg`."""
@@ -804,21 +502,13 @@ class HostStack:
         self._bytes_out += len(frame)
         self._send_frame(frame)
 
-    def _nexthop(self, ip):
-        """The neighbour to send to for `ip`, or None (no route)."""
-        if int.from_bytes(ip, "big") & self._mask == self._net:
-            return ip
-        return self.gateway
-
-    def _nexthop_or_self(self, ip):
-        nh = self._nexthop(ip)
-        return nh if nh is not None else ip
-
     # ------------------------------------------------------------------ ARP (host.arp)
     def _arp_scheduled(self, deadline):
         """The ARP cache pushed `deadline`: wake the runner if it is now the earliest."""
-        if deadline <= self._earliest():
-            self._wake()
+        h, a = self._heap, self._arp_heap
+        if ((not h or deadline <= h[0][0]) and (not a or deadline <= a[0][0])
+                and not self._busy and self.wakeup is not None):
+            self.wakeup()
 
     def arp_add(self, ip, mac):
         """Static neighbour entry (never expires, never overwritten by ARP)."""
@@ -837,102 +527,6 @@ class HostStack:
         return e.mac if e is not None else None
 
     # ------------------------------------------------------------------ connections
-    def _register(self, conn, key, remote_ip, lport, rport, nexthop, passive):
-        rec = HostConn(key, remote_ip, lport, rport, nexthop, passive)
-        conn.owner = rec
-        conn.key = key
-        conn.on_event = self._event_cb
-        return rec
-
-    def _on_conn_event(self, conn):
-        rec = conn.owner
-        if rec.embryonic and conn.state in _ESTABLISHED_LIKE and not conn.closed:
-            self._child_established(conn, rec)
-        if conn.closed and not rec.removed:
-            self._remove(conn)
-        h = rec.handler
-        if h is not None:
-            h(conn)
-
-    def _child_established(self, conn, rec):
-        lst = rec.parent
-        key = rec.key
-        if self._embryonic.get(key) is conn:
-            del self._embryonic[key]
-        self._table[key] = conn
-        rec.embryonic = False
-        if rec.arp is not None and self._arp.get(rec.nexthop) is not rec.arp:
-            rec.arp = None          # the SYN's sender MAC (private entry): the table now
-        self._conns_accepted += 1
-        if lst is not None:
-            rec.offload_teardown = lst.offload_teardown
-        if lst is None or lst.closed:
-            rec.parent = None
-            return
-        lst.syn_queue.pop(conn, None)
-        lst.accept_queue.append(conn)
-        cb = lst.on_acceptable
-        if cb is not None:
-            cb(lst)
-
-    def _remove(self, conn):
-        rec = conn.owner
-        if rec.removed:
-            return
-        rec.removed = True
-        rec.armed = None
-        key = rec.key
-        tbl = self._embryonic if rec.embryonic else self._table
-        if tbl.get(key) is conn:
-            del tbl[key]
-        lst = rec.parent
-        if lst is not None:
-            rec.parent = None
-            lst.syn_queue.pop(conn, None)
-            try:
-                lst.accept_queue.remove(conn)
-            except ValueError:
-                pass
-        # Stale heap entries keep finished TCBs alive until their deadline; compact
-        # once they outnumber the live ones (amortized O(1) per removal).
-        if len(self._heap) > 64 + 2 * (len(self._table) + len(self._embryonic)):
-            self._compact()
-        if rec.embryonic:
-            # A child that never completed its handshake was never accepted: not a
-            # closed connection (accepted + opened == closed + live - embryonic).
-            self._c["conns_embryonic_closed"] += 1
-        else:
-            self._conns_closed += 1
-        err = conn.error
-        if err is not None:
-            self._c["conns_" + err] += 1    # conns_reset / conns_timeout / conns_refused
-        if conn.__class__ is QuasiTcb:
-            self._quasi_freed += 1                   # gone without becoming a full TCB
-        values = self._counter_values(conn)
-        pending = self._closed_pending
-        pending.append(values)
-        if len(pending) >= 256:
-            self._fold_closed_stats()
-
-    def _counter_values(self, conn):
-        """The TCB_COUNTERS values of `conn` (a quasi-TCB is not promoted for them)."""
-        if conn.__class__ is QuasiTcb:
-            return conn.counter_values()
-        try:
-            return _tcb_counter_values(conn)         # one C call for the 13 attributes
-        except AttributeError:                       # a TCB type without some of them
-            return tuple(getattr(conn, k, 0) for k in TCB_COUNTERS)
-
-    def _fold_closed_stats(self):
-        """Add the pending counters of removed TCBs to _closed_stats (nonzero totals only)."""
-        pending = self._closed_pending
-        if pending:
-            cs = self._closed_stats
-            for k, total in zip(TCB_COUNTERS, map(sum, zip(*pending))):
-                if total:
-                    cs[k] += total
-            pending.clear()
-
     def _touch(self, conn):
         """After any call into a TCB: drop it if closed, else re-arm its timer."""
         if conn is self._entry_conn:
@@ -943,7 +537,7 @@ class HostStack:
                 return              # offered: parked, out of the table and the timers
         if conn.closed:
             if not conn.owner.removed:
-                self._remove(conn)
+                self._conns.remove(conn)
             return
         if conn.state == _TIME_WAIT:
             self._enter_time_wait(conn)
@@ -952,49 +546,17 @@ class HostStack:
         if d is not None:
             a = conn.owner.armed
             if a is None or d < a:
-                self._push(conn, d)
+                self._timers.push(conn, d)
 
     def _enter_time_wait(self, conn):
-        """Swap a TCB that reached TIME-WAIT for a compact record (tcp.timewait): the
-        TCB is freed now; the record lives in a FIFO, 2MSL being the same for all
-        connections of one config, so reaping is a popleft, not a heap operation."""
+        """Swap a TCB that reached TIME-WAIT for a compact record (host.timewait)."""
         key = conn.owner.key
         tw = conn.handoff_time_wait(self.clock())   # the TCB closes and leaves the table
         if not conn.owner.removed:
-            self._remove(conn)
-        self._timewait[key] = tw
-        fifo = self._tw_fifo.get(tw.duration)
-        if fifo is None:
-            fifo = self._tw_fifo[tw.duration] = collections.deque()
-        if not fifo and not self._busy and self.wakeup is not None:
-            d = self.next_deadline()
-            if d is None or tw.expires <= d:
+            self._conns.remove(conn)
+        if self._timewait.add(key, tw) and not self._busy and self.wakeup is not None:
+            if tw.expires <= self.next_deadline():     # the earliest deadline now
                 self.wakeup()
-        fifo.append((tw.expires, tw))
-
-    def _reap_time_wait(self, now):
-        tws = self._timewait
-        for fifo in self._tw_fifo.values():
-            while fifo and fifo[0][0] <= now:
-                expires, tw = fifo.popleft()
-                if tws.get(tw.key) is not tw:
-                    continue                         # ended early (RST, reopened)
-                if tw.expires > expires:
-                    # 2MSL restarted by a retransmitted FIN: back to the tail. Entries
-                    # there expire no earlier than ~now + 2MSL, so it is reaped at most
-                    # one 2MSL late, never early.
-                    fifo.append((tw.expires, tw))
-                    continue
-                del tws[tw.key]
-
-    def _time_wait_deadline(self):
-        d = None
-        for fifo in self._tw_fifo.values():
-            if fifo:
-                e = fifo[0][0]
-                if d is None or e < d:
-                    d = e
-        return d
 
     def attach(self, conn, handler, app=None):
         """Route `conn`'s events to `handler(conn)` (the app layer); `app` is its object."""
@@ -1010,100 +572,38 @@ class HostStack:
         """
         rip = to_ip(remote_ip)
         if not 0 < remote_port <= 65535:
-            raise _oserror(errno.EINVAL, "remote port")
-        nexthop = self._nexthop(rip)
-        if nexthop is None or self._martian(rip):
-            raise _oserror(errno.ENETUNREACH)
-        if local_port is None or local_port == 0:
-            lport = self._pick_port(rip, remote_port)
-        else:
-            if not 0 < local_port <= 65535:
-                raise _oserror(errno.EINVAL, "local port")
-            lport = local_port
-        key = _KEY.pack(rip, self.ip, remote_port, lport)
-        if key in self._table or key in self._embryonic or key in self._timewait:
-            raise _oserror(errno.EADDRNOTAVAIL, "4-tuple in use")
+            raise oserror(errno.EINVAL, "remote port")
+        nexthop = self._route.nexthop(rip)
+        if nexthop is None or self._route.martian(rip):
+            raise oserror(errno.ENETUNREACH)
+        lport = self._ports.local_port(rip, remote_port, local_port)
+        key = self._ports.key(rip, self.ip, remote_port, lport)
+        if self._ports.in_use(key):
+            raise oserror(errno.EADDRNOTAVAIL, "4-tuple in use")
         now = self.clock()
-        iss = self._isn(self.ip, lport, rip, remote_port, now) & _U32
-        conn = self.tcb_class(config if config is not None else self.config, self.ip, lport,
-                             rip, remote_port, iss, self._output_cb, now)
-        conn.tso_max = self.tso_max
-        conn.ts_offset = self._ts_offset(rip)
-        self._register(conn, key, rip, lport, remote_port, nexthop, False)
+        conn = self._tcbs.active(config if config is not None else self.config, key, rip,
+                                 lport, remote_port, nexthop, now)
         self._table[key] = conn
         self._c["conns_opened"] += 1
         conn.connect(now)
         self._touch(conn)
         return conn
 
-    def _pick_port(self, rip, rport):
-        """RFC 6056 §3.3.3 (Algorithm 3, simple hash-based) ephemeral port selection."""
-        lo, hi = self.ephemeral
-        n = hi - lo + 1
-        h = hashlib.blake2s(self.ip + rip + _ISN_PORTS.pack(rport, 0), key=self._secret,
-                            digest_size=4).digest()
-        offset = int.from_bytes(h, "big")
-        table, emb, lst, bound = self._table, self._embryonic, self._listeners, self._bound
-        for _ in range(n):
-            port = lo + (self._next_ephemeral + offset) % n
-            self._next_ephemeral += 1
-            if port in lst or port in bound:
-                continue
-            key = _KEY.pack(rip, self.ip, rport, port)
-            if key not in table and key not in emb and key not in self._timewait:
-                return port
-        raise _oserror(errno.EADDRNOTAVAIL, "no ephemeral port free")
-
     def free_port(self):
         """An ephemeral port that no listener, bound socket or connection uses."""
-        lo, hi = self.ephemeral
-        used = {c.owner.local_port for c in self._table.values()}
-        used.update(c.owner.local_port for c in self._embryonic.values())
-        for _ in range(hi - lo + 1):
-            port = lo + self._next_ephemeral % (hi - lo + 1)
-            self._next_ephemeral += 1
-            if port not in self._listeners and port not in self._bound and port not in used:
-                return port
-        raise _oserror(errno.EADDRNOTAVAIL, "no ephemeral port free")
-
-    def _rfc6528_isn(self, local_ip, local_port, remote_ip, remote_port, now):
-        """RFC 6528 §3: ISN = M + F(localip, localport, remoteip, remoteport, secretkey),
-        M a 4 µs timer, F a keyed hash (BLAKE2s here)."""
-        h = self._isn_hash.copy()
-        h.update(local_ip + remote_ip + _ISN_PORTS.pack(local_port, remote_port))
-        return (int.from_bytes(h.digest(), "big") + int(now * 250_000)) & _U32
-
-    def _ts_offset(self, remote_ip):
-        """The timestamp clock offset toward `remote_ip`: a keyed hash of the address
-        pair (RFC 7323 §7.1; Linux's secure_tcp_ts_off), so successive connections to
-        one peer send increasing TSvals and a new SYN passes the peer's PAWS check on a
-        4-tuple it still holds in TIME-WAIT (RFC 6191). Not per 4-tuple: reusing a port
-        toward a server that closed first would then fail about half the time."""
-        off = self._ts_offsets.get(remote_ip)
-        if off is None:
-            if len(self._ts_offsets) >= 4096:
-                self._ts_offsets.clear()
-            h = self._isn_hash.copy()
-            h.update(b"ts" + self.ip + remote_ip)
-            off = self._ts_offsets[remote_ip] = int.from_bytes(h.digest(), "big")
-        return off
+        return self._ports.any_free()
 
     def bind_port(self, port):
         """Reserve `port` (socket layer `bind`): ephemeral allocation skips it."""
-        self._bound[port] += 1
+        self._ports.bind(port)
 
     def unbind_port(self, port):
-        if self._bound[port] <= 1:
-            del self._bound[port]
-        else:
-            self._bound[port] -= 1
+        """Release one reservation of `port` (socket layer close)."""
+        self._ports.unbind(port)
 
     def port_users(self, port):
         """The connections whose local port is `port` (bind conflict checks)."""
-        out = [c for c in self._table.values() if c.owner.local_port == port]
-        out.extend(c for c in self._embryonic.values() if c.owner.local_port == port)
-        out.extend(tw for tw in self._timewait.values() if tw.owner.local_port == port)
-        return out
+        return self._ports.users(port)
 
     # App-side calls into a TCB: supply `now`, then re-arm / reap. Errors of the TCB
     # (`send` on a reset or closing connection) propagate to the caller. Called from the
@@ -1154,7 +654,7 @@ class HostStack:
         ``callback(host.offload.SpliceFailed)`` if the NIC did not take it, and then
         both connections are the app's again. Raises OSError EOPNOTSUPP without a NIC."""
         if not self.nic:
-            raise _oserror(errno.EOPNOTSUPP, "no NIC to splice on")
+            raise oserror(errno.EOPNOTSUPP, "no NIC to splice on")
         return self.offload.nsplice(conn_c, conn_s, callback)
 
     def abort(self, conn):
@@ -1175,27 +675,8 @@ class HostStack:
         per connection ``HostConn.offload_teardown``). Raises OSError
         EADDRINUSE (already listening), EADDRNOTAVAIL (`ip` not ours).
         """
-        if ip is not None:
-            ipb = to_ip(ip)
-            if ipb != self.ip and ipb != b"\0\0\0\0":
-                raise _oserror(errno.EADDRNOTAVAIL)
-        if port == 0:
-            port = self.free_port()
-        if not 0 < port <= 65535:
-            raise _oserror(errno.EINVAL, "port")
-        if port in self._listeners:
-            raise _oserror(errno.EADDRINUSE)
-        lst = self._listeners[port] = Listener(self, port, max(0, backlog), config, ip,
-                                               bool(offload_setup and self.nic),
-                                               bool(offload_teardown))
-        if lst.offload_setup:
-            cfg = config if config is not None else self.config
-            self._nic_control(control.Listen(self._listen_ip(ip), port, cfg.mss, cfg.wscale,
-                                             cfg.sack, cfg.timestamps))
-        return lst
-
-    def _listen_ip(self, ip):
-        return to_ip(ip) if ip is not None else _ZERO_IP
+        return self._listen.open(self, port, backlog, config, ip, offload_setup and self.nic,
+                                 offload_teardown)
 
     def _nic_control(self, msg):
         """A control frame to the NIC (not counted in frames_out: not for the wire)."""
@@ -1245,40 +726,28 @@ class HostStack:
         rec = conn.owner
         del self._table[rec.key]
         self._parked[rec.key] = conn
-        rec.armed = _PARKED          # its heap entries are stale, and _touch pushes none
+        rec.armed = PARKED           # its heap entries are stale, and _touch pushes none
 
     def unpark(self, conn):
         """Put a parked `conn` back in the table (the caller then calls ``touch``)."""
-        rec = conn.owner
-        key = rec.key
-        self._parked.pop(key, None)
-        self._table[key] = conn
-        rec.armed = None
+        self._conns.unpark(conn)
 
     def remove(self, conn):
         """Forget `conn` for good (parked or not): out of every table, counted closed."""
         self._parked.pop(conn.owner.key, None)
-        self._remove(conn)
+        self._conns.remove(conn)
 
     def steer(self, conn, handler):
         """Take `conn` out of the table; from now on every segment for its 4-tuple goes
         to ``offload.splice_segment(handler, key, frame, seg)`` (``handler`` is the
         offload's own object) until ``unsteer``. Its timers keep running (``touch``)."""
-        key = conn.owner.key
-        del self._table[key]
-        self._splicing[key] = handler
+        self._conns.steer(conn, handler)
         self._touch(conn)
 
     def unsteer(self, conn, handler, restore=True):
         """End ``steer(conn, handler)`` (if `handler` still has the 4-tuple: -> True);
         with `restore`, a `conn` that is not closed is back in the table."""
-        key = conn.owner.key
-        if self._splicing.get(key) is not handler:
-            return False
-        del self._splicing[key]
-        if restore and not conn.closed:
-            self._table[key] = conn
-        return True
+        return self._conns.unsteer(conn, handler, restore)
 
     def deliver(self, conn, seg):
         """Run one received segment through `conn` as the receive path does (its timer
@@ -1311,43 +780,21 @@ class HostStack:
             return None
         self.nic = False
         self._c["nic_lost"] += 1
-        for lst in self._listeners.values():
-            lst.offload_setup = False
+        self._listen.nic_lost()
         return self.offload.lost()
 
     def unlisten(self, listener):
         """Stop listening; children not yet accepted are reset (as Linux does on close)."""
-        if self._listeners.get(listener.port) is listener:
-            del self._listeners[listener.port]
-        if listener.offload_setup and not listener.closed:
-            self._nic_control(control.Unlisten(self._listen_ip(listener.ip), listener.port))
-        listener.closed = True
-        children = list(listener.syn_queue) + list(listener.accept_queue)
-        listener.syn_queue.clear()
-        listener.accept_queue.clear()
-        for conn in children:
-            conn.owner.parent = None
+        for conn in self._listen.close(listener):
             self.abort(conn)
 
     # ------------------------------------------------------------------ timers
-    def _push(self, conn, deadline):
-        conn.owner.armed = deadline
-        h = self._heap
-        earliest = h[0][0] if h else float("inf")
-        self._heap_seq += 1
-        heapq.heappush(h, (deadline, self._heap_seq, conn))
-        if deadline < earliest and not self._busy and self.wakeup is not None:
+    def _timer_earlier(self, deadline):
+        """A connection's deadline became the timer heap's earliest: wake the driver if
+        no entry is running (it re-reads next_deadline on return) and ARP's is later."""
+        if not self._busy and self.wakeup is not None:
             if not self._arp_heap or deadline < self._arp_heap[0][0]:
                 self.wakeup()
-
-    def _earliest(self):
-        a = self._heap[0][0] if self._heap else float("inf")
-        b = self._arp_heap[0][0] if self._arp_heap else float("inf")
-        return a if a < b else b
-
-    def _wake(self):
-        if not self._busy and self.wakeup is not None:
-            self.wakeup()
 
     def next_deadline(self):
         """Earliest pending deadline (possibly early: timers are invalidated lazily)."""
@@ -1357,7 +804,7 @@ class HostStack:
         if a and (d is None or a[0][0] < d):
             d = a[0][0]
         if self._tw_fifo:
-            t = self._time_wait_deadline()
+            t = self._timewait.deadline()
             if t is not None and (d is None or t < d):
                 d = t
         return d
@@ -1367,18 +814,14 @@ class HostStack:
         now = self.clock()
         self._busy = True
         try:
-            h = self._heap
             fired = []
-            while h and h[0][0] <= now:
-                d, _, conn = heapq.heappop(h)
+            for conn in self._timers.due(now):
                 rec = conn.owner
-                if rec.armed != d or rec.removed:
-                    continue                       # stale entry
-                rec.armed = None
                 nd = conn.next_deadline()
                 if nd is not None and nd <= now:
                     if (rec.embryonic and conn.state == _SYN_RECEIVED
-                            and self._syn_recv_expired(conn, rec)):
+                            and self._listen.syn_recv_expired(conn, rec.parent)):
+                        self._conns.remove(conn)   # dropped as it is (nothing to send)
                         continue
                     self._entry_conn = conn
                     try:
@@ -1399,51 +842,22 @@ class HostStack:
                     if self.strict:
                         raise
                     self.drops["internal_error"] += 1
-            while h:                               # drop stale heads: no spurious wakeups
-                d, _, conn = h[0]
-                rec = conn.owner
-                if rec.armed == d and not rec.removed:
-                    break
-                heapq.heappop(h)
+            self._timers.drop_stale()              # no spurious wakeups
             if self._tw_fifo:
-                self._reap_time_wait(now)
+                self._timewait.reap(now)
             if self._arp_heap and self._arp_heap[0][0] <= now:
                 self.arp.on_timer(now)
-            if len(h) > 64 + 2 * (len(self._table) + len(self._embryonic)):
-                self._compact()
+            if len(self._heap) > 64 + 2 * len(self._conns):
+                self._conns.compact_timers()
         finally:
             self._busy = False
 
-    def _syn_recv_expired(self, conn, rec):
-        """A SYN-RECEIVED child whose SYN-ACK retries are used up (see _SYNACK_RETRIES)
-        is dropped without a word, as Linux frees a request sock: no RST toward a
-        source that never answered. -> True if it was."""
-        lst = rec.parent
-        limit = self.synack_retries
-        if (lst is not None and 2 * len(lst.syn_queue) > self.max_syn_backlog
-                and limit > _SYNACK_RETRIES_MIN):
-            limit = _SYNACK_RETRIES_MIN
-        if getattr(conn, "retries", 0) < limit:
-            return False
-        self._c["syn_recv_expired"] += 1
-        self._c["conns_timeout"] += 1
-        self._remove(conn)                 # the TCB is dropped as it is (nothing to send)
-        return True
-
-    def _compact(self):
-        h = []
-        waiting = {sp.c for sp in self._splicing.values()} | \
-            {sp.s for sp in self._splicing.values()}
-        for tbl in (self._table.values(), self._embryonic.values(), waiting):
-            for conn in tbl:
-                a = conn.owner.armed
-                if a is not None:
-                    self._heap_seq += 1
-                    h.append((a, self._heap_seq, conn))
-        heapq.heapify(h)
-        self._heap = h
-
     # ------------------------------------------------------------------ views and stats
+    #: SYN-flood settings (constructor arguments), kept by host.listen.ListenTable
+    max_syn_backlog = _listen_setting("max_syn_backlog")
+    syn_cookies = _listen_setting("syn_cookies")
+    synack_retries = _listen_setting("synack_retries")
+
     @property
     def listeners(self):
         return types.MappingProxyType(self._listeners)
@@ -1451,83 +865,36 @@ class HostStack:
     @property
     def connections(self):
         """{(local ip, local port, remote ip, remote port): conn} of every TCB in the table."""
-        out = {}
-        lip = ip_to_str(self.ip)
-        for tbl in (self._table, self._embryonic):
-            for conn in tbl.values():
-                r = conn.owner
-                out[(lip, r.local_port, ip_to_str(r.remote_ip), r.remote_port)] = conn
-        return out
+        return self._conns.view(self.ip)
 
     @property
     def time_wait(self):
         """{(local ip, local port, remote ip, remote port): TimeWait} of connections in
         TIME-WAIT (their TCBs are gone; see tcp.timewait)."""
-        lip = ip_to_str(self.ip)
-        return {(lip, tw.owner.local_port, ip_to_str(tw.owner.remote_ip), tw.owner.remote_port): tw
-                for tw in self._timewait.values()}
-
-    def _live_stat(self, name):
-        total = 0
-        for tbl in (self._table, self._embryonic):
-            for conn in tbl.values():
-                if conn.__class__ is not QuasiTcb:    # its are 0 (not promoted to read)
-                    total += getattr(conn, name, 0)
-        return total
+        return self._timewait.view(self.ip)
 
     @property
     def counters(self):
         """Stack counters; TCB retransmission counters summed over closed + live conns."""
-        self._fold_closed_stats()
+        closed = self._closed.fold()
         c = dict(self._c)
         if self._syns_received:
             c["syns_received"] = self._syns_received
-        c["conns_accepted"] = self._conns_accepted
-        c["cookie_conns"] = self._cookie_conns
-        c["tcb_quasi"] = self._quasi_born
-        c["tcb_quasi_freed"] = self._quasi_freed
-        c["conns_closed"] = self._conns_closed
-        c.update(frames_in=self._frames_in, bytes_in=self._bytes_in,
+        conns = self._conns
+        c.update(conns_accepted=conns.accepted, cookie_conns=self._cookie_conns,
+                 tcb_quasi=self._quasi_born, tcb_quasi_freed=conns.quasi_freed,
+                 conns_closed=conns.closed, frames_in=self._frames_in, bytes_in=self._bytes_in,
                  frames_out=self._frames_out, bytes_out=self._bytes_out,
-                 frames_delivered=self._delivered,
-                 conns_live=len(self._table) + len(self._embryonic),
-                 conns_embryonic=len(self._embryonic),
-                 conns_time_wait=len(self._timewait), csum_trusted=self._csum_trusted)
-        for k in ("conns_opened", "conns_accepted", "conns_closed", "conns_reset",
-                  "conns_timeout", "conns_refused", "conns_aborted", "rsts_sent"):
-            c.setdefault(k, 0)
-        for k in _CONN_STAT_KEYS:
-            c[k] = self._closed_stats.get(k, 0) + self._live_stat(k)
-        return c
+                 frames_delivered=self._delivered, conns_live=len(conns),
+                 conns_embryonic=len(self._embryonic), conns_time_wait=len(self._timewait),
+                 csum_trusted=self._csum_trusted)
+        return stats.complete(c, closed, (self._table, self._embryonic))
 
     def stats(self):
         """JSON-able snapshot: counters, drops, TCB totals, listeners, connections, ARP."""
-        self._fold_closed_stats()
-        tcp = collections.Counter(self._closed_stats)
-        conns = []
-        for (lip, lport, rip, rport), conn in sorted(self.connections.items()):
-            st = dict(conn.stats)
-            for k, v in zip(TCB_COUNTERS, self._counter_values(conn)):
-                tcp[k] += v
-            conns.append({"local": "%s:%d" % (lip, lport), "remote": "%s:%d" % (rip, rport),
-                          "state": states.STATE_NAMES[conn.state], "error": conn.error,
-                          "stats": st})
-        return {
-            "name": self.name,
-            "ip": ip_to_str(self.ip),
-            "mac": mac_to_str(self.mac),
-            "counters": self.counters,
-            "drops": dict(self.drops),
-            "tcp": dict(tcp),
-            "listeners": [{"port": l.port, "backlog": l.backlog, "syn_queue": len(l.syn_queue),
-                           "accept_queue": len(l.accept_queue)}
-                          for l in self._listeners.values()],
-            "connections": conns,
-            "arp": {ip: [mac, exp if isinstance(exp, str) else round(exp, 6)]
-                    for ip, (mac, exp) in self.arp_table().items()},
-        }
+        return stats.snapshot(self, self._closed)
 
     def __repr__(self):
         return "HostStack(%s%s, %d conns, %d listeners)" % (
             self.name + " " if self.name else "", ip_to_str(self.ip),
-            len(self._table) + len(self._embryonic), len(self._listeners))
+            len(self._conns), len(self._listeners))
