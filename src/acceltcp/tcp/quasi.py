@@ -274,7 +274,7 @@ class QuasiTcb(TcpConnection):
         self._notify = False
 
     def counter_values(self):
-        """The TCB counters (``host.stack.TCB_COUNTERS`` order) without promoting."""
+        """The TCB counters (``host.stats.TCB_COUNTERS`` order) without promoting."""
         return (self.segs_in, 0, self.bytes_in, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
     @property

@@ -299,10 +299,11 @@ def fig11(ctx):
                    "ours": "%.2f-%.2fx" % (min(sp), max(sp))}]
     falls = sp[-1] < 0.95 * sp[0]
     note = ("Ours (%.2f-%.2fx) is %s the paper's 2.5-3.6x and %s: the host still sends and "
-            "receives every data frame of a message above one MSS (no TSO/LRO in the "
-            "simulated host), work the offloads do not touch, so the gain %s as messages "
-            "grow; the paper's large messages are capped by software TSO on its NIC "
-            "instead, and its numbers include host optimizations not built here."
+            "receives every data frame of a message above one MSS (this experiment runs "
+            "without the simulated NIC's TSO/LRO, nic/toe.py), work the offloads do not "
+            "touch, so the gain %s as messages grow; the paper's large messages are "
+            "capped by software TSO on its NIC instead, and its numbers include host "
+            "optimizations (zero-copy) not built here."
             % (min(sp), max(sp), where(min(sp), max(sp), 2.5, 3.6),
                "falls with message size" if falls else "holds over message size",
                "is diluted" if falls else "would be diluted"))
