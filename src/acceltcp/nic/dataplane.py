@@ -167,13 +167,13 @@ from ..wire.control import (
     NewConnection, Listen, Unlisten, StatusRequest, StatusReport, Splice, SpliceClosed,
     SpliceInstalled, SpliceRefused, TeardownAccepted, TeardownRefused,
 )
-from ..wire.checksum import internet_checksum, pseudo_header_sum
 from ..wire.errors import WireError
 from ..wire.ipv4 import parse_ipv4_fields
 from ..wire.tcp import ACK, FIN, RST, SYN, build_tcp_frame, parse_tcp, tcp_options
 from . import splice as sp
 from ..tcp.syncookie import SynCookieJar
 from .teardown import TeardownEngine
+from .toe import set_partial_checksum, set_tcp_checksum
 
 __all__ = ["WIRE", "HOST", "GsoFrame", "LISTENER_ENTRY_BYTES", "HANDED_ENTRY_BYTES", "HANDED_COOKIE",
            "HANDED_HOST", "Listener", "ListenerTable", "HandedTable", "NicDataplane"]
@@ -207,18 +207,6 @@ class GsoFrame(bytearray):
     __slots__ = ("gso_size",)
 
 
-def _partial_tcp_checksum(buf):
-    """Write the pseudo-header sum of an IPv4/TCP frame (IHL 5) into its TCP checksum."""
-    tcp_len = ((buf[16] << 8) | buf[17]) - 20
-    buf[50:52] = pseudo_header_sum(bytes(buf[26:30]), bytes(buf[30:34]), 6,
-                                   tcp_len).to_bytes(2, "big")
-
-
-def _full_tcp_checksum(buf):
-    tcp_len = ((buf[16] << 8) | buf[17]) - 20
-    buf[50:52] = b"\0\0"
-    buf[50:52] = internet_checksum(memoryview(buf)[34:34 + tcp_len], pseudo_header_sum(
-        bytes(buf[26:30]), bytes(buf[30:34]), 6, tcp_len)).to_bytes(2, "big")
 _FIN_RST = FIN | RST
 
 _COUNTERS = ("syn_cookies_sent", "syn_to_host", "cookie_ack_ok", "cookie_ack_bad",
@@ -599,9 +587,9 @@ class NicDataplane:
         if gso:
             # RFC 1624 updated the field as a full checksum; a partial one is the
             # pseudo-header sum of the new addresses and length, nothing else
-            _partial_tcp_checksum(buf)
+            set_partial_checksum(buf)
         elif offload is None:
-            _full_tcp_checksum(buf)
+            set_tcp_checksum(buf)
         self.counters["splice_frames"] += 1
         if ev < sp.CLOSED:
             return [(WIRE, buf)]

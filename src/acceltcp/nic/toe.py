@@ -40,7 +40,8 @@ import struct
 from ..wire.checksum import internet_checksum, ones_sum, pseudo_header_sum
 from ..wire.tcp import ACK, CWR, FIN, PSH
 
-__all__ = ["complete_checksum", "segment", "Lro", "LRO_MAX_BYTES"]
+__all__ = ["complete_checksum", "segment", "Lro", "LRO_MAX_BYTES", "set_tcp_checksum",
+           "set_partial_checksum"]
 
 LRO_MAX_BYTES = 65535 - 20 - 60        # payload of one merged frame (IPv4 total <= 64 KiB)
 
@@ -49,11 +50,20 @@ _I = struct.Struct("!I")
 _MERGEABLE = ACK                        # flags of a segment LRO may merge (PSH aside)
 
 
-def _tcp_checksum(f, tcp_off, tcp_len):
-    """The TCP checksum of the segment at f[tcp_off:tcp_off + tcp_len], its field zeroed."""
-    f[tcp_off + 16:tcp_off + 18] = b"\0\0"
-    return internet_checksum(memoryview(f)[tcp_off:tcp_off + tcp_len],
-                             pseudo_header_sum(bytes(f[26:30]), bytes(f[30:34]), 6, tcp_len))
+def set_tcp_checksum(f):
+    """Write the full TCP checksum of an IPv4/TCP frame (bytearray, IHL 5), over the
+    segment its IPv4 total length says."""
+    tcp_len = ((f[16] << 8) | f[17]) - 20
+    f[50:52] = b"\0\0"
+    f[50:52] = _H.pack(internet_checksum(memoryview(f)[34:34 + tcp_len], pseudo_header_sum(
+        bytes(f[26:30]), bytes(f[30:34]), 6, tcp_len)))
+
+
+def set_partial_checksum(f):
+    """Write only the pseudo-header sum into the TCP checksum field (CHECKSUM_PARTIAL,
+    virtio-net NEEDS_CSUM: the device completes it)."""
+    tcp_len = ((f[16] << 8) | f[17]) - 20
+    f[50:52] = _H.pack(pseudo_header_sum(bytes(f[26:30]), bytes(f[30:34]), 6, tcp_len))
 
 
 def _ip_checksum(f):
@@ -70,7 +80,7 @@ def complete_checksum(frame):
     total = _H.unpack_from(f, 16)[0]
     if total < 40 or 14 + total > len(f):
         raise ValueError("IPv4 total length %d does not fit the frame" % total)
-    f[50:52] = _H.pack(_tcp_checksum(f, 34, total - 20))
+    set_tcp_checksum(f)
     return bytes(f[:14 + total])
 
 
@@ -109,7 +119,7 @@ def segment(header, payload, gso_size):
             fl &= ~(PSH | FIN)
         f[47] = fl
         _ip_checksum(f)
-        f[50:52] = _H.pack(_tcp_checksum(f, 34, thl + len(chunk)))
+        set_tcp_checksum(f)
         out.append(bytes(f))
         if last:
             return out
@@ -224,7 +234,7 @@ class Lro:
         if psh:
             f[47] |= PSH
         _ip_checksum(f)
-        f[50:52] = _H.pack(_tcp_checksum(f, 34, len(f) - 34))
+        set_tcp_checksum(f)
         out[idx] = bytes(f)
         self.merges += 1
         self.merged_frames += len(parts)
