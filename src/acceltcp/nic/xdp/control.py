@@ -204,13 +204,13 @@ class XdpDataplane:
         -> [(port, frame), ...] to send (``process`` does the same around every frame
         it runs)."""
         self.set_clock(now)
+        d = self.next_deadline()
+        if d is not None and now >= d:
+            return self.on_timer(now)           # a part's on_timer does the rest too
         out = []
         for part in self._parts:
             part.before_frame(now)
             out += part.after_frame(now)
-        d = self.next_deadline()
-        if d is not None and now >= d:
-            out += self.on_timer(now)
         return out
 
     # -- configuration and clock ---------------------------------------------------------

@@ -13,7 +13,8 @@ counters (atcp_<path>.h) and its slow path.  The dataplane calls, in this order:
 * ``control(msg, seg_frame, host_mac, now)`` for a control frame the host program passed
   up -> [(port, frame), ...], or None when the message is not this path's;
 * ``next_deadline()`` / ``on_timer(now)``: the path's timers (teardown's wheel, the
-  splice idle sweep);
+  splice idle sweep); ``on_timer`` also does what ``before_frame`` and ``after_frame``
+  do (the live control side's tick calls one or the other);
 * ``reset()``: empty the tables (as freshly loaded);
 * ``status()``: this path's StatusReport fields.
 """
