@@ -124,31 +124,31 @@ def fig10_real(ctx):
                         "(TAP) and kernel asyncio/uvloop servers.")
 
 
-def table4(ctx):
-    data = _run(ctx, "apps", ["--skip-lb", "--repeat", "1" if ctx.quick else "3"], "table4")
-    rows = data["kv"]
-    cols, table = _table(rows)
+def _apps(ctx, part, what, paper, ours, note, setup):
+    """One part of benchmarks/apps.py ("kv" or "lb": the other is skipped) as a Result."""
+    other = "lb" if part == "kv" else "kv"
+    data = _run(ctx, "apps", ["--skip-" + other, "--repeat", "1" if ctx.quick else "3"],
+                "table4" if part == "kv" else "table5")
+    cols, table = _table(data[part])
     return Result(columns=cols, rows=table,
-                  comparison=[{"what": "kv short-lived, AccelTCP vs baseline",
-                               "paper": "1.6-2.3x (Redis-AccelTCP vs Redis-mTCP)",
-                               "ours": "see rows (rps per server and placement)"}],
-                  note="Our baseline is redis-server on the kernel stack, not Redis on mTCP.",
-                  samples=[data],
-                  setup="benchmarks/apps.py --skip-lb: redis-benchmark against the stack's "
-                        "kv server per NIC placement and against redis-server.")
+                  comparison=[{"what": what, "paper": paper, "ours": ours}],
+                  note=note, samples=[data], setup=setup)
+
+
+def table4(ctx):
+    return _apps(ctx, "kv", "kv short-lived, AccelTCP vs baseline",
+                 "1.6-2.3x (Redis-AccelTCP vs Redis-mTCP)",
+                 "see rows (rps per server and placement)",
+                 "Our baseline is redis-server on the kernel stack, not Redis on mTCP.",
+                 "benchmarks/apps.py --skip-lb: redis-benchmark against the stack's kv "
+                 "server per NIC placement and against redis-server.")
 
 
 def table5(ctx):
-    data = _run(ctx, "apps", ["--skip-kv", "--repeat", "1" if ctx.quick else "3"], "table5")
-    rows = data["lb"]
-    cols, table = _table(rows)
-    return Result(columns=cols, rows=table,
-                  comparison=[{"what": "L7 LB, spliced vs kernel proxy",
-                               "paper": "11.9x throughput, 13.6x lower latency",
-                               "ours": "see rows (rps, latency per proxy)"}],
-                  note="Our reference proxy is nginx on the kernel stack, not HAProxy on mTCP.",
-                  samples=[data],
-                  setup="benchmarks/apps.py --skip-kv: wrk against the stack's lb and nginx.")
+    return _apps(ctx, "lb", "L7 LB, spliced vs kernel proxy",
+                 "11.9x throughput, 13.6x lower latency", "see rows (rps, latency per proxy)",
+                 "Our reference proxy is nginx on the kernel stack, not HAProxy on mTCP.",
+                 "benchmarks/apps.py --skip-kv: wrk against the stack's lb and nginx.")
 
 
 def fig12(ctx):
