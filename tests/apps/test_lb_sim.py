@@ -297,6 +297,60 @@ def test_splice_short_lived_and_keepalive(make_net):
     assert n.b.counters["splice_installed"] == 5
 
 
+@pytest.mark.parametrize("capacity", [None, 0], ids=["spliced", "splice-refused"])
+def test_backend_that_answers_before_the_request_is_through(make_net, capacity):
+    """The backend answers once it has the head (HTTP allows it), while the client's
+    2 MiB body is still coming and more than the buffers hold: what reached the balancer
+    goes to the client unparsed and the pair is spliced all the same -- refused, a byte
+    tunnel -- byte-exact both ways."""
+    n = make_net(_doc(1), backends=0,
+                 nic_kwargs={"splice_capacity": 0} if capacity == 0 else None)
+    # the backend is slow to answer the balancer's SYN (a loaded host): meanwhile the
+    # client's body fills the balancer's receive window, more than one send buffer
+    end = n.net.link.a
+    deliver = end._receiver
+
+    def slow_syn(frame):
+        if frame[36:38] == (8081).to_bytes(2, "big") and frame[47] == 0x02:
+            n.loop.call_later(0.02, deliver, frame)
+        else:
+            deliver(frame)
+    end.set_receiver(slow_syn)
+    up = hashlib.sha256(b"up").digest() * (1 << 16)         # 2 MiB
+    body = hashlib.sha256(b"down").digest() * 10000
+    down = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    seen = {}
+
+    async def backend(reader, writer):
+        seen["head"] = await reader.readuntil(b"\r\n\r\n")
+        writer.write(down)                                  # before the body is through
+        await asyncio.sleep(0.2)            # the body fills the buffers meanwhile
+        seen["body"] = await reader.readexactly(len(up))
+        await writer.drain()
+        writer.close()
+
+    async def client():
+        reader, writer = await open_connection(n.a, IP_B, LB_PORT)
+        writer.write(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                     % len(up) + up)
+        writer.write_eof()
+        data = await reader.read(-1)
+        writer.close()
+        return data
+    n.run(start_server(n.a, backend, 8081))
+    assert n.run(client()) == down
+    assert seen["body"] == up
+    n.check_clean()
+    c = n.lb.counters
+    # the answer reached the balancer before the splice, and went on in the host
+    assert c["splice_skipped"] == 0 and c["host_bytes_s"] > 0
+    if capacity == 0:
+        assert c["splice_failed"] == 1 and c["tunnels"] == 1 and c["spliced"] == 0
+    else:
+        assert c["spliced"] == 1 and c["host_bytes_s"] + c["nic_bytes_s"] == len(down)
+        assert c["nic_bytes_c"] > 0 and c["host_bytes_c"] + c["nic_bytes_c"] > len(up)
+
+
 @pytest.mark.parametrize("splice", [True, False])
 def test_rewrite_that_shortens_the_head(make_net, splice):
     """set/del make the forwarded head shorter than the client's: the splice offsets

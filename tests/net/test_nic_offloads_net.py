@@ -74,7 +74,7 @@ def test_splice_50mib_each_way_with_sequence_wrap(bed, tmp_path, placement, tap_
     server.p.wait(60)
     sv = json.loads(server.p.stdout.read().strip().splitlines()[-1])
     # byte-exact both ways, the rewritten head at the server
-    assert cl["errors"] == [] and sv["errors"] == []
+    assert cl["errors"] == [] and sv["errors"] == [], (cl, sv, srv.snapshot()["app_stats"])
     assert cl["received"] == n and cl["sha256"] == expected_sha256(2, n)
     assert sv["received"] == n and sv["sha256"] == expected_sha256(1, n)
     assert sv["head"] == "GET /object HTTP/1.1\nX-Spliced-By: acceltcp\n"
@@ -117,7 +117,7 @@ def test_lb_splice_50mib_each_way_with_tap_offloads(bed, tmp_path, placement):
                   "--timeout", 300, timeout=600)
     server.p.wait(60)
     sv = json.loads(server.p.stdout.read().strip().splitlines()[-1])
-    assert cl["errors"] == [] and sv["errors"] == []
+    assert cl["errors"] == [] and sv["errors"] == [], (cl, sv, srv.snapshot()["app_stats"])
     assert cl["received"] == n and cl["sha256"] == expected_sha256(2, n)
     assert sv["received"] == n and sv["sha256"] == expected_sha256(1, n)
     assert sv["head"] == "POST /up HTTP/1.1\nHost: backend\nContent-Length: %d\n\n" % n

@@ -38,8 +38,10 @@ Splice fallback. Before ``nsplice`` the balancer moves every byte the client has
 to the backend itself, following the request's framing. If nothing beyond the first
 request went along, a `SpliceFailed` continues as host relay of that request, exactly;
 if pipelined bytes went too (they were forwarded unparsed), as a byte tunnel to the same
-backend. A splice is not attempted (``splice_skipped``) when the backend already
-answered or closed, or the client already half-closed, before it could start.
+backend. A backend that answers before that (a full-duplex peer, an early error) has
+its bytes moved to the client unparsed, and the pair is spliced all the same (a
+fallback is then a byte tunnel). A splice is not attempted (``splice_skipped``) when
+the backend already closed, or the client already half-closed, before it could start.
 
 Balancing (``balance``): ``roundrobin`` (smooth weighted round robin, as nginx),
 ``leastconn`` (fewest active client connections -- spliced ones count until the NIC's

@@ -66,8 +66,17 @@ class Relay:
                 s.move(TO_HOST_RELAY)
                 self._response_done(s)
                 return
-        if b.rcvbuf or b.state != ESTABLISHED or c.state != ESTABLISHED or not st.nic:
-            # the backend answered or closed, the client half-closed, or the NIC is gone
+        elif b.rcvbuf:
+            # The backend answers before the request is through (a full-duplex peer, an
+            # early error): what it sent goes to the client as it is, unparsed, and the
+            # splice carries the rest; a fallback is then a byte tunnel.
+            s.raw = True
+            if not self._move_framed(s, b, c, self._track_response, self._to_client):
+                return                              # the client's next event resumes
+            if s.cout:
+                return
+        if b.state != ESTABLISHED or c.state != ESTABLISHED or not st.nic:
+            # the backend closed, the client half-closed, or the NIC is gone
             self.counters["splice_skipped"] += 1
             s.may_splice = False
             self._splice_fallback(s)
