@@ -388,3 +388,48 @@ def test_payload_without_room_is_refused(open_xdp, monkeypatch):
     monkeypatch.undo()
     out = x.process(handover(b"z" * 5000), HOST, T0)               # room again: taken
     assert [q for q, _ in out] == [WIRE] * 4 and len(data.keys()) == 3
+
+
+# -- the handover in XDP (teardown_host) ---------------------------------------------------
+
+def test_one_frame_handovers_are_taken_in_xdp(tpair):
+    """A moderated handover the engine answers with one frame is atcp_host's own (no pass
+    to the control side): any payload up to one MSS (checksum steps of every size, an odd
+    length), no payload, TS on and off, the host's header bare or with NOP NOP TS, both
+    states; the RTO retransmission reads the payload XDP stored; slots come back in the
+    engine's order; what XDP does not take (several segments, a duplicate, a full
+    table, per-flow reports) gets the engine's answer from the control side."""
+    p = tpair(capacity=6, report_interval=0.001)
+    taken = lambda: p.xdp.xdp_counters()["xdp_td_accepted"]           # noqa: E731
+    up = lambda: p.xdp.xdp_counters()["xdp_to_control"]               # noqa: E731
+    ts = dict(timestamps=True, ts_recent=9, ts_offset=77, ts_last=5)
+    host_ts = tcp_options(timestamps=(123, 456))
+    cases = [(b"x" * 1460, dict(mss=1460, **ts), b""), (b"o" * 777, {}, host_ts),
+             (b"", {}, b""), (b"z" * 64, dict(state=STATE_CLOSE_WAIT, **ts), host_ts)]
+    now = T0
+    for i, (payload, kw, opts) in enumerate(cases):
+        now += 0.001
+        before = up()
+        out = p.host(handover(payload, cport=1000 + i, opts=opts, **kw), now)
+        assert [port for port, _ in out] == [WIRE] and up() == before
+    assert taken() == 4 and p.nic.teardown.active == 4
+    p.run_timers(now + 0.5)                                 # RTOs: payload from the map
+    for i, (payload, _, _) in enumerate(cases):             # every flow closes
+        now += 0.6
+        p.wire(peer(5000, 1000 + len(payload) + 1, ACK_ | FIN_, cport=1000 + i), now)
+    now += 0.1
+    p.run_timers(now + 65)
+    assert p.nic.teardown.active == 0
+    before = up()
+    p.host(handover(b"y" * 100, cport=2000), now + 70)                  # a reused slot
+    p.host(handover(b"y" * 100, cport=2000, flow_id=5), now + 70)       # duplicate
+    p.host(handover(b"s" * 3000, cport=2001, mss=1000), now + 70)       # three segments
+    assert taken() == 5 and up() == before + 2
+    for c in range(2002, 2007):                                         # a full table
+        p.host(handover(b"f", cport=c), now + 71)
+    assert p.nic.teardown.active == 6 and taken() == 9
+    p.run_timers(now + 200)
+    p.status(now + 200)
+    q = tpair(capacity=2, report_interval=0)                            # per-flow reports
+    q.host(handover(b"r"), T0)
+    assert q.xdp.xdp_counters()["xdp_td_accepted"] == 0

@@ -7,12 +7,13 @@
 /* Dataplane counters of the teardown path, appended to atcp.h's and atcp_splice.h's:
  * NicDataplane.counters' names (a segment on a teardown flow, or dropped because its TCP
  * header does not parse), and the xdp_td ones, which the Python NIC cannot run into (an
- * event lost on a full queue, a frame that could not be resized in place). */
+ * event lost on a full queue, a frame that could not be resized in place) and the
+ * handovers teardown_host took itself. */
 #define ATCP_TEARDOWN_COUNTERS(X)                                                      \
 	X(teardown_frames) X(drop_teardown_tcp_short) X(drop_teardown_tcp_bad_offset)   \
 	X(drop_teardown_tcp_bad_checksum) X(drop_teardown_tcp_option_overrun)           \
 	X(drop_teardown_tcp_bad_option_length)                                          \
-	X(xdp_td_events_lost) X(xdp_td_emit_failed)
+	X(xdp_td_events_lost) X(xdp_td_emit_failed) X(xdp_td_accepted)
 
 /* The engine's counters (TeardownEngine.counters' names, in this order): a per-CPU
  * array of its own, atcp_td_counters, indexed by TD_C_<name>.  The per-reason drops
@@ -81,6 +82,23 @@ struct atcp_td_clock {
 	                         * events so the control side schedules with the exact float */
 	__u32 tsclk;            /* int(now * ts_hz) mod 2**32 (the engine's TS clock) */
 	__u32 moderate;         /* 1: no per-flow CLOSED report (report_interval > 0) */
+	__u32 min_rto_us;       /* the engine's RTO floor (one wheel tick) */
+	__u32 capacity;         /* flows (atcp_td_table's entries in use as slots) */
+	__u32 xdp;              /* TD_X_* */
+	__u32 pad;
+};
+
+#define TD_X_ACCEPT 0x01        /* teardown_host takes the handovers it can (one frame out) */
+#define TD_X_UP_TX 0x02         /* a 0x090B it does not take goes back by XDP_TX (a live
+                                 * TAP: to the process that wrote it), not XDP_PASS */
+
+/* atcp_td_alloc[0]: slots never used yet start at `fresh` (the free list: freed slots on
+ * the atcp_td_free stack first, then fresh ones in ascending order -- TeardownEngine's
+ * LIFO list initialised to capacity-1 .. 0); next_id: the last flow id the NIC assigned
+ * (to a handover with flow id 0) */
+struct atcp_td_alloc {
+	__u32 fresh;
+	__u32 next_id;
 };
 
 /* atcp_td_events: what the program leaves for the control side, in order (a queue).
@@ -89,7 +107,9 @@ struct atcp_td_clock {
  *  TD_EV_TIMER  (re)arm slot's timer: op TD_T_RTO (param µs), TD_T_FW2 (fin_timeout),
  *               TD_T_TW (param ms), from `now` = now_bits;
  *  TD_EV_DONE   the slot was freed: reason, and with report = 1 the TeardownDone fields;
- *  TD_EV_FRAME  the input frame, copied to atcp_td_frames[off], goes to the host. */
+ *  TD_EV_FRAME  the input frame, copied to atcp_td_frames[off], goes to the host;
+ *  TD_EV_NEW    teardown_host took a handover into slot: flow_id (seq), its key, payload
+ *               bytes (off), the host's MAC, and its RTO armed (len µs from now_bits). */
 struct atcp_td_event {
 	__u8 kind;
 	__u8 flags;             /* SEND: TCP flags; DONE: report */
@@ -101,14 +121,17 @@ struct atcp_td_event {
 	__u32 off;              /* SEND; DONE: bytes acked; FRAME: atcp_td_frames index */
 	__u32 len;              /* SEND; DONE: bytes received; TIMER: param */
 	__u64 now_bits;         /* TIMER */
-	__u8 key[12];           /* DONE */
+	__u8 key[12];           /* DONE, NEW */
 	__u32 pad2;
+	__u8 mac[6];            /* NEW: the host's */
+	__u16 pad3;
 };
 
 #define TD_EV_SEND 1
 #define TD_EV_TIMER 2
 #define TD_EV_DONE 3
 #define TD_EV_FRAME 4
+#define TD_EV_NEW 5
 
 #define TD_T_RTO 1
 #define TD_T_FW2 2

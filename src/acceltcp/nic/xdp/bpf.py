@@ -32,7 +32,7 @@ __all__ = ["BpfError", "XdpUnavailable", "Map", "Prog", "Loaded", "bpffs_root",
            "cleanup_stale", "attach_xdp", "detach_xdp", "possible_cpus", "obj_get", "map_create", "test_run",
            "XDP_ABORTED", "XDP_DROP", "XDP_PASS", "XDP_TX", "XDP_REDIRECT",
            "BPF_MAP_TYPE_HASH", "BPF_MAP_TYPE_ARRAY", "BPF_MAP_TYPE_PERCPU_ARRAY",
-           "BPF_MAP_TYPE_LRU_HASH", "BPF_MAP_TYPE_QUEUE", "BPF_F_TEST_XDP_LIVE_FRAMES",
+           "BPF_MAP_TYPE_LRU_HASH", "BPF_MAP_TYPE_QUEUE", "BPF_MAP_TYPE_STACK", "BPF_F_TEST_XDP_LIVE_FRAMES",
            "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST"]
 
 # enum bpf_cmd (include/uapi/linux/bpf.h)
@@ -52,6 +52,7 @@ BPF_MAP_TYPE_ARRAY = 2
 BPF_MAP_TYPE_PERCPU_ARRAY = 6
 BPF_MAP_TYPE_LRU_HASH = 9
 BPF_MAP_TYPE_QUEUE = 22
+BPF_MAP_TYPE_STACK = 23
 
 BPF_F_TEST_XDP_LIVE_FRAMES = 2   # test_run: XDP_TX / XDP_REDIRECT really transmit
 
@@ -81,16 +82,23 @@ class XdpUnavailable(RuntimeError):
     """The XDP dataplane cannot run here; the message names what is missing (one line)."""
 
 
+_NR = None
+
+
 def _sys_bpf_nr():
-    nr = _SYS_BPF.get(platform.machine())
-    if nr is None:
-        raise XdpUnavailable("XDP: no bpf(2) syscall number known for %s" % platform.machine())
-    return nr
+    global _NR
+    if _NR is None:
+        nr = _SYS_BPF.get(platform.machine())
+        if nr is None:
+            raise XdpUnavailable("XDP: no bpf(2) syscall number known for %s"
+                                 % platform.machine())
+        _NR = nr
+    return _NR
 
 
 def _bpf(cmd, attr, what):
     """bpf(cmd, attr) -> the return value; BpfError on failure.  attr: a ctypes buffer."""
-    r = _libc.syscall(_sys_bpf_nr(), ctypes.c_int(cmd), attr, ctypes.c_uint(len(attr)))
+    r = _libc.syscall(_NR or _sys_bpf_nr(), cmd, attr, len(attr))
     if r < 0:
         e = ctypes.get_errno()
         raise BpfError(e, "%s: %s" % (what, os.strerror(e)))
@@ -222,7 +230,8 @@ class Map:
         return [(k, self.lookup(k)) for k in self.keys()]
 
     def pop(self):
-        """A queue map's oldest value (BPF_MAP_LOOKUP_AND_DELETE_ELEM), None when empty."""
+        """A queue map's oldest value, a stack map's newest (BPF_MAP_LOOKUP_AND_DELETE_ELEM);
+        None when empty."""
         v = ctypes.create_string_buffer(self._vsize)
         try:
             _bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, _attr("=IIQQQ", self.fd, 0, 0, _addr(v), 0),
@@ -234,7 +243,7 @@ class Map:
         return v.raw
 
     def clear(self):
-        if self.type == BPF_MAP_TYPE_QUEUE:
+        if self.type in (BPF_MAP_TYPE_QUEUE, BPF_MAP_TYPE_STACK):
             while self.pop() is not None:
                 pass
         elif self.type in (BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_ARRAY):

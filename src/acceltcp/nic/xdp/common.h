@@ -207,12 +207,16 @@ static __always_inline int tcp_csum_ok(struct xdp_md *ctx, __u32 len, __u64 pseu
 /* ---- frames the NIC originates ---------------------------------------------------------- */
 
 /* Ethernet + IPv4 (DF, tos 0) + TCP header, as wire/tcp.py build_tcp_frame lays them out;
- * the options (olen bytes) follow at 54 and are already in place.  Both checksums. */
-static __always_inline void build_hdr(__u8 *f, const __u8 *eth_dst, const struct atcp_cfg *cfg,
-				      const __u8 *ips_swapped, __u16 ident, const __u8 *ports_swapped,
-				      __u32 seq, __u32 ack, __u8 flags, __u16 window, __u32 olen)
+ * the options (olen bytes) follow at 54 and are already in place; plen payload bytes
+ * follow the header, psum their checksum sum (bpf_csum_diff over them, zero-padded to a
+ * multiple of 4).  Both checksums. */
+static __always_inline void build_hdr_payload(__u8 *f, const __u8 *eth_dst,
+					      const struct atcp_cfg *cfg, const __u8 *ips_swapped,
+					      __u16 ident, const __u8 *ports_swapped, __u32 seq,
+					      __u32 ack, __u8 flags, __u16 window, __u32 olen,
+					      __u32 plen, __u64 psum)
 {
-	__u32 tcp_len = 20 + olen;
+	__u32 hlen = 20 + olen, tcp_len = hlen + plen;
 	__s64 r;
 
 	__builtin_memcpy(f, eth_dst, 6);
@@ -233,7 +237,7 @@ static __always_inline void build_hdr(__u8 *f, const __u8 *eth_dst, const struct
 	__builtin_memcpy(f + 34, ports_swapped, 4);
 	store_be32(f + 38, seq);
 	store_be32(f + 42, ack);
-	f[46] = (tcp_len / 4) << 4;
+	f[46] = (hlen / 4) << 4;
 	f[47] = flags;
 	store_be16(f + 48, window);
 	f[50] = 0;
@@ -243,12 +247,20 @@ static __always_inline void build_hdr(__u8 *f, const __u8 *eth_dst, const struct
 	r = bpf_csum_diff(0, 0, (__be32 *)(f + 14), 20, 0);
 	*(__u16 *)(f + 24) = ~csum_fold((__u32)r);
 	/* pseudo-header: the addresses are in the header already; proto + TCP length */
-	r = bpf_csum_diff(0, 0, (__be32 *)(f + 34), tcp_len, 0);
-	__u64 s = (__u32)r;
+	r = bpf_csum_diff(0, 0, (__be32 *)(f + 34), hlen, 0);
+	__u64 s = (__u32)r + psum;
 	for (int i = 26; i < 34; i += 2)        /* the addresses, as CPU-order words */
 		s += (__u16)(f[i] | f[i + 1] << 8);
 	s += bpf_htons(6 + tcp_len);
 	*(__u16 *)(f + 50) = ~csum_fold(s);
+}
+
+static __always_inline void build_hdr(__u8 *f, const __u8 *eth_dst, const struct atcp_cfg *cfg,
+				      const __u8 *ips_swapped, __u16 ident, const __u8 *ports_swapped,
+				      __u32 seq, __u32 ack, __u8 flags, __u16 window, __u32 olen)
+{
+	build_hdr_payload(f, eth_dst, cfg, ips_swapped, ident, ports_swapped, seq, ack, flags,
+			  window, olen, 0, 0);
 }
 
 /* Replace the frame by f[0..len): grow at the front, trim at the tail. */

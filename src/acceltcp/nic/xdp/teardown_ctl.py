@@ -6,11 +6,16 @@ Theory of operation
 nic/teardown.py (TeardownEngine) is the specification; the work is split as teardown.h's
 docstring says.  Here:
 
-* ``control`` takes a 0x090B handover exactly as ``TeardownEngine.accept`` (its own
-  well-formedness check, then DUPLICATE, TABLE_FULL; slot allocation from the same LIFO
-  free list, flow ids, MSS cutting, FIN on the last segment, RTO armed) and writes the
-  flow into the maps: the entry (atcp_td_table[slot]), the payload (atcp_td_data, 2 KiB
-  chunks; a payload the map has no room for is refused TABLE_FULL), then the key
+* A 0x090B handover that the engine answers with one frame (a payload of at most one
+  MSS, reports moderated) is atcp_host's own (teardown_host); it tells this side by a
+  TD_EV_NEW event, which mirrors the flow here (``_index``, ``_totals``, the latest
+  accepted flow for the moderated report, the host's MAC) and schedules its RTO.
+* ``control`` takes every other handover (atcp_host passes it up) exactly as
+  ``TeardownEngine.accept`` (its own well-formedness check, then DUPLICATE, TABLE_FULL;
+  slot allocation from the same LIFO free list -- in the maps, shared with
+  teardown_host -- flow ids, MSS cutting, FIN on the last segment, RTO armed) and writes
+  the flow into the maps: the entry (atcp_td_table[slot]), the payload (atcp_td_data,
+  2 KiB chunks; a payload the map has no room for is refused TABLE_FULL), then the key
   (atcp_td_index) -- from then on atcp_wire processes the peer's segments.  As
   NicDataplane does, the flow leaves the handed-over table (atcp_handed).
 * ``after_frame`` (per frame under test; a live control process calls ``on_timer``
@@ -78,11 +83,12 @@ _STATE_NAMES = {FIN_WAIT_1: "FIN-WAIT-1", FIN_WAIT_2: "FIN-WAIT-2", CLOSING: "CL
                 LAST_ACK: "LAST-ACK", TIME_WAIT: "TIME-WAIT"}
 
 # struct atcp_td_event, atcp_td_clock, atcp_td_frame
-_EVENT = struct.Struct("=BBBBIIIIIQ12sI")
-assert _EVENT.size == 48
-_CLOCK = struct.Struct("=QII")
+_EVENT = struct.Struct("=BBBBIIIIIQ12sI6s2x")
+assert _EVENT.size == 56
+_CLOCK = struct.Struct("=QIIIII4x")
 _FRAME_LEN = struct.Struct("=I")
-_EV_SEND, _EV_TIMER, _EV_DONE, _EV_FRAME = 1, 2, 3, 4
+_EV_SEND, _EV_TIMER, _EV_DONE, _EV_FRAME, _EV_NEW = 1, 2, 3, 4, 5
+_X_ACCEPT, _X_UP_TX = 0x01, 0x02
 _T_RTO, _T_FW2, _T_TW = 1, 2, 3
 
 F_TS = 0x01
@@ -106,10 +112,12 @@ class TeardownControl(Part):
     """The teardown path (module docstring).  capacity: flows (None: DEFAULT_CAPACITY;
     0: no table, every handover refused TABLE_FULL).  report_interval: the dataplane's
     report moderation (0: per-flow reports).  engine_kwargs: TeardownEngine's tick,
-    slots, ts_hz, fin_timeout (ttl is the dataplane's)."""
+    slots, ts_hz, fin_timeout (ttl is the dataplane's).  accept_in_xdp: atcp_host takes
+    the handovers it can (False: every one comes here); up_tx: those it does not take
+    leave atcp_host by XDP_TX (a live TAP: back to this process), not XDP_PASS."""
 
     def __init__(self, dp, capacity=None, report_interval=0.001, *, tick=0.001, slots=1024,
-                 ts_hz=1000, fin_timeout=60.0, ttl=None):
+                 ts_hz=1000, fin_timeout=60.0, ttl=None, accept_in_xdp=True, up_tx=False):
         super().__init__(dp)
         if capacity is None:
             capacity = DEFAULT_CAPACITY
@@ -124,6 +132,7 @@ class TeardownControl(Part):
         self.slots = slots
         self.ts_hz = ts_hz
         self.fin_timeout = float(fin_timeout)
+        self.xdp_flags = (_X_ACCEPT if accept_in_xdp else 0) | (_X_UP_TX if up_tx else 0)
         self._maps = None
         self._clock = None
         self._init_state()
@@ -132,10 +141,8 @@ class TeardownControl(Part):
         cap = max(self.capacity, 1)
         self.wheel = TimerWheel(cap, self.slots, self.tick, 0.0)
         self._min_rto_us = max(1, int(self.tick * 1e6))
-        self._free = list(range(self.capacity - 1, -1, -1))  # pop() hands out slot 0 first
         self._index = {}                 # key -> slot (mirror of atcp_td_index)
         self._totals = {}                # slot -> payload bytes stored
-        self._next_id = 0
         self._done = 0                   # done_total (for the moderation)
         self._py = dict.fromkeys(_BASE, 0)   # what is counted here (accept, timers)
         self.host_mac = None             # of the latest accept (per-flow reports)
@@ -148,7 +155,8 @@ class TeardownControl(Part):
     def premade_maps(self):
         cap = max(self.capacity, 1)
         return {"atcp_td_table": (bpf.BPF_MAP_TYPE_ARRAY, 4, _ENTRY.size, cap),
-                "atcp_td_index": (bpf.BPF_MAP_TYPE_HASH, 12, 4, cap)}
+                "atcp_td_index": (bpf.BPF_MAP_TYPE_HASH, 12, 4, cap),
+                "atcp_td_free": (bpf.BPF_MAP_TYPE_STACK, 0, 4, cap)}
 
     def attach(self, maps):
         self._maps = maps
@@ -162,6 +170,8 @@ class TeardownControl(Part):
         self._st = maps["atcp_state"]
         self._handed = maps["atcp_handed"]
         self._seq = maps["atcp_td_seq"]
+        self._freed = maps["atcp_td_free"]
+        self._alloc = maps["atcp_td_alloc"]
         prog = self.dp._loaded.progs["atcp_td_wire"]
         maps["atcp_td_jump"].update(_ZERO, _U32.pack(prog.fd))
         self.before_frame(0.0)
@@ -169,7 +179,9 @@ class TeardownControl(Part):
     def before_frame(self, now):
         c = (_BITS.unpack(_DOUBLE.pack(now))[0], int(now * self.ts_hz) & MASK)
         if c != self._clock:
-            self._clk.update(_ZERO, _CLOCK.pack(c[0], c[1], 1 if self.moderate else 0))
+            self._clk.update(_ZERO, _CLOCK.pack(c[0], c[1], 1 if self.moderate else 0,
+                                                self._min_rto_us, self.capacity,
+                                                self.xdp_flags))
             self._clock = c
 
     def after_frame(self, now):
@@ -232,7 +244,8 @@ class TeardownControl(Part):
         if self._maps is not None:
             for fid in self._index.values():              # only slots in use are not 0
                 self._table.update(_U32.pack(fid), _ZERO_ENTRY)
-            for m in (self._idx, self._ev, self._data, self._cnt, self._seq):
+            for m in (self._idx, self._ev, self._data, self._cnt, self._seq, self._freed,
+                      self._alloc):
                 m.clear()
         self._init_state()
 
@@ -275,21 +288,22 @@ class TeardownControl(Part):
         if key in self._index:
             c["refused_duplicate"] += 1
             return self._refuse(flow_id, key, TEARDOWN_REFUSED_DUPLICATE)
-        if not self._free:
+        fid = self._take_slot()
+        if fid is None:
             c["refused_table_full"] += 1
             return self._refuse(flow_id, key, TEARDOWN_REFUSED_TABLE_FULL)
         payload = bytes(seg.payload)
         n = len(payload)
-        fid = self._free[-1]
         if not self._store(fid, payload):                 # no room for the payload
+            self._give_slot(fid)
             c["refused_table_full"] += 1
             return self._refuse(flow_id, key, TEARDOWN_REFUSED_TABLE_FULL)
         if not self._index:
             self.wheel.advance(now)
-        if flow_id == 0:
-            self._next_id = self._next_id % MASK + 1
-            flow_id = self._next_id
-        self._free.pop()
+        if flow_id == 0:                                  # the NIC assigns one
+            fresh, last = _PAIR.unpack(self._alloc.lookup(_ZERO))
+            flow_id = last % MASK + 1
+            self._alloc.update(_ZERO, _PAIR.pack(fresh, flow_id))
         una = seg.seq
         mss = msg.mss
         rto = min(max(msg.rto_us, self._min_rto_us), MAX_RTO_US)
@@ -326,6 +340,20 @@ class TeardownControl(Part):
         self._index[key] = fid
         self._totals[fid] = n
         return out
+
+    def _take_slot(self):
+        """The free list's next slot (atcp_td_alloc's docstring), or None when full."""
+        v = self._freed.pop()
+        if v is not None:
+            return _U32.unpack(v)[0]
+        fresh, last_id = _PAIR.unpack(self._alloc.lookup(_ZERO))
+        if fresh >= self.capacity:
+            return None
+        self._alloc.update(_ZERO, _PAIR.pack(fresh + 1, last_id))
+        return fresh
+
+    def _give_slot(self, fid):
+        self._freed.update(b"", _U32.pack(fid))
 
     def _refuse(self, flow_id, key, reason):
         self._py["reports_sent"] += 1
@@ -385,7 +413,7 @@ class TeardownControl(Part):
         self._index.pop(key, None)
         self._totals.pop(fid, None)
         self.wheel.cancel(fid)
-        self._free.append(fid)
+        self._give_slot(fid)
         self._done += 1
 
     def _finish(self, fid, e, reason, out):
@@ -489,8 +517,17 @@ class TeardownControl(Part):
             raw = ev.pop()
             if raw is None:
                 return out
-            kind, flags, op, _, slot, seq, ack, off, n, now_bits, key, _ = _EVENT.unpack(raw)
-            if kind == _EV_TIMER:
+            kind, flags, op, _, slot, seq, ack, off, n, now_bits, key, _, mac = \
+                _EVENT.unpack(raw)
+            if kind == _EV_NEW:                       # teardown_host took a handover
+                if not self._index:
+                    self.wheel.advance(_DOUBLE.unpack(_BITS.pack(now_bits))[0])
+                self._index[key] = slot
+                self._totals[slot] = off
+                self.host_mac = self.dp.host_mac = mac
+                self.last_accepted = (seq, key)
+                self.wheel.schedule(slot, self._deadline(op, n, now_bits))
+            elif kind == _EV_TIMER:
                 if self._load(slot) is None:
                     continue
                 self.wheel.schedule(slot, self._deadline(op, n, now_bits))
