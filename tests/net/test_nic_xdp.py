@@ -80,7 +80,7 @@ def _gone(nic):
 def test_cookies_short_lived_echo_and_nothing_left(bed, tmp_path):
     """1,000 short-lived 64-byte echo transactions, every handshake answered and
     completed in XDP: the stack sees no SYN, only 0x090A frames; every close handed to
-    the XDP NIC's teardown (0x090B) and ended there."""
+    the XDP NIC's teardown (0x090B), taken by atcp_host itself, and ended there."""
     n = 1000
     srv = _serve(bed, tmp_path, offload="setup,teardown")
     r = bed.peer("short", STACK_IP, PORT, "--count", n, "--concurrency", 16, "--size", 64,
@@ -94,7 +94,10 @@ def test_cookies_short_lived_echo_and_nothing_left(bed, tmp_path):
     assert c["syn_cookies_sent"] >= n and c["cookie_ack_ok"] >= n
     assert c["syn_to_host"] == 0 and c["cookie_ack_bad"] == 0 and c["drops"] == 0, c
     assert c["handed_inserted"] == n and c["listens"] == 1
-    assert set(nic["xdp"]["counters"].values()) == {0}, nic["xdp"]["counters"]
+    # every close's handover (a 64-byte response: one frame) was taken in XDP itself
+    xc = dict(nic["xdp"]["counters"])
+    assert xc.pop("xdp_td_accepted") == n and set(xc.values()) == {0}, xc
+    assert nic["xdp"]["handovers_to_tap"] == n and nic["xdp"]["handovers_back"] == 0
     assert nic["xdp"]["clock_ticks"] > 0
     assert st["counters"]["cookie_conns"] == st["conns_accepted"] == n
     assert st["counters"].get("syns_received", 0) == 0
@@ -282,3 +285,22 @@ def test_a_live_serve_is_not_disturbed(bed, tmp_path):
     assert r["ok"] == 10
     st = srv.stop()
     assert _gone(st["nic"]) == []
+
+
+def test_handovers_xdp_does_not_take_come_back_to_the_control_side(bed, tmp_path):
+    """1,470-byte responses, the server closing: each close's 0x090B fits the TAP's MTU,
+    so it goes through atcp_host, but its payload is more than one MSS -- two frames --
+    so atcp_host sends it back by XDP_TX to the process that wrote it, whose control
+    side takes the handover (both segments, the FIN): every transaction complete, every
+    handover accounted for."""
+    n, size = 100, 1470
+    srv = _serve(bed, tmp_path, offload="setup,teardown", extra=["--close-after", str(size)])
+    r = bed.peer("short", STACK_IP, PORT, "--count", n, "--concurrency", 8, "--size", size,
+                 "--timeout", 30, "--expect-eof")
+    assert r["ok"] == n and r["errors"] == 0, r
+    st = _settled(srv, n)
+    srv.stop()
+    c, x = st["counters"], st["nic"]["xdp"]
+    assert x["handovers_back"] == x["handovers_to_tap"] == n
+    assert x["counters"]["xdp_td_accepted"] == 0 and x["counters"]["xdp_to_control"] == n
+    assert c["teardown_accepted"] == n and c["conns_reset"] == 0

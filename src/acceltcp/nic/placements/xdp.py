@@ -11,7 +11,10 @@ stack's frames written to the TAP go out on the veth. The control side (XdpDatap
 lives in this process: the control frames the stack sends (Listen, StatusRequest, ...)
 never reach the TAP -- the device gives them to ``XdpDataplane.control_frame`` (the same
 frames and answers as atcp_host passing them up, without a round trip through the kernel
-to the process they came from), and a loop timer runs ``XdpDataplane.tick`` (the clock
+to the process they came from) -- except 0x090B teardown handovers of at most a
+frame's size: those go to the TAP, where atcp_host takes those it can (teardown.h
+teardown_host) and sends the rest back by XDP_TX (TD_X_UP_TX), to the TAP's reader
+here, which gives them to the control side.  A loop timer runs ``XdpDataplane.tick`` (the clock
 maps, the programs' queued reports, the control side's due timers) every
 ``clock_interval`` or at the control side's next deadline if that is sooner. Frames the
 control side originates for the wire (what XDP cannot send: one frame per frame in, none
@@ -48,6 +51,7 @@ class XdpNicDevice(_HostPort):
         from ..xdp import bpf
         from ..xdp.control import XdpDataplane
         ok, self.ignored = dataplane_kwargs(dataplane or {}, XdpDataplane)
+        ok["teardown_kwargs"] = dict(ok.get("teardown_kwargs") or {}, up_tx=True)
         self.wire = wire
         self.peer = peer
         self._clock = clock
@@ -62,6 +66,12 @@ class XdpNicDevice(_HostPort):
                                       wire_ifindex=socket.if_nametoindex(wire),
                                       csum_ok=False, **ok)
         self.syn_window = self.dataplane.syn_window
+        td = self.dataplane.teardown
+        # handovers through atcp_host (td.xdp_flags & 1: TD_X_ACCEPT): those up to a
+        # frame of the TAP's MTU (read at the first), which a larger one could not pass
+        self._handover_max = None if td.capacity and td.xdp_flags & 1 else 0
+        self.handovers_to_tap = 0
+        self.handovers_back = 0
         self.dataplane.set_clock(clock())
         self._attached = []
         try:
@@ -82,7 +92,20 @@ class XdpNicDevice(_HostPort):
 
     def set_receiver(self, callback):
         self._receiver = callback
-        self.tap.set_receiver(callback)
+        self.tap.set_receiver(callback if self._handover_max == 0 else self._from_tap)
+
+    def _from_tap(self, frame, csum_ok):
+        """The TAP's frames: a 0x090B atcp_host did not take, back by XDP_TX, goes to the
+        control side; everything else to the stack."""
+        if frame[12] == 0x09 and frame[13] == 0x0B:
+            self.handovers_back += 1
+            t0 = _ptime()
+            if self._route(self.dataplane.control_frame(frame, self._clock())):
+                self._wake_host()
+            self.nic_cpu_ns += _ptime() - t0
+            self._arm()
+            return
+        self._receiver(frame, csum_ok)
 
     def set_batch_end(self, callback):
         self._batch_end = callback
@@ -107,6 +130,12 @@ class XdpNicDevice(_HostPort):
         for item in items:
             if item.__class__ is tuple:
                 tap.send_segment(*item)
+            elif item[13] == 0x0B and item[12] == 0x09 and len(item) <= (
+                    self._handover_max if self._handover_max is not None
+                    else self._tap_frame_max()):
+                self._record(item)
+                self.handovers_to_tap += 1
+                tap.send(item)                # atcp_host takes it, or sends it back
             elif is_control_frame(item):
                 t0 = _ptime()
                 self._record(item)
@@ -117,6 +146,14 @@ class XdpNicDevice(_HostPort):
                 tap.send(item)                # atcp_host redirects it to the wire
         if woke:
             self._wake_host()
+
+    def _tap_frame_max(self):
+        try:
+            with open("/sys/class/net/%s/mtu" % self.tap.name) as f:
+                self._handover_max = int(f.read()) + 14
+        except (OSError, ValueError):
+            self._handover_max = 0
+        return self._handover_max
 
     def _route(self, outs):
         """The control side's frames: to the wire on the veth, or queued for the host.
@@ -177,6 +214,8 @@ class XdpNicDevice(_HostPort):
                         "prog_ids": dp.prog_ids, "map_ids": dp.map_ids,
                         "pin_dir": dp.pin_dir, "clock_ticks": self.clock_ticks,
                         "wire_frames": self.wire_frames,
+                        "handovers_to_tap": self.handovers_to_tap,
+                        "handovers_back": self.handovers_back,
                         "wire_send_failed": self.wire_send_failed,
                         "host_port": self.tap.name, "wire_port": self.wire,
                         "host_ifindex": dp.host_ifindex, "wire_ifindex": dp.wire_ifindex,

@@ -387,7 +387,7 @@ class XdpDataplane:
             verdict, out, _ = self._host.test_run(frame)
             if verdict == bpf.XDP_REDIRECT:
                 res = [(WIRE, out)]
-            elif verdict == bpf.XDP_PASS:
+            elif verdict == bpf.XDP_PASS or verdict == bpf.XDP_TX:    # TX: TD_X_UP_TX
                 res = self.control_frame(out, now)
             elif verdict == bpf.XDP_DROP:
                 res = []

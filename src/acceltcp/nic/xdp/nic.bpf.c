@@ -30,7 +30,8 @@
  *     host; invalid -> drop (or RST, RFC 9293 §3.10.7.1, with cfg.rst_on_bad_cookie).
  *     Anything else -> host.
  *
- * atcp_host (dataplane.py "From HOST"): offload EtherTypes -> XDP_PASS (control side);
+ * atcp_host (dataplane.py "From HOST"): offload EtherTypes -> XDP_PASS (control side;
+ * a 0x090B teardown.h takes itself, or with TD_X_UP_TX XDP_TX back to its writer);
  * every other frame goes to the wire unchanged; an unfragmented IPv4/TCP segment without
  * IP options whose flags byte has FIN or RST removes its flow from atcp_handed, a SYN-ACK
  * from a listener's ip:port adds it (origin HOST).
@@ -435,6 +436,10 @@ int atcp_host(struct xdp_md *ctx)
 
 				if (v >= 0)
 					return v;
+				if (teardown_up_tx()) {
+					count(C_xdp_to_control);
+					return XDP_TX;  /* a live TAP: back to the writer */
+				}
 			}
 			count(C_xdp_to_control);
 			return XDP_PASS;        /* control frames: the control side's work */

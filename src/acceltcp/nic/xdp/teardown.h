@@ -999,6 +999,15 @@ static __always_inline void td_clear_chunk(struct td_host_work *w, __u32 n)
 	}
 }
 
+/* 1: a 0x090B teardown_host does not take goes back by XDP_TX (TD_X_UP_TX) */
+static __always_inline int teardown_up_tx(void)
+{
+	__u32 zero = 0;
+	const struct atcp_td_clock *clk = bpf_map_lookup_elem(&atcp_td_clock, &zero);
+
+	return clk && (clk->xdp & TD_X_UP_TX);
+}
+
 /* atcp_host: a 0x090B Teardown frame -> its verdict if the program takes the handover
  * itself, -1 to pass it to the control side (teardown_ctl.py), which does the rest.
  *
