@@ -585,16 +585,16 @@ def main(argv=None):
     p.add_argument("--lb-conns", type=int, default=32, help="wrk -c (32)")
     p.add_argument("--nginx-keepalive", type=int, default=32, metavar="N",
                    help="upstream keepalive connections of the nginx proxy (0: off; 32)")
-    p.add_argument("--placements", default="process,inline",
-                   help="NIC placements to measure, comma-separated (process,inline)")
+    p.add_argument("--placements", default="process,inline,xdp",
+                   help="NIC placements to measure, comma-separated (process,inline,xdp)")
     p.add_argument("--no-controls", dest="controls", action="store_false",
                    help="leave out the control rows (NIC process without offloads)")
     p.add_argument("--skip-kv", action="store_true")
     p.add_argument("--skip-lb", action="store_true")
     a = p.parse_args(argv)
     a.placements = [x for x in a.placements.split(",") if x]
-    if any(x not in ("process", "inline") for x in a.placements):
-        p.error("--placements: process and/or inline")
+    if any(x not in ("process", "inline", "xdp") for x in a.placements):
+        p.error("--placements: process, inline and/or xdp")
     if os.geteuid() != 0:
         print("benchmarks/apps.py needs root (namespaces, TAP)", file=sys.stderr)
         return 2

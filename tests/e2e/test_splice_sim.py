@@ -196,3 +196,39 @@ def test_splice_with_input_beyond_the_head_larger_than_a_send_buffer():
     assert proxy.counters["spliced"] == 1
     rep = proxy.reports[0]
     assert 0 < rep.bytes_c < len(c_data)          # part relayed by the host first
+
+
+def test_a_frame_passed_up_before_the_rule_goes_to_the_nic_not_reset():
+    """Where the NIC and the host have separate queues (the XDP NIC), a frame of the
+    server the NIC passed up just before its rule was in place can reach the host after
+    SpliceInstalled: the host sends it through the NIC, like the frames it held (the
+    rule translates it: a duplicate for the client), and never resets the server.
+    Emulated here: once the splice is installed, a copy of a server frame the proxy
+    received before is given to the proxy's stack again."""
+    cfg = TcpConfig(rcv_buf=1 << 20, snd_buf=1 << 20, time_wait=1.0)
+    c_data, s_data = random.Random(1).randbytes(300_000), random.Random(2).randbytes(300_000)
+    with SimLoop(1) as loop:
+        net = make_pair(loop, config_a=cfg, config_b=cfg, nic_b=True, seed=1,
+                        bandwidth_bps=10e9, delay=20e-6, queue_limit=100000)
+        a, b = net
+        proxy = SpliceProxy(b, 8080, [(IP_A, 80)], config=cfg, rewrite=lambda h: REWRITTEN)
+        seen = []
+        net.link.a.add_tap(lambda f, t: seen.append(bytes(f))
+                           if f[34:36] == (80).to_bytes(2, "big") and len(f) > 66 else None)
+        peers = {}
+        lst = a.listen(80, 16, config=cfg)
+
+        def on_server(lst):
+            while (conn := lst.accept()) is not None:
+                peers["server"] = Peer(a, conn, b"", s_data, len(REWRITTEN))
+        lst.on_acceptable = on_server
+        peers["client"] = Peer(a, a.connect("198.18.0.2", 8080, config=cfg), HEAD, c_data, 1)
+        loop.run_until(lambda: b.counters.get("splice_installed") == 1, timeout=60)
+        rsts = b.counters.get("rsts_sent", 0)
+        b.receive_frame(seen[0])                     # a server frame, passed up "late"
+        assert b.counters.get("splice_late_forwarded") == 1 and b.counters.get("rsts_sent", 0) == rsts
+        loop.run_until(lambda: all(p.done for p in peers.values()) and len(peers) == 2
+                       and proxy.counters["closed"], timeout=600)
+        loop.run_for(3.0)
+    _check_bytes(peers, c_data, s_data)
+    assert b.counters.get("rsts_sent", 0) == rsts and proxy.counters["spliced"] == 1

@@ -34,7 +34,9 @@ arrived first. After the answer, a segment can still reach the host where the NI
 the host have separate queues (the XDP NIC: frames it passed up before the flow was
 its own wait in the TAP's queue): for ``HANDED_LINGER`` seconds after an acceptance
 the host drops segments of that 4-tuple (``drops["teardown_late"]``, ``late``) instead
-of resetting them; the peer's retransmission reaches the NIC.
+of resetting them; the peer's retransmission reaches the NIC.  The same race after a
+splice is installed: such a frame goes to the NIC like the held frames
+(``splice_late``, counted ``splice_late_forwarded``), whose rule translates it.
 
 Splice (§4.3, Figure 7). ``nsplice(c, s, callback)`` joins the proxy's connection to
 the client (c) and to the server (s):
@@ -72,8 +74,8 @@ with it (counted).
 Counters (in ``HostStack.counters``): teardown_offered, teardown_accepted,
 teardown_refused_<reason>, teardown_done_<reason>, teardown_ineligible,
 teardown_nic_full, splice_requested, splice_installed, splice_failed_<reason>,
-splice_closed, splice_held_frames, nic_status_reports, nic_msgs_in, nic_msgs_bad,
-nic_lost_teardown_flows, nic_lost_splices.
+splice_closed, splice_held_frames, splice_late_forwarded, nic_status_reports, nic_msgs_in,
+nic_msgs_bad, nic_lost_teardown_flows, nic_lost_splices.
 """
 
 import collections
@@ -191,6 +193,7 @@ class NicOffload:
         self._splices = {}                 # splice_id -> _Splice (before the NIC took it)
         self._spliced = {}                 # splice_id -> callback (the NIC runs it)
         self._handed = collections.OrderedDict()   # key -> until when: accepted lately
+        self.spliced_lately = collections.OrderedDict()    # the same for splices
 
     def start(self):
         """Ask the NIC for its capacities (the answer arrives as a StatusReport)."""
@@ -276,8 +279,9 @@ class NicOffload:
                 st.remove(conn)
         self._c["teardown_accepted"] += n
 
-    def _linger(self, key, now):
-        h = self._handed
+    def _linger(self, key, now, h=None):
+        if h is None:
+            h = self._handed
         h[key] = now + HANDED_LINGER
         h.move_to_end(key)
         while h and (len(h) > HANDED_MAX or next(iter(h.values())) < now):
@@ -290,6 +294,17 @@ class NicOffload:
         if until is None or until < now:
             return False
         self.stack.drops["teardown_late"] += 1
+        return True
+
+    def splice_late(self, key, frame, now):
+        """A frame with no TCB for `key`: was the 4-tuple spliced within HANDED_LINGER?
+        Then it goes to the NIC as the held frames did (``splice_late_forwarded``): it
+        was passed up before the rule was in place, and the rule translates it now."""
+        until = self.spliced_lately.get(key)
+        if until is None or until < now:
+            return False
+        self._c["splice_late_forwarded"] += 1
+        self.stack.send_raw(frame)
         return True
 
     def _teardown_refused(self, msg):
@@ -416,6 +431,7 @@ class NicOffload:
             st.unsteer(conn, sp, restore=False)
             conn.owner.handler = None             # the app hears of it by the callback
             conn.handoff(now)
+            self._linger(conn.owner.key, now, self.spliced_lately)
         self._c["splice_installed"] += 1
         self._spliced[sp.sid] = (sp.callback, sp.c.owner.key, sp.s.owner.key)
         for frame in sp.held:                     # through the new path, in order

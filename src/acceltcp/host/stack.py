@@ -259,6 +259,11 @@ class HostStack:
                 if self._parked and key in self._parked:
                     self.drops["teardown_pending"] += 1
                     return
+                off = self.offload
+                if off is not None and off.spliced_lately and \
+                        off.splice_late(key, frame, self.clock()):
+                    self._delivered += 1
+                    return
                 self._segment_slow(key, ip_src, seg, src)
             elif ethertype == ETHERTYPE_ARP:
                 if self.arp.receive(frame, dst):
