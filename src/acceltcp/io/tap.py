@@ -205,6 +205,16 @@ class TapDevice:
         self.queues.append(fd)
         return fd
 
+    def keep_queue(self, k):
+        """In the process that owns queue `k` of a multi-queue device: make it this
+        object's only fd and close the others (another process reads those)."""
+        fd = self.queues[k]
+        for other in self.queues:
+            if other != fd:
+                os.close(other)
+        self.fd = fd
+        self.queues = [fd]
+
     def fileno(self):
         return self.fd
 

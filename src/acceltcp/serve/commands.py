@@ -16,6 +16,7 @@ When ready, both print one JSON line ``{"event": "ready", ...}`` on stderr.
 stack (docs/placements.md), ``--offload`` picks what the app hands it.
 """
 
+import argparse
 import asyncio
 import hashlib
 import json
@@ -79,6 +80,15 @@ def profiled(fn):
 # ---------------------------------------------------------------------- serve
 def cmd_serve(args) -> int:
     """The stack serves an application on a TAP in the peer namespace until a signal."""
+    if getattr(args, "cores", 1) > 1:
+        from .cores import serve_cores
+        return serve_cores(args)
+    return serve_app(args)
+
+
+def serve_app(args, host_kw=None, on_ready=print_ready) -> int:
+    """cmd_serve on one stack: ``host_kw`` more TapHost arguments (serve --cores: the
+    TAP queue, the ephemeral range), ``on_ready(**info)`` when it serves."""
     from .apps import APPS
 
     spec = APPS[args.app]
@@ -99,7 +109,7 @@ def cmd_serve(args) -> int:
         nic_lacks = {n: "the XDP NIC does not support it (yet)" for n in wanted
                      if n in XDP_UNSUPPORTED}
         wanted = tuple(n for n in wanted if n not in nic_lacks)
-    loop, host = tap_host(args)
+    loop, host = tap_host(args, **(host_kw or {}))
     if host is None:
         return 2
     app_kw, unused = app_offload_kwargs(spec, wanted)
@@ -154,7 +164,7 @@ def cmd_serve(args) -> int:
     if args.nic == "xdp":
         ready["xdp_prog_ids"] = host.device.dataplane.prog_ids
         ready["xdp_ports"] = {"host": host.tap.name, "wire": host.veth}
-    print_ready(**ready)
+    on_ready(**ready)
     try:
         loop.run_until_complete(stop)
     finally:
@@ -394,6 +404,13 @@ def _echo_load(loop, host, args):
     return 0 if ok else 1
 
 
+def _cores(text):
+    n = int(text)
+    if not 1 <= n <= 64:
+        raise argparse.ArgumentTypeError("1..64")
+    return n
+
+
 def _count(text):
     n = int(text)
     if n < 0:
@@ -434,6 +451,10 @@ def add_serve_parser(sub):
 
 def _add_serve_options(p):
     add_tap_arguments(p)
+    p.add_argument("--cores", type=_cores, default=1, metavar="N",
+                   help="N host stacks, one process per core, on one multi-queue TAP "
+                        "(the kernel's flow hash spreads the connections); --nic none "
+                        "or inline (%(default)s)")
     p.add_argument("--isn", type=lambda t: int(t, 0) & 0xFFFFFFFF, metavar="N",
                    help="initial sequence number of every connection (testing: a value "
                         "just below 2**32 makes sequence numbers wrap); default RFC 6528")

@@ -37,9 +37,9 @@ def dataplane_kwargs(args):
     return kw
 
 
-def tap_host(args):
+def tap_host(args, **host_kw):
     """-> (loop, TapHost) with the stack's CPU accounted, or (None, None) after printing
-    why not (no namespace, not root, ...)."""
+    why not (no namespace, not root, ...).  host_kw: more TapHost arguments."""
     from ..nic.xdp.bpf import XdpUnavailable
     from ..testbed.netns import TestbedError
     from ..nic.placements import NicStartError
@@ -50,7 +50,7 @@ def tap_host(args):
                        tso=args.tso if args.offload else False, config=tcp_config(args),
                        pcap=args.pcap, batch=args.batch, nic=getattr(args, "nic", "none"),
                        dataplane=dataplane_kwargs(args), isn=getattr(args, "isn", None),
-                       nic_watchdog=getattr(args, "nic_watchdog", 1.0))
+                       nic_watchdog=getattr(args, "nic_watchdog", 1.0), **host_kw)
     except (TestbedError, OSError, NicStartError, ValueError, XdpUnavailable) as e:
         loop.close()
         what = "%s %s" % (args.command, getattr(args, "app", "") or "")

@@ -133,7 +133,8 @@ class TapHost:
     def __init__(self, loop, *, netns=None, tap_name=None, stack_ip=None, peer_ip=None,
                  prefixlen=None, stack_mac=None, peer_mac=None, offload=True, tso=None,
                  config=None, pcap=None, batch=256, mtu=1500, name="tap", nic="none",
-                 dataplane=None, nic_stats_interval=0.5, isn=None, nic_watchdog=1.0):
+                 dataplane=None, nic_stats_interval=0.5, isn=None, nic_watchdog=1.0,
+                 tap=None, ephemeral=None):
         from ..testbed import netns as tb
         from ..wire.ethernet import mac_from_str
         from ..nic import placements as nicmod
@@ -152,7 +153,13 @@ class TapHost:
                                   "up%s` first" % (netns, "" if netns == tb.DEFAULT_NS
                                                    else " --netns " + netns))
         self.veth = None
-        if nic == "xdp":
+        if tap is not None:
+            # one queue of a multi-queue TAP already in the namespace (serve --cores)
+            if nic not in ("none", "inline"):
+                raise ValueError("a TAP queue of its own: --nic none or inline only")
+            offload = tap.offload
+            self.tap = tap
+        elif nic == "xdp":
             # no checksum/TSO offloads: a redirect loses them (nic/placements/xdp.py); the TAP in
             # the root namespace, named after the namespace (never two alike)
             offload = tso = False
@@ -172,7 +179,7 @@ class TapHost:
                 # the 16-byte NewConnection header, which a redirect into a TAP of the
                 # wire's MTU drops (xdp_ok_fwd_dev: -EMSGSIZE)
                 tb.tap_up(self.tap.name, mtu + HOST_PORT_HEADROOM)
-            else:
+            elif tap is None:
                 tb.attach_tap(self.tap.name, netns, self.peer_ip, prefixlen,
                               peer_mac or tb.PEER_MAC, mtu)
             if pcap:
@@ -208,7 +215,12 @@ class TapHost:
             self.stack = HostStack(self.device, self.stack_ip, loop.time,
                                    tso=offload if tso is None else tso, config=self.config,
                                    netmask=prefixlen, name=name,
-                                   isn=None if isn is None else (lambda *a: isn))
+                                   isn=None if isn is None else (lambda *a: isn),
+                                   **({} if ephemeral is None else {"ephemeral": ephemeral}))
+            if tap is not None:
+                # ARP replies reach the queue their flow hash picks, not necessarily this
+                # stack's: the peer is a known neighbour
+                self.stack.arp_add(self.peer_ip, mac_from_str(peer_mac or tb.PEER_MAC))
             if self.device is not self.tap:
                 self.device.on_nic_lost = self._on_nic_lost
             self.runner = TapRunner(loop, self.stack, self.device)
