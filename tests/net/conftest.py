@@ -227,6 +227,18 @@ def bed(testbed):
     testbed.run(["nft", "delete", "table", "netdev", "atcp_loss"], check=False)
 
 
+@pytest.fixture(scope="session")
+def xdp_built():
+    """build/xdp/nic.bpf.o of this tree (`make xdp`), for the tests of `--nic xdp`: a
+    failure names what is missing (never a skip)."""
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run(["make", "-s", "--no-print-directory", "xdp"], cwd=root,
+                       capture_output=True, text=True)
+    if r.returncode or not (root / "build/xdp/nic.bpf.o").exists():
+        pytest.fail("XDP object not built: %s" % (r.stdout + r.stderr).strip(),
+                    pytrace=False)
+
+
 def wait_for(predicate, timeout=10.0, interval=0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
