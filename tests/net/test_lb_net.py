@@ -1,6 +1,7 @@
 """The HTTP load balancer on the TAP testbed, between real tools: two nginx backends in
 the peer namespace serving a SpecWeb-like file set, wrk and ab as clients (persistent
-and one connection per request), splice on and off; curl fetches every file of a sample
+and one connection per request), the host relaying or the NIC splicing (inline, and
+the XDP NIC: `--nic xdp --offload setup,splice`); curl fetches every file of a sample
 and its sha256 must match; a backend killed mid-run costs only its in-flight requests."""
 
 import hashlib
@@ -49,12 +50,15 @@ def site(bed, tmp_path):
     return {"digests": digests, "procs": procs}
 
 
-def _lb(bed, tmp_path, splice):
+def _lb(bed, tmp_path, nic):
+    """serve lb to both backends; `nic`: None (the host relays), "inline" or "xdp" (the
+    NIC's cookies and splice)."""
     extra = ["--backend", "%s:%d" % (PEER_IP, BACKENDS[0]),
              "--backend", "%s:%d" % (PEER_IP, BACKENDS[1])]
-    if splice:
-        extra += ["--nic", "inline", "--offload", "setup,splice"]
-    # the TAP's checksum/TSO/LRO offloads on: the NIC splices super-frames too
+    if nic:
+        extra += ["--nic", nic, "--offload", "setup,splice"]
+    # the TAP's checksum/TSO/LRO offloads on: the inline NIC splices super-frames too
+    # (the xdp placement opens the TAP without them, docs/xdp.md)
     return bed.serve("lb", PORT, stats=tmp_path / "lb.json", extra=extra)
 
 
@@ -88,9 +92,12 @@ def _curl_sample(bed, digests, names, tmp_path):
         assert hashlib.sha256(out.read_bytes()).hexdigest() == digests[name], name
 
 
-@pytest.mark.parametrize("splice", [False, True], ids=["host-relay", "spliced"])
-def test_wrk_ab_curl_through_lb(bed, tmp_path, site, splice):
-    srv = _lb(bed, tmp_path, splice)
+@pytest.mark.parametrize("nic", [None, "inline", "xdp"],
+                         ids=["host-relay", "spliced", "xdp-spliced"])
+def test_wrk_ab_curl_through_lb(request, bed, tmp_path, site, nic):
+    if nic == "xdp":
+        request.getfixturevalue("xdp_built")
+    srv = _lb(bed, tmp_path, nic)
     digests = site["digests"]
     _curl_sample(bed, digests, sorted(digests)[:20] + ["f1.bin"], tmp_path)
     for close in (False, True):
@@ -100,20 +107,33 @@ def test_wrk_ab_curl_through_lb(bed, tmp_path, site, splice):
     for keepalive in (False, True):
         complete, failed, non2xx, out = _ab(bed, "f1.bin", keepalive)
         assert complete == 2000 and failed == 0 and non2xx == 0, out
+    # and the files once more after the load, through whatever the NIC holds now
+    _curl_sample(bed, digests, sorted(digests)[20:30] + ["f5.bin"], tmp_path)
     st = srv.stop()
     app = st["app_stats"]
     # wrk resets the connections it has open when its time is up (16 per run)
     assert st["counters"]["conns_reset"] <= 2 * 16
-    if splice:
+    if nic:
         assert app["spliced"] > 0 and app.get("splice_failed", 0) == 0, app
         assert st["nic"]["counters"]["splice_frames"] > 0
     else:
         assert app.get("spliced", 0) == 0, app
+    if nic == "xdp":
+        # every handshake a cookie in XDP, every splice the lb asked for installed in
+        # XDP's tables (none refused), the responses' bytes moved there
+        nc = st["nic"]["counters"]
+        assert st["nic"]["placement"] == "xdp"
+        assert st["counters"]["cookie_conns"] == st["conns_accepted"]
+        assert st["counters"].get("syns_received", 0) == 0 and nc["syn_to_host"] == 0
+        assert nc["splices_installed"] == app["splice_requested"] and \
+            nc["refused_splice"] == 0, nc
+        assert app["nic_bytes_s"] > app["host_bytes_s"]
+        assert set(st["nic"]["xdp"]["counters"].values()) == {0}, st["nic"]["xdp"]
 
 
 @pytest.mark.parametrize("splice", [False, True], ids=["host-relay", "spliced"])
 def test_backend_killed_mid_run(bed, tmp_path, site, splice):
-    srv = _lb(bed, tmp_path, splice)
+    srv = _lb(bed, tmp_path, "inline" if splice else None)
     wrk = bed.popen(["wrk", "-t", "1", "-c", "16", "-d", "4s", "-H", "Connection: close",
                      "http://%s:%d/f3.bin" % (STACK_IP, PORT)], stdout=subprocess.PIPE)
     time.sleep(1.5)
