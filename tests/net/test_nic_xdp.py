@@ -10,6 +10,7 @@ behind after serve exits -- by SIGTERM, or SIGKILL and `testbed down`."""
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -17,10 +18,10 @@ from acceltcp.testbed import netns as tb
 from acceltcp.testbed.peer import expected_sha256
 
 from .conftest import ACCELTCP, PEER, PEER_IP, STACK_IP, VENV_BIN, wait_for
-from .test_nic_placements import FORGE
 from .test_nic_setup_segments import TWO_SEGMENTS
 
 NEEDS_ROOT = True
+FLOOD = [sys.executable, "-m", "acceltcp.testbed.synflood"]
 PORT = 7
 MiB = 1 << 20
 
@@ -141,27 +142,42 @@ def test_20mib_echo_one_connection(bed, tmp_path):
 
 
 def test_forged_cookie_acks_are_dropped_in_xdp(bed, tmp_path):
-    n = 200
+    """100,000 ACKs guessing at a cookie (random seq, ack and TSecr with the MARK bit,
+    spoofed sources: testbed.synflood forge, prebuilt frames on an AF_PACKET socket,
+    unpaced): every one checked and dropped in XDP, none accepted, not one TCP frame at
+    the stack; real clients before and after are served through the cookies."""
+    n = 100_000
     srv = _serve(bed, tmp_path)
     r = bed.peer("short", STACK_IP, PORT, "--count", 20, "--concurrency", 4, "--size", 64,
                  "--timeout", 20)
     assert r["ok"] == 20
     before = _settled(srv, 20)
-    r = bed.run([str(VENV_BIN / "python"), "-c", FORGE, STACK_IP, str(PORT), str(n), "7"],
-                timeout=120)
-    assert r.stdout.strip() == str(n)
+    r = bed.run(FLOOD + ["forge", STACK_IP, str(PORT), "--count", str(n), "--rate", "1e7",
+                         "--seed", "7"], timeout=120)
+    r = json.loads(r.stdout.strip().splitlines()[-1])
+    assert r["sent"] == n and r["ts"], r
     st = wait_for(lambda: (s := srv.snapshot())["nic"]["counters"]["cookie_ack_bad"] >= n
                   and s, timeout=15)
     assert st, "XDP did not see the forged ACKs"
-    c = st["nic"]["counters"]
-    assert c["cookie_ack_bad"] == n and c["drop_cookie_bad"] == n and c["cookie_ack_ok"] == \
-        before["nic"]["counters"]["cookie_ack_ok"]
+    c, c0 = st["nic"]["counters"], before["nic"]["counters"]
+    assert c["cookie_ack_bad"] == c["drop_cookie_bad"] == c["drops"] == n, c
+    assert c["cookie_ack_ok"] == c0["cookie_ack_ok"] and c["rst_sent"] == 0
+    assert c["passthrough_host"] == c0["passthrough_host"]
+    assert c["handed_inserted"] == c0["handed_inserted"]
     for k in ("conns_accepted", "cookie_conns", "rsts_sent"):
         assert st["counters"][k] == before["counters"][k], k
     tcp_in = [s["counters"]["frames_in"] - s["counters"].get("arp_in", 0)
               for s in (before, st)]
     assert tcp_in[0] == tcp_in[1], "a forged ACK reached the stack"
-    srv.stop()
+    assert set(st["nic"]["xdp"]["counters"].values()) == {0}, st["nic"]["xdp"]["counters"]
+    # a real client right after is served through the cookies as before
+    r = bed.peer("short", STACK_IP, PORT, "--count", 20, "--concurrency", 4, "--size", 64,
+                 "--timeout", 20)
+    assert r["ok"] == 20 and r["errors"] == 0, r
+    _settled(srv, 40)
+    st = srv.stop()
+    assert st["counters"]["cookie_conns"] == st["conns_accepted"] == 40
+    assert st["nic"]["counters"]["cookie_ack_bad"] == n
 
 
 def test_request_in_two_segments_through_the_handed_table(bed, tmp_path):
