@@ -3,14 +3,17 @@ Linux TCP in the peer namespace: the namespace's interface is a veth whose root 
 carries atcp_wire, the stack's TAP carries atcp_host, frames are redirected between
 them, the control side is in serve. Handshakes completed by XDP's cookies (the stack
 sees no SYN), the host fallback without timestamps, short-lived and bulk echo
-byte-exact, forged cookie ACKs dropped in XDP, a request in two segments through the
-handed-over table, every app, the one-line error without the object, and nothing left
-behind after serve exits -- by SIGTERM, or SIGKILL and `testbed down`."""
+byte-exact, 100,000 forged cookie ACKs dropped in XDP, a request in two segments
+through the handed-over table, every app, tables of 8 entries under 1,000 connections
+with every teardown fallback counted, the one-line error without the object, and
+nothing left behind after serve exits -- by SIGTERM, or SIGKILL and `testbed down` --
+nor after failing tests (a pytest session of its own)."""
 
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -278,6 +281,66 @@ def test_killed_serve_is_cleaned_up(bed, tmp_path):
         assert _gone(nic) == []
     finally:
         bed.up()
+
+
+FAILING = """
+import json, os, signal
+from tests.net.conftest import bed, testbed      # noqa: F401 -- the fixtures
+
+def _serve(bed, tmp_path):
+    srv = bed.serve("echo", 7, stats=tmp_path / "s.json",
+                    extra=["--nic", "xdp", "--offload", "setup,teardown"])
+    x = srv.snapshot()["nic"]["xdp"]
+    print("XDP " + json.dumps(dict(x, pid=srv.proc.pid, netns=bed.name)), flush=True)
+    return srv
+
+def test_fails_with_serve_running(bed, tmp_path):
+    _serve(bed, tmp_path)
+    assert False, "a failing test"
+
+def test_fails_after_serve_was_killed(bed, tmp_path):
+    srv = _serve(bed, tmp_path)
+    srv.proc.p.kill()
+    srv.proc.p.wait(10)
+    assert False, "a failing test"
+
+def test_fails_with_serve_hung(bed, tmp_path):
+    bed.stop_timeout = 1.0
+    srv = _serve(bed, tmp_path)
+    os.kill(srv.proc.pid, signal.SIGSTOP)         # SIGTERM cannot end it now
+    raise RuntimeError("a failing test")
+"""
+
+
+def test_nothing_left_after_failing_tests(tmp_path):
+    """A pytest session of its own (its own namespace) whose three tests fail with
+    serve --nic xdp running, killed, and hung (SIGSTOP: SIGTERM cannot end it): the
+    fixtures end the serves and remove what a killed one left; afterwards none of their
+    programs, maps, pin directories or devices, nor the session's namespace, is there.
+    The session reports the three failures and no teardown error (its own check of the
+    same, conftest.Testbed.end_procs, would be one)."""
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "test_failing.py").write_text(FAILING)
+    env = dict(os.environ, PYTHONPATH="%s:%s" % (root / "src", root))
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
+                        "--rootdir", str(tmp_path), str(tmp_path / "test_failing.py")],
+                       cwd=str(tmp_path), env=env, capture_output=True, text=True,
+                       timeout=300)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1 and "3 failed" in out and "error" not in \
+        out.splitlines()[-1], out[-3000:]
+    runs = [json.loads(line.split("XDP ", 1)[1]) for line in r.stdout.splitlines()
+            if "XDP {" in line]
+    assert len(runs) == 3, out[-3000:]
+    progs = {i for x in runs for i in x["prog_ids"].values()}
+    maps = {i for x in runs for i in x["map_ids"].values()}
+    assert wait_for(lambda: not (progs & _bpftool_ids("prog") or maps & _bpftool_ids("map")),
+                    timeout=30, interval=0.2), "programs or maps left"
+    for x in runs:
+        assert not os.path.exists(x["pin_dir"])
+        for d in (x["host_port"], x["wire_port"]):
+            assert not os.path.exists("/sys/class/net/" + d), d
+        assert not tb.exists(x["netns"]) and not tb.exists(x["netns"] + "-ref")
 
 
 def test_a_live_serve_is_not_disturbed(bed, tmp_path):
