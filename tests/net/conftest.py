@@ -2,13 +2,20 @@
 subprocess (`acceltcp serve` / `acceltcp connect`), kernel peers inside the namespace.
 
 Everything these tests start is ended by pid in fixture teardown, also when a test
-fails; the namespace is removed at the end of the session (`acceltcp testbed down`,
-which also ends anything left running inside it). Each session uses its own namespace
-name, so a developer's `atcp-peer` testbed is left alone.
+fails: `acceltcp serve`/`connect` by SIGTERM first, so that they clean up after
+themselves (with `--nic xdp`: programs detached, maps and pins gone, the veth removed),
+SIGKILL after a while; whatever a killed one left is then removed as the next serve
+would remove it, and the teardown fails if any program, map, pin directory or device
+of those processes is still there. The namespace is removed at the end of the session
+(`acceltcp testbed down`, which also ends anything left running inside it), checked
+the same way. Each session uses its own namespace name, so a developer's `atcp-peer`
+testbed is left alone.
 """
 
+import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -55,10 +62,13 @@ def _cli(*args, check=True, timeout=60):
 
 
 class Proc:
-    """A subprocess we started; `stop()` ends it by pid (SIGTERM, then SIGKILL)."""
+    """A subprocess we started; `stop()` ends it by pid (SIGTERM, then SIGKILL).
+    ``stack``: an `acceltcp serve`/`connect` (ended by SIGTERM in fixture teardown)."""
 
-    def __init__(self, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw):
+    def __init__(self, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stack=False,
+                 **kw):
         self.argv = argv
+        self.stack = stack
         self.p = subprocess.Popen(argv, stdout=stdout, stderr=stderr, text=True, **kw)
 
     @property
@@ -87,15 +97,79 @@ class Proc:
         return self.p.returncode, out, err
 
 
+BPFFS_ROOTS = ("/sys/fs/bpf", "/run/acceltcp/bpffs")      # nic/xdp/bpf.py bpffs_root
+
+
+def _bpf_objects(kind):
+    """{id: pinned paths} of every BPF `kind` ("prog", "map") the kernel has."""
+    if shutil.which("bpftool") is None:
+        return {}
+    r = subprocess.run(["bpftool", "-j", "-f", kind, "show"], capture_output=True, text=True)
+    return {o["id"]: o.get("pinned") or [] for o in json.loads(r.stdout or "[]")}
+
+
+def _pin_dirs(pids):
+    """The bpffs directories of the XDP loads of processes `pids` (atcp-<pid>-<n>)."""
+    return sorted(d for pid in pids for root in BPFFS_ROOTS
+                  for d in glob.glob(os.path.join(root, "atcp-%d-*" % pid)))
+
+
+def xdp_held(pids):
+    """The XDP programs and maps processes `pids` have pinned now (live serves): ->
+    {"prog": ids, "map": ids}."""
+    dirs = tuple(d + "/" for d in _pin_dirs(pids))
+    return {kind: {i for i, pins in _bpf_objects(kind).items()
+                   if any(p.startswith(dirs) for p in pins)} for kind in ("prog", "map")}
+
+
+def xdp_left(name, pids, held=None):
+    """What is still there of the XDP placement of processes `pids` in namespace `name`:
+    programs and maps of `held` (ids never come back while the kernel runs), their pin
+    directories, the placement's veth and TAP. -> a list (empty: nothing)."""
+    from acceltcp.testbed import netns
+    out = []
+    for kind, ids in (held or {}).items():
+        out += ["%s %d" % (kind, i) for i in sorted(ids & set(_bpf_objects(kind)))]
+    out += _pin_dirs(pids)
+    out += [d for d in netns.xdp_names(name) if os.path.exists("/sys/class/net/" + d)]
+    return out
+
+
 class Testbed:
     """One peer namespace for the session, with helpers to run things inside it."""
 
     def __init__(self, name):
         self.name = name
         self.procs = []
+        self.stack_pids = []             # every serve/connect of the session
+        self.stop_timeout = 10.0         # SIGTERM to SIGKILL in end_procs
 
     def up(self):
         _cli("testbed", "up", "--netns", self.name)
+
+    def end_procs(self):
+        """End what was started (module doc): serve/connect by SIGTERM (SIGKILL after
+        ``stop_timeout``), the rest by SIGKILL; remove what a killed serve --nic xdp left (its veth,
+        its pins: what the next serve in the namespace would remove) -> what is still
+        there of them (xdp_left; empty: nothing)."""
+        procs, self.procs = self.procs, []
+        stacks = [p for p in procs if p.stack]
+        live = [p.pid for p in stacks if p.p.poll() is None]
+        held = xdp_held(live) if live else None
+        for p in procs:
+            p.stop(signal.SIGTERM if p.stack else signal.SIGKILL, timeout=self.stop_timeout)
+        if not stacks:
+            return []
+        pids = [p.pid for p in stacks]
+        if any(p.p.returncode != 0 for p in stacks):
+            from acceltcp.nic.xdp import bpf
+            from acceltcp.testbed import netns
+            netns.remove_veth(self.name)          # all of ours have ended
+            if _pin_dirs(pids):
+                bpf.cleanup_stale()
+        # the kernel frees programs and maps after an RCU grace period
+        wait_for(lambda: not xdp_left(self.name, pids, held), timeout=30, interval=0.2)
+        return xdp_left(self.name, pids, held)
 
     def down(self):
         for p in self.procs:
@@ -132,8 +206,9 @@ class Testbed:
         if stats is not None:
             argv += ["--stats-file", str(stats)]
         argv += list(extra)
-        p = Proc(argv)
+        p = Proc(argv, stack=True)
         self.procs.append(p)
+        self.stack_pids.append(p.pid)
         p.wait_line(p.p.stderr, lambda line: '"event": "ready"' in line)
         return Server(self, p, stats)
 
@@ -151,7 +226,8 @@ class Testbed:
         argv += [str(a) for a in args]
         f = open(stdin, "rb") if stdin is not None else subprocess.DEVNULL
         try:
-            p = Proc(argv, stdin=f)
+            p = Proc(argv, stdin=f, stack=True)
+            self.stack_pids.append(p.pid)
         finally:
             if stdin is not None:
                 f.close()
@@ -214,17 +290,35 @@ def testbed():
         yield tb
     finally:
         tb.down()
+    # nothing of the session left: its namespaces, and no pin directory or device of
+    # any serve it ran
+    from acceltcp.testbed import netns
+    left = [ns for ns in (tb.name, tb.name + "-ref") if netns.exists(ns)]
+    left += xdp_left(tb.name, tb.stack_pids)
+    assert not left, "left after the session: %s" % left
 
 
 @pytest.fixture
 def bed(testbed):
-    """The session testbed; processes a test started are ended after it, and any loss
+    """The session testbed; processes a test started are ended after it, also when it
+    failed (Testbed.end_procs: nothing of an XDP placement may remain), and any loss
     rule is removed."""
     yield testbed
-    for p in testbed.procs:
-        p.stop(signal.SIGKILL)
-    testbed.procs = []
+    left = testbed.end_procs()
     testbed.run(["nft", "delete", "table", "netdev", "atcp_loss"], check=False)
+    assert not left, "left after the test: %s" % left
+
+
+@pytest.fixture(scope="session")
+def xdp_built():
+    """build/xdp/nic.bpf.o of this tree (`make xdp`), for the tests of `--nic xdp`: a
+    failure names what is missing (never a skip)."""
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run(["make", "-s", "--no-print-directory", "xdp"], cwd=root,
+                       capture_output=True, text=True)
+    if r.returncode or not (root / "build/xdp/nic.bpf.o").exists():
+        pytest.fail("XDP object not built: %s" % (r.stdout + r.stderr).strip(),
+                    pytrace=False)
 
 
 def wait_for(predicate, timeout=10.0, interval=0.05):

@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from .conftest import STACK_IP
+from .conftest import STACK_IP, wait_for
 
 NEEDS_ROOT = True
 PORT = 6379
@@ -22,8 +22,10 @@ def _bench(bed, keepalive):
     return r, tests
 
 
-@pytest.mark.parametrize("nic", ["none", "inline"])
-def test_redis_benchmark_zero_errors(bed, tmp_path, nic):
+@pytest.mark.parametrize("nic", ["none", "inline", "xdp"])
+def test_redis_benchmark_zero_errors(request, bed, tmp_path, nic):
+    if nic == "xdp":
+        request.getfixturevalue("xdp_built")
     extra = [] if nic == "none" else ["--nic", nic, "--offload", "setup,teardown"]
     srv = bed.serve("kv", PORT, stats=tmp_path / "kv.json", extra=extra)
     results = {}
@@ -34,6 +36,10 @@ def test_redis_benchmark_zero_errors(bed, tmp_path, nic):
         assert {"PING_INLINE", "PING_MBULK", "SET", "GET"} <= set(tests), r.stdout
         assert all(v > 0 for v in tests.values())
         results[keepalive] = tests
+    if nic == "xdp":
+        # the last TeardownAccepted leaves with the NIC's next report (moderated)
+        assert wait_for(lambda: (c := srv.snapshot()["counters"])["teardown_accepted"]
+                        == c["teardown_offered"] and c["conns_live"] == 0, timeout=20)
     st = srv.stop()
     app = st["app_stats"]
     assert app["error_replies"] == 0 and app["protocol_errors"] == 0
@@ -45,6 +51,20 @@ def test_redis_benchmark_zero_errors(bed, tmp_path, nic):
         # the one-request-per-connection run went through the NIC's cookies and teardowns
         assert c["cookie_conns"] >= 4 * 20000
         assert c["teardown_accepted"] >= 4 * 20000 * 0.9
+    if nic == "xdp":
+        # every handshake answered in XDP (no SYN at the stack), every close handed to
+        # XDP's teardown and accepted, and ended there; nothing dropped or refused
+        n = st["nic"]["counters"]
+        assert st["nic"]["placement"] == "xdp" and st["nic"]["alive"]
+        assert c.get("syns_received", 0) == 0 and n["syn_to_host"] == 0
+        assert c["cookie_conns"] == st["conns_accepted"] == n["syn_cookies_sent"]
+        assert n["cookie_ack_bad"] == 0 and n["drops"] == 0, n
+        assert c["teardown_offered"] == c["teardown_accepted"] == st["conns_accepted"]
+        assert n["refused_teardown"] == 0 and n["teardown_frames"] >= 4 * 20000
+        s = st["nic"]["status"]
+        assert s["teardowns_done"] + s["teardown_active"] == c["teardown_accepted"]
+        assert set(st["nic"]["xdp"]["counters"].values()) == {0}, st["nic"]["xdp"]
+        assert st["drops"] == {}
 
 
 def test_redis_cli_round_trips(bed, tmp_path):

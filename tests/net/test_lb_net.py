@@ -1,7 +1,10 @@
 """The HTTP load balancer on the TAP testbed, between real tools: two nginx backends in
 the peer namespace serving a SpecWeb-like file set, wrk and ab as clients (persistent
-and one connection per request), splice on and off; curl fetches every file of a sample
-and its sha256 must match; a backend killed mid-run costs only its in-flight requests."""
+and one connection per request), the host relaying or the NIC splicing (inline, and
+the XDP NIC: `--nic xdp --offload setup,splice`); curl fetches every file of a sample
+and its sha256 must match; a backend killed mid-run costs only its in-flight requests;
+with the XDP NIC's splice table of 8 rules under 1,000 connections every refused splice
+is counted and relayed by the host."""
 
 import hashlib
 import re
@@ -13,7 +16,7 @@ import pytest
 
 from acceltcp.testbed import website
 
-from .conftest import PEER_IP, STACK_IP
+from .conftest import PEER_IP, STACK_IP, wait_for
 
 NEEDS_ROOT = True
 PORT = 8080
@@ -49,12 +52,15 @@ def site(bed, tmp_path):
     return {"digests": digests, "procs": procs}
 
 
-def _lb(bed, tmp_path, splice):
+def _lb(bed, tmp_path, nic):
+    """serve lb to both backends; `nic`: None (the host relays), "inline" or "xdp" (the
+    NIC's cookies and splice)."""
     extra = ["--backend", "%s:%d" % (PEER_IP, BACKENDS[0]),
              "--backend", "%s:%d" % (PEER_IP, BACKENDS[1])]
-    if splice:
-        extra += ["--nic", "inline", "--offload", "setup,splice"]
-    # the TAP's checksum/TSO/LRO offloads on: the NIC splices super-frames too
+    if nic:
+        extra += ["--nic", nic, "--offload", "setup,splice"]
+    # the TAP's checksum/TSO/LRO offloads on: the inline NIC splices super-frames too
+    # (the xdp placement opens the TAP without them, docs/xdp.md)
     return bed.serve("lb", PORT, stats=tmp_path / "lb.json", extra=extra)
 
 
@@ -88,9 +94,12 @@ def _curl_sample(bed, digests, names, tmp_path):
         assert hashlib.sha256(out.read_bytes()).hexdigest() == digests[name], name
 
 
-@pytest.mark.parametrize("splice", [False, True], ids=["host-relay", "spliced"])
-def test_wrk_ab_curl_through_lb(bed, tmp_path, site, splice):
-    srv = _lb(bed, tmp_path, splice)
+@pytest.mark.parametrize("nic", [None, "inline", "xdp"],
+                         ids=["host-relay", "spliced", "xdp-spliced"])
+def test_wrk_ab_curl_through_lb(request, bed, tmp_path, site, nic):
+    if nic == "xdp":
+        request.getfixturevalue("xdp_built")
+    srv = _lb(bed, tmp_path, nic)
     digests = site["digests"]
     _curl_sample(bed, digests, sorted(digests)[:20] + ["f1.bin"], tmp_path)
     for close in (False, True):
@@ -100,20 +109,33 @@ def test_wrk_ab_curl_through_lb(bed, tmp_path, site, splice):
     for keepalive in (False, True):
         complete, failed, non2xx, out = _ab(bed, "f1.bin", keepalive)
         assert complete == 2000 and failed == 0 and non2xx == 0, out
+    # and the files once more after the load, through whatever the NIC holds now
+    _curl_sample(bed, digests, sorted(digests)[20:30] + ["f5.bin"], tmp_path)
     st = srv.stop()
     app = st["app_stats"]
     # wrk resets the connections it has open when its time is up (16 per run)
     assert st["counters"]["conns_reset"] <= 2 * 16
-    if splice:
+    if nic:
         assert app["spliced"] > 0 and app.get("splice_failed", 0) == 0, app
         assert st["nic"]["counters"]["splice_frames"] > 0
     else:
         assert app.get("spliced", 0) == 0, app
+    if nic == "xdp":
+        # every handshake a cookie in XDP, every splice the lb asked for installed in
+        # XDP's tables (none refused), the responses' bytes moved there
+        nc = st["nic"]["counters"]
+        assert st["nic"]["placement"] == "xdp"
+        assert st["counters"]["cookie_conns"] == st["conns_accepted"]
+        assert st["counters"].get("syns_received", 0) == 0 and nc["syn_to_host"] == 0
+        assert nc["splices_installed"] == app["splice_requested"] and \
+            nc["refused_splice"] == 0, nc
+        assert app["nic_bytes_s"] > app["host_bytes_s"]
+        assert set(st["nic"]["xdp"]["counters"].values()) == {0}, st["nic"]["xdp"]
 
 
 @pytest.mark.parametrize("splice", [False, True], ids=["host-relay", "spliced"])
 def test_backend_killed_mid_run(bed, tmp_path, site, splice):
-    srv = _lb(bed, tmp_path, splice)
+    srv = _lb(bed, tmp_path, "inline" if splice else None)
     wrk = bed.popen(["wrk", "-t", "1", "-c", "16", "-d", "4s", "-H", "Connection: close",
                      "http://%s:%d/f3.bin" % (STACK_IP, PORT)], stdout=subprocess.PIPE)
     time.sleep(1.5)
@@ -137,3 +159,41 @@ def test_backend_killed_mid_run(bed, tmp_path, site, splice):
     # it was found dead and marked down (whether it is still down when the stats are read
     # depends on how long the run took against down_time, 10 s: not asserted)
     assert be["failures"] + be["connect_failures"] >= 1 and be["downs"] >= 1, be
+
+
+
+def test_capacity_8_tables_under_1000_connections_xdp(request, bed, tmp_path, site):
+    """1,000 requests, one connection each, 16 at a time, through serve lb --nic xdp
+    with a splice table of 8 rules (4 splices) and a handed-over table of 8: every
+    request served; every splice XDP had no room for refused (TABLE_FULL), counted on
+    both sides, and that request relayed by the host instead; every installed splice
+    ended on the NIC and reported."""
+    request.getfixturevalue("xdp_built")
+    n, cap = 1000, 8
+    extra = ["--backend", "%s:%d" % (PEER_IP, BACKENDS[0]),
+             "--backend", "%s:%d" % (PEER_IP, BACKENDS[1]),
+             "--nic", "xdp", "--offload", "setup,splice", "--nic-splice-rules", str(cap),
+             "--nic-handed-flows", str(cap)]
+    srv = bed.serve("lb", PORT, stats=tmp_path / "lb.json", extra=extra)
+    complete, failed, non2xx, out = _ab(bed, "f1.bin", False, n=n)
+    assert complete == n and failed == 0 and non2xx == 0, out
+    _curl_sample(bed, site["digests"], sorted(site["digests"])[:10], tmp_path)
+    # the last splices' ends (0x090D) leave with the control side's next tick
+    assert wait_for(lambda: srv.snapshot()["app_stats"]["on_nic"] == 0, timeout=20)
+    st = srv.stop()
+    app, c, nic = st["app_stats"], st["counters"], st["nic"]
+    nc, s = nic["counters"], nic["status"]
+    assert s["splice_capacity"] == cap and nic["xdp"]["handed_capacity"] == cap
+    assert app["requests"] == app["splice_requested"] == n + 10
+    assert c["cookie_conns"] == st["conns_accepted"] == app["connections"] >= n + 10
+    # every splice: installed in XDP and ended there, or refused and relayed by the host
+    assert app["spliced"] + app["splice_failed"] == n + 10 and app["on_nic"] == 0
+    assert app["splice_failed"] == app["splice_failed_reasons"].get("table_full", 0) == \
+        c.get("splice_failed_table_full", 0) == nc["refused_splice"] == \
+        nc["refused_splice_full"], (app, nc)
+    assert app["relayed_requests"] == app["splice_failed"]
+    assert app["spliced"] == c["splice_installed"] == c["splice_closed"] == \
+        nc["splices_installed"] == nc["splices_closed"]
+    assert s["splice_rules"] == 0
+    assert nc["drops"] == 0 and st["drops"] == {}
+    assert set(nic["xdp"]["counters"].values()) == {0}, nic["xdp"]["counters"]

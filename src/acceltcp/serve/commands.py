@@ -475,6 +475,10 @@ def _add_serve_options(p):
                         "not used")
     g.add_argument("--nic-listeners", type=_count, metavar="N",
                    help="NIC listener table capacity (the dataplane's default if unset)")
+    g.add_argument("--nic-handed-flows", type=_count, metavar="N",
+                   help="NIC handed-over flows table capacity: cookie-completed "
+                        "connections whose next segments go up before the server's "
+                        "first reply (the dataplane's default if unset)")
     g.add_argument("--nic-teardown-flows", type=_count, metavar="N",
                    help="NIC teardown flow table capacity (if the dataplane has one)")
     g.add_argument("--nic-splice-rules", type=_count, metavar="N",

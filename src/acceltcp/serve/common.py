@@ -29,6 +29,7 @@ def dataplane_kwargs(args):
     """NicDataplane kwargs from the --nic-* options that were given."""
     kw = {}
     for opt, name in (("nic_listeners", "listener_capacity"),
+                      ("nic_handed_flows", "handed_capacity"),
                       ("nic_teardown_flows", "teardown_capacity"),
                       ("nic_splice_rules", "splice_capacity")):
         v = getattr(args, opt, None)

@@ -19,7 +19,8 @@ maps, the programs' queued reports, the control side's due timers) every
 ``clock_interval`` or at the control side's next deadline if that is sooner. Frames the
 control side originates for the wire (what XDP cannot send: one frame per frame in, none
 on a timer) leave through a packet socket on the veth; those for the host join the
-host's queue. The TAP is opened without checksum/TSO offloads: a partial checksum or a
+host's queue, which the stack gets after the frames already waiting in the TAP (the order
+of one host port: ``poll``). The TAP is opened without checksum/TSO offloads: a partial checksum or a
 GSO super-frame does not survive a redirect.
 
 """
@@ -34,6 +35,14 @@ from .base import _HostPort, dataplane_kwargs, is_control_frame, status_dict
 __all__ = ["XdpNicDevice"]
 
 _ptime = time.process_time_ns
+
+
+def _queue_len(ifname, default=1000):
+    try:
+        with open("/sys/class/net/%s/tx_queue_len" % ifname) as f:
+            return max(int(f.read()), 1)
+    except (OSError, ValueError):
+        return default
 
 
 class XdpNicDevice(_HostPort):
@@ -57,6 +66,9 @@ class XdpNicDevice(_HostPort):
         self._clock = clock
         self.clock_interval = clock_interval
         self._rx = []
+        # reads that empty the TAP's queue (its length: frames redirected to a TAP wait
+        # in a ring of tx_queue_len) before the control side's answers (poll)
+        self._drain_batches = -(-_queue_len(tap.name) // max(tap.batch, 1)) + 1
         self._timer = None                   # DeadlineTimer, once attached to a loop
         self.clock_ticks = 0
         self.wire_frames = 0                 # sent by the control side on the veth
@@ -113,14 +125,28 @@ class XdpNicDevice(_HostPort):
 
     def poll(self):
         rx = self._rx
-        if rx:                               # the control side's answers first
-            self._rx = []
-            recv = self._receiver
-            if recv is not None:
-                for frame in rx:
-                    recv(frame, False)
-        n = self.tap.poll()
-        if rx and not n and self._batch_end is not None:
+        if not rx:
+            return self.tap.poll()
+        # The control side's answers go to the stack after every frame XDP passed up
+        # before it answered, as through one host port: those frames wait in the TAP's
+        # queue (at most its length), so it is read until empty first. From the answer
+        # on, a spliced or handed-over flow's frames no longer come up (XDP owns the
+        # 4-tuple), so none of them can overtake an answer. Delivered first, a
+        # SpliceInstalled let the stack drop both TCBs while the backend's reply, passed
+        # up before the rule existed, still waited in the queue: no TCB, an RST.
+        self._rx = []                        # answers made meanwhile: the next round
+        tap = self.tap
+        n = 0
+        for _ in range(self._drain_batches):
+            k = tap.poll()
+            n += k
+            if k < tap.batch:
+                break
+        recv = self._receiver
+        if recv is not None:
+            for frame in rx:
+                recv(frame, False)
+        if self._batch_end is not None:
             self._batch_end()
         return n + len(rx)
 
@@ -213,6 +239,9 @@ class XdpNicDevice(_HostPort):
                                      if k.startswith("xdp_")},
                         "prog_ids": dp.prog_ids, "map_ids": dp.map_ids,
                         "pin_dir": dp.pin_dir, "clock_ticks": self.clock_ticks,
+                        "teardown_counters": dp.teardown.counters,
+                        "handed_entries": len(dp.handed_entries()),
+                        "handed_capacity": dp.handed_capacity,
                         "wire_frames": self.wire_frames,
                         "handovers_to_tap": self.handovers_to_tap,
                         "handovers_back": self.handovers_back,
