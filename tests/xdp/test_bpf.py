@@ -41,7 +41,7 @@ def test_load_names_and_unload_leaves_nothing(xdp_obj):
                                 "atcp_td_clock", "atcp_td_events", "atcp_td_frames",
                                 "atcp_td_seq", "atcp_td_data", "atcp_td_work",
                                 "atcp_td_jump", "atcp_td_free", "atcp_td_alloc",
-                                "atcp_td_hwork"}
+                                "atcp_td_hwork", "atcp_handed_ctl"}
         assert ld.maps["atcp_handed"].max_entries == 8          # the premade map was used
         assert ld.maps["atcp_handed"].type == bpf.BPF_MAP_TYPE_LRU_HASH
         prog_ids = {p.id for p in ld.progs.values()}

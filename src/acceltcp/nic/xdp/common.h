@@ -72,6 +72,17 @@ struct {
 
 /* ---- small helpers ----------------------------------------------------------------- */
 
+/* atcp_handed_ctl[0]: entries the control side removed from atcp_handed.  Only it
+ * writes this (bpf(2) has no atomic add: a read-modify-write of atcp_state would undo
+ * the programs' concurrent adds to handed_count and ident); the table holds
+ * handed_count - removed. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} atcp_handed_ctl SEC(".maps");
+
 static __always_inline void count(__u32 idx)
 {
 	__u64 *c = bpf_map_lookup_elem(&atcp_counters, &idx);
@@ -419,9 +430,12 @@ static __always_inline void handed_add(const struct atcp_cfg *cfg, const struct 
 	count(C_handed_inserted);
 	st = bpf_map_lookup_elem(&atcp_state, &zero);
 	if (st) {
+		__u32 *removed = bpf_map_lookup_elem(&atcp_handed_ctl, &zero);
+		__u32 held = st->handed_count - (removed ? *removed : 0);
+
 		/* full: the map evicts an entry for it (the kernel's LRU choice, where the
 		 * Python table evicts the oldest) */
-		if (st->handed_count >= cfg->handed_capacity)
+		if (held >= cfg->handed_capacity)
 			count(C_handed_evicted);
 		else
 			__sync_fetch_and_add(&st->handed_count, 1);

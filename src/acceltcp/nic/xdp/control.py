@@ -134,6 +134,7 @@ class XdpDataplane:
             self._cnt, self._lst, self._handed = (m["atcp_counters"], m["atcp_listen"],
                                                   m["atcp_handed"])
             self._lports = m["atcp_lports"]
+            self._handed_ctl = m["atcp_handed_ctl"]
             self._wire = self._loaded.progs["atcp_wire"]
             self._host = self._loaded.progs["atcp_host"]
             if self._cnt.max_entries != len(COUNTER_NAMES):
@@ -180,6 +181,7 @@ class XdpDataplane:
         self._handed.clear()
         self._cnt.clear()
         self._st.clear()
+        self._handed_ctl.clear()
         self._listen_keys.clear()
         self._ctl = dict.fromkeys(_COUNTERS, 0)
         self.host_mac = None
@@ -424,6 +426,15 @@ class XdpDataplane:
             if out is not None:
                 return out
         return self._drop("ctl_from_host_unexpected")
+
+    def handed_discard(self, key):
+        """NicDataplane._handed_discard on atcp_handed, for the control side's paths (a
+        flow a splice or a teardown took): counted in atcp_handed_ctl, not atcp_state
+        (common.h)."""
+        if self._handed.delete(key):
+            self._count("handed_removed")
+            n = _U32.unpack(self._handed_ctl.lookup(_ZERO))[0]
+            self._handed_ctl.update(_ZERO, _U32.pack((n + 1) & 0xFFFFFFFF))
 
     def cost(self, frame, now, port=WIRE, runs=2000, repeat=1):
         """Per-frame cost of `frame` in ns: the median of `runs` BPF_PROG_TEST_RUN calls of

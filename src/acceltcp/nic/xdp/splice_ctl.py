@@ -55,7 +55,6 @@ RULE = struct.Struct("=12s12s12sIIIIHHHBBIIIIIQQQ")
 #: struct atcp_splice_report (64 bytes)
 REPORT = struct.Struct("=12s12sBBHIQQQQ")
 _CTL = struct.Struct("=QII")     # struct atcp_splice_ctl
-_STATE = struct.Struct("=II")    # atcp.h struct atcp_state
 _U32 = struct.Struct("=I")
 _D = struct.Struct("=d")
 _Q = struct.Struct("=Q")
@@ -205,7 +204,7 @@ class SpliceControl(Part):
         self._index.update(kb, _U32.pack(sb))
         if dp.handed_capacity:              # the splice rules own these tuples now
             for key in (ka, kb):
-                self._handed_discard(key)
+                dp.handed_discard(key)
         dp._count("splices_installed")
         if self._idle_check is None:
             self._idle_check = now + min(self.idle, 1.0)
@@ -236,15 +235,6 @@ class SpliceControl(Part):
                 d["cso_tcp"], d["cso_ts"], d["wscale_in"] << 4 | d["wscale_out"], flags,
                 pair, d["state"], 0, ack, wnd, 0, 0, stamp)
         return record(rule_a, ra), record(rule_b, rb)
-
-    def _handed_discard(self, key):
-        dp = self.dp
-        if dp._handed.delete(key):
-            dp._count("handed_removed")
-            # atcp_state.handed_count (the programs add atomically; bpf(2) cannot: a
-            # read-modify-write, which a program's concurrent add could overlap)
-            ident, n = _STATE.unpack(dp._st.lookup(_ZERO))
-            dp._st.update(_ZERO, _STATE.pack(ident, max(n - 1, 0)))
 
     # -- Part: timers ----------------------------------------------------------------------
 

@@ -99,7 +99,7 @@ _TS_OPT = struct.Struct("!III")
 _TS_HEAD = 0x0101080A
 _PORTS = struct.Struct("!HH")
 _U32 = struct.Struct("=I")
-_PAIR = struct.Struct("=II")           # atcp_state (ident, handed_count), atcp_td_seq
+_PAIR = struct.Struct("=II")           # atcp_td_seq, atcp_td_alloc
 _DOUBLE = struct.Struct("=d")
 _BITS = struct.Struct("=Q")
 _ZERO = _U32.pack(0)
@@ -269,7 +269,7 @@ class TeardownControl(Part):
         if len(seg_frame) >= 38:
             key = control.wire_key(seg_frame)
             if key in self._index:                        # the table owns it now
-                self._handed_discard(key)
+                self.dp.handed_discard(key)
         return out
 
     def _accept(self, msg, f, host_mac, now):
@@ -358,13 +358,6 @@ class TeardownControl(Part):
     def _refuse(self, flow_id, key, reason):
         self._py["reports_sent"] += 1
         return [(HOST, TeardownRefused(flow_id, key, reason).frame(self.host_mac, self.dp.mac))]
-
-    def _handed_discard(self, key):
-        """NicDataplane._handed_discard on atcp_handed (atcp_state.handed_count with it)."""
-        if self._handed.delete(key):
-            self.dp._count("handed_removed")
-            ident, n = _PAIR.unpack(self._st.lookup(_ZERO))
-            self._st.update(_ZERO, _PAIR.pack(ident, (n - 1) & MASK))
 
     # -- the side store -----------------------------------------------------------------
 
