@@ -16,7 +16,7 @@ from acceltcp.host.aio import open_connection
 from acceltcp.io.sim import FaultConfig, SimLoop
 from acceltcp.tcp.config import TcpConfig
 from acceltcp.testbed.simcores import (
-    IP_CLIENT, IP_SERVER, RSS_KEY_MICROSOFT, Toeplitz, flow_key, make_cores)
+    IP_CLIENT, IP_SERVER, RSS_KEY_MICROSOFT, Steering, Toeplitz, flow_key, make_cores)
 from acceltcp.wire import control
 
 SIZE = 64
@@ -188,3 +188,107 @@ def test_unlisten_reaches_the_nic_only_with_the_last_core():
         net.servers[1].unlisten(listeners[1])
         loop.run_for(0.01)
         assert len(dp.listeners) == 0
+
+
+@pytest.mark.parametrize("nic", [False, True], ids=["no-nic", "nic"])
+def test_one_core_through_steering_is_the_plain_pair_frame_for_frame(nic):
+    """The steering stage adds nothing of its own: one core behind it puts the same
+    frames on the link at the same virtual times as `make_pair`'s stack on the device
+    directly (same seeds, secrets and link), with loss, setup + teardown offload."""
+    from acceltcp.testbed.simnet import make_pair
+
+    def run(build):
+        cfg = TcpConfig(time_wait=0.05)
+        with SimLoop(9) as loop:
+            client, server, link = build(loop, cfg)
+            seen = []
+            link.capture(lambda frame, ts: seen.append((ts, bytes(frame))))
+            EchoServer(server, 7, config=cfg, close_after=SIZE, offload_setup=nic,
+                       offload_teardown=nic)
+
+            async def one(i):
+                reader, writer = await open_connection(client, IP_SERVER, 7)
+                writer.write(bytes([i]) * SIZE)
+                assert await reader.readexactly(SIZE) == bytes([i]) * SIZE
+                writer.close()
+                await writer.wait_closed()
+
+            async def main():
+                await asyncio.gather(*(one(i) for i in range(40)))
+
+            loop.run(main(), timeout=60)
+            loop.run_for(0.5)
+        return seen
+
+    link_kw = dict(bandwidth_bps=1e9, delay=20e-6, queue_limit=8192,
+                   faults_ab=FaultConfig(loss=0.03), faults_ba=FaultConfig(loss=0.03))
+
+    def pair(loop, cfg):
+        p = make_pair(loop, config_a=cfg, config_b=cfg, seed=9, nic_b=nic, static_arp=True,
+                      **link_kw)
+        return p.a, p.b, p.link
+
+    def cores(loop, cfg):
+        c = make_cores(loop, 1, nic=nic, seed=9, config=cfg, **link_kw)
+        return c.client, c.servers[0], c.link
+
+    plain, steered = run(pair), run(cores)
+    assert len(plain) > 40 * 5 and steered == plain
+
+
+class _Device:
+    """A frame device that records what the host sends (the NIC's side, by hand)."""
+
+    mac = bytes.fromhex("020000000002")
+    nic = True
+    syn_window = 65535
+
+    def __init__(self):
+        self.sent = []
+        self.rx = None
+
+    def set_receiver(self, cb):
+        self.rx = cb
+
+    def send(self, frame):
+        self.sent.append(bytes(frame))
+        return True
+
+
+def test_nic_replies_by_id_and_broadcasts_go_where_they_belong():
+    """SpliceInstalled / SpliceRefused go to the core that sent that splice id's Splice,
+    a StatusReport to the core that asked (both cores may use the same ids: in order),
+    an unsolicited StatusReport and an ARP reply to every core, an ARP request and an
+    undecodable control frame to core 0 (counted)."""
+    from acceltcp.wire.control import (
+        L4Rule, Splice, SpliceInstalled, SpliceRefused, StatusReport, StatusRequest)
+
+    dev = _Device()
+    steer = Steering(dev, 3)
+    got = [[], [], []]
+    for q in steer.queues:
+        q.set_receiver(got[q.index].append)
+    host, nic = dev.mac, bytes.fromhex("020000000003")
+    key = _key(IP_CLIENT, IP_SERVER, 40000, 80)
+    rule = L4Rule(key, nic, nic, bytes(4), bytes(4), 1, 2)
+    steer.queues[2].send(Splice(7, rule, rule).frame(nic, host))
+    steer.queues[1].send(Splice(7, rule, rule).frame(nic, host))
+    steer.queues[1].send(StatusRequest(1).frame(nic, host))
+    steer.queues[0].send(StatusRequest(1).frame(nic, host))
+    assert len(dev.sent) == 4                       # all passed on to the NIC
+    dev.rx(SpliceInstalled(7).frame(host, nic))
+    dev.rx(SpliceRefused(7).frame(host, nic))
+    dev.rx(StatusReport(1).frame(host, nic))
+    dev.rx(StatusReport(1).frame(host, nic))
+    assert [len(g) for g in got] == [1, 2, 1]
+    assert type(control.decode(got[2][0])) is SpliceInstalled
+    assert type(control.decode(got[1][0])) is SpliceRefused
+    assert type(control.decode(got[1][1])) is StatusReport
+    dev.rx(StatusReport(0).frame(host, nic))       # unsolicited: every core
+    assert [len(g) for g in got] == [2, 3, 2]
+    arp = bytes(6) + nic + b"\x08\x06" + bytes.fromhex("0001080006040002") + bytes(20)
+    dev.rx(arp)                                     # a reply: every core
+    dev.rx(arp[:20] + b"\x00\x01" + arp[22:])       # a request: core 0
+    dev.rx(host + nic + b"\x09\x0e" + bytes(8))     # undecodable: core 0, counted
+    assert [len(g) for g in got] == [5, 4, 3]
+    assert steer.counters["default"] == 2 and steer.counters["broadcast"] == 2
