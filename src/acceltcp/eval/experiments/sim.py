@@ -289,9 +289,10 @@ def fig10(ctx):
     worst = max(scaling, key=lambda k: abs(scaling[k] - xs[-1]))
     us = {(r["configuration"], r["cores"]): r["host_us_per_txn"] for r in rows}
     why_not = "" if ideal else (
-        "; %s's measured host CPU went from %.1f to %.1f us/txn at %d cores: the "
-        "simulated cores' CPU is measured one after the other on one real core of this "
-        "shared machine"
+        "; the measured host CPU per transaction moves with the core count -- %s: "
+        "%.1f us at one core, %.1f at %d -- where the fixed model (`--cpu fixed`) holds "
+        "it constant: the simulated cores' CPU is measured one after the other on one "
+        "real core of a shared machine"
         % (worst, us[worst, 1] or 0, us[worst, xs[-1]] or 0, xs[-1]))
     note = ("Every configuration scales %s from 1 to %d simulated cores (%s%s): the cores "
             "share nothing (RSS gives each connection, and the NIC's frames about it, to "
@@ -301,7 +302,10 @@ def fig10(ctx):
             "Offloaded short-lived connections stay %s persistent ones (%s), where the "
             "paper's lead over persistent needs the per-connection cost to nearly vanish "
             "(its zero-copy is not built); %s."
-            % ("about linearly" if ideal else "roughly linearly", xs[-1], rng(scaling.values()),
+            % ("about linearly" if ideal else
+                "sub-linearly" if max(scaling.values()) < 0.9 * xs[-1] else
+                "super-linearly" if min(scaling.values()) > 1.1 * xs[-1] else
+                "roughly linearly", xs[-1], rng(scaling.values()),
                why_not,
                "the cost model charges each core's own work only" if ctx.cpu == "fixed"
                else "each core's measured CPU is its own", rng(vs_short),
