@@ -205,6 +205,41 @@ def test_fixed_model_prices_and_changes_the_rate(capsys, tmp_path):
     assert 19_500 < s["tps"] < 20_100
 
 
+@pytest.mark.parametrize("extra", [(), ("--nic", "--offload", "setup,teardown")],
+                         ids=["no-nic", "offloads"])
+def test_cores_multiply_a_saturated_server(capsys, tmp_path, extra):
+    """``--cores N``: N server stacks behind one NIC (RSS), each its own simulated core.
+    With the fixed model the rate is a function of the model: a short-lived load that
+    saturates one core goes faster on two, every core accepts (the per-core counts add
+    up to the connections), and the frames per transaction do not change."""
+    rest = ("echo", "--sim", "-n", "2000", "-c", "64", "--server-cpu", "fixed") + extra
+    one, _ = _load(capsys, tmp_path, *rest)
+    two, out = _load(capsys, tmp_path, *rest, "--cores", "2")
+    _check_totals(one, 2000)
+    _check_totals(two, 2000)
+    assert one["server"]["core"]["utilization"] > 0.95         # one core is saturated
+    assert two["tps"] > 1.8 * one["tps"]
+    sv = two["server"]
+    assert sv["cores"] == 2 and "2 server cores (RSS)" in out
+    per = [c["connections"] for c in sv["per_core"]]
+    assert all(c > 0 for c in per) and sum(per) == two["connections"]
+    assert sv["app_stats"]["accepted_per_core"] == per
+    assert sv["frames_per_txn"] == pytest.approx(one["server"]["frames_per_txn"], rel=0.05)
+    assert sv["steering"]["per_core"][0] > 0 and sv["steering"]["per_core"][1] > 0
+    again, _ = _load(capsys, tmp_path, *rest, "--cores", "2")
+    assert _without_wall(again) == _without_wall(two)       # deterministic
+
+
+def test_kv_over_cores_shares_one_store(capsys, tmp_path):
+    """kv on 3 cores: one engine (shared memory), so a GET on any core finds what a SET
+    on another wrote; the load checks every reply."""
+    s, _ = _load(capsys, tmp_path, "kv", "--sim", "--cores", "3", "-n", "1500", "-c", "32",
+                 "--keys", "300", "--nic", "--offload", "setup,teardown")
+    _check_totals(s, 1500)
+    assert s["kv"]["misses"] == 0 and s["kv"]["hits"] == s["kv"]["gets"]
+    assert all(c["connections"] > 0 for c in s["server"]["per_core"])
+
+
 def test_charged_model_still_measures(capsys, tmp_path):
     """The default model charges the CPU the runner measured: only what does not depend
     on how fast this machine is at the moment is asserted here."""
@@ -260,6 +295,8 @@ def test_parse_cpu_model():
     (["kv", "--sim", "--size", "64"], "unrecognized arguments: --size"),
     (["ping", "--sim"], "invalid choice: 'ping'"),
     (["echo", "--sim", "--json", "/nonexistent/dir/s.json"], "--json /nonexistent/dir/s.json:"),
+    (["echo", "--sim", "--cores", "0"], "--cores must be 1..64"),
+    (["echo", "198.18.0.1", "--cores", "2"], "--cores is for --sim"),
 ])
 def test_bad_options_exit_2(capsys, argv, message):
     with pytest.raises(SystemExit) as e:

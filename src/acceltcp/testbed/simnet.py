@@ -8,6 +8,9 @@
     net = make_pair(loop, nic_b=True)  # stack b behind a NIC dataplane (setup offload)
     net.nic_b.dataplane.counters
 
+A server host of N cores (N stacks, one IP, behind one NIC with RSS steering):
+`testbed.simcores.make_cores`.
+
 The stacks sit on link ends (`io.sim.Link`) or, with `nic_a`/`nic_b`, behind the
 simulator's NIC placement, `nic.placements.sim.SimNicDevice` (re-exported here). The module
 lives in `testbed/` because a pair joins the host stack and the NIC dataplane, two

@@ -1,7 +1,7 @@
 """One ``acceltcp load APP --sim`` run in this process, as the command line runs it
 (`eval.load`'s own parser and command; its JSON summary read back), memoized per
-`Context`: the simulated server host is one core (``--server-cpu``), so transactions per
-simulated second are what that core sustains, and the summary carries the host's CPU
+`Context`: the simulated server host is one core (``--server-cpu``; ``--cores N``: N),
+so transactions per simulated second are what that core sustains, and the summary carries the host's CPU
 and frames per transaction."""
 
 import argparse
@@ -50,10 +50,11 @@ def run_load(argv):
 
 
 def sim_load(ctx, *, app="echo", per_conn=1, concurrency=64, size=64, offload=(),
-             transactions=None, seed=None, lazy=True):
+             transactions=None, seed=None, lazy=True, cores=1):
     """The summary of ``acceltcp load APP --sim`` with these options and ``ctx.cpu`` as
     the server core (``offload``: what the server hands to the simulated NIC; empty: no
-    NIC; ``lazy``: the server's lazy TCB creation). Memoized in ``ctx.cache``; advances
+    NIC; ``lazy``: the server's lazy TCB creation; ``cores``: the server host's simulated
+    cores). Memoized in ``ctx.cache``; advances
     the progress bar once per actual run."""
     n = transactions or transactions_per_run(ctx)
     argv = [app, "--per-conn", str(per_conn), "-c", str(concurrency), "-n", str(n),
@@ -64,6 +65,8 @@ def sim_load(ctx, *, app="echo", per_conn=1, concurrency=64, size=64, offload=()
         argv += ["--nic", "--offload", ",".join(offload)]
     if not lazy:
         argv += ["--lazy-tcb", "off"]
+    if cores != 1:
+        argv += ["--cores", str(cores)]
     key = tuple(argv)
     if key not in ctx.cache:
         ctx.cache[key] = run_load(argv)

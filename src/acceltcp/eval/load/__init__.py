@@ -11,6 +11,7 @@
     acceltcp load echo --sim --nic --offload setup,teardown --transactions 20000
     acceltcp load kv --sim --per-conn 0 --duration 2 --json kv.json
     acceltcp load echo --sim --server-cpu fixed:rx=8000 -n 5000  # same result every run
+    acceltcp load echo --sim --cores 4 --nic --offload setup,teardown  # 4 simulated cores
     ip netns exec atcp-peer python -m acceltcp.testbed.peer server echo --port 7 &
     acceltcp load echo 198.18.0.1 7 --duration 10             # the stack as client (root)
     ip netns exec atcp-peer redis-server --bind 0.0.0.0 --protected-mode no --save '' &
@@ -39,7 +40,10 @@ next connection as one finishes. The client runs on the user-level stack in both
   work not, as `eval.echo_sim` does); ``fixed[:rx=NS,tx=NS,timer=NS,conn=NS]`` is a
   fixed price per frame received and sent, per timer entry and per accepted connection,
   so that the run is a pure function of ``--seed`` and the options, whatever else the
-  machine is doing (tests). The client and the network cost nothing, so the server is
+  machine is doing (tests). ``--cores N``: the server host is N stacks behind one
+  simulated NIC that steers connections by an RSS hash (`testbed.simcores`), each
+  stack on its own `ServerCore`, so the cores work in parallel in virtual time (kv:
+  the N servers share one engine). The client and the network cost nothing, so the server is
   the bottleneck (as in the paper's testbed, where many client machines load one server
   core) and transactions per simulated second are what this Python stack sustains on
   one core (charged) or what the model says (fixed): what an offload saves in CPU shows

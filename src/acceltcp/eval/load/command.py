@@ -70,6 +70,7 @@ def _check_options(args, err):
         except ValueError:
             err("HOST must be an IPv4 address, got %r" % args.host)
         for opt, given in (("--nic", args.sim_nic), ("--offload", args.nic_offload is not None),
+                           ("--cores", args.cores != 1),
                            ("--server-cpu", args.server_cpu_text is not None),
                            ("--lazy-tcb", args.lazy_tcb != "on")):
             if given:
@@ -79,6 +80,8 @@ def _check_options(args, err):
         args.server_cpu, args.cost_model = parse_cpu_model(args.server_cpu_text or "charged")
     except ValueError as e:
         err("--server-cpu: %s" % e)
+    if not 1 <= args.cores <= 64:
+        err("--cores must be 1..64 (simulated server cores), got %d" % args.cores)
     if args.per_conn < 0:
         err("--per-conn must be >= 0 (1: short-lived, 0: persistent), got %d" % args.per_conn)
     if args.concurrency < 1:
@@ -136,6 +139,7 @@ _EPILOG = {
   acceltcp load echo --sim                              short-lived 64 B echo, 5 sim. s
   acceltcp load echo --sim --per-conn 0 --transactions 50000     persistent
   acceltcp load echo --sim --nic --offload setup,teardown --json out.json
+  acceltcp load echo --sim --cores 4 --server-cpu fixed -n 20000   4 simulated cores
   ip netns exec atcp-peer python -m acceltcp.testbed.peer server echo --port 7 &
   acceltcp load echo 198.18.0.1 7 --duration 10         against the kernel (root)
 """,
@@ -245,6 +249,11 @@ def add_load_parser(sub):
                             "seed and the options (tests); free: processing takes no "
                             "virtual time, the link bounds the rate"
                             % CostModel().spec().partition(":")[2])
+        s.add_argument("--cores", type=int, default=1, metavar="N",
+                       help="the server host's simulated cores: N stacks, one per core, "
+                            "each with its own tables and its own CPU (--server-cpu), "
+                            "behind one NIC that steers connections by an RSS hash of "
+                            "the 4-tuple (testbed/simcores.py) (%(default)s)")
         s.add_argument("--link-gbps", type=float, default=10.0, metavar="G",
                        help="simulated link bandwidth (%(default)s Gbit/s)")
         s.add_argument("--link-delay-us", type=float, default=10.0, metavar="US",

@@ -35,15 +35,43 @@ def _sim_net(loop, args, cfg):
     """The two stacks on one simulated link, as `testbed.simnet.make_pair` builds them (same
     seeds, secrets and link), except that with a server core (``--server-cpu charged``
     or ``fixed``) the `ServerCore` is the server stack's device, so that it sees every
-    frame the stack receives and sends. -> SimpleNamespace(a, b, link, nic_b, runner_b,
-    core)."""
+    frame the stack receives and sends. With ``--cores N`` > 1 the server host is N
+    stacks behind one NIC (`testbed.simcores`: RSS steering), each on its own
+    `ServerCore`. -> SimpleNamespace(a, b (core 0's stack), servers, link, nic_b,
+    runners, cores (the ServerCores, or []), steering (or None))."""
     import hashlib
     import types
 
     from ...testbed.simnet import IP_A, IP_B, SimNet, SimNicDevice
+    from ...testbed.simcores import make_cores
     from ...io.sim import Link
     from ...nic.dataplane import NicDataplane
 
+    server_kw = {"max_syn_backlog": max(8192, 2 * args.concurrency),
+                 "lazy_tcb": args.lazy_tcb == "on"}
+    charged = args.server_cpu != "free"
+    if args.cores > 1:
+        cores = []
+
+        def wrap(i, queue):
+            if not charged:
+                return queue
+            core = ServerCore(loop, queue, cost=args.cost_model)
+            cores.append(core)
+            return core
+
+        mc = make_cores(loop, args.cores, nic=args.sim_nic, seed=args.seed, config=cfg,
+                        wrap=wrap, server_kwargs=server_kw,
+                        bandwidth_bps=args.link_gbps * 1e9,
+                        delay=args.link_delay_us * 1e-6, queue_limit=8192)
+        for core, runner in zip(cores, mc.runners):
+            core.attach(runner)
+        if not cores:
+            for runner in mc.runners:
+                runner.cpu_accounting = True  # measured and reported, not charged
+        return types.SimpleNamespace(a=mc.client, b=mc.servers[0], servers=mc.servers,
+                                     link=mc.link, nic_b=mc.nic, runners=mc.runners,
+                                     cores=cores, steering=mc.steering)
     sim = SimNet(loop, args.seed)
     link = Link(loop, bandwidth_bps=args.link_gbps * 1e9, delay=args.link_delay_us * 1e-6,
                 queue_limit=8192, seed=args.seed)
@@ -53,20 +81,40 @@ def _sim_net(loop, args, cfg):
         secret = hashlib.blake2s(("%s:nic-b" % args.seed).encode(), digest_size=16).digest()
         nic = device = SimNicDevice(loop, link.b, NicDataplane(link.b.mac, secret=secret))
     core = None
-    if args.server_cpu != "free":
+    if charged:
         core = device = ServerCore(loop, device, cost=args.cost_model)
     a, _ = sim.stack(link.a, IP_A, config=cfg, name="a", strict=True)
-    b, runner_b = sim.stack(device, IP_B, config=cfg, name="b", strict=True,
-                            max_syn_backlog=max(8192, 2 * args.concurrency),
-                            lazy_tcb=args.lazy_tcb == "on")
+    b, runner_b = sim.stack(device, IP_B, config=cfg, name="b", strict=True, **server_kw)
     a.arp_add(b.ip, b.mac)
     b.arp_add(a.ip, a.mac)
     if core is not None:
         core.attach(runner_b)
     else:
         runner_b.cpu_accounting = True      # measured and reported, not charged
-    return types.SimpleNamespace(a=a, b=b, link=link, nic_b=nic, runner_b=runner_b,
-                                 core=core)
+    return types.SimpleNamespace(a=a, b=b, servers=[b], link=link, nic_b=nic,
+                                 runners=[runner_b], cores=[core] if core else [],
+                                 steering=None)
+
+
+def _app_stats(args, servers):
+    """The server app's counters, summed over the cores (kv: one shared engine)."""
+    if args.app == "kv":
+        st = servers[0].stats()
+        for k in ("accepted", "closed_by_client", "closed_by_server",
+                  "closed_output_limit", "closed_query_limit", "output_pauses"):
+            st[k] = sum(sv.stats()[k] for sv in servers)
+        st["output_peak"] = max(sv.output_peak for sv in servers)
+        errs = {}
+        for sv in servers:
+            for k, v in sv.conn_errors.items():
+                errs[k] = errs.get(k, 0) + v
+        st["conn_errors"] = errs
+    else:
+        st = {"accepted": sum(sv.accepted for sv in servers),
+              "bytes_echoed": sum(sv.bytes_echoed for sv in servers)}
+    if len(servers) > 1:
+        st["accepted_per_core"] = [sv.accepted for sv in servers]
+    return st
 
 
 def _run_sim(args, offloads):
@@ -77,6 +125,7 @@ def _run_sim(args, offloads):
     cfg = TcpConfig(time_wait=args.time_wait, rcv_buf=args.rcv_buf, snd_buf=args.snd_buf)
     port = DEFAULT_PORTS[args.app] if args.port is None else args.port
     backlog = max(4096, 2 * args.concurrency)
+    n = args.cores
     with SimLoop(args.seed) as loop:
         net = _sim_net(loop, args, cfg)
         pcap = None
@@ -84,33 +133,45 @@ def _run_sim(args, offloads):
             from ...io.pcap import PcapWriter
             pcap = PcapWriter(args.pcap)
             net.link.capture(pcap)
-        core = net.core
-        runner = net.runner_b
+        cores = net.cores
+        runners = net.runners
         kw = {"offload_" + name: True for name in offloads}
         if args.app == "echo":
             from ...apps.echo import EchoServer
-            server = EchoServer(net.b, port, backlog=backlog, config=cfg,
-                                close_after=args.size * args.per_conn, **kw)
+            servers = [EchoServer(b, port, backlog=backlog, config=cfg,
+                                  close_after=args.size * args.per_conn, **kw)
+                       for b in net.servers]
         else:
             from ...apps.kv import KvServer
-            server = KvServer(net.b, port, backlog=backlog, config=cfg, **kw)
-        if core is not None:
-            core.count_connections(lambda: server.accepted)
+            engine = None                   # one store for every core (shared memory)
+            servers = []
+            for b in net.servers:
+                servers.append(KvServer(b, port, backlog=backlog, config=cfg, engine=engine,
+                                        **kw))
+                engine = servers[0].engine
+        server = servers[0]
+        for core, sv in zip(cores, servers):
+            core.count_connections(lambda sv=sv: sv.accepted)
         load = _loads(args, net.a, IP_B, port, cfg)
-        b = net.b
+        stacks = net.servers
 
         def probe():
-            c = b.counters
-            p = {"server_cpu_ns": runner.cpu_ns if core is None else core.cpu_ns,
-                 "server_frames_in": c["frames_in"],
-                 "server_frames_out": c["frames_out"],
-                 "server_frames": c["frames_in"] + c["frames_out"]}
-            if core is not None:
-                p["server_core_busy_s"] = core.busy_s
-                p["server_core_frames_in"] = core.frames_in
-                p["server_core_frames_out"] = core.frames_out
-                p["server_core_timer_entries"] = runner.timer_fires
-                p["server_core_connections"] = server.accepted
+            fin = sum(b.counters["frames_in"] for b in stacks)
+            fout = sum(b.counters["frames_out"] for b in stacks)
+            p = {"server_cpu_ns": (sum(c.cpu_ns for c in cores) if cores else
+                                   sum(r.cpu_ns for r in runners)),
+                 "server_frames_in": fin, "server_frames_out": fout,
+                 "server_frames": fin + fout}
+            if cores:
+                p["server_core_busy_s"] = sum(c.busy_s for c in cores)
+                p["server_core_frames_in"] = sum(c.frames_in for c in cores)
+                p["server_core_frames_out"] = sum(c.frames_out for c in cores)
+                p["server_core_timer_entries"] = sum(r.timer_fires for r in runners)
+                p["server_core_connections"] = sum(sv.accepted for sv in servers)
+                if n > 1:
+                    for i, (c, sv) in enumerate(zip(cores, servers)):
+                        p["server_core%d_busy_s" % i] = c.busy_s
+                        p["server_core%d_connections" % i] = sv.accepted
             return p
 
         out = None if args.quiet else sys.stdout
@@ -119,10 +180,12 @@ def _run_sim(args, offloads):
                       per_txn=(("server_cpu_ns", "srv us/txn", 1e-3),))
         place = "behind the simulated NIC (offloads: %s)" % (", ".join(offloads) or "none") \
             if args.sim_nic else "without a NIC"
-        cpu = {"charged": "its measured CPU charged to virtual time (one core)",
-               "fixed": "one core, its CPU a fixed cost model (%s)" % (
-                   args.cost_model.spec() if args.cost_model else ""),
-               "free": "its CPU free (virtual time is the network's)"}[args.server_cpu]
+        ncores = "one core" if n == 1 else "%d cores (RSS)" % n
+        cpu = {"charged": "its measured CPU charged to virtual time (%s)" % ncores,
+               "fixed": "%s, its CPU a fixed cost model (%s)" % (
+                   ncores, args.cost_model.spec() if args.cost_model else ""),
+               "free": "its CPU free (virtual time is the network's)%s" % (
+                   "" if n == 1 else ", %d cores (RSS)" % n)}[args.server_cpu]
         run.say("acceltcp load %s --sim: %s, in simulated time; server: %s on %s:%d, %s, "
                 "%s" % (args.app, _describe(args), type(server).__name__, IP_B, port, place,
                         cpu))
@@ -151,7 +214,8 @@ def _run_sim(args, offloads):
         # The last closes (FIN handshakes, TIME-WAITs) before the servers' counters are
         # read; the measured counters were sampled when the run ended.
         for _ in range(100):
-            if not net.a.counters["conns_live"] and not net.b.counters["conns_live"]:
+            if not net.a.counters["conns_live"] and \
+                    not any(b.counters["conns_live"] for b in stacks):
                 break
             loop.run_for(0.01)
         summary = _common_summary(args, run)
@@ -162,30 +226,40 @@ def _run_sim(args, offloads):
             "app": type(server).__name__, "ip": IP_B, "port": port, "nic": bool(args.sim_nic),
             "offloads": list(offloads), "cpu_model": (
                 args.cost_model.spec() if args.cost_model else args.server_cpu),
+            "cores": n,
             "cpu_s": d.get("server_cpu_ns", 0) / 1e9,
             "cpu_us_per_txn": _per(d.get("server_cpu_ns", 0) / 1e3, txns),
             "frames_in": d.get("server_frames_in", 0), "frames_out": d.get("server_frames_out", 0),
             "frames_per_txn": _per(d.get("server_frames", 0), txns),
-            "app_stats": (server.stats() if args.app == "kv" else
-                          {"accepted": server.accepted, "bytes_echoed": server.bytes_echoed}),
+            "app_stats": _app_stats(args, servers),
         }
-        if core is not None:
+        if cores:
             busy = d.get("server_core_busy_s", 0.0)
+            drops = sum(c.drops for c in cores)
             summary["server"]["core"] = {
-                "busy_s": busy, "utilization": _per(busy, summary["elapsed_s"]),
-                "rx_ring_drops": core.drops, "rx_ring_max": core.max_queue}
-            # the work the core did in the run, what the fixed model prices
+                "busy_s": busy, "utilization": _per(busy, summary["elapsed_s"] * n),
+                "rx_ring_drops": drops, "rx_ring_max": max(c.max_queue for c in cores)}
+            # the work the cores did in the run, what the fixed model prices
             for k in ("frames_in", "frames_out", "timer_entries", "connections"):
                 summary["server"]["core"][k] = d.get("server_core_" + k, 0)
-            if core.drops:
-                summary["errors"]["server RX ring overflow (frames)"] = core.drops
-                summary["errors_total"] += core.drops
+            if n > 1:
+                summary["server"]["per_core"] = [{
+                    "busy_s": d.get("server_core%d_busy_s" % i, 0.0),
+                    "utilization": _per(d.get("server_core%d_busy_s" % i, 0.0),
+                                        summary["elapsed_s"]),
+                    "connections": d.get("server_core%d_connections" % i, 0),
+                    "rx_ring_drops": c.drops} for i, c in enumerate(cores)]
+            if drops:
+                summary["errors"]["server RX ring overflow (frames)"] = drops
+                summary["errors_total"] += drops
+        if net.steering is not None:
+            summary["server"]["steering"] = net.steering.stats()
         if net.nic_b is not None:
             summary["server"]["nic_counters"] = {k: v for k, v in
                                                  net.nic_b.dataplane.counters.items() if v}
         summary["link"] = {"gbps": args.link_gbps, "delay_us": args.link_delay_us}
         summary["client"] = _client_counters(net.a)
-        if core is not None:
+        for core in cores:
             core.close()
         if pcap is not None:
             pcap.close()

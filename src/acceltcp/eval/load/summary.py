@@ -80,6 +80,12 @@ def _print_summary(s, args):
             _fmt(sv["cpu_us_per_txn"], ".1f"), _fmt(sv["frames_per_txn"], ".2f"),
             sv["frames_in"], sv["frames_out"],
             "; NIC offloads: %s" % ", ".join(sv["offloads"]) if sv["nic"] else ""))
+        if sv.get("cores", 1) > 1:
+            per = sv.get("per_core") or []
+            lines.append("  %d server cores (RSS): connections %s; utilization %s" % (
+                sv["cores"], " / ".join(str(c["connections"]) for c in per) or "-",
+                " / ".join(_fmt(c["utilization"] and 100 * c["utilization"], ".0f") + " %"
+                           for c in per) or "-"))
     else:
         c = s["client"]
         lines.append("  client stack: %s us CPU/txn, %s frames/txn; retransmits %d%s" % (
