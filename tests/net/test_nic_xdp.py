@@ -427,3 +427,22 @@ def test_capacity_8_tables_under_1000_connections(bed, tmp_path):
     assert xc.pop("xdp_td_accepted") == cap and xc.pop("xdp_to_control") == refused
     assert set(xc.values()) == {0}, x["counters"]
     assert _gone(nic) == []
+
+
+def test_handed_count_under_teardown_handovers(bed, tmp_path):
+    """5,000 short-lived connections, 32 at a time, each handed to XDP's teardown (its
+    handed-over entry removed by the program or, for a handover it passes up, by the
+    control side -- counted apart, atcp_handed_ctl, never by a read-modify-write of the
+    programs' counter): the table (65,536) never fills, so nothing is evicted, the counts
+    add up and the IPv4 ident only moves forward."""
+    n = 5000
+    srv = _serve(bed, tmp_path, offload="setup,teardown")
+    r = bed.peer("short", STACK_IP, PORT, "--count", n, "--concurrency", 32, "--size", 64,
+                 "--timeout", 20)
+    assert r["ok"] == n and r["errors"] == 0, r
+    _settled(srv, n)
+    st = srv.stop()
+    c = st["nic"]["counters"]
+    assert st["counters"]["teardown_accepted"] == n
+    assert c["handed_evicted"] == 0, c
+    assert c["handed_inserted"] - c["handed_removed"] == st["nic"]["xdp"]["handed_entries"]
