@@ -18,9 +18,10 @@ Side by side, in one run, on this machine:
    server (offloads on and off) and asyncio/uvloop echo servers on the kernel stack.
 
 3. the same short-lived load against the stack's echo server behind the AccelTCP NIC
-   (`--nic inline|process --offload setup,teardown`, the server closing first): the
+   (`--nic inline|process|xdp --offload setup,teardown`, the server closing first): the
    host CPU the stack spends per transaction (its runner's accounting, the NIC's share
-   measured apart) against the stack without a NIC.
+   measured apart) against the stack without a NIC; with --cores 1,2 also the stack
+   alone and with the inline NIC on two cores (`serve --cores 2`).
 4. spliced forwarding: a kernel client and a kernel server (both in atcp-bench) move
    --splice-mib MiB each way through the stack's proxy (`acceltcp serve proxy`, TAP
    offloads off -- MTU frames -- and on -- 64 KiB super-frames), relayed by the host,
@@ -263,7 +264,13 @@ def main(argv=None):
     p.add_argument("--skip-nic", action="store_true")
     p.add_argument("--skip-splice", action="store_true")
     p.add_argument("--splice-mib", type=int, default=200)
+    p.add_argument("--cores", default="1",
+                   help="core counts for the server-closing-first rows, comma-separated "
+                        "(serve --cores: the stack alone and with the inline NIC) (1)")
+    p.add_argument("--placements", default="inline,process,xdp",
+                   help="NIC placements for the server-closing-first rows (one core)")
     a = p.parse_args(argv)
+    a.cores = [int(x) for x in a.cores.split(",") if x]
     if os.geteuid() != 0:
         print("benchmarks/realnet.py needs root (namespaces, TAP)", file=sys.stderr)
         return 2
@@ -306,12 +313,17 @@ def main(argv=None):
                         a.repeat, "tps"))
                     _progress(results["rr"][-1])
             if not a.skip_nic:
-                for place in ("none", "inline", "process"):
+                runs = [(c, place) for c in a.cores
+                        for place in ["none"] + [x for x in a.placements.split(",") if x]
+                        if c == 1 or place in ("none", "inline")]
+                for cores, place in runs:
                     extra = ["--close-after", "64"]
                     if place != "none":
                         extra += ["--nic", place, "--offload", "setup,teardown"]
-                    label = "stack" + ("" if place == "none" else
-                                       ", NIC %s, setup+teardown" % place)
+                    if cores > 1:
+                        extra += ["--cores", str(cores)]
+                    label = "stack" + ("" if cores == 1 else ", %d cores" % cores) + (
+                        "" if place == "none" else ", NIC %s, setup+teardown" % place)
                     results["nic_rr"].append(median_run(
                         lambda lb=label, x=extra: rr(
                             lb, STACK_IP, 7, a.rr_seconds, a.concurrency, client,

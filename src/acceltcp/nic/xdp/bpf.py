@@ -20,6 +20,7 @@ root, a kernel feature) -- the caller shows it as is.
 
 import ctypes
 import errno
+import mmap
 import os
 import platform
 import re
@@ -32,7 +33,8 @@ __all__ = ["BpfError", "XdpUnavailable", "Map", "Prog", "Loaded", "bpffs_root",
            "cleanup_stale", "attach_xdp", "detach_xdp", "possible_cpus", "obj_get", "map_create", "test_run",
            "XDP_ABORTED", "XDP_DROP", "XDP_PASS", "XDP_TX", "XDP_REDIRECT",
            "BPF_MAP_TYPE_HASH", "BPF_MAP_TYPE_ARRAY", "BPF_MAP_TYPE_PERCPU_ARRAY",
-           "BPF_MAP_TYPE_LRU_HASH", "BPF_MAP_TYPE_QUEUE", "BPF_MAP_TYPE_STACK", "BPF_F_TEST_XDP_LIVE_FRAMES",
+           "BPF_MAP_TYPE_LRU_HASH", "BPF_MAP_TYPE_QUEUE", "BPF_MAP_TYPE_STACK",
+           "BPF_MAP_TYPE_RINGBUF", "RingBuffer", "BPF_F_TEST_XDP_LIVE_FRAMES",
            "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST"]
 
 # enum bpf_cmd (include/uapi/linux/bpf.h)
@@ -53,6 +55,7 @@ BPF_MAP_TYPE_PERCPU_ARRAY = 6
 BPF_MAP_TYPE_LRU_HASH = 9
 BPF_MAP_TYPE_QUEUE = 22
 BPF_MAP_TYPE_STACK = 23
+BPF_MAP_TYPE_RINGBUF = 27
 
 BPF_F_TEST_XDP_LIVE_FRAMES = 2   # test_run: XDP_TX / XDP_REDIRECT really transmit
 
@@ -169,6 +172,7 @@ class Map:
         self._vsize = (((self.value_size + 7) & ~7) * possible_cpus() if self.percpu
                        else self.value_size)
         self._lock = threading.Lock()
+        self._ring = None
 
     def _elem(self, cmd, key, value, flags, what):
         # a keyless map (queue: update = push) takes a NULL key
@@ -255,10 +259,72 @@ class Map:
             for k in self.keys():
                 self.delete(k)
 
+    def ring(self):
+        """A ring buffer map's reader (RingBuffer), made once."""
+        if self._ring is None:
+            self._ring = RingBuffer(self)
+        return self._ring
+
     def close(self):
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+_RB_BUSY = 1 << 31
+_RB_DISCARD = 1 << 30
+_U64 = struct.Struct("=Q")
+_U32H = struct.Struct("=I")
+
+
+class RingBuffer:
+    """A BPF_MAP_TYPE_RINGBUF map read through mmap, no syscall per record: the consumer
+    page (ours to write: how far we have read), then the producer page and the data,
+    which the kernel maps twice in a row so that a record crossing the end reads as one.
+    A record is an 8-byte header (length, BUSY while the producer writes it, DISCARD)
+    and the data, rounded up to 8 bytes."""
+
+    def __init__(self, m):
+        if m.type != BPF_MAP_TYPE_RINGBUF:
+            raise ValueError("%s is not a ring buffer map" % m.name)
+        page = mmap.PAGESIZE
+        self.size = m.max_entries
+        self._page = page
+        self._mask = self.size - 1
+        self._cons = mmap.mmap(m.fd, page, mmap.MAP_SHARED,
+                               mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+        self._data = mmap.mmap(m.fd, page + 2 * self.size, mmap.MAP_SHARED, mmap.PROT_READ,
+                               offset=page)
+
+    def records(self):
+        """Every complete record not read yet, in order (bytes each); marks them read."""
+        cons = _U64.unpack_from(self._cons, 0)[0]
+        prod = _U64.unpack_from(self._data, 0)[0]
+        if cons == prod:
+            return []
+        out = []
+        data, base, mask = self._data, self._page, self._mask
+        while cons < prod:
+            off = base + (cons & mask)
+            hdr = _U32H.unpack_from(data, off)[0]
+            if hdr & _RB_BUSY:
+                break
+            n = hdr & ~(_RB_BUSY | _RB_DISCARD)
+            if not hdr & _RB_DISCARD:
+                out.append(data[off + 8:off + 8 + n])
+            cons += (n + 15) & ~7
+        _U64.pack_into(self._cons, 0, cons)
+        return out
+
+    def pending(self):
+        return _U64.unpack_from(self._cons, 0)[0] != _U64.unpack_from(self._data, 0)[0]
+
+    def close(self):
+        self._cons.close()
+        self._data.close()
 
 
 def test_run(prog_fd, data, repeat=1, out_size=None, flags=0):

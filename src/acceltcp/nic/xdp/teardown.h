@@ -95,10 +95,10 @@ struct {
 	__type(value, struct atcp_td_clock);
 } atcp_td_clock SEC(".maps");
 
+/* 4,096 events of 64 bytes (56 and the record header), read through mmap */
 struct {
-	__uint(type, BPF_MAP_TYPE_QUEUE);
-	__uint(max_entries, 4096);
-	__type(value, struct atcp_td_event);
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096 * 64);
 } atcp_td_events SEC(".maps");
 
 struct {
@@ -657,7 +657,7 @@ static long td_segment_cb(__u32 idx, struct td_call *c)
 
 static __always_inline void td_event(struct atcp_td_event *ev)
 {
-	if (bpf_map_push_elem(&atcp_td_events, ev, 0))
+	if (bpf_ringbuf_output(&atcp_td_events, ev, sizeof(*ev), 0))
 		count(C_xdp_td_events_lost);
 }
 
@@ -1169,7 +1169,7 @@ static __always_inline int teardown_host(struct xdp_md *ctx, const struct atcp_c
 		__builtin_memcpy(ev->key, w->key.b, 12);
 		ev->pad2 = 0;
 		ev->pad3 = 0;
-		if (bpf_map_push_elem(&atcp_td_events, ev, 0)) {
+		if (bpf_ringbuf_output(&atcp_td_events, ev, sizeof(*ev), 0)) {
 			count(C_xdp_td_events_lost);
 			__builtin_memset(e, 0, sizeof(*e));
 			if (n) {

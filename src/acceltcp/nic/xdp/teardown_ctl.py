@@ -19,7 +19,8 @@ docstring says.  Here:
   (atcp_td_index) -- from then on atcp_wire processes the peer's segments.  As
   NicDataplane does, the flow leaves the handed-over table (atcp_handed).
 * ``after_frame`` (per frame under test; a live control process calls ``on_timer``
-  each tick, which does the same first) drains atcp_td_events in order: TIMER ->
+  each tick, which does the same first) reads atcp_td_events (a ring buffer, through
+  mmap: no syscall per event) in order: TIMER ->
   ``TimerWheel.schedule`` with the engine's own float expression from the `now` the
   program recorded; SEND -> the frame built from the entry (TSval, ts_last, IPv4 ident
   from atcp_state taken now, in the engine's order); DONE -> the slot, its data and its
@@ -162,7 +163,7 @@ class TeardownControl(Part):
         self._maps = maps
         self._table = maps["atcp_td_table"]
         self._idx = maps["atcp_td_index"]
-        self._ev = maps["atcp_td_events"]
+        self._ev = maps["atcp_td_events"].ring()
         self._data = maps["atcp_td_data"]
         self._frames = maps["atcp_td_frames"]
         self._cnt = maps["atcp_td_counters"]
@@ -195,7 +196,7 @@ class TeardownControl(Part):
         if not self.capacity:
             return None
         d = self.wheel.next_deadline()
-        if self._maps is not None and self._ev.lookup(b"") is not None:
+        if self._maps is not None and self._ev.pending():
             return self.wheel.time          # events waiting (a live port): due now
         t = self._report_at
         if t is not None and (d is None or t < d):
@@ -244,8 +245,8 @@ class TeardownControl(Part):
         if self._maps is not None:
             for fid in self._index.values():              # only slots in use are not 0
                 self._table.update(_U32.pack(fid), _ZERO_ENTRY)
-            for m in (self._idx, self._ev, self._data, self._cnt, self._seq, self._freed,
-                      self._alloc):
+            self._ev.records()
+            for m in (self._idx, self._data, self._cnt, self._seq, self._freed, self._alloc):
                 m.clear()
         self._init_state()
 
@@ -505,11 +506,7 @@ class TeardownControl(Part):
     def _drain(self, now):
         """The program's events, in order (module docstring)."""
         out = []
-        ev = self._ev
-        while True:
-            raw = ev.pop()
-            if raw is None:
-                return out
+        for raw in self._ev.records():
             kind, flags, op, _, slot, seq, ack, off, n, now_bits, key, _, mac = \
                 _EVENT.unpack(raw)
             if kind == _EV_NEW:                       # teardown_host took a handover
@@ -542,6 +539,7 @@ class TeardownControl(Part):
                 if v is not None:
                     ln = _FRAME_LEN.unpack_from(v)[0]
                     out.append((HOST, v[4:4 + ln]))
+        return out
 
     # -- timers -------------------------------------------------------------------------
 
