@@ -137,6 +137,22 @@ struct {
 	__type(value, __u8[TD_CHUNK]);
 } atcp_td_data SEC(".maps");
 
+/* the free list (struct atcp_td_alloc): freed slots, newest on top; sized by the control
+ * side (premade: capacity) */
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK);
+	__uint(max_entries, 1);
+	__uint(key_size, 0);
+	__uint(value_size, 4);
+} atcp_td_free SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct atcp_td_alloc);
+} atcp_td_alloc SEC(".maps");
+
 /* ---- per-segment working state (a per-CPU scratch: the stack is the setup path's) ---- */
 
 #define TD_O_ACK 1
@@ -318,8 +334,9 @@ static __always_inline void td_first_segment(struct td_work *w, struct atcp_td_e
 	}
 }
 
-/* Report TeardownDone and free the slot (_finish): the key leaves the index here, the
- * entry is zeroed; the control side frees the slot, its data and its timer. */
+/* Report TeardownDone and free the slot (_finish): the key leaves the index, the data
+ * chunks their map and the slot goes on the free list here, the entry is zeroed; the
+ * control side cancels its timer. */
 static __always_inline void td_finish(struct td_work *w, __u32 slot, struct atcp_td_entry *e,
 				      __u32 reason, __u32 moderate)
 {
@@ -347,6 +364,14 @@ static __always_inline void td_finish(struct td_work *w, __u32 slot, struct atcp
 	}
 	__builtin_memcpy(w->key.b, e->key, 12);
 	bpf_map_delete_elem(&atcp_td_index, &w->key);
+	for (__u32 i = 0; i < 32; i++) {        /* 2 KiB chunks: 64 KiB at most */
+		if (i * TD_CHUNK >= e->total)
+			break;
+		__u32 k = slot << 5 | i;
+
+		bpf_map_delete_elem(&atcp_td_data, &k);
+	}
+	bpf_map_push_elem(&atcp_td_free, &slot, 0);
 	__builtin_memset(e, 0, sizeof(*e));
 	w->t_op = 0;                    /* the slot's timer goes with it */
 }
@@ -901,22 +926,6 @@ static __always_inline int teardown_wire(struct xdp_md *ctx, const struct atcp_c
 }
 
 /* ---- the handover in XDP (teardown_host) ----------------------------------------------- */
-
-/* the free list (struct atcp_td_alloc): freed slots, newest on top; sized by the control
- * side (premade: capacity) */
-struct {
-	__uint(type, BPF_MAP_TYPE_STACK);
-	__uint(max_entries, 1);
-	__uint(key_size, 0);
-	__uint(value_size, 4);
-} atcp_td_free SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct atcp_td_alloc);
-} atcp_td_alloc SEC(".maps");
 
 /* the payload's copy (zero beyond what was copied: cleared after use) and the frame
  * header; 512 bytes of slack so every checksum step's bound is the buffer's */

@@ -400,14 +400,16 @@ class TeardownControl(Part):
     def _save(self, fid, e):
         self._table.update(_U32.pack(fid), _ENTRY.pack(*e))
 
-    def _release(self, fid, key, total):
-        """What the control side frees of a slot (the program or _finish freed the rest)."""
-        for i in range((total + CHUNK - 1) // CHUNK):
-            self._data.delete(_U32.pack(fid << 5 | i))
+    def _release(self, fid, key, total, freed=False):
+        """What the control side frees of a slot (the program or _finish freed the rest;
+        `freed`: the program also freed its data and put it on the free list)."""
+        if not freed:
+            for i in range((total + CHUNK - 1) // CHUNK):
+                self._data.delete(_U32.pack(fid << 5 | i))
+            self._give_slot(fid)
         self._index.pop(key, None)
         self._totals.pop(fid, None)
         self.wheel.cancel(fid)
-        self._give_slot(fid)
         self._done += 1
 
     def _finish(self, fid, e, reason, out):
@@ -518,7 +520,7 @@ class TeardownControl(Part):
                 self.last_accepted = (seq, key)
                 self.wheel.schedule(slot, self._deadline(op, n, now_bits))
             elif kind == _EV_TIMER:
-                if self._load(slot) is None:
+                if slot not in self._totals:              # ended since (mirror, in order)
                     continue
                 self.wheel.schedule(slot, self._deadline(op, n, now_bits))
             elif kind == _EV_SEND:
@@ -530,7 +532,7 @@ class TeardownControl(Part):
                 self._save(slot, e)
             elif kind == _EV_DONE:
                 if self._index.get(key) == slot:
-                    self._release(slot, key, self._totals.get(slot, 0))
+                    self._release(slot, key, self._totals.get(slot, 0), freed=True)
                 if flags:
                     out.append((HOST, TeardownDone(seq, key, op, ack, off, n)
                                 .frame(self.host_mac, self.dp.mac)))
