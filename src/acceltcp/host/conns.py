@@ -25,9 +25,19 @@ established, ``conns_<error>``, its TCB counters to `host.stats`); then the even
 on to the application's handler. Removal also keeps the timer heap from filling with
 stale entries of finished TCBs: it is compacted once they outnumber the live ones
 (amortized O(1) per removal).
+
+Application time. With ``app_timing`` on, the CPU (``time.process_time_ns``) spent in
+the application's callbacks -- the connection's handler and the listener's
+``on_acceptable`` -- is added to ``app_ns``, so that a runner accounting the host's CPU
+by category can tell the application's share from the stack's. The socket calls the
+application makes from inside a callback (``send``, ``close``...) run inside it and
+count as application time. A callback entered from inside another one (a ``close``
+whose event reaches the handler again) is timed once, by the outer one. Off, the cost
+is one attribute test per event.
 """
 
 import itertools
+import time
 
 from ..tcp import states
 from ..tcp.quasi import QuasiTcb
@@ -52,7 +62,8 @@ class ConnTable:
     """
 
     __slots__ = ("table", "embryonic", "parked", "steered", "accepted", "closed",
-                 "quasi_freed", "_timers", "_arp", "_closed_stats", "_c")
+                 "quasi_freed", "app_timing", "app_ns", "_in_app", "_timers", "_arp",
+                 "_closed_stats", "_c")
 
     def __init__(self, timers, arp_entries, closed_stats, counters):
         self.table = {}           # key -> conn (synchronized or actively opened)
@@ -61,6 +72,9 @@ class ConnTable:
         self.steered = {}         # key -> the offload's splice handler
         # per connection: the short-lived connection's path is a hot path too
         self.accepted = self.closed = self.quasi_freed = 0
+        self.app_timing = False   # time the app's callbacks into app_ns (module doc)
+        self.app_ns = 0
+        self._in_app = False
         self._timers = timers
         self._arp = arp_entries
         self._closed_stats = closed_stats
@@ -82,7 +96,24 @@ class ConnTable:
             self.remove(conn)
         h = rec.handler
         if h is not None:
-            h(conn)
+            if self.app_timing:
+                self.timed(h, conn)
+            else:
+                h(conn)
+
+    def timed(self, callback, arg):
+        """``callback(arg)``, an application callback, its CPU added to ``app_ns``
+        (once: a callback entered from inside another is the outer one's time)."""
+        if self._in_app:
+            callback(arg)
+            return
+        self._in_app = True
+        t0 = time.process_time_ns()
+        try:
+            callback(arg)
+        finally:
+            self.app_ns += time.process_time_ns() - t0
+            self._in_app = False
 
     def established(self, conn, rec):
         """A listener's child is synchronized: into `table` and the accept queue."""
@@ -104,7 +135,10 @@ class ConnTable:
         lst.accept_queue.append(conn)
         cb = lst.on_acceptable
         if cb is not None:
-            cb(lst)
+            if self.app_timing:
+                self.timed(cb, lst)
+            else:
+                cb(lst)
 
     def remove(self, conn):
         """Forget `conn` (closed, or handed to a TIME-WAIT record), counted."""
