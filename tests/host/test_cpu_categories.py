@@ -250,6 +250,9 @@ def test_app_time_measured_and_categories_sum(loop):
         _client(loop, net.a, net.b.ip)
     loop.run_for(1.5)                       # TIME-WAIT expiry: timer entries too
     assert r.cpu_by_kind["app"] > 0
+    # its recv/send/close: timed as socket calls, their CPU in data and teardown
+    assert net.b.api_ns["data"] > 0 and net.b.api_ns["teardown"] > 0
+    assert 0 < r.app_api_ns <= r.cpu_by_kind["data"] + r.cpu_by_kind["teardown"]
     assert r.entries_by_kind["timers"] >= 1 and r.entries_by_kind["timers"] == \
         r.timer_fires
     assert sum(r.cpu_by_kind.values()) == r.cpu_ns
@@ -257,23 +260,50 @@ def test_app_time_measured_and_categories_sum(loop):
     assert r.entries_by_kind["setup"] == 10 and r.entries_by_kind["data"] == 0
     r.reset_cpu()
     assert r.cpu_ns == 0 and not any(r.cpu_by_kind.values())
-    # off: nothing by category, the stack's app timing off too
+    # off: nothing by category, the stack's app timing off too (its socket calls are
+    # the methods again)
     r.cpu_categories = False
-    assert not net.b.app_timing
+    assert not net.b.app_timing and "send" not in vars(net.b)
     _client(loop, net.a, net.b.ip)
     loop.run_for(0.2)
     assert r.cpu_ns > 0 and not any(r.cpu_by_kind.values())
 
 
-def test_nested_app_callbacks_timed_once(loop):
-    """A close from inside the handler re-enters it: app_ns counts the outer call only,
-    so it never exceeds the entry's measured CPU."""
-    net, rec = _pair(loop)
-    EchoServer(net.b, PORT, close_after=64)
-    r = net.runner_b
-    r.cpu_categories = True
-    for _ in range(3):
-        _client(loop, net.a, net.b.ip)
-    loop.run_for(0.3)
-    assert 0 < net.b.app_ns <= r.cpu_ns
-    assert sum(r.cpu_by_kind.values()) == r.cpu_ns
+class TickClock:
+    """A stand-in for the ``time`` module in host.conns: every read is 1000 ns later."""
+
+    def __init__(self):
+        self.now = 0
+
+    def perf_counter_ns(self):
+        self.now += 1000
+        return self.now
+
+
+def test_nested_app_callbacks_timed_once(monkeypatch):
+    """A callback entered from inside another one, and a socket call inside a socket
+    call, are the outer one's time: with a clock that ticks per read, the outer call's
+    two reads are the only ones."""
+    import acceltcp.host.conns as conns_mod
+
+    conns = conns_mod.ConnTable(None, {}, None, None)
+    tick = TickClock()
+    monkeypatch.setattr(conns_mod, "time", tick)
+    conns.app_timing = True
+    calls = []
+
+    def inner(x):
+        calls.append(x)
+
+    def outer(x):
+        conns.timed(inner, x + 1)
+        conns.api_call("teardown", lambda: conns.api_call("data", calls.append, 9))
+
+    conns.timed(outer, 1)
+    assert calls == [2, 9]
+    # outer: reads 1 and 4 (3000 ns); the teardown call: reads 2 and 3; nothing else
+    assert conns.app_ns == 3000 and tick.now == 4000
+    assert conns.api_ns == {"data": 0, "teardown": 1000}
+    # outside a callback a socket call is not timed
+    conns.api_call("data", calls.append, 10)
+    assert tick.now == 4000 and calls[-1] == 10

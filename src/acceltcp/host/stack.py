@@ -70,6 +70,7 @@ by `host.stats`.
 
 import collections
 import errno
+import functools
 import os
 import types
 
@@ -118,6 +119,9 @@ HOST_DROP_REASONS = (
 _SYN_RECEIVED = states.SYN_RECEIVED
 _NIC_REPORTS = frozenset((control.ETHERTYPE_CONTROL, control.ETHERTYPE_SPLICE_CLOSED))
 _TIME_WAIT = states.TIME_WAIT
+# The socket calls `app_timing` times, and the kind of work each is (host.conns).
+_API_KINDS = (("send", "data"), ("recv", "data"), ("close", "teardown"),
+              ("shutdown", "teardown"), ("abort", "teardown"))
 _TEARDOWN_REPORTS = frozenset((control.TeardownAccepted.TYPE, control.TeardownRefused.TYPE,
                                control.TeardownDone.TYPE))
 
@@ -931,12 +935,28 @@ class HostStack:
 
     @app_timing.setter
     def app_timing(self, on):
-        self._conns.app_timing = bool(on)
+        conns = self._conns
+        conns.app_timing = bool(on)
+        # The socket calls, timed when made from a callback: instance attributes over
+        # the methods while on (nothing on any path while off).
+        for name, kind in _API_KINDS:
+            if on:
+                setattr(self, name, functools.partial(conns.api_call, kind,
+                                                      getattr(HostStack, name).__get__(self)))
+            else:
+                self.__dict__.pop(name, None)
 
     @property
     def app_ns(self):
-        """CPU ns spent in the application's callbacks while ``app_timing`` was on."""
+        """Time (perf_counter ns) spent in the application's callbacks while
+        ``app_timing`` was on (its socket calls from them included)."""
         return self._conns.app_ns
+
+    @property
+    def api_ns(self):
+        """Of ``app_ns``, the socket calls by kind: {"data": send + recv, "teardown":
+        close + shutdown + abort} (a live dict)."""
+        return self._conns.api_ns
 
     # ------------------------------------------------------------------ views and stats
     #: SYN-flood settings (constructor arguments), kept by host.listen.ListenTable
