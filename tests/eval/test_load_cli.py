@@ -275,7 +275,7 @@ def test_cpu_by_kind(capsys, tmp_path, app):
                                          "app"}
         assert sum(by["share"].values()) == pytest.approx(1.0)
         assert by["cpu_ns"]["app"] > 0 and by["cpu_ns"]["setup"] > 0
-    assert "server CPU by kind (us/txn, share): setup" in out
+    assert "server CPU by kind, measured (us/txn, share): setup" in out
     e0, e1 = base["server"]["cpu_by_kind"]["entries_per_txn"], \
         off["server"]["cpu_by_kind"]["entries_per_txn"]
     assert 1.95 < e0["setup"] < 2.1 and 0.95 < e1["setup"] < 1.1

@@ -929,8 +929,10 @@ class HostStack:
 
     @property
     def app_timing(self):
-        """Time the application's callbacks (``app_ns``): see `host.conns`. The socket
-        calls an application makes from its callbacks count as its time."""
+        """Time the application's callbacks (``app_ns``; see `host.conns`), and apart
+        (``api_ns``) the socket calls it makes from them: ``send``, ``recv``, ``close``,
+        ``shutdown``, ``abort`` -- wrapped on this instance while on. A splice's
+        callback (``nsplice``) is not timed: its time stays the entry's."""
         return self._conns.app_timing
 
     @app_timing.setter

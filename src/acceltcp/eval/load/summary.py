@@ -82,7 +82,7 @@ def _print_summary(s, args):
             "; NIC offloads: %s" % ", ".join(sv["offloads"]) if sv["nic"] else ""))
         by = sv.get("cpu_by_kind")
         if by:
-            lines.append("  server CPU by kind (us/txn, share): " + ", ".join(
+            lines.append("  server CPU by kind, measured (us/txn, share): " + ", ".join(
                 "%s %s (%s %%)" % (k, _fmt(by["us_per_txn"][k], ".2f"),
                                    _fmt(by["share"][k] and 100 * by["share"][k], ".1f"))
                 for k in by["us_per_txn"] if by["entries"][k] or by["cpu_ns"][k]))
