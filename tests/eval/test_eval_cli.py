@@ -234,16 +234,19 @@ def test_table1_cpu_by_category(run):
         assert sum(f["share"][cfg].values()) == pytest.approx(1.0)
         assert f["us_per_txn"][cfg]["setup"] > 0 and f["us_per_txn"][cfg]["app"] > 0
     rows = d["rows"]
-    assert [r["paper_share"] for r in rows[:4]] == [60.5, 29.0, 7.0, 3.5]
+    assert [r["paper_share_pct"] for r in rows[:4]] == [60.5, 29.0, 7.0, 3.5]
     assert [r["ours"] for r in rows[-7:]] == KINDS
     assert rows[0]["no_offload_entries_per_txn"] == pytest.approx(e0["setup"] + e0["teardown"])
+    for cfg in ("no_offload", "offload"):
+        assert sum(r[cfg + "_share_pct"] for r in rows[-7:]) == pytest.approx(100.0)
+        assert sum(r[cfg + "_share_pct"] for r in rows[:5]) == pytest.approx(100.0)
     x, s = series(d, 0)
     assert len(x) == 4 and list(s) == ["paper (mTCP)", "ours, no offload",
                                        "ours, setup + teardown offload"]
     assert s["paper (mTCP)"] == [60.5, 29.0, 7.0, 3.5]
-    for panel in (1, 2):
+    for panel, kinds in ((1, KINDS), (2, KINDS[:-1])):
         x, s = series(d, panel)
-        assert x == KINDS and list(s) == ["no offload", "setup + teardown offload"]
+        assert x == kinds and list(s) == ["no offload", "setup + teardown offload"]
     assert "60.5 %" in d["comparison"][0]["paper"] and d["note"]
 
 

@@ -493,41 +493,41 @@ def table1(ctx):
     measured = _breakdown(ctx, "echo")
     samples = [r for _, _, rs in measured for r in rs]
     (_, base, _), (_, off, _) = measured
-    rows = []
-    for paper_row, paper_share, ours in PAPER_TABLE1:
-        def tot(fig, field):
-            vals = [fig[field][k] for k in ours]
-            return None if any(v is None for v in vals) else sum(vals)
-        rows.append({"paper_category": paper_row, "ours": " + ".join(ours),
-                     "paper_share": paper_share,
-                     "no_offload_share": tot(base, "share"),
-                     "no_offload_us_per_txn": tot(base, "us"),
-                     "no_offload_entries_per_txn": tot(base, "entries"),
-                     "offload_share": tot(off, "share"),
-                     "offload_us_per_txn": tot(off, "us"),
-                     "offload_entries_per_txn": tot(off, "entries")})
-    for k in KINDS:                          # each category on its own too
-        rows.append({"paper_category": "", "ours": k, "paper_share": None,
-                     "no_offload_share": base["share"][k],
-                     "no_offload_us_per_txn": base["us"][k],
-                     "no_offload_entries_per_txn": base["entries"][k],
-                     "offload_share": off["share"][k], "offload_us_per_txn": off["us"][k],
-                     "offload_entries_per_txn": off["entries"][k]})
+    def tot(fig, field, ours, scale=1):
+        vals = [fig[field][k] for k in ours]
+        return None if any(v is None for v in vals) else scale * sum(vals)
+
+    def row(paper_row, paper_share, ours):
+        # shares in percent, as the paper's; app is no entry kind (its time is inside
+        # the entries of the others): no entries of its own
+        entries = "app" not in ours
+        return {"paper_category": paper_row, "ours": " + ".join(ours),
+                "paper_share_pct": paper_share,
+                "no_offload_share_pct": tot(base, "share", ours, 100),
+                "no_offload_us_per_txn": tot(base, "us", ours),
+                "no_offload_entries_per_txn": tot(base, "entries", ours) if entries else None,
+                "offload_share_pct": tot(off, "share", ours, 100),
+                "offload_us_per_txn": tot(off, "us", ours),
+                "offload_entries_per_txn": tot(off, "entries", ours) if entries else None}
+
+    rows = [row(*r) for r in PAPER_TABLE1]
+    rows += [row("", None, (k,)) for k in KINDS]     # each category on its own too
     st = rows[0]
     comparison = [{"what": "%s, share of host CPU (no offload)" % r["paper_category"],
-                   "paper": "%.1f %%" % r["paper_share"],
-                   "ours": "%s (%s: %.2f us/txn)" % (_pct(r["no_offload_share"]), r["ours"],
-                                                     r["no_offload_us_per_txn"] or 0)}
+                   "paper": "%.1f %%" % r["paper_share_pct"],
+                   "ours": "%.1f %% (%s: %.2f us/txn)" % (r["no_offload_share_pct"] or 0,
+                                                          r["ours"],
+                                                          r["no_offload_us_per_txn"] or 0)}
                   for r in rows[:4]]
     cut = 1 - st["offload_us_per_txn"] / st["no_offload_us_per_txn"] \
         if st["no_offload_us_per_txn"] else None
     comparison.append({
         "what": "setup + teardown with their offload (the host's part)",
         "paper": "AccelTCP's aim: the NIC takes most of the 60.5 %",
-        "ours": "%.2f -> %.2f us/txn (-%s), %.2f -> %.2f entries/txn; share %s -> %s"
-                % (st["no_offload_us_per_txn"], st["offload_us_per_txn"], _pct(cut),
-                   st["no_offload_entries_per_txn"], st["offload_entries_per_txn"],
-                   _pct(st["no_offload_share"]), _pct(st["offload_share"]))})
+        "ours": "%.2f -> %.2f us/txn (-%s), %.2f -> %.2f entries/txn; share %.1f %% -> "
+                "%.1f %%" % (st["no_offload_us_per_txn"], st["offload_us_per_txn"], _pct(cut),
+                             st["no_offload_entries_per_txn"], st["offload_entries_per_txn"],
+                             st["no_offload_share_pct"] or 0, st["offload_share_pct"] or 0)})
     sd = base["share"]["setup"] + base["share"]["teardown"]
     note = ("Connection setup + teardown take %s of this stack's CPU on a short-lived 64 B "
             "echo (the paper's 60.5 %% on mTCP), %s; message delivery is %s here against "
@@ -546,19 +546,18 @@ def table1(ctx):
     plot = {"panels": [
         {"kind": "bar", "title": "short-lived 64 B echo: share of host CPU",
          "xlabel": "category", "ylabel": "% of host CPU", "x": labels,
-         "series": {"paper (mTCP)": [r["paper_share"] for r in rows[:4]],
-                    "ours, no offload": [100 * (r["no_offload_share"] or 0)
-                                         for r in rows[:4]],
-                    "ours, setup + teardown offload": [100 * (r["offload_share"] or 0)
+         "series": {"paper (mTCP)": [r["paper_share_pct"] for r in rows[:4]],
+                    "ours, no offload": [r["no_offload_share_pct"] for r in rows[:4]],
+                    "ours, setup + teardown offload": [r["offload_share_pct"]
                                                        for r in rows[:4]]}},
         {"kind": "bar", "title": "host CPU per transaction by category",
          "xlabel": "category", "ylabel": "us/txn", "x": list(KINDS),
          "series": {"no offload": [base["us"][k] for k in KINDS],
                     "setup + teardown offload": [off["us"][k] for k in KINDS]}},
-        {"kind": "bar", "title": "host entries per transaction by category",
-         "xlabel": "category", "ylabel": "entries/txn", "x": list(KINDS),
-         "series": {"no offload": [base["entries"][k] for k in KINDS],
-                    "setup + teardown offload": [off["entries"][k] for k in KINDS]}},
+        {"kind": "bar", "title": "host entries per transaction by kind",
+         "xlabel": "kind", "ylabel": "entries/txn", "x": list(TCP_KINDS),
+         "series": {"no offload": [base["entries"][k] for k in TCP_KINDS],
+                    "setup + teardown offload": [off["entries"][k] for k in TCP_KINDS]}},
     ]}
     facts = {"setup_teardown_share": sd, "setup_teardown_us_cut": cut,
              "errors": base["errors"] + off["errors"],
@@ -583,7 +582,7 @@ def fig14(ctx):
                "errors": fig["errors"]}
         for k in KINDS:
             row[k + "_us_per_txn"] = fig["us"][k]
-        for k in KINDS:
+        for k in TCP_KINDS:
             row[k + "_entries_per_txn"] = fig["entries"][k]
         rows.append(row)
     base, off = rows
