@@ -257,6 +257,40 @@ def test_charged_model_still_measures(capsys, tmp_path):
     assert json.loads((tmp_path / "d.json").read_text())["server"]["cpu_model"] == "charged"
 
 
+@pytest.mark.parametrize("app", ["echo", "kv"])
+def test_cpu_by_kind(capsys, tmp_path, app):
+    """``--cpu-by-kind``: the server's measured CPU by category, per transaction and as
+    shares; the entries of each kind per transaction are what the mechanism makes them
+    (a fixed-model run is deterministic): the NIC answers the SYN and completes the
+    handshake (one setup entry, the 0x090A, instead of two) and takes the close."""
+    rest = (app, "--sim", "-n", "600", "-c", "16", "--cpu-by-kind")
+    if app == "kv":
+        rest += ("--keys", "200")
+    base, out = _load(capsys, tmp_path, *rest)
+    off, _ = _load(capsys, tmp_path, *rest, "--nic", "--offload", "setup,teardown")
+    for s in (base, off):
+        _check_totals(s, 600)
+        by = s["server"]["cpu_by_kind"]
+        assert set(by["us_per_txn"]) == {"setup", "teardown", "data", "nic", "l2", "timers",
+                                         "app"}
+        assert sum(by["share"].values()) == pytest.approx(1.0)
+        assert by["cpu_ns"]["app"] > 0 and by["cpu_ns"]["setup"] > 0
+    assert "server CPU by kind, measured (us/txn, share): setup" in out
+    e0, e1 = base["server"]["cpu_by_kind"]["entries_per_txn"], \
+        off["server"]["cpu_by_kind"]["entries_per_txn"]
+    assert 1.95 < e0["setup"] < 2.1 and 0.95 < e1["setup"] < 1.1
+    assert e1["setup"] + e1["teardown"] < e0["setup"] + e0["teardown"]
+    assert e0["nic"] == 0 and e1["timers"] < e0["timers"]
+    # charged: the categories are the charged CPU, exactly
+    s, _ = _load(capsys, tmp_path, *rest, "--server-cpu", "charged")
+    assert sum(s["server"]["cpu_by_kind"]["cpu_ns"].values()) == \
+        s["counters"]["server_cpu_ns"]
+    # off by default
+    s, out = _load(capsys, tmp_path, app, "--sim", "-n", "50", "-c", "4",
+                   *(("--keys", "50") if app == "kv" else ()))
+    assert "cpu_by_kind" not in s["server"] and "by kind" not in out
+
+
 def test_parse_cpu_model():
     assert parse_cpu_model("charged") == ("charged", None)
     assert parse_cpu_model("free") == ("free", None)
@@ -297,6 +331,7 @@ def test_parse_cpu_model():
     (["echo", "--sim", "--json", "/nonexistent/dir/s.json"], "--json /nonexistent/dir/s.json:"),
     (["echo", "--sim", "--cores", "0"], "--cores must be 1..64"),
     (["echo", "198.18.0.1", "--cores", "2"], "--cores is for --sim"),
+    (["echo", "198.18.0.1", "--cpu-by-kind"], "--cpu-by-kind is for --sim"),
 ])
 def test_bad_options_exit_2(capsys, argv, message):
     with pytest.raises(SystemExit) as e:

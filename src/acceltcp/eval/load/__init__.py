@@ -51,6 +51,9 @@ next connection as one finishes. The client runs on the user-level stack in both
   still measured and reported), the rate is the simulated link's (hundreds of thousands
   of transactions per simulated second, each costing real CPU to simulate: bound such
   runs with --transactions or a short --duration). The summary gives the server host's CPU µs and frames per transaction.
+  ``--cpu-by-kind`` also splits the server's measured CPU by category (setup, teardown,
+  data, nic, l2, timers, app: `host.runner`), per transaction and as shares, whatever
+  the core model; the accounting costs ~5-10 % more measured CPU, charged like the rest.
 * without ``--sim``: the stack is a client on the TAP testbed (`serve.common.tap_host`,
   needs root and ``acceltcp testbed up``) against a server in the peer namespace: the
   kernel's (``python -m acceltcp.testbed.peer server echo --port 7``, ``redis-server``)

@@ -71,6 +71,7 @@ def _check_options(args, err):
             err("HOST must be an IPv4 address, got %r" % args.host)
         for opt, given in (("--nic", args.sim_nic), ("--offload", args.nic_offload is not None),
                            ("--cores", args.cores != 1),
+                           ("--cpu-by-kind", args.cpu_by_kind),
                            ("--server-cpu", args.server_cpu_text is not None),
                            ("--lazy-tcb", args.lazy_tcb != "on")):
             if given:
@@ -249,6 +250,11 @@ def add_load_parser(sub):
                             "seed and the options (tests); free: processing takes no "
                             "virtual time, the link bounds the rate"
                             % CostModel().spec().partition(":")[2])
+        s.add_argument("--cpu-by-kind", action="store_true",
+                       help="account the server host's CPU by category (connection "
+                            "setup, teardown, data, NIC reports, L2, timers, the "
+                            "application): the summary gives each one's us per "
+                            "transaction and share (host/runner.py)")
         s.add_argument("--cores", type=int, default=1, metavar="N",
                        help="the server host's simulated cores: N stacks, one per core, "
                             "each with its own tables and its own CPU (--server-cpu), "

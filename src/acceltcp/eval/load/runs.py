@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 
+from ...host.runner import CPU_KINDS
 from ...tcp.config import TcpConfig
 from .run import LoadRun
 from .servercore import ServerCore
@@ -135,6 +136,9 @@ def _run_sim(args, offloads):
             net.link.capture(pcap)
         cores = net.cores
         runners = net.runners
+        if args.cpu_by_kind:
+            for r in runners:
+                r.cpu_categories = True
         kw = {"offload_" + name: True for name in offloads}
         if args.app == "echo":
             from ...apps.echo import EchoServer
@@ -162,6 +166,10 @@ def _run_sim(args, offloads):
                                    sum(r.cpu_ns for r in runners)),
                  "server_frames_in": fin, "server_frames_out": fout,
                  "server_frames": fin + fout}
+            if args.cpu_by_kind:
+                for k in CPU_KINDS:
+                    p["server_cpu_%s_ns" % k] = sum(r.cpu_by_kind[k] for r in runners)
+                    p["server_entries_%s" % k] = sum(r.entries_by_kind[k] for r in runners)
             if cores:
                 p["server_core_busy_s"] = sum(c.busy_s for c in cores)
                 p["server_core_frames_in"] = sum(c.frames_in for c in cores)
@@ -233,6 +241,8 @@ def _run_sim(args, offloads):
             "frames_per_txn": _per(d.get("server_frames", 0), txns),
             "app_stats": _app_stats(args, servers),
         }
+        if args.cpu_by_kind:
+            summary["server"]["cpu_by_kind"] = _by_kind(d, txns)
         if cores:
             busy = d.get("server_core_busy_s", 0.0)
             drops = sum(c.drops for c in cores)
@@ -266,6 +276,18 @@ def _run_sim(args, offloads):
     if not args.quiet:
         _print_summary(summary, args)
     return summary
+
+
+def _by_kind(d, txns):
+    """The server's CPU by category from the run's counters: us per transaction, share
+    of the measured CPU, entries per transaction (and the totals)."""
+    ns = {k: d.get("server_cpu_%s_ns" % k, 0) for k in CPU_KINDS}
+    entries = {k: d.get("server_entries_%s" % k, 0) for k in CPU_KINDS}
+    total = sum(ns.values())
+    return {"us_per_txn": {k: _per(v / 1e3, txns) for k, v in ns.items()},
+            "share": {k: v / total if total else None for k, v in ns.items()},
+            "entries_per_txn": {k: _per(v, txns) for k, v in entries.items()},
+            "cpu_ns": ns, "entries": entries}
 
 
 def _run_tap(args, offloads):

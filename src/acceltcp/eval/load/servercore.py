@@ -78,6 +78,19 @@ class ServerCore:
         conns = self._connections() if self._connections is not None else 0
         return cost.ns(self.frames_in, self.frames_out, timers, conns)
 
+    @property
+    def cpu_by_kind(self):
+        """The runner's measured CPU ns by category (`host.runner.CPU_KINDS`; all zero
+        unless its ``cpu_categories`` is on): what the core's work was about, measured
+        whatever the model charges."""
+        r = self.runner
+        return dict(r.cpu_by_kind) if r is not None else {}
+
+    @property
+    def entries_by_kind(self):
+        r = self.runner
+        return dict(r.entries_by_kind) if r is not None else {}
+
     def set_receiver(self, callback):       # the runner's frame entry
         self._entry = callback
 

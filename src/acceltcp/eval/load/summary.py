@@ -80,6 +80,12 @@ def _print_summary(s, args):
             _fmt(sv["cpu_us_per_txn"], ".1f"), _fmt(sv["frames_per_txn"], ".2f"),
             sv["frames_in"], sv["frames_out"],
             "; NIC offloads: %s" % ", ".join(sv["offloads"]) if sv["nic"] else ""))
+        by = sv.get("cpu_by_kind")
+        if by:
+            lines.append("  server CPU by kind, measured (us/txn, share): " + ", ".join(
+                "%s %s (%s %%)" % (k, _fmt(by["us_per_txn"][k], ".2f"),
+                                   _fmt(by["share"][k] and 100 * by["share"][k], ".1f"))
+                for k in by["us_per_txn"] if by["entries"][k] or by["cpu_ns"][k]))
         if sv.get("cores", 1) > 1:
             per = sv.get("per_core") or []
             lines.append("  %d server cores (RSS): connections %s; utilization %s" % (
