@@ -85,6 +85,7 @@ from .conn import HostConn, TcbFactory
 from .conns import PARKED, ConnTable
 from .listen import LISTEN_DROP_REASONS, SYNACK_RETRIES, Listener, ListenTable
 from .offload import NicOffload
+from .chimney import ChimneyHost
 from .ports import InitialNumbers, PortTable
 from .stats import TCB_COUNTERS, ClosedTcbStats
 from .timers import TimerHeap
@@ -219,6 +220,8 @@ class HostStack:
         self.offload = NicOffload(self) if self.nic else None
         if self.offload is not None:
             self.offload.start()
+        #: TCP Chimney partial offload (host.chimney); None without a NIC
+        self.chimney = ChimneyHost(self) if self.nic else None
 
     # ------------------------------------------------------------------ receive path
     def receive_frame(self, frame, csum_ok=False):
@@ -273,6 +276,9 @@ class HostStack:
             elif ethertype in _NIC_REPORTS and self.nic:
                 self.offload.on_frame(frame)
                 self._delivered += 1          # a NIC report, taken (frames_in identity)
+            elif ethertype == control.ETHERTYPE_CHIMNEY and self.chimney is not None:
+                self.chimney.on_frame(frame)
+                self._delivered += 1
             else:
                 self.drops["ethertype_unsupported"] += 1
         except WireError as e:
@@ -617,6 +623,9 @@ class HostStack:
     def send(self, conn, data):
         """Queue data -> bytes taken (0: buffer full). Raises ConnectionResetError /
         TimeoutError / ConnectionRefusedError after an error, BrokenPipeError after close."""
+        ch = self.chimney
+        if ch is not None and ch.owns(conn):          # the NIC runs it (host.chimney)
+            return ch.send(conn, data)
         try:
             return conn.send(data, self.clock())
         finally:
@@ -631,6 +640,9 @@ class HostStack:
 
     def shutdown(self, conn):
         """Half-close: FIN after the queued data."""
+        ch = self.chimney
+        if ch is not None and ch.owns(conn):
+            return ch.app_close(conn, "shutdown")
         if conn.state != states.CLOSED:
             conn.shutdown(self.clock())
         self._touch(conn)
@@ -639,6 +651,9 @@ class HostStack:
         """Full close (FIN after queued data; RST if unread data, RFC 2525 §2.17). The
         TCB stays in the table until it is closed (FIN handshake, TIME-WAIT) -- or, with
         ``offload_teardown`` on a NIC, is handed to the NIC (``host.offload``)."""
+        ch = self.chimney
+        if ch is not None and ch.owns(conn):
+            return ch.app_close(conn, "close")
         if conn.state != states.CLOSED:
             rec = conn.owner
             if rec.teardown_wait:
@@ -664,6 +679,9 @@ class HostStack:
 
     def abort(self, conn):
         """RST the connection (RFC 9293 §3.10.5 ABORT)."""
+        ch = self.chimney
+        if ch is not None and ch.owns(conn):
+            return ch.app_close(conn, "abort")
         if conn.state != states.CLOSED:
             self._c["conns_aborted"] += 1
             conn.abort(self.clock())
@@ -786,7 +804,24 @@ class HostStack:
         self.nic = False
         self._c["nic_lost"] += 1
         self._listen.nic_lost()
-        return self.offload.lost()
+        lost = self.offload.lost()
+        if len(self.chimney):                 # chimney_lost / _keys_lost / _resumed
+            lost.update(self.chimney.lost())
+        return lost
+
+    def chimney_offload(self, conn):
+        """Hand ``conn``'s data path to the NIC (TCP Chimney, ``host.chimney``) -> True
+        if offered; False without a NIC or when it is not eligible now."""
+        return self.chimney is not None and self.chimney.offload(conn)
+
+    def chimney_upload(self, conn):
+        """Ask the NIC for an offloaded ``conn`` back -> True if asked."""
+        return self.chimney is not None and self.chimney.upload(conn)
+
+    def in_table(self, conn):
+        """Is ``conn`` the demux table's TCB for its 4-tuple (not parked, steered or
+        gone)?"""
+        return self._table.get(conn.owner.key) is conn
 
     def unlisten(self, listener):
         """Stop listening; children not yet accepted are reset (as Linux does on close)."""

@@ -254,3 +254,83 @@ def import_state(state, output, now: float = 0.0):
     if conn.state == CLOSED:
         conn.closed = True
     return conn
+
+
+# -- the host's TCB while the NIC runs the connection (host.chimney) ---------------------
+#
+# Offloaded, the host's TcpConnection stays the app's handle but runs no TCP: it is out
+# of the demux table and the timers, and its output goes nowhere. Its ``sndbuf`` keeps
+# every byte the app wrote that the peer has not acknowledged (so ``send_space`` and
+# ``writable`` work as ever) and its ``rcvbuf`` what the NIC delivered that the app has
+# not read. When the state comes back, ``restore_into`` loads the NIC's TCB into the
+# same object, keeping those two buffers.
+
+_KEEP = frozenset(("output", "on_event", "owner", "key", "on_promote", "_corked",
+                   "_cork_now", "_notify", "sndbuf", "rcvbuf", "tso_max", "max_seg"))
+
+
+def host_export(conn) -> TcbState:
+    """The state to offload: ``conn``'s, with ``rcvbuf`` empty (what the app has not
+    read stays with the host's TCB, the NIC delivers only what arrives later)."""
+    return export_state(conn)._replace(rcvbuf=b"")
+
+
+def offloaded_input(conn, data) -> None:
+    """In-order bytes the NIC received on ``conn``: to the app as from the TCB itself."""
+    if data:
+        conn.rcvbuf += data
+        conn.bytes_in += len(data)
+        conn._notify = True
+        conn._flush_events()
+
+
+def offloaded_acked(conn, n: int) -> None:
+    """The peer acknowledged ``n`` more of the app's bytes: free them (the app may
+    write again)."""
+    if n <= 0:
+        return
+    buf = conn.sndbuf
+    n = min(n, len(buf))
+    del buf[:n]
+    conn.sbase = (conn.sbase + n) & _U32
+    conn.bytes_out += n
+    if conn._snd_full and len(buf) < conn.config.snd_buf:
+        conn._snd_full = False
+        conn._notify = True
+        conn._flush_events()
+
+
+def restore_into(conn, state, now: float) -> None:
+    """Load an uploaded state into the host's own ``conn`` (same object: the app's
+    handle and the stack's record stay valid). The send buffer stays the host's (every
+    unacknowledged byte the app wrote, of which the state's are a prefix: ValueError
+    otherwise), the receive buffer is what the app has not read followed by the
+    state's. Then the TCB sends what it may and tells the app what changed."""
+    new = import_state(state, conn.output, now)
+    sb = conn.sndbuf
+    if new.sbase != conn.sbase or bytes(sb[:len(new.sndbuf)]) != bytes(new.sndbuf):
+        raise ValueError("uploaded send buffer is not a prefix of the host's")
+    rb = conn.rcvbuf
+    rb += new.rcvbuf
+    for name in new.__slots__:
+        if name not in _KEEP:
+            setattr(conn, name, getattr(new, name))
+    t = conn.tso_max                           # the host's device may cut TSO segments
+    conn.max_seg = t - t % conn.mss if t > conn.mss else conn.mss
+    conn._snd_full = len(sb) >= conn.config.snd_buf
+    conn._notify = True
+    if conn.state in (4, 7) and len(sb) > ((conn.snd_nxt - conn.sbase) & _U32):
+        conn._output(now)                      # ESTABLISHED / CLOSE-WAIT: send the rest
+    conn._flush_events()
+
+
+def offload_lost(conn, now: float) -> None:
+    """The NIC that ran ``conn`` is gone, and its state with it: reset the connection
+    from what the host knows (an RST at its last SND.MAX; a peer that moved on answers
+    with a challenge ACK, which then meets no TCB and gets an exact RST) and tell the
+    app (error "reset")."""
+    from . import fsm
+
+    if conn.state != CLOSED:
+        conn._fail("reset", fsm.APP_ABORT, now, send_rst=True)
+    conn._flush_events()
