@@ -20,7 +20,8 @@ MiB = 1 << 20
 NEAR_WRAP = (1 << 32) - 9000
 
 
-def run(nbytes, *, loss=0.0, seed=1, cycle=None, nic_kwargs=None, server_extra=None):
+def run(nbytes, *, loss=0.0, seed=1, cycle=None, nic_kwargs=None, server_extra=None,
+        auto=False):
     """`nbytes` each way between a (client) and b (server, behind the NIC). `cycle`:
     seconds between offload <-> upload switches of the server's connection (None: offload
     once, keep it offloaded). -> result dict."""
@@ -37,10 +38,11 @@ def run(nbytes, *, loss=0.0, seed=1, cycle=None, nic_kwargs=None, server_extra=N
                         stack_b={"isn": lambda *a: NEAR_WRAP - 4321},
                         nic_kwargs=nic_kwargs)
         b = net.b
+        b.chimney.auto = auto
         done = asyncio.Event()
 
         async def cycler(conn):
-            while not done.is_set() and not conn.closed:
+            while auto is False and not done.is_set() and not conn.closed:
                 if b.chimney.owns(conn):
                     if b.chimney_upload(conn):
                         got["uploads_asked"] += 1
@@ -212,3 +214,13 @@ def test_nic_lost_resets_offloaded_connections():
     assert r["client"] == "ConnectionResetError"          # reset, not hung
     assert r["chimney_left"] == 0 and r["client_state"] == []
     assert r["b"]["chimney_lost"] == 1
+
+
+def test_auto_offload_of_accepted_connections():
+    """``serve --offload chimney``: every connection the app takes is offered."""
+    r = run(2 * MiB, loss=0.01, seed=11, auto=True)
+    check_exact(r)
+    assert r["b"]["chimney_offered"] == r["b"]["chimney_accepted"] == 1
+    # the server's write_eof (after its last write) brings the connection back
+    assert r["b"]["chimney_upload_app_close"] == 1
+    assert r["nic"]["bytes_from_host"] == 2 * MiB and r["nic"]["bytes_to_host"] > 0

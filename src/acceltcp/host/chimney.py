@@ -40,6 +40,10 @@ on answers with a challenge ACK, and that meets no TCB here: an exact RST) and t
 sees ConnectionResetError. Offers not yet answered are loaded back as if refused.
 Returned counts name them, none is left hanging.
 
+Policy: ``HostStack.chimney_offload(conn)`` / ``chimney_upload(conn)``, the socket
+option TCP_CHIMNEY_OFFLOAD (1: offload now, 0: upload), or ``auto`` (``serve --offload
+chimney``): every ESTABLISHED connection an app takes is offered.
+
 Counters (``HostStack.counters``): chimney_offered, chimney_accepted,
 chimney_refused_<reason>, chimney_ineligible, chimney_upload_<reason>,
 chimney_data_frames, chimney_send_frames, chimney_bad_frames, chimney_lost.
@@ -103,6 +107,8 @@ class ChimneyHost:
         self._flow_id = 0
         self._by_conn = {}           # conn -> _Offloaded
         self._by_key = {}            # wire key -> _Offloaded
+        #: offload every ESTABLISHED connection an app takes (``HostStack.attach``)
+        self.auto = False
 
     def __len__(self):
         return len(self._by_conn)
@@ -140,6 +146,12 @@ class ChimneyHost:
         for total, offset, chunk in control.state_chunks(blob):
             st.nic_control(ChimneyOffload(fid, off.key, e.mac, st.mac, total, offset, chunk))
         return True
+
+    def auto_offload(self, conn):
+        """With ``auto``: an app took ``conn`` (``HostStack.attach``); offload it if it is
+        ESTABLISHED (an active open is not yet: it stays the host's)."""
+        if conn.state == ESTABLISHED and conn not in self._by_conn:
+            self.offload(conn)
 
     def upload(self, conn, reason=control.UPLOAD_HOST_REQUEST):
         """Ask the NIC for ``conn`` back -> True if asked (the state arrives later)."""

@@ -574,6 +574,9 @@ class HostStack:
         rec = conn.owner
         rec.handler = handler
         rec.app = app
+        ch = self.chimney
+        if ch is not None and ch.auto:      # --offload chimney: the NIC runs the data path
+            ch.auto_offload(conn)
 
     def connect(self, remote_ip, remote_port, config=None, local_port=None):
         """Active open (RFC 9293 §3.10.1): -> TcpConnection in SYN-SENT.

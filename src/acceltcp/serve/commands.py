@@ -114,6 +114,8 @@ def cmd_serve(args) -> int:
         args.port = spec.port
     if args.backlog is None and spec.name != "lb":     # lb: its config file's, else 4096
         args.backlog = 4096
+    if "chimney" in wanted and host.stack.chimney is not None:
+        host.stack.chimney.auto = True      # every accepted connection's data path: the NIC
     try:
         app = spec.build(host.stack, args, app_kw, loop)
     except (OSError, ValueError) as e:
@@ -123,7 +125,7 @@ def cmd_serve(args) -> int:
         return 2
     args.port = app.listener.port                  # the port it listens on (lb: its config)
     offloads = {"requested": list(wanted) + list(nic_lacks),
-                "used": [n for n in wanted if "offload_" + n in app_kw],
+                "used": [n for n in wanted if "offload_" + n in app_kw or n == "chimney"],
                 "not_used": unused}
     stop = loop.create_future()
 
@@ -448,12 +450,15 @@ def _add_serve_options(p):
                         "TAP checksum/TSO offloads (docs/xdp.md) (%(default)s)")
     g.add_argument("--offload", dest="nic_offload", metavar="LIST",
                    help="comma list of what the app offloads to the NIC: setup (SYN "
-                        "cookies), teardown, splice; or none. Default: setup with a NIC, "
+                        "cookies), teardown, splice, chimney (TCP Chimney: the NIC runs "
+                        "every accepted connection's data path); or none. Default: setup with a NIC, "
                         "none without. Not the TAP's checksum/TSO offloads (--no-offload). "
                         "An offload the app or the NIC does not support is reported and "
                         "not used")
     g.add_argument("--nic-listeners", type=_count, metavar="N",
                    help="NIC listener table capacity (the dataplane's default if unset)")
+    g.add_argument("--nic-chimney-flows", type=_count, metavar="N",
+                   help="NIC chimney (offloaded connection) table capacity")
     g.add_argument("--nic-teardown-flows", type=_count, metavar="N",
                    help="NIC teardown flow table capacity (if the dataplane has one)")
     g.add_argument("--nic-splice-rules", type=_count, metavar="N",
