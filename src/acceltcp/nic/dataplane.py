@@ -28,6 +28,11 @@ From HOST:
   contract (docs/design.md).  With ``report_interval`` > 0 the engine's acceptances and normal
   ends are not reported per flow: at most once per interval one cumulative
   ``TeardownAccepted`` (the latest flow) and one unsolicited ``StatusReport``.
+* 0x090F TCP Chimney (``nic.chimney``): ChimneyOffload chunks -> the flow's TCB runs
+  here (ChimneyAccepted), or ChimneyRefused (TABLE_FULL, also without a chimney table;
+  DUPLICATE, also for a 4-tuple spliced or tearing down; BAD_STATE); ChimneySend and
+  ChimneyUploadRequest go to the flow's entry.  While a 4-tuple is offloaded the host's
+  own segments on it are dropped (``drop_chimney_host_segment``): ownership is the NIC's.
 * 0x090C Splice: both rules installed -> ``SpliceInstalled``; else ``SpliceRefused``
   (TABLE_FULL, DUPLICATE, BAD_RULE).  A control frame that does not decode, or a
   NIC->host type coming from the host, is dropped and counted (``drop_<reason>``);
@@ -44,12 +49,13 @@ From HOST:
 
 From WIRE (classification order):
 
-1. Offload EtherTypes 0x090A..0x090E are dropped (``drop_offload_ethertype``): a peer
+1. Offload EtherTypes 0x090A..0x090F are dropped (``drop_offload_ethertype``): a peer
    must never be able to forge a NewConnection frame.
 2. A 4-tuple (``frame[26:38]``) with a splice rule -> translated in a copy and sent on
    WIRE (``splice_frames``); on the splice's end (both FINs acknowledged, an acceptable
    RST) also a 0x090D ``SpliceClosed`` to HOST.  A teardown flow's 4-tuple -> the
-   teardown engine (checksum verified unless ``csum_ok``).
+   teardown engine (checksum verified unless ``csum_ok``); an offloaded (chimney) flow's
+   -> its TCB in ``nic.chimney`` (checksum verified likewise; ``drop_chimney_<reason>``).
 3. Not IPv4/TCP, malformed (any WireError), or TCP to an ip:port with no listener ->
    HOST unchanged (``passthrough_host``; malformed ones also ``malformed_<reason>``).
    Malformed frames never raise and are not dropped here: the host's parser decides
