@@ -127,7 +127,7 @@ def test_offload_accept_and_bulk_both_ways():
     got = bytearray()
     while sent < len(up):                               # host -> peer through the NIC
         chunk = up[sent:sent + 60000]
-        r.host_frame(ChimneySend(1, KEY, sent, chunk).frame(N_MAC, H_MAC))
+        r.host_frame(ChimneySend(1, KEY, sent, 0, chunk).frame(N_MAC, H_MAC))
         sent += len(chunk)
         r.pump()
         r.advance(0.01)
@@ -190,17 +190,17 @@ def test_host_segments_on_an_offloaded_tuple_are_dropped():
 def test_send_gap_dropped():
     r = Rig()
     r.offload()
-    r.host_frame(ChimneySend(1, KEY, 5, b"abc").frame(N_MAC, H_MAC))
+    r.host_frame(ChimneySend(1, KEY, 5, 0, b"abc").frame(N_MAC, H_MAC))
     assert r.nic.chimney.counters["send_gaps"] == 1
-    r.host_frame(ChimneySend(9, b"y" * 12, 0, b"abc").frame(N_MAC, H_MAC))
+    r.host_frame(ChimneySend(9, b"y" * 12, 0, 0, b"abc").frame(N_MAC, H_MAC))
     assert r.nic.chimney.counters["unknown_flow"] == 1
 
 
 def test_upload_on_request_keeps_everything():
     r = Rig()
     r.offload()
-    r.host_frame(ChimneySend(1, KEY, 0, b"q" * 50000).frame(N_MAC, H_MAC))
-    r.host_frame(ChimneySend(1, KEY, 50000, b"q" * 50000).frame(N_MAC, H_MAC))
+    r.host_frame(ChimneySend(1, KEY, 0, 0, b"q" * 50000).frame(N_MAC, H_MAC))
+    r.host_frame(ChimneySend(1, KEY, 50000, 0, b"q" * 50000).frame(N_MAC, H_MAC))
     r.host_frame(ChimneyUploadRequest(1, KEY, control.UPLOAD_HOST_REQUEST)
                  .frame(N_MAC, H_MAC))
     reason, tcb = r.uploaded()
@@ -253,7 +253,7 @@ def test_reordering_beyond_the_limit_uploads():
 def test_retransmission_by_the_nic_timer():
     lost = Rig()
     lost.offload()
-    lost.nic.process(ChimneySend(1, KEY, 0, b"z" * 3000).frame(N_MAC, H_MAC), HOST, 0.0)
+    lost.nic.process(ChimneySend(1, KEY, 0, 0, b"z" * 3000).frame(N_MAC, H_MAC), HOST, 0.0)
     d = lost.nic.next_deadline()
     assert d is not None
     out = lost.nic.on_timer(d)                          # RTO: the NIC resends
@@ -273,3 +273,30 @@ def test_delivery_chunks(n):
     got = r.received()
     assert got == bytes(n)
     assert all(len(m.body) <= control.CHIMNEY_MAX_BODY for m in r.msgs(ChimneyData))
+
+
+def test_receive_flow_control_by_the_apps_reads():
+    r = Rig()
+    r.offload()
+    rcv_buf = r.host.config.rcv_buf
+    data = bytes(range(256)) * 4000                     # ~1 MiB: four receive buffers
+    sent = 0
+
+    def step():
+        nonlocal sent
+        if sent < len(data):
+            sent += r.peer.send(data[sent:sent + 65536], r.now)
+        r.pump()
+        r.advance(0.05)
+
+    for _ in range(40):
+        step()
+    assert len(r.received()) == rcv_buf                 # no read credit: one buffer only
+    nic_tcb = r.nic.chimney.flows[KEY].conn
+    assert len(nic_tcb.rcvbuf) > 0 and sent < len(data)  # the rest waits, window closed
+    assert r.peer.snd_wnd < r.peer.mss
+    for _ in range(200):
+        n = len(r.received())
+        r.host_frame(ChimneySend(1, KEY, 0, n, b"").frame(N_MAC, H_MAC))   # the app read it
+        step()
+    assert r.received() == data

@@ -22,7 +22,7 @@ SAMPLES = {
     "ChimneyAccepted": ChimneyAccepted(42, K1),
     "ChimneyRefused": ChimneyRefused(42, K1, CHIMNEY_REFUSED_TABLE_FULL),
     "ChimneyData": ChimneyData(42, K1, CHIMNEY_DATA_FIN, 0xFFFFFFFE, 1448, b"hi"),
-    "ChimneySend": ChimneySend(42, K1, 1448, b"abc"),
+    "ChimneySend": ChimneySend(42, K1, 1448, 7, b"abc"),
     "ChimneyUploadRequest": ChimneyUploadRequest(42, K1, UPLOAD_APP_CLOSE),
     "ChimneyUpload": ChimneyUpload(42, K1, UPLOAD_PEER_FIN, 5, 0, b"\x07\x00\x00\x00\x00"),
 }
@@ -35,7 +35,7 @@ GOLDEN = {
     "ChimneyRefused": "012200180000002a0a0000020a0000019c40005001000000",
     "ChimneyData": (
         "012300240000002a0a0000020a0000019c40005001000000fffffffe000005a8000000026869"),
-    "ChimneySend": "0124001c0000002a0a0000020a0000019c400050000005a800000003616263",
+    "ChimneySend": "012400200000002a0a0000020a0000019c400050000005a80000000700000003616263",
     "ChimneyUploadRequest": "012500180000002a0a0000020a0000019c40005002000000",
     "ChimneyUpload": (
         "012600240000002a0a0000020a0000019c400050030000000000000500000000000000050700000000"),
@@ -169,7 +169,7 @@ messages = st.one_of(
     st.builds(ChimneyAccepted, u32, key),
     st.builds(ChimneyRefused, u32, key, st.integers(1, 3)),
     st.builds(ChimneyData, u32, key, st.integers(0, 1), u32, u32, body),
-    st.builds(ChimneySend, u32, key, u32, body),
+    st.builds(ChimneySend, u32, key, u32, u32, body),
     st.builds(ChimneyUploadRequest, u32, key, st.integers(1, 2)),
     st.builds(lambda f, k, r, o, d: ChimneyUpload(f, k, r, o + len(d), o, d),
               u32, key, st.integers(1, 6), st.integers(0, 1 << 20), body),

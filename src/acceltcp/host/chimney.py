@@ -21,7 +21,10 @@ send buffer, which keeps every byte the peer has not acknowledged (so the app's 
 control is the TCB's own ``snd_buf``); bytes not yet given to the NIC go out as
 ChimneySend (``given`` counts those given, from the front of the buffer). ChimneyData
 brings received bytes (into the TCB's receive buffer: the app reads them as ever) and
-the count of the app's bytes the peer acknowledged (freed from the send buffer).
+the count of the app's bytes the peer acknowledged (freed from the send buffer). The
+app's reads are counted (``recv``) and reported in ChimneySend's ``read`` (an empty one
+when a quarter of the receive buffer was read, or all): the NIC delivers at most the
+receive buffer's size beyond it, so a slow reader closes the window as on the host.
 
 Upload: on the app's close, shutdown or abort (ChimneyUploadRequest APP_CLOSE; the
 call is applied once the state is back), on ``upload(conn)`` (HOST_REQUEST), or
@@ -81,7 +84,7 @@ def _mute(*args):
 
 class _Offloaded:
     __slots__ = ("conn", "flow_id", "key", "phase", "offered", "output", "given", "acked",
-                 "delivered", "chunks", "total", "close")
+                 "delivered", "pre", "read", "read_sent", "chunks", "total", "close")
 
     def __init__(self, conn, flow_id, offered, given):
         self.conn = conn
@@ -93,6 +96,9 @@ class _Offloaded:
         self.given = given           # bytes at the front of conn.sndbuf the NIC has
         self.acked = 0               # the NIC's last `acked` (mod 2**32)
         self.delivered = 0           # receive-stream offset expected next
+        self.pre = len(conn.rcvbuf)  # unread bytes from before the offload (read first)
+        self.read = 0                # received-stream bytes the app consumed
+        self.read_sent = 0           # ... as last told to the NIC (ChimneySend.read)
         self.chunks = None           # upload chunks so far (bytearray)
         self.total = 0
         self.close = None            # "close" / "shutdown" / "abort", once the state is back
@@ -171,6 +177,29 @@ class ChimneyHost:
             self._pump(off)
         return n
 
+    def recv(self, conn, maxlen):
+        """The app's recv on an offloaded connection; tells the NIC when the app has
+        read a useful amount (a quarter of the receive buffer), or everything."""
+        before = len(conn.rcvbuf)
+        data = conn.recv(maxlen, self.stack.clock())
+        off = self._by_conn[conn]
+        k = before - len(conn.rcvbuf)
+        take = min(k, off.pre)
+        off.pre -= take
+        off.read += k - take
+        if off.phase == OFFLOADED and off.read != off.read_sent and (
+                off.read - off.read_sent >= conn.config.rcv_buf >> 2 or
+                off.read == off.delivered):
+            self._credit(off)
+        return data
+
+    def _credit(self, off):
+        off.read_sent = off.read
+        self.stack.nic_control(ChimneySend(off.flow_id, off.key,
+                                           (off.acked + off.given) & _MASK,
+                                           off.read & _MASK))
+        self._c["chimney_credit_frames"] += 1
+
     def app_close(self, conn, how):
         """close / shutdown / abort on an offloaded connection: applied once the state
         is back here (asked for now)."""
@@ -188,7 +217,8 @@ class ChimneyHost:
         while off.given < len(buf):
             chunk = bytes(buf[off.given:off.given + CHIMNEY_MAX_BODY])
             st.nic_control(ChimneySend(off.flow_id, off.key, (off.acked + off.given) & _MASK,
-                                       chunk))
+                                       off.read & _MASK, chunk))
+            off.read_sent = off.read
             off.given += len(chunk)
             self._c["chimney_send_frames"] += 1
 

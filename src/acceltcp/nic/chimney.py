@@ -32,7 +32,9 @@ the host had not yet read at the offload (the state's ``rcvbuf``).
 Receive: in-order bytes accumulate in the TCB's buffer and go to the host in large
 chunks (ChimneyData, up to CHIMNEY_MAX_BODY each): at once when ``deliver_chunk``
 bytes are waiting, else after ``deliver_delay`` (a flush deadline, like interrupt
-moderation). A send completion (``acked`` moved, nothing to deliver) rides on the same
+moderation). Flow control: at most the TCB's ``rcv_buf`` bytes are delivered beyond
+what the app has read (``read``, from ChimneySend); the rest stays in the TCB's
+buffer, so its advertised window closes for a slow reader exactly as on the host. A send completion (``acked`` moved, nothing to deliver) rides on the same
 deadline, or goes at once when everything sent is acknowledged.
 
 Upload (ChimneyUpload chunks, the flow forgotten first): when the host asks
@@ -82,7 +84,7 @@ class ChimneyFlow:
     """One offloaded connection: its TCB and the stream bookkeeping toward the host."""
 
     __slots__ = ("flow_id", "key", "conn", "peer_mac", "local_mac", "snd_base",
-                 "acked_reported", "delivered", "flush_at", "armed", "engine")
+                 "acked_reported", "delivered", "read", "flush_at", "armed", "engine")
 
     def __init__(self, engine, flow_id, key, peer_mac, local_mac):
         self.engine = engine
@@ -94,6 +96,7 @@ class ChimneyFlow:
         self.snd_base = 0
         self.acked_reported = 0
         self.delivered = 0
+        self.read = 0                 # received bytes the app consumed (ChimneySend.read)
         self.flush_at = None
         self.armed = None
 
@@ -213,7 +216,15 @@ class ChimneyEngine:
             self.counters["unknown_flow"] += 1
             return []
         conn = flow.conn
+        credit = (msg.read - flow.read) & _MASK
+        if 0 < credit <= flow.delivered - flow.read:      # the app read more: deliver on
+            flow.read += credit
+            if conn.rcvbuf:
+                self._deliver(flow, now)
         expect = (conn.sbase + len(conn.sndbuf) - flow.snd_base) & _MASK
+        if not msg.body:
+            self._after(flow, now)
+            return self._take()
         if msg.offset != expect or conn.fin_queued:
             self.counters["send_gaps"] += 1
             return []
@@ -292,11 +303,13 @@ class ChimneyEngine:
         if reason is not None:
             self._upload(flow, reason, now)
             return
-        if conn.rcvbuf and len(conn.rcvbuf) >= self.deliver_chunk:
+        room = conn.config.rcv_buf - (flow.delivered - flow.read)
+        if conn.rcvbuf and len(conn.rcvbuf) >= min(self.deliver_chunk, room) and room > 0:
             self._deliver(flow, now)
         elif flow.acked != flow.acked_reported and not conn.sndbuf:
             self._deliver(flow, now)          # all sent is acknowledged: tell the host now
-        if (conn.rcvbuf or flow.acked != flow.acked_reported) and flow.flush_at is None:
+        if ((conn.rcvbuf and room > 0) or flow.acked != flow.acked_reported) and \
+                flow.flush_at is None:
             flow.flush_at = now + self.deliver_delay
         d = conn.next_deadline()
         f = flow.flush_at
@@ -311,7 +324,8 @@ class ChimneyEngine:
         """In-order bytes (and the acked count) to the host, in chunks."""
         conn = flow.conn
         flow.flush_at = None
-        data = conn.recv(1 << 30, now) if conn.rcvbuf else b""
+        room = conn.config.rcv_buf - (flow.delivered - flow.read)
+        data = conn.recv(room, now) if conn.rcvbuf and room > 0 else b""
         acked = flow.acked
         if not data and acked == flow.acked_reported and not fin:
             return

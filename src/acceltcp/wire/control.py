@@ -983,28 +983,33 @@ class ChimneyData(_ChMsg):
 
 
 class ChimneySend(_ChMsg):
-    """0x090F type 0x24, host -> NIC (28 bytes + body): bytes for the NIC to send.
+    """0x090F type 0x24, host -> NIC (32 bytes + body): bytes for the NIC to send.
     offset: their stream offset (mod 2**32, counted from the offload); the NIC takes
-    only the next bytes in order (a repeat or a gap is dropped and counted)."""
+    only the next bytes in order (a repeat or a gap is dropped and counted). read: how
+    many of the received bytes (ChimneyData offsets) the app has consumed (mod 2**32):
+    the NIC delivers at most the receive buffer's size beyond it, so a slow reader
+    closes the TCB's window as it would on the host. An empty body: a credit only."""
 
-    __slots__ = ("flow_id", "key", "offset", "body")
+    __slots__ = ("flow_id", "key", "offset", "read", "body")
     TYPE = 0x24
     HAS_BODY = True
-    _S = struct.Struct("!BBH" "I" "12s" "I" "I")
+    _S = struct.Struct("!BBH" "I" "12s" "I" "I" "I")
 
-    def __init__(self, flow_id, key, offset=0, body=b""):
+    def __init__(self, flow_id, key, offset=0, read=0, body=b""):
         self.flow_id = flow_id
         self.key = bytes(key)
         self.offset = offset
+        self.read = read
         self.body = bytes(body)
 
     def _raw(self):
-        return (self.flow_id, _bytes(self.key, 12, "key"), self.offset, _body_len(self.body))
+        return (self.flow_id, _bytes(self.key, 12, "key"), self.offset, self.read,
+                _body_len(self.body))
 
     @classmethod
     def _build(cls, t):
-        fid, key, off, _n = t
-        return cls(fid, key, off)
+        fid, key, off, read, _n = t
+        return cls(fid, key, off, read)
 
 
 class ChimneyUploadRequest(_ChMsg):

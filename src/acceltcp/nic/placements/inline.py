@@ -130,6 +130,7 @@ class InlineNicDevice(_HostPort):
         return {"placement": self.placement, "alive": True, "lost": 0,
                 "counters": dict(dp.counters), "status": status_dict(dp),
                 "syn_window": dp.syn_window, "ignored_kwargs": self.ignored,
+                "chimney": dict(dp.chimney.counters) if dp.chimney is not None else None,
                 "cpu": {"busy_s": self.nic_cpu_ns / 1e9}}
 
     def close(self):
