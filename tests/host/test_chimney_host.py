@@ -151,3 +151,18 @@ def test_bad_frames_counted_never_raised():
     f[15] = 0x7F
     st.receive_frame(bytes(f))
     assert st.counters["chimney_bad_frames"] == 1 and st.drops["ctl_bad_type"] == 1
+
+
+def test_shutdown_while_offloaded_sends_fin_through_the_nic():
+    dev, st, api, fd = setup()
+    conn = api._sock(fd).conn
+    st.chimney_offload(conn)
+    offer = chimney_msgs(dev)[0]
+    nic(st, ChimneyAccepted(offer.flow_id, offer.key))
+    api.write(fd, b"last")
+    dev.sent.clear()
+    st.shutdown(conn)
+    msgs = chimney_msgs(dev)
+    assert [(type(m), m.flags, m.offset) for m in msgs] == [
+        (ChimneySend, control.CHIMNEY_SEND_FIN, 4)]
+    assert st.chimney.owns(conn) and not conn.writable

@@ -300,3 +300,23 @@ def test_receive_flow_control_by_the_apps_reads():
         r.host_frame(ChimneySend(1, KEY, 0, n, b"").frame(N_MAC, H_MAC))   # the app read it
         step()
     assert r.received() == data
+
+
+def test_shutdown_stays_on_the_nic_until_the_peers_fin():
+    from acceltcp.tcp.states import CLOSE_WAIT as PEER_CLOSE_WAIT, TIME_WAIT
+    r = Rig()
+    r.offload()
+    r.host_frame(ChimneySend(1, KEY, 0, 0, b"bye", control.CHIMNEY_SEND_FIN)
+                 .frame(N_MAC, H_MAC))
+    r.pump()
+    r.advance(0.1)
+    assert r.peer.recv(100) == b"bye" and r.peer.state == PEER_CLOSE_WAIT
+    assert not r.msgs(ChimneyUpload) and len(r.nic.chimney) == 1
+    r.host_frame(ChimneySend(1, KEY, 3, 0, b"more").frame(N_MAC, H_MAC))   # after FIN
+    assert r.nic.chimney.counters["send_gaps"] == 1
+    r.peer.send(b"answer", r.now)
+    r.peer.shutdown(r.now)
+    r.pump()
+    reason, tcb = r.uploaded()
+    assert reason == control.UPLOAD_PEER_FIN and tcb.state == TIME_WAIT
+    assert r.received() == b"answer"

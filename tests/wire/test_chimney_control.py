@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from acceltcp.wire.control import (
-    CHIMNEY_DATA_FIN, CHIMNEY_MAX_BODY, CHIMNEY_MESSAGES, CHIMNEY_REFUSED_TABLE_FULL,
+    CHIMNEY_DATA_FIN, CHIMNEY_MAX_BODY, CHIMNEY_SEND_FIN, CHIMNEY_MESSAGES, CHIMNEY_REFUSED_TABLE_FULL,
     ETHERTYPE_CHIMNEY, OFFLOAD_ETHERTYPES, UPLOAD_APP_CLOSE, UPLOAD_PEER_FIN, VERSION,
     ChimneyAccepted, ChimneyData, ChimneyOffload, ChimneyRefused, ChimneySend, ChimneyUpload,
     ChimneyUploadRequest, decode, decode_chimney, decode_from_host, decode_value,
@@ -22,7 +22,7 @@ SAMPLES = {
     "ChimneyAccepted": ChimneyAccepted(42, K1),
     "ChimneyRefused": ChimneyRefused(42, K1, CHIMNEY_REFUSED_TABLE_FULL),
     "ChimneyData": ChimneyData(42, K1, CHIMNEY_DATA_FIN, 0xFFFFFFFE, 1448, b"hi"),
-    "ChimneySend": ChimneySend(42, K1, 1448, 7, b"abc"),
+    "ChimneySend": ChimneySend(42, K1, 1448, 7, b"abc", CHIMNEY_SEND_FIN),
     "ChimneyUploadRequest": ChimneyUploadRequest(42, K1, UPLOAD_APP_CLOSE),
     "ChimneyUpload": ChimneyUpload(42, K1, UPLOAD_PEER_FIN, 5, 0, b"\x07\x00\x00\x00\x00"),
 }
@@ -35,7 +35,8 @@ GOLDEN = {
     "ChimneyRefused": "012200180000002a0a0000020a0000019c40005001000000",
     "ChimneyData": (
         "012300240000002a0a0000020a0000019c40005001000000fffffffe000005a8000000026869"),
-    "ChimneySend": "012400200000002a0a0000020a0000019c400050000005a80000000700000003616263",
+    "ChimneySend": (
+        "012400240000002a0a0000020a0000019c40005001000000000005a80000000700000003616263"),
     "ChimneyUploadRequest": "012500180000002a0a0000020a0000019c40005002000000",
     "ChimneyUpload": (
         "012600240000002a0a0000020a0000019c400050030000000000000500000000000000050700000000"),
@@ -169,7 +170,7 @@ messages = st.one_of(
     st.builds(ChimneyAccepted, u32, key),
     st.builds(ChimneyRefused, u32, key, st.integers(1, 3)),
     st.builds(ChimneyData, u32, key, st.integers(0, 1), u32, u32, body),
-    st.builds(ChimneySend, u32, key, u32, u32, body),
+    st.builds(ChimneySend, u32, key, u32, u32, body, st.integers(0, 1)),
     st.builds(ChimneyUploadRequest, u32, key, st.integers(1, 2)),
     st.builds(lambda f, k, r, o, d: ChimneyUpload(f, k, r, o + len(d), o, d),
               u32, key, st.integers(1, 6), st.integers(0, 1 << 20), body),
@@ -180,3 +181,23 @@ messages = st.one_of(
 @given(messages)
 def test_round_trip(msg):
     assert decode_chimney(msg.frame(M1, M2)) == msg
+
+
+def test_docs_show_the_golden_bytes():
+    """docs/control-frames.md's chimney examples are these encodings, in this order."""
+    import pathlib
+    import re
+    doc = pathlib.Path(__file__).resolve().parents[2] / "docs" / "control-frames.md"
+    text = doc.read_text().split("## TCP Chimney (0x090F)")[1]
+    dumps = []
+    for block in re.findall(r"```\n(.*?)```", text, re.S):
+        cur = []
+        for line in block.splitlines():
+            if line.startswith("0000") and cur:
+                dumps.append("".join(cur))
+                cur = []
+            cur += line.split("(")[0].split()[1:]
+        dumps.append("".join(cur))
+    order = ["ChimneyOffload", "ChimneyAccepted", "ChimneyRefused", "ChimneyData",
+             "ChimneySend", "ChimneyUploadRequest", "ChimneyUpload"]
+    assert dumps == [GOLDEN[k] for k in order] + [VALUE_GOLDEN]

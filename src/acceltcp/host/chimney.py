@@ -26,8 +26,11 @@ app's reads are counted (``recv``) and reported in ChimneySend's ``read`` (an em
 when a quarter of the receive buffer was read, or all): the NIC delivers at most the
 receive buffer's size beyond it, so a slow reader closes the window as on the host.
 
-Upload: on the app's close, shutdown or abort (ChimneyUploadRequest APP_CLOSE; the
-call is applied once the state is back), on ``upload(conn)`` (HOST_REQUEST), or
+The app's shutdown stays on the NIC: ChimneySend with CHIMNEY_SEND_FIN after the last
+bytes, the NIC's TCB sends our FIN and goes on receiving.
+
+Upload: on the app's close or abort (ChimneyUploadRequest APP_CLOSE; the call is
+applied once the state is back), on ``upload(conn)`` (HOST_REQUEST), or
 unsolicited from the NIC (the peer's FIN or RST, reordering beyond the NIC's limit, its
 retransmission limit). The chunks are collected; the state is loaded into the same
 TCB object (``restore_into``: the send buffer stays the host's, whose prefix the
@@ -84,7 +87,8 @@ def _mute(*args):
 
 class _Offloaded:
     __slots__ = ("conn", "flow_id", "key", "phase", "offered", "output", "given", "acked",
-                 "delivered", "pre", "read", "read_sent", "chunks", "total", "close")
+                 "delivered", "pre", "read", "read_sent", "chunks", "total", "close",
+                 "fin")
 
     def __init__(self, conn, flow_id, offered, given):
         self.conn = conn
@@ -102,6 +106,7 @@ class _Offloaded:
         self.chunks = None           # upload chunks so far (bytearray)
         self.total = 0
         self.close = None            # "close" / "shutdown" / "abort", once the state is back
+        self.fin = 0                 # 1: the app shut down, FIN to send; 2: FIN sent
 
 
 class ChimneyHost:
@@ -204,6 +209,13 @@ class ChimneyHost:
         """close / shutdown / abort on an offloaded connection: applied once the state
         is back here (asked for now)."""
         off = self._by_conn[conn]
+        if how == "shutdown" and off.phase != UPLOADING:
+            if not off.fin:                  # the NIC's TCB sends our FIN
+                off.fin = 1
+                conn.shutdown(self.stack.clock())    # the app's view: no more writes
+                if off.phase == OFFLOADED:
+                    self._pump(off)
+            return
         rank = ("shutdown", "close", "abort")
         if off.close is None or rank.index(how) > rank.index(off.close):
             off.close = how
@@ -221,6 +233,10 @@ class ChimneyHost:
             off.read_sent = off.read
             off.given += len(chunk)
             self._c["chimney_send_frames"] += 1
+        if off.fin == 1:
+            off.fin = 2
+            st.nic_control(ChimneySend(off.flow_id, off.key, (off.acked + off.given) & _MASK,
+                                       off.read & _MASK, b"", control.CHIMNEY_SEND_FIN))
 
     # ------------------------------------------------------------------ NIC frames
     def on_frame(self, frame):
@@ -307,6 +323,8 @@ class ChimneyHost:
             st.touch(conn)
             return
         how = off.close
+        if how is None and off.fin and not conn.fin_queued:
+            how = "shutdown"                  # refused (or lost) before the NIC sent it
         if how is not None and not conn.closed:
             if how == "abort":
                 st.abort(conn)

@@ -37,9 +37,12 @@ what the app has read (``read``, from ChimneySend); the rest stays in the TCB's
 buffer, so its advertised window closes for a slow reader exactly as on the host. A send completion (``acked`` moved, nothing to deliver) rides on the same
 deadline, or goes at once when everything sent is acknowledged.
 
+The app's shutdown (ChimneySend with CHIMNEY_SEND_FIN) queues our FIN on the NIC's
+TCB: FIN-WAIT-1/2 stay here, the peer may go on sending.
+
 Upload (ChimneyUpload chunks, the flow forgotten first): when the host asks
 (ChimneyUploadRequest: UPLOAD_HOST_REQUEST, UPLOAD_APP_CLOSE); when the peer's FIN is
-in (UPLOAD_PEER_FIN: the host runs the close); when the TCB ended (an acceptable RST:
+in (UPLOAD_PEER_FIN: the host runs the close, TIME-WAIT included); when the TCB ended (an acceptable RST:
 UPLOAD_PEER_RST, state CLOSED with error "reset"; the retransmission limit:
 UPLOAD_TIMEOUT, the TCB sent its RST); when the reassembly queue holds more than
 ``max_ooo_blocks`` blocks or ``max_ooo_bytes`` bytes (UPLOAD_REORDER). Pending
@@ -56,10 +59,10 @@ uploads, upload_<reason name>, unknown_flow.
 import heapq
 
 from ..tcp.connection import TcpConnection
-from ..tcp.states import ESTABLISHED
+from ..tcp.states import ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2
 from ..wire import control
 from ..wire.control import (
-    CHIMNEY_DATA_FIN, CHIMNEY_MAX_BODY, ChimneyAccepted, ChimneyData, ChimneyRefused,
+    CHIMNEY_DATA_FIN, CHIMNEY_MAX_BODY, CHIMNEY_SEND_FIN, ChimneyAccepted, ChimneyData, ChimneyRefused,
     ChimneyUpload,
 )
 from ..wire.errors import WireError
@@ -74,6 +77,7 @@ UPLOAD_NAMES = {control.UPLOAD_HOST_REQUEST: "host_request",
                 control.UPLOAD_APP_CLOSE: "app_close", control.UPLOAD_PEER_FIN: "peer_fin",
                 control.UPLOAD_PEER_RST: "peer_rst", control.UPLOAD_REORDER: "reorder",
                 control.UPLOAD_TIMEOUT: "timeout"}
+_ON_NIC = frozenset((ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2))   # states the NIC keeps
 _COUNTERS = ("offloads", "refused_full", "refused_bad", "refused_dup", "chunks_in",
              "segments_in", "segments_out", "bytes_to_host", "bytes_from_host",
              "data_frames", "send_gaps", "uploads", "unknown_flow") + \
@@ -222,7 +226,7 @@ class ChimneyEngine:
             if conn.rcvbuf:
                 self._deliver(flow, now)
         expect = (conn.sbase + len(conn.sndbuf) - flow.snd_base) & _MASK
-        if not msg.body:
+        if not msg.body and not msg.flags:
             self._after(flow, now)
             return self._take()
         if msg.offset != expect or conn.fin_queued:
@@ -232,6 +236,8 @@ class ChimneyEngine:
         self.counters["bytes_from_host"] += n
         if n < len(msg.body):
             self.counters["send_gaps"] += 1
+        elif msg.flags & CHIMNEY_SEND_FIN:
+            conn.shutdown(now)                # our FIN after the data (RFC 9293 §3.10.4)
         self._after(flow, now)
         return self._take()
 
@@ -290,13 +296,11 @@ class ChimneyEngine:
     def _after(self, flow, now):
         conn = flow.conn
         reason = None
-        if conn.state != ESTABLISHED:
-            if conn.error == "timeout":
-                reason = control.UPLOAD_TIMEOUT
-            elif conn.error is not None or conn.closed:
-                reason = control.UPLOAD_PEER_RST
-            else:
-                reason = control.UPLOAD_PEER_FIN
+        if conn.closed:
+            reason = control.UPLOAD_TIMEOUT if conn.error == "timeout" else \
+                control.UPLOAD_PEER_RST
+        elif conn.fin_rcvd or conn.state not in _ON_NIC:
+            reason = control.UPLOAD_PEER_FIN
         elif conn.reasm and (conn.reasm.nblocks > self.max_ooo_blocks or
                              len(conn.reasm) > self.max_ooo_bytes):
             reason = control.UPLOAD_REORDER

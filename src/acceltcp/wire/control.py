@@ -53,7 +53,7 @@ __all__ = [
     "ETHERTYPE_CHIMNEY", "CHIMNEY_MESSAGES", "CHIMNEY_MAX_BODY", "CHIMNEY_REFUSED_TABLE_FULL",
     "CHIMNEY_REFUSED_BAD_STATE", "CHIMNEY_REFUSED_DUPLICATE", "UPLOAD_HOST_REQUEST",
     "UPLOAD_APP_CLOSE", "UPLOAD_PEER_FIN", "UPLOAD_PEER_RST", "UPLOAD_REORDER",
-    "UPLOAD_TIMEOUT", "UPLOAD_REASONS", "CHIMNEY_DATA_FIN",
+    "UPLOAD_TIMEOUT", "UPLOAD_REASONS", "CHIMNEY_DATA_FIN", "CHIMNEY_SEND_FIN",
     "ChimneyOffload", "ChimneyAccepted", "ChimneyRefused", "ChimneyData", "ChimneySend",
     "ChimneyUploadRequest", "ChimneyUpload", "decode_chimney", "encode_value",
     "decode_value", "state_chunks",
@@ -846,6 +846,7 @@ UPLOAD_TIMEOUT = 6              # retransmission limit: the NIC's TCB reset the 
 UPLOAD_REASONS = (UPLOAD_HOST_REQUEST, UPLOAD_APP_CLOSE, UPLOAD_PEER_FIN, UPLOAD_PEER_RST,
                   UPLOAD_REORDER, UPLOAD_TIMEOUT)
 CHIMNEY_DATA_FIN = 0x01         # ChimneyData flags: the peer's FIN follows these bytes
+CHIMNEY_SEND_FIN = 0x01         # ChimneySend flags: our FIN follows these bytes (shutdown)
 
 
 class _ChMsg(_Msg):
@@ -983,33 +984,38 @@ class ChimneyData(_ChMsg):
 
 
 class ChimneySend(_ChMsg):
-    """0x090F type 0x24, host -> NIC (32 bytes + body): bytes for the NIC to send.
+    """0x090F type 0x24, host -> NIC (36 bytes + body): bytes for the NIC to send.
     offset: their stream offset (mod 2**32, counted from the offload); the NIC takes
     only the next bytes in order (a repeat or a gap is dropped and counted). read: how
     many of the received bytes (ChimneyData offsets) the app has consumed (mod 2**32):
     the NIC delivers at most the receive buffer's size beyond it, so a slow reader
-    closes the TCB's window as it would on the host. An empty body: a credit only."""
+    closes the TCB's window as it would on the host. An empty body: a credit only.
+    flags: CHIMNEY_SEND_FIN, the app shut its sending side down after these bytes (the
+    NIC's TCB queues our FIN; the connection stays offloaded until the peer's FIN)."""
 
-    __slots__ = ("flow_id", "key", "offset", "read", "body")
+    __slots__ = ("flow_id", "key", "flags", "offset", "read", "body")
     TYPE = 0x24
     HAS_BODY = True
-    _S = struct.Struct("!BBH" "I" "12s" "I" "I" "I")
+    _S = struct.Struct("!BBH" "I" "12s" "BBH" "I" "I" "I")
 
-    def __init__(self, flow_id, key, offset=0, read=0, body=b""):
+    def __init__(self, flow_id, key, offset=0, read=0, body=b"", flags=0):
         self.flow_id = flow_id
         self.key = bytes(key)
+        self.flags = flags
         self.offset = offset
         self.read = read
         self.body = bytes(body)
 
     def _raw(self):
-        return (self.flow_id, _bytes(self.key, 12, "key"), self.offset, self.read,
-                _body_len(self.body))
+        return (self.flow_id, _bytes(self.key, 12, "key"), self.flags, 0, 0, self.offset,
+                self.read, _body_len(self.body))
 
     @classmethod
     def _build(cls, t):
-        fid, key, off, read, _n = t
-        return cls(fid, key, off, read)
+        fid, key, fl, p1, p2, off, read, _n = t
+        _flags(fl, CHIMNEY_SEND_FIN)
+        _zero(p1, p2)
+        return cls(fid, key, off, read, b"", fl)
 
 
 class ChimneyUploadRequest(_ChMsg):
