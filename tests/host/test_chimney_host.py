@@ -137,7 +137,7 @@ def test_nic_lost_resets_what_it_held():
     nic(st, ChimneyAccepted(offer.flow_id, offer.key))
     dev.sent.clear()
     lost = st.nic_lost()
-    assert lost["chimney_lost"] == 1 and lost["chimney_keys_lost"] == [offer.key]
+    assert lost["chimney_lost"] == 1 and lost["chimney_keys_lost"] == [offer.key.hex()]
     assert conn.closed and conn.error == "reset"
     rst = [parse_tcp(f[34:], US_IP, PEER_IP) for f in dev.sent]
     assert len(rst) == 1 and rst[0].flags & RST
@@ -166,3 +166,16 @@ def test_shutdown_while_offloaded_sends_fin_through_the_nic():
     assert [(type(m), m.flags, m.offset) for m in msgs] == [
         (ChimneySend, control.CHIMNEY_SEND_FIN, 4)]
     assert st.chimney.owns(conn) and not conn.writable
+
+
+def test_cycle_uploads_the_offloaded_and_offers_the_others():
+    dev, st, api, fd = setup()
+    conn = api._sock(fd).conn
+    assert st.chimney.cycle() == (0, 1)                   # offered
+    offer = chimney_msgs(dev)[0]
+    assert st.chimney.cycle() == (0, 0)                   # no answer yet: nothing to do
+    nic(st, ChimneyAccepted(offer.flow_id, offer.key))
+    dev.sent.clear()
+    assert st.chimney.cycle() == (1, 0)                   # asked back
+    assert [type(m) for m in chimney_msgs(dev)] == [ChimneyUploadRequest]
+    assert st.chimney.owns(conn)

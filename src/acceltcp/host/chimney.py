@@ -164,6 +164,20 @@ class ChimneyHost:
         if conn.state == ESTABLISHED and conn not in self._by_conn:
             self.offload(conn)
 
+    def cycle(self):
+        """Upload every offloaded connection and offer every other ESTABLISHED one:
+        forced offload/upload cycles (``serve --chimney-cycle``, tests). -> (uploads
+        asked, offers made)."""
+        ups = [o.conn for o in self._by_conn.values() if o.phase == OFFLOADED]
+        for conn in ups:
+            self.upload(conn)
+        offers = 0
+        for conn in list(self.stack.connections.values()):
+            if conn not in self._by_conn and conn.state == ESTABLISHED and \
+                    self.offload(conn):
+                offers += 1
+        return len(ups), offers
+
     def upload(self, conn, reason=control.UPLOAD_HOST_REQUEST):
         """Ask the NIC for ``conn`` back -> True if asked (the state arrives later)."""
         off = self._by_conn.get(conn)
@@ -349,7 +363,8 @@ class ChimneyHost:
 
     def lost(self):
         """The NIC is gone: what it held is reset, offers not answered come back.
-        -> {"chimney_lost": n, "chimney_keys_lost": [...], "chimney_resumed": n}."""
+        -> {"chimney_lost": n, "chimney_keys_lost": [wire keys, hex], "chimney_resumed":
+        n} (plain JSON values: serve reports it)."""
         lost, resumed = [], 0
         for off in list(self._by_conn.values()):
             if off.phase == OFFERED:
@@ -358,7 +373,7 @@ class ChimneyHost:
                 self._back(off, off.offered)
             else:
                 self._forget(off)
-                lost.append(off.key)
+                lost.append(off.key.hex())
                 self._lost_one(off)
         return {"chimney_lost": len(lost), "chimney_keys_lost": lost,
                 "chimney_resumed": resumed}

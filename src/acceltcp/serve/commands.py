@@ -116,6 +116,12 @@ def cmd_serve(args) -> int:
         args.backlog = 4096
     if "chimney" in wanted and host.stack.chimney is not None:
         host.stack.chimney.auto = True      # every accepted connection's data path: the NIC
+        period = getattr(args, "chimney_cycle", None)
+        if period:
+            def cycle(ch=host.stack.chimney):
+                ch.cycle()                  # forced upload / offload cycles (tests)
+                loop.call_later(period, cycle)
+            loop.call_later(period, cycle)
     try:
         app = spec.build(host.stack, args, app_kw, loop)
     except (OSError, ValueError) as e:
@@ -459,6 +465,10 @@ def _add_serve_options(p):
                    help="NIC listener table capacity (the dataplane's default if unset)")
     g.add_argument("--nic-chimney-flows", type=_count, metavar="N",
                    help="NIC chimney (offloaded connection) table capacity")
+    g.add_argument("--chimney-cycle", type=float, metavar="SECONDS",
+                   help="with --offload chimney: every SECONDS take every offloaded "
+                        "connection back and offer the others again (forced cycles, "
+                        "for tests)")
     g.add_argument("--nic-teardown-flows", type=_count, metavar="N",
                    help="NIC teardown flow table capacity (if the dataplane has one)")
     g.add_argument("--nic-splice-rules", type=_count, metavar="N",
