@@ -16,6 +16,7 @@ from .util import PEER_IP, PEER_MAC, US_IP, US_MAC, Clock, FakeDevice
 
 class FakeNic(FakeDevice):
     nic = True
+    chimney = True
 
 
 def _cookie_frame(payload=b"hi"):
@@ -179,3 +180,14 @@ def test_cycle_uploads_the_offloaded_and_offers_the_others():
     assert st.chimney.cycle() == (1, 0)                   # asked back
     assert [type(m) for m in chimney_msgs(dev)] == [ChimneyUploadRequest]
     assert st.chimney.owns(conn)
+
+
+def test_no_chimney_on_a_nic_that_does_not_run_it():
+    """A NIC device without ``chimney`` (the XDP NIC): no offers, 0x090F not taken."""
+    class OtherNic(FakeDevice):
+        nic = True
+    dev = OtherNic()
+    st = HostStack(dev, US_IP, Clock(1.0), strict=True)
+    assert st.chimney is None
+    st.receive_frame(ChimneyData(1, b"k" * 12, 0, 0, 0, b"x").frame(US_MAC, PEER_MAC))
+    assert st.drops["ethertype_unsupported"] == 1

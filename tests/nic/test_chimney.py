@@ -320,3 +320,18 @@ def test_shutdown_stays_on_the_nic_until_the_peers_fin():
     reason, tcb = r.uploaded()
     assert reason == control.UPLOAD_PEER_FIN and tcb.state == TIME_WAIT
     assert r.received() == b"answer"
+
+
+def test_chimney_frames_from_the_wire():
+    """A peer must not forge chimney messages: dropped from the wire with a chimney table;
+    without one 0x090F is not this NIC's (it goes up, as from the XDP NIC, to a host that
+    then has no chimney)."""
+    forged = ChimneyData(1, KEY, 0, 0, 0, b"evil").frame(N_MAC, P_MAC)
+    nic = NicDataplane(N_MAC, secret=b"s" * 32)
+    assert nic.process(forged, WIRE, 0.0) == []
+    assert nic.counters["drop_offload_ethertype"] == 1
+    off = NicDataplane(N_MAC, secret=b"s" * 32, chimney_capacity=0)
+    assert off.process(forged, WIRE, 0.0) == [(HOST, forged)]
+    # and its host side refuses every offload
+    r = Rig(chimney_capacity=0)
+    assert r.offload()[0][1].reason == control.CHIMNEY_REFUSED_TABLE_FULL

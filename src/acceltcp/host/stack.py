@@ -220,8 +220,10 @@ class HostStack:
         self.offload = NicOffload(self) if self.nic else None
         if self.offload is not None:
             self.offload.start()
-        #: TCP Chimney partial offload (host.chimney); None without a NIC
-        self.chimney = ChimneyHost(self) if self.nic else None
+        #: TCP Chimney partial offload (host.chimney); None without a NIC that runs it
+        #: (``device.chimney``: the Python NIC's placements; not the XDP NIC)
+        self.chimney = ChimneyHost(self) if self.nic and getattr(device, "chimney", False) \
+            else None
 
     # ------------------------------------------------------------------ receive path
     def receive_frame(self, frame, csum_ok=False):
@@ -811,7 +813,7 @@ class HostStack:
         self._c["nic_lost"] += 1
         self._listen.nic_lost()
         lost = self.offload.lost()
-        if len(self.chimney):                 # chimney_lost / _keys_lost / _resumed
+        if self.chimney is not None and len(self.chimney):   # chimney_lost, _keys_lost...
             lost.update(self.chimney.lost())
         return lost
 

@@ -50,7 +50,9 @@ From HOST:
 From WIRE (classification order):
 
 1. Offload EtherTypes 0x090A..0x090F are dropped (``drop_offload_ethertype``): a peer
-   must never be able to forge a NewConnection frame.
+   must never be able to forge a NewConnection frame (nor, with a chimney table, the
+   chimney messages; without one 0x090F is no EtherType of this NIC's and goes up,
+   as from the XDP NIC, and the host has no chimney on such a NIC).
 2. A 4-tuple (``frame[26:38]``) with a splice rule -> translated in a copy and sent on
    WIRE (``splice_frames``); on the splice's end (both FINs acknowledged, an acceptable
    RST) also a 0x090D ``SpliceClosed`` to HOST.  A teardown flow's 4-tuple -> the
@@ -722,6 +724,8 @@ class NicDataplane:
         et = (frame[12] << 8) | frame[13]
         if et != 0x0800:
             if et in OFFLOAD_ETHERTYPES:
+                if et == control.ETHERTYPE_CHIMNEY and self.chimney is None:
+                    return self._to_host(frame)   # not ours without a chimney table
                 return self._drop("offload_ethertype")
             return self._to_host(frame)
         mv = memoryview(frame)

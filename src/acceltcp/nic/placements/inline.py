@@ -26,6 +26,7 @@ class InlineNicDevice(_HostPort):
     ``clock``: the dataplane's ``now`` (the loop's clock)."""
 
     placement = "inline"
+    chimney = True          # the Python dataplane runs TCP Chimney (nic.chimney)
 
     def __init__(self, tap, dataplane, clock=time.monotonic, ignored=()):
         super().__init__(tap)
