@@ -50,6 +50,9 @@ in-order data is delivered first, so the uploaded state's ``rcvbuf`` is empty.
 
 Timers: each flow's next deadline (its TCB's earliest timer, or its flush deadline) is
 kept in a heap with lazy deletion; ``next_deadline`` / ``on_timer`` are the dataplane's.
+The TCB's deadlines and timestamps are absolute times on the clock it came with: the
+NIC's ``now`` must be the host's clock (CLOCK_MONOTONIC in every placement, the
+virtual clock in the simulator), or TSvals and timers would jump at each move.
 
 Counters (``counters``): offloads, refused_full, refused_bad, refused_dup, chunks_in,
 segments_in, segments_out, bytes_to_host, bytes_from_host, data_frames, send_gaps,
@@ -127,6 +130,8 @@ class ChimneyEngine:
                  max_state=8 << 20):
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
             raise ValueError("chimney capacity must be an int >= 0")
+        if not deliver_delay > 0:
+            raise ValueError("deliver_delay must be > 0")
         self.mac = bytes(mac)
         self.capacity = capacity
         self.ttl = ttl
@@ -275,12 +280,16 @@ class ChimneyEngine:
 
     def on_timer(self, now):
         h = self._heap
-        while h and h[0][0] <= now:
+        due = []
+        while h and h[0][0] <= now:           # each due flow once per call
             d, _, key = heapq.heappop(h)
             f = self.flows.get(key)
-            if f is None or f.armed != d:
+            if f is not None and f.armed == d:
+                f.armed = None
+                due.append(f)
+        for f in due:
+            if f.key not in self.flows:
                 continue
-            f.armed = None
             conn = f.conn
             cd = conn.next_deadline()
             if cd is not None and cd <= now:
