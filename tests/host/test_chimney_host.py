@@ -191,3 +191,16 @@ def test_no_chimney_on_a_nic_that_does_not_run_it():
     assert st.chimney is None
     st.receive_frame(ChimneyData(1, b"k" * 12, 0, 0, 0, b"x").frame(US_MAC, PEER_MAC))
     assert st.drops["ethertype_unsupported"] == 1
+
+
+def test_upload_without_state_resets_the_connection():
+    dev, st, api, fd = setup()
+    conn = api._sock(fd).conn
+    st.chimney_offload(conn)
+    offer = chimney_msgs(dev)[0]
+    nic(st, ChimneyAccepted(offer.flow_id, offer.key))
+    blob = control.encode_value(())
+    nic(st, ChimneyUpload(offer.flow_id, offer.key, control.UPLOAD_ERROR, len(blob), 0, blob))
+    assert conn.closed and conn.error == "reset"
+    assert st.counters["chimney_upload_error"] == 1 and st.counters["chimney_lost"] == 1
+    assert not st.connections and len(st.chimney) == 0

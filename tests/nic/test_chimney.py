@@ -2,13 +2,16 @@
 host's frames on an offloaded 4-tuple, timers. The peer is a TcpConnection on the wire
 port; the host side is played with raw 0x090F frames."""
 
+from dataclasses import fields as dc_fields
+
 import pytest
+from hypothesis import given, settings, strategies as hst
 
 from acceltcp.nic.dataplane import HOST, WIRE, NicDataplane
 from acceltcp.tcp.config import TcpConfig
 from acceltcp.tcp.connection import TcpConnection
 from acceltcp.tcp.states import CLOSE_WAIT, CLOSED, ESTABLISHED
-from acceltcp.tcp.tcbstate import host_export, import_state
+from acceltcp.tcp.tcbstate import TcbState, host_export, import_state
 from acceltcp.wire import control
 from acceltcp.wire.control import (
     ChimneyAccepted, ChimneyData, ChimneyOffload, ChimneyRefused, ChimneySend, ChimneyUpload,
@@ -335,3 +338,54 @@ def test_chimney_frames_from_the_wire():
     # and its host side refuses every offload
     r = Rig(chimney_capacity=0)
     assert r.offload()[0][1].reason == control.CHIMNEY_REFUSED_TABLE_FULL
+
+
+def test_a_tcb_that_fails_on_the_nic_is_given_back_without_state():
+    """A state no TCB can run (here: a timestamp clock of 0 Hz, a division by zero at the
+    first RTT sample) is never the dataplane's crash: counted, given back with no state
+    (UPLOAD_ERROR); the host then resets the connection."""
+    r = Rig()
+    st = host_export(r.host)
+    cfg = list(st.config)
+    cfg[[f.name for f in dc_fields(TcpConfig)].index("ts_hz")] = 0
+    assert type(r.offload(st._replace(config=tuple(cfg)))[0][1]) is ChimneyAccepted
+    r.host_frame(ChimneySend(1, KEY, 0, 0, b"x" * 100).frame(N_MAC, H_MAC))
+    r.pump()
+    r.advance(0.1)                                    # the peer's ACK: an RTT sample
+    ups = r.msgs(ChimneyUpload)
+    assert [u.reason for u in ups] == [control.UPLOAD_ERROR]
+    assert control.decode_value(ups[0].body) == ()
+    assert r.nic.chimney.counters["tcb_errors"] == 1 and len(r.nic.chimney) == 0
+
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=hst.data())
+def test_mutated_states_never_crash_the_nic(data):
+    """Any field of the state replaced by any plain value: refused, run, or given back;
+    never an exception out of the dataplane."""
+    r = Rig()
+    state = host_export(r.host)._asdict()
+    plain = hst.one_of(hst.none(), hst.booleans(), hst.integers(-2, 2 ** 33),
+                       hst.floats(allow_nan=True), hst.binary(max_size=4),
+                       hst.sampled_from(["", "cubic", "reset"]),
+                       hst.tuples(hst.integers(0, 5)))
+    for _ in range(data.draw(hst.integers(1, 3))):
+        name = data.draw(hst.sampled_from(TcbState._fields))
+        if name == "config":
+            cfg = list(state["config"])
+            cfg[data.draw(hst.integers(0, len(cfg) - 1))] = data.draw(plain)
+            state["config"] = tuple(cfg)
+        else:
+            state[name] = data.draw(plain)
+    r.offload(TcbState(**state))
+    r.peer.send(b"x" * 5000, r.now)
+    r.pump()
+    r.host_frame(ChimneySend(1, KEY, 0, 0, b"y" * 3000).frame(N_MAC, H_MAC))
+    r.pump()
+    for _ in range(10):
+        r.now += 0.2
+        r._route(r.nic.on_timer(r.now))
+        r.pump()
+    c = r.nic.chimney.counters
+    assert c["offloads"] + c["refused_bad"] == 1

@@ -173,7 +173,7 @@ messages = st.one_of(
     st.builds(ChimneySend, u32, key, u32, u32, body, st.integers(0, 1)),
     st.builds(ChimneyUploadRequest, u32, key, st.integers(1, 2)),
     st.builds(lambda f, k, r, o, d: ChimneyUpload(f, k, r, o + len(d), o, d),
-              u32, key, st.integers(1, 6), st.integers(0, 1 << 20), body),
+              u32, key, st.integers(1, 7), st.integers(0, 1 << 20), body),
 )
 
 

@@ -78,7 +78,8 @@ _REFUSED = {control.CHIMNEY_REFUSED_TABLE_FULL: "table_full",
             control.CHIMNEY_REFUSED_DUPLICATE: "duplicate"}
 _UPLOAD = {control.UPLOAD_HOST_REQUEST: "host_request", control.UPLOAD_APP_CLOSE: "app_close",
            control.UPLOAD_PEER_FIN: "peer_fin", control.UPLOAD_PEER_RST: "peer_rst",
-           control.UPLOAD_REORDER: "reorder", control.UPLOAD_TIMEOUT: "timeout"}
+           control.UPLOAD_REORDER: "reorder", control.UPLOAD_TIMEOUT: "timeout",
+           control.UPLOAD_ERROR: "error"}
 
 
 def _mute(*args):

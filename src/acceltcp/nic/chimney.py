@@ -54,9 +54,14 @@ The TCB's deadlines and timestamps are absolute times on the clock it came with:
 NIC's ``now`` must be the host's clock (CLOCK_MONOTONIC in every placement, the
 virtual clock in the simulator), or TSvals and timers would jump at each move.
 
+Robustness: the state is the host's, validated on import (shapes, ranges, the 4-tuple);
+an exception while a TCB runs anyway (a state no TCB can run) is caught per event:
+counted ``tcb_errors``, the flow given back with no state (UPLOAD_ERROR), which the host
+resets and reports -- never the dataplane's crash, never a flow silently dropped.
+
 Counters (``counters``): offloads, refused_full, refused_bad, refused_dup, chunks_in,
 segments_in, segments_out, bytes_to_host, bytes_from_host, data_frames, send_gaps,
-uploads, upload_<reason name>, unknown_flow.
+uploads, upload_<reason name>, unknown_flow, tcb_errors.
 """
 
 import heapq
@@ -68,7 +73,6 @@ from ..wire.control import (
     CHIMNEY_DATA_FIN, CHIMNEY_MAX_BODY, CHIMNEY_SEND_FIN, ChimneyAccepted, ChimneyData, ChimneyRefused,
     ChimneyUpload,
 )
-from ..wire.errors import WireError
 from ..wire.tcp import build_tcp_frame
 
 __all__ = ["ChimneyEngine", "ChimneyFlow", "UPLOAD_NAMES"]
@@ -79,11 +83,11 @@ _MASK = 0xFFFFFFFF
 UPLOAD_NAMES = {control.UPLOAD_HOST_REQUEST: "host_request",
                 control.UPLOAD_APP_CLOSE: "app_close", control.UPLOAD_PEER_FIN: "peer_fin",
                 control.UPLOAD_PEER_RST: "peer_rst", control.UPLOAD_REORDER: "reorder",
-                control.UPLOAD_TIMEOUT: "timeout"}
+                control.UPLOAD_TIMEOUT: "timeout", control.UPLOAD_ERROR: "error"}
 _ON_NIC = frozenset((ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2))   # states the NIC keeps
 _COUNTERS = ("offloads", "refused_full", "refused_bad", "refused_dup", "chunks_in",
              "segments_in", "segments_out", "bytes_to_host", "bytes_from_host",
-             "data_frames", "send_gaps", "uploads", "unknown_flow") + \
+             "data_frames", "send_gaps", "uploads", "unknown_flow", "tcb_errors") + \
     tuple("upload_" + n for n in UPLOAD_NAMES.values())
 
 
@@ -200,11 +204,13 @@ class ChimneyEngine:
         flow = ChimneyFlow(self, fid, key, peer_mac, local_mac)
         try:
             conn = TcpConnection.from_state(control.decode_value(blob), flow.output, now)
-        except (WireError, ValueError):
-            conn = None
-        if conn is None or conn.state != ESTABLISHED or conn.fin_queued or \
-                conn.app_closed or conn.reasm or conn.error is not None or \
-                control.wire_key(_pseudo_frame(conn)) != key:
+            ok = conn.state == ESTABLISHED and not conn.fin_queued and \
+                not conn.app_closed and not conn.reasm and conn.error is None and \
+                conn.t_tw is None and conn.mss > 0 and \
+                control.wire_key(_pseudo_frame(conn)) == key
+        except Exception:                 # WireError, ValueError; or a state no TCB can be
+            ok = False
+        if not ok:
             self._refuse(fid, key, control.CHIMNEY_REFUSED_BAD_STATE, "bad")
             return
         conn.tso_max = 0                  # the NIC cuts MSS segments itself
@@ -214,9 +220,29 @@ class ChimneyEngine:
         self.flows[key] = flow
         self.counters["offloads"] += 1
         self._to_host(ChimneyAccepted(fid, key))
-        if conn.sndbuf:
-            conn.send(b"", now)               # resume sending what the host had queued
+        self._guarded(flow, self._start, flow, now)
+
+    def _start(self, flow, now):
+        if flow.conn.sndbuf:
+            flow.conn.send(b"", now)          # resume sending what the host had queued
         self._after(flow, now)
+
+    def _guarded(self, flow, fn, *args):
+        """Run one event of ``flow``'s TCB. An exception there (a state the host got
+        wrong) is never the dataplane's crash: counted ``tcb_errors``, the flow is given
+        back with no state (UPLOAD_ERROR), which the host resets and reports."""
+        try:
+            fn(*args)
+        except Exception:
+            self.counters["tcb_errors"] += 1
+            if self.flows.get(flow.key) is flow:
+                del self.flows[flow.key]
+            flow.armed = None
+            blob = control.encode_value(())
+            self._to_host(ChimneyUpload(flow.flow_id, flow.key, control.UPLOAD_ERROR,
+                                        len(blob), 0, blob))
+            self.counters["uploads"] += 1
+            self.counters["upload_error"] += 1
 
     def send(self, msg, now):
         """ChimneySend: queue the host's bytes on the flow's TCB (in order only)."""
@@ -224,6 +250,10 @@ class ChimneyEngine:
         if flow is None:
             self.counters["unknown_flow"] += 1
             return []
+        self._guarded(flow, self._send, flow, msg, now)
+        return self._take()
+
+    def _send(self, flow, msg, now):
         conn = flow.conn
         credit = (msg.read - flow.read) & _MASK
         if 0 < credit <= flow.delivered - flow.read:      # the app read more: deliver on
@@ -233,10 +263,10 @@ class ChimneyEngine:
         expect = (conn.sbase + len(conn.sndbuf) - flow.snd_base) & _MASK
         if not msg.body and not msg.flags:
             self._after(flow, now)
-            return self._take()
+            return
         if msg.offset != expect or conn.fin_queued:
             self.counters["send_gaps"] += 1
-            return []
+            return
         n = conn.send(msg.body, now) if msg.body else 0
         self.counters["bytes_from_host"] += n
         if n < len(msg.body):
@@ -244,14 +274,13 @@ class ChimneyEngine:
         elif msg.flags & CHIMNEY_SEND_FIN:
             conn.shutdown(now)                # our FIN after the data (RFC 9293 §3.10.4)
         self._after(flow, now)
-        return self._take()
 
     def upload_request(self, msg, now):
         flow = self.flows.get(msg.key)
         if flow is None:
             self.counters["unknown_flow"] += 1
             return []
-        self._upload(flow, msg.reason, now)
+        self._guarded(flow, self._upload, flow, msg.reason, now)
         return self._take()
 
     # -- wire side -----------------------------------------------------------------------
@@ -262,9 +291,12 @@ class ChimneyEngine:
     def on_segment(self, flow, seg, now):
         """A peer segment of an offloaded flow (checksum already verified)."""
         self.counters["segments_in"] += 1
+        self._guarded(flow, self._segment, flow, seg, now)
+        return self._take()
+
+    def _segment(self, flow, seg, now):
         flow.conn.on_segment(seg, now)
         self._after(flow, now)
-        return self._take()
 
     # -- timers --------------------------------------------------------------------------
 
@@ -288,17 +320,19 @@ class ChimneyEngine:
                 f.armed = None
                 due.append(f)
         for f in due:
-            if f.key not in self.flows:
-                continue
-            conn = f.conn
-            cd = conn.next_deadline()
-            if cd is not None and cd <= now:
-                conn.on_timer(now)
-            if f.flush_at is not None and f.flush_at <= now:
-                f.flush_at = None
-                self._deliver(f, now)
-            self._after(f, now)
+            if self.flows.get(f.key) is f:
+                self._guarded(f, self._timer, f, now)
         return self._take()
+
+    def _timer(self, f, now):
+        conn = f.conn
+        cd = conn.next_deadline()
+        if cd is not None and cd <= now:
+            conn.on_timer(now)
+        if f.flush_at is not None and f.flush_at <= now:
+            f.flush_at = None
+            self._deliver(f, now)
+        self._after(f, now)
 
     # -- after every event on a flow -------------------------------------------------------
 
@@ -374,7 +408,7 @@ class ChimneyEngine:
     def upload_all(self, reason, now):
         """Give every flow back (the NIC is being shut down)."""
         for flow in list(self.flows.values()):
-            self._upload(flow, reason, now)
+            self._guarded(flow, self._upload, flow, reason, now)
         return self._take()
 
 

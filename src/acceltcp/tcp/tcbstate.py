@@ -43,7 +43,8 @@ _U32 = 0xFFFFFFFF
 
 # (TcpConnection attribute, kind). Kinds: u32 (sequence space / 32-bit value), int
 # (non-negative), bool, f (float), of (float or None), ou32 (u32 or None), bytes,
-# ip (4 bytes), port (u16), state (tcp.states), err (None or an error name).
+# ip (4 bytes), port (u16), state (tcp.states), err (None or an error name), mss
+# (1..65535), ws (a window shift, 0..14: RFC 7323 §2.3).
 TCB_FIELDS = (
     ("state", "state"), ("error", "err"), ("closed", "bool"), ("app_closed", "bool"),
     ("passive", "bool"),
@@ -53,10 +54,10 @@ TCB_FIELDS = (
     ("sbase", "u32"), ("sndbuf", "bytes"), ("fin_queued", "bool"),
     ("irs", "u32"), ("rcv_nxt", "u32"), ("rcv_adv", "u32"), ("rcvbuf", "bytes"),
     ("rcv_fin_seq", "ou32"), ("fin_rcvd", "bool"),
-    ("mss", "int"), ("rcv_mss", "int"), ("peer_mss", "int"), ("wscale_ok", "bool"),
-    ("snd_wscale", "int"), ("rcv_wscale", "int"), ("sack_ok", "bool"), ("ts_ok", "bool"),
+    ("mss", "mss"), ("rcv_mss", "mss"), ("peer_mss", "mss"), ("wscale_ok", "bool"),
+    ("snd_wscale", "ws"), ("rcv_wscale", "ws"), ("sack_ok", "bool"), ("ts_ok", "bool"),
     ("ts_offset", "u32"), ("ts_recent", "u32"), ("ts_recent_time", "f"),
-    ("last_ack_sent", "u32"), ("max_seg", "int"), ("tso_max", "int"),
+    ("last_ack_sent", "u32"), ("max_seg", "u32"), ("tso_max", "u32"),
     ("t_rto", "of"), ("t_dack", "of"), ("t_persist", "of"), ("t_tw", "of"),
     ("retries", "int"), ("persist_backoff", "int"), ("rtt_seq", "ou32"), ("rtt_time", "f"),
     ("last_send", "f"), ("challenge_window", "f"), ("challenge_count", "int"),
@@ -138,6 +139,12 @@ def _check(kind, v, name):
             _bad(name)
     elif kind == "ip":
         if type(v) is not bytes or len(v) != 4:
+            _bad(name)
+    elif kind == "mss":
+        if type(v) is not int or not 0 < v <= 0xFFFF:
+            _bad(name)
+    elif kind == "ws":
+        if type(v) is not int or not 0 <= v <= 14:
             _bad(name)
     elif kind == "port":
         if type(v) is not int or not 0 <= v <= 0xFFFF:

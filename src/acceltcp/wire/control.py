@@ -53,7 +53,7 @@ __all__ = [
     "ETHERTYPE_CHIMNEY", "CHIMNEY_MESSAGES", "CHIMNEY_MAX_BODY", "CHIMNEY_REFUSED_TABLE_FULL",
     "CHIMNEY_REFUSED_BAD_STATE", "CHIMNEY_REFUSED_DUPLICATE", "UPLOAD_HOST_REQUEST",
     "UPLOAD_APP_CLOSE", "UPLOAD_PEER_FIN", "UPLOAD_PEER_RST", "UPLOAD_REORDER",
-    "UPLOAD_TIMEOUT", "UPLOAD_REASONS", "CHIMNEY_DATA_FIN", "CHIMNEY_SEND_FIN",
+    "UPLOAD_TIMEOUT", "UPLOAD_ERROR", "UPLOAD_REASONS", "CHIMNEY_DATA_FIN", "CHIMNEY_SEND_FIN",
     "ChimneyOffload", "ChimneyAccepted", "ChimneyRefused", "ChimneyData", "ChimneySend",
     "ChimneyUploadRequest", "ChimneyUpload", "decode_chimney", "encode_value",
     "decode_value", "state_chunks",
@@ -843,8 +843,9 @@ UPLOAD_PEER_FIN = 3             # the peer's FIN arrived (state CLOSE-WAIT or la
 UPLOAD_PEER_RST = 4             # an acceptable RST: state CLOSED, error "reset"
 UPLOAD_REORDER = 5              # out-of-order data beyond what the NIC holds
 UPLOAD_TIMEOUT = 6              # retransmission limit: the NIC's TCB reset the peer
+UPLOAD_ERROR = 7                # the NIC could not run the TCB: no state (the host resets)
 UPLOAD_REASONS = (UPLOAD_HOST_REQUEST, UPLOAD_APP_CLOSE, UPLOAD_PEER_FIN, UPLOAD_PEER_RST,
-                  UPLOAD_REORDER, UPLOAD_TIMEOUT)
+                  UPLOAD_REORDER, UPLOAD_TIMEOUT, UPLOAD_ERROR)
 CHIMNEY_DATA_FIN = 0x01         # ChimneyData flags: the peer's FIN follows these bytes
 CHIMNEY_SEND_FIN = 0x01         # ChimneySend flags: our FIN follows these bytes (shutdown)
 
@@ -1067,7 +1068,7 @@ class ChimneyUpload(_ChMsg):
     @classmethod
     def _build(cls, t):
         fid, key, reason, p1, p2, total, off, n = t
-        _enum(reason, UPLOAD_HOST_REQUEST, UPLOAD_TIMEOUT, "reason")
+        _enum(reason, UPLOAD_HOST_REQUEST, UPLOAD_ERROR, "reason")
         _zero(p1, p2)
         if off + n > total:
             _bad("chunk beyond total")
