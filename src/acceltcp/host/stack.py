@@ -21,7 +21,10 @@ TCB, and how TCBs are made), `host.listen` (listeners, SYN queues, SYN-flood def
 `host.timers` (the connection timer heap), `host.timewait` (TIME-WAIT records),
 `host.arp` (neighbour resolution), `host.ports` (local ports, ISNs, timestamp offsets),
 `host.addr` (routes), `host.stats` (counter totals, the stats snapshot) and, on a NIC,
-`host.offload` (teardown and splice offload, through the offload contract below).
+`host.offload` (teardown and splice offload, through the offload contract below) and,
+on a NIC that runs it (``device.chimney``), `host.chimney` (TCP Chimney: ``send``,
+``recv``, ``shutdown``, ``close`` and ``abort`` of an offloaded connection go there; its
+0x090F frames too).
 
 Receive path (the hot path). Ethernet -> IPv4 -> TCP through the `wire` parsers (each
 validation failure is a `WireError` whose `reason` becomes `drops[reason]`). IP options
