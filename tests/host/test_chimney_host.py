@@ -142,7 +142,8 @@ def test_nic_lost_resets_what_it_held():
     assert conn.closed and conn.error == "reset"
     rst = [parse_tcp(f[34:], US_IP, PEER_IP) for f in dev.sent]
     assert len(rst) == 1 and rst[0].flags & RST
-    assert not st.connections and len(st.chimney) == 0
+    assert not st.connections and st.chimney is None
+    assert st.chimney_offload(conn) is False              # nothing to offload to
 
 
 def test_bad_frames_counted_never_raised():

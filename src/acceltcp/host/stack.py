@@ -818,6 +818,7 @@ class HostStack:
         lost = self.offload.lost()
         if self.chimney is not None and len(self.chimney):   # chimney_lost, _keys_lost...
             lost.update(self.chimney.lost())
+        self.chimney = None                   # no NIC to offload to any more
         return lost
 
     def chimney_offload(self, conn):
