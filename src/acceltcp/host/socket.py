@@ -26,7 +26,7 @@ __all__ = [
     "SocketAPI", "SockOpt", "register_sockopt", "SOCKOPTS",
     "SOL_SOCKET", "SO_REUSEADDR", "SO_ERROR", "SO_SNDBUF", "SO_RCVBUF", "SO_LINGER",
     "SO_KEEPALIVE", "IPPROTO_TCP", "TCP_NODELAY", "TCP_MAXSEG", "TCP_INFO", "TCP_SETUP_OFFLOAD",
-    "TCP_TEARDOWN_OFFLOAD",
+    "TCP_TEARDOWN_OFFLOAD", "TCP_CHIMNEY_OFFLOAD",
     "SHUT_RD", "SHUT_WR", "SHUT_RDWR",
     "EPOLLIN", "EPOLLPRI", "EPOLLOUT", "EPOLLERR", "EPOLLHUP", "EPOLLRDNORM", "EPOLLRDBAND",
     "EPOLLWRNORM", "EPOLLWRBAND", "EPOLLRDHUP", "EPOLLEXCLUSIVE", "EPOLLWAKEUP",
@@ -47,6 +47,7 @@ TCP_MAXSEG = 2
 TCP_INFO = 11
 TCP_SETUP_OFFLOAD = 0x4001    # AccelTCP §5.1: the NIC answers this listener's SYNs (cookies)
 TCP_TEARDOWN_OFFLOAD = 0x4002  # §4.2: hand the connection to the NIC on close (advisory)
+TCP_CHIMNEY_OFFLOAD = 0x4003  # TCP Chimney: 1 hands the data path to the NIC, 0 takes it back
 SHUT_RD, SHUT_WR, SHUT_RDWR = 0, 1, 2
 SOMAXCONN = 4096
 TCP_MIN_MSS = 88          # Linux include/net/tcp.h
@@ -761,3 +762,21 @@ register_sockopt(IPPROTO_TCP, TCP_SETUP_OFFLOAD, "TCP_SETUP_OFFLOAD",
 register_sockopt(IPPROTO_TCP, TCP_TEARDOWN_OFFLOAD, "TCP_TEARDOWN_OFFLOAD",
                  lambda api, s: int(s.extra.get("teardown_offload", False)),
                  lambda api, s, v: s.extra.__setitem__("teardown_offload", bool(_flag(v))))
+
+
+def _set_chimney(api, s, v):
+    """TCP_CHIMNEY_OFFLOAD on a connected socket: 1 offers the connection to the NIC,
+    0 asks for it back (advisory, host.chimney: without a NIC, or not eligible now, the
+    host keeps it). ENOTCONN without a connection."""
+    if s.conn is None:
+        raise _err(errno.ENOTCONN)
+    if _flag(v):
+        api.stack.chimney_offload(s.conn)
+    else:
+        api.stack.chimney_upload(s.conn)
+
+
+register_sockopt(IPPROTO_TCP, TCP_CHIMNEY_OFFLOAD, "TCP_CHIMNEY_OFFLOAD",
+                 lambda api, s: int(s.conn is not None and api.stack.chimney is not None
+                                    and api.stack.chimney.owns(s.conn)),
+                 _set_chimney)

@@ -21,7 +21,10 @@ TCB, and how TCBs are made), `host.listen` (listeners, SYN queues, SYN-flood def
 `host.timers` (the connection timer heap), `host.timewait` (TIME-WAIT records),
 `host.arp` (neighbour resolution), `host.ports` (local ports, ISNs, timestamp offsets),
 `host.addr` (routes), `host.stats` (counter totals, the stats snapshot) and, on a NIC,
-`host.offload` (teardown and splice offload, through the offload contract below).
+`host.offload` (teardown and splice offload, through the offload contract below) and,
+on a NIC that runs it (``device.chimney``), `host.chimney` (TCP Chimney: ``send``,
+``recv``, ``shutdown``, ``close`` and ``abort`` of an offloaded connection go there; its
+0x090F frames too).
 
 Receive path (the hot path). Ethernet -> IPv4 -> TCP through the `wire` parsers (each
 validation failure is a `WireError` whose `reason` becomes `drops[reason]`). IP options
@@ -86,6 +89,7 @@ from .conn import HostConn, TcbFactory
 from .conns import PARKED, ConnTable
 from .listen import LISTEN_DROP_REASONS, SYNACK_RETRIES, Listener, ListenTable
 from .offload import NicOffload
+from .chimney import ChimneyHost
 from .ports import InitialNumbers, PortTable
 from .stats import TCB_COUNTERS, ClosedTcbStats
 from .timers import TimerHeap
@@ -225,6 +229,10 @@ class HostStack:
         self.offload = NicOffload(self) if self.nic else None
         if self.offload is not None:
             self.offload.start()
+        #: TCP Chimney partial offload (host.chimney); None without a NIC that runs it
+        #: (``device.chimney``: the Python NIC's placements; not the XDP NIC)
+        self.chimney = ChimneyHost(self) if self.nic and getattr(device, "chimney", False) \
+            else None
 
     # ------------------------------------------------------------------ receive path
     def receive_frame(self, frame, csum_ok=False):
@@ -279,6 +287,9 @@ class HostStack:
             elif ethertype in _NIC_REPORTS and self.nic:
                 self.offload.on_frame(frame)
                 self._delivered += 1          # a NIC report, taken (frames_in identity)
+            elif ethertype == control.ETHERTYPE_CHIMNEY and self.chimney is not None:
+                self.chimney.on_frame(frame)
+                self._delivered += 1
             else:
                 self.drops["ethertype_unsupported"] += 1
         except WireError as e:
@@ -574,6 +585,9 @@ class HostStack:
         rec = conn.owner
         rec.handler = handler
         rec.app = app
+        ch = self.chimney
+        if ch is not None and ch.auto:      # --offload chimney: the NIC runs the data path
+            ch.auto_offload(conn)
 
     def connect(self, remote_ip, remote_port, config=None, local_port=None):
         """Active open (RFC 9293 §3.10.1): -> TcpConnection in SYN-SENT.
@@ -623,6 +637,9 @@ class HostStack:
     def send(self, conn, data):
         """Queue data -> bytes taken (0: buffer full). Raises ConnectionResetError /
         TimeoutError / ConnectionRefusedError after an error, BrokenPipeError after close."""
+        ch = self.chimney
+        if ch is not None and ch.owns(conn):          # the NIC runs it (host.chimney)
+            return ch.send(conn, data)
         try:
             return conn.send(data, self.clock())
         finally:
@@ -630,6 +647,9 @@ class HostStack:
                 self._touch(conn)
 
     def recv(self, conn, maxlen):
+        ch = self.chimney
+        if ch is not None and ch.owns(conn):          # the NIC runs it (host.chimney)
+            return ch.recv(conn, maxlen)
         data = conn.recv(maxlen, self.clock())
         if conn is not self._entry_conn:
             self._touch(conn)
@@ -637,6 +657,9 @@ class HostStack:
 
     def shutdown(self, conn):
         """Half-close: FIN after the queued data."""
+        ch = self.chimney
+        if ch is not None and ch.owns(conn):
+            return ch.app_close(conn, "shutdown")
         if conn.state != states.CLOSED:
             conn.shutdown(self.clock())
         self._touch(conn)
@@ -645,6 +668,9 @@ class HostStack:
         """Full close (FIN after queued data; RST if unread data, RFC 2525 §2.17). The
         TCB stays in the table until it is closed (FIN handshake, TIME-WAIT) -- or, with
         ``offload_teardown`` on a NIC, is handed to the NIC (``host.offload``)."""
+        ch = self.chimney
+        if ch is not None and ch.owns(conn):
+            return ch.app_close(conn, "close")
         if conn.state != states.CLOSED:
             rec = conn.owner
             if rec.teardown_wait:
@@ -670,6 +696,9 @@ class HostStack:
 
     def abort(self, conn):
         """RST the connection (RFC 9293 §3.10.5 ABORT)."""
+        ch = self.chimney
+        if ch is not None and ch.owns(conn):
+            return ch.app_close(conn, "abort")
         if conn.state != states.CLOSED:
             self._c["conns_aborted"] += 1
             conn.abort(self.clock())
@@ -792,7 +821,25 @@ class HostStack:
         self.nic = False
         self._c["nic_lost"] += 1
         self._listen.nic_lost()
-        return self.offload.lost()
+        lost = self.offload.lost()
+        if self.chimney is not None and len(self.chimney):   # chimney_lost, _keys_lost...
+            lost.update(self.chimney.lost())
+        self.chimney = None                   # no NIC to offload to any more
+        return lost
+
+    def chimney_offload(self, conn):
+        """Hand ``conn``'s data path to the NIC (TCP Chimney, ``host.chimney``) -> True
+        if offered; False without a NIC or when it is not eligible now."""
+        return self.chimney is not None and self.chimney.offload(conn)
+
+    def chimney_upload(self, conn):
+        """Ask the NIC for an offloaded ``conn`` back -> True if asked."""
+        return self.chimney is not None and self.chimney.upload(conn)
+
+    def in_table(self, conn):
+        """Is ``conn`` the demux table's TCB for its 4-tuple (not parked, steered or
+        gone)?"""
+        return self._table.get(conn.owner.key) is conn
 
     def unlisten(self, listener):
         """Stop listening; children not yet accepted are reset (as Linux does on close)."""

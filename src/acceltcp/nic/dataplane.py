@@ -28,6 +28,11 @@ From HOST:
   contract (docs/design.md).  With ``report_interval`` > 0 the engine's acceptances and normal
   ends are not reported per flow: at most once per interval one cumulative
   ``TeardownAccepted`` (the latest flow) and one unsolicited ``StatusReport``.
+* 0x090F TCP Chimney (``nic.chimney``): ChimneyOffload chunks -> the flow's TCB runs
+  here (ChimneyAccepted), or ChimneyRefused (TABLE_FULL, also without a chimney table;
+  DUPLICATE, also for a 4-tuple spliced or tearing down; BAD_STATE); ChimneySend and
+  ChimneyUploadRequest go to the flow's entry.  While a 4-tuple is offloaded the host's
+  own segments on it are dropped (``drop_chimney_host_segment``): ownership is the NIC's.
 * 0x090C Splice: both rules installed -> ``SpliceInstalled``; else ``SpliceRefused``
   (TABLE_FULL, DUPLICATE, BAD_RULE).  A control frame that does not decode, or a
   NIC->host type coming from the host, is dropped and counted (``drop_<reason>``);
@@ -44,12 +49,15 @@ From HOST:
 
 From WIRE (classification order):
 
-1. Offload EtherTypes 0x090A..0x090E are dropped (``drop_offload_ethertype``): a peer
-   must never be able to forge a NewConnection frame.
+1. Offload EtherTypes 0x090A..0x090F are dropped (``drop_offload_ethertype``): a peer
+   must never be able to forge a NewConnection frame (nor, with a chimney table, the
+   chimney messages; without one 0x090F is no EtherType of this NIC's and goes up,
+   as from the XDP NIC, and the host has no chimney on such a NIC).
 2. A 4-tuple (``frame[26:38]``) with a splice rule -> translated in a copy and sent on
    WIRE (``splice_frames``); on the splice's end (both FINs acknowledged, an acceptable
    RST) also a 0x090D ``SpliceClosed`` to HOST.  A teardown flow's 4-tuple -> the
-   teardown engine (checksum verified unless ``csum_ok``).
+   teardown engine (checksum verified unless ``csum_ok``); an offloaded (chimney) flow's
+   -> its TCB in ``nic.chimney`` (checksum verified likewise; ``drop_chimney_<reason>``).
 3. Not IPv4/TCP, malformed (any WireError), or TCP to an ip:port with no listener ->
    HOST unchanged (``passthrough_host``; malformed ones also ``malformed_<reason>``).
    Malformed frames never raise and are not dropped here: the host's parser decides
@@ -166,6 +174,7 @@ from ..wire.control import (
     OFFLOAD_ETHERTYPES,
     NewConnection, Listen, Unlisten, StatusRequest, StatusReport, Splice, SpliceClosed,
     SpliceInstalled, SpliceRefused, TeardownAccepted, TeardownRefused,
+    ChimneyOffload, ChimneySend, ChimneyUploadRequest, ChimneyRefused,
 )
 from ..wire.errors import WireError
 from ..wire.ipv4 import parse_ipv4_fields
@@ -173,6 +182,7 @@ from ..wire.tcp import ACK, FIN, RST, SYN, build_tcp_frame, parse_tcp, tcp_optio
 from . import splice as sp
 from ..tcp.syncookie import SynCookieJar
 from .teardown import TeardownEngine
+from .chimney import ChimneyEngine
 from .toe import set_partial_checksum, set_tcp_checksum
 
 __all__ = ["WIRE", "HOST", "GsoFrame", "LISTENER_ENTRY_BYTES", "HANDED_ENTRY_BYTES", "HANDED_COOKIE",
@@ -363,7 +373,7 @@ class NicDataplane:
                  splice_capacity=4096, handed_capacity=65536, splice_idle=300.0,
                  report_interval=0.001, secret=None,
                  syn_window=65535, rst_on_bad_cookie=False, ttl=64, teardown_kwargs=None,
-                 mtu=1500, **cookie_kwargs):
+                 mtu=1500, chimney_capacity=1024, chimney_kwargs=None, **cookie_kwargs):
         mac = bytes(mac)
         if len(mac) != 6:
             raise ValueError("mac must be 6 bytes")
@@ -395,12 +405,20 @@ class NicDataplane:
         self.splice_idle = splice_idle
         self._idle_check = None       # next idle sweep of the splice table
         self.mtu = mtu                # the wire's: a flushed spliced frame above it is cut
+        # TCP Chimney (nic.chimney): offloaded connections, run by the host's TCB code
+        self.chimney = (ChimneyEngine(mac, chimney_capacity, ttl=ttl, **(chimney_kwargs or {}))
+                        if chimney_capacity else None)
+        self._ch_index = self.chimney.flows if self.chimney is not None else {}
 
     # -- timers ------------------------------------------------------------------
 
     def next_deadline(self):
         d = self.teardown.next_deadline() if self.teardown is not None else None
         for t in (self._idle_check, self._report_at):
+            if t is not None and (d is None or t < d):
+                d = t
+        if self._ch_index:
+            t = self.chimney.next_deadline()
             if t is not None and (d is None or t < d):
                 d = t
         return d
@@ -418,6 +436,8 @@ class NicDataplane:
             for slot in self.splices.expired(now, self.splice_idle):
                 out.append(self._splice_closed(slot, control.SPLICE_END_IDLE, now))
             self._idle_check = (now + min(self.splice_idle, 1.0)) if self._sp_index else None
+        if self._ch_index:
+            out += self.chimney.on_timer(now)
         return out
 
     # -- helpers -------------------------------------------------------------------
@@ -473,6 +493,10 @@ class NicDataplane:
                                         (False, 0))
             # Only a segment with FIN, SYN or RST (byte 47 without IP options) looks
             # further: data and pure ACKs cost one byte test.
+            if self._ch_index and len(frame) >= 38 and \
+                    control.wire_key(frame) in self._ch_index:
+                # the NIC owns an offloaded connection: the host's TCB is frozen
+                return self._drop("chimney_host_segment")
             if len(frame) >= 54 and frame[47] & _FIN_SYN_RST:
                 self._host_segment(frame)
             self.counters["passthrough_wire"] += 1
@@ -498,6 +522,8 @@ class NicDataplane:
             return [(HOST, self.status_report(msg.request_id).frame(host_mac, self.mac))]
         if t is Splice:
             return self._splice_install(msg, host_mac, now)
+        if t is ChimneySend or t is ChimneyOffload or t is ChimneyUploadRequest:
+            return self._chimney_from_host(msg, host_mac, now)
         if seg_frame is not None:                        # 0x090B Teardown
             if self.teardown is not None:
                 out = self.teardown.accept(msg, seg_frame, host_mac, now)
@@ -513,6 +539,29 @@ class NicDataplane:
                                            control.TEARDOWN_REFUSED_TABLE_FULL)
                      .frame(host_mac, self.mac))]
         return self._drop("ctl_from_host_unexpected")       # a NIC->host message type
+
+    # -- TCP Chimney ---------------------------------------------------------------
+
+    def _chimney_from_host(self, msg, host_mac, now):
+        ch = self.chimney
+        t = type(msg)
+        if t is ChimneySend:
+            return ch.send(msg, now) if ch is not None else self._drop("chimney_unknown")
+        if t is ChimneyUploadRequest:
+            return ch.upload_request(msg, now) if ch is not None else \
+                self._drop("chimney_unknown")
+        if ch is None:
+            return [(HOST, ChimneyRefused(msg.flow_id, msg.key,
+                                          control.CHIMNEY_REFUSED_TABLE_FULL)
+                     .frame(host_mac, self.mac))]
+        if msg.key in self._sp_index or msg.key in self._td_index:
+            return [(HOST, ChimneyRefused(msg.flow_id, msg.key,
+                                          control.CHIMNEY_REFUSED_DUPLICATE)
+                     .frame(host_mac, self.mac))]
+        out = ch.offload_chunk(msg, host_mac, now)
+        if self._ho_index and msg.key in self._ch_index:
+            self._handed_discard(msg.key)            # the chimney table sees it first
+        return out
 
     # -- teardown report moderation ------------------------------------------------
 
@@ -675,6 +724,8 @@ class NicDataplane:
         et = (frame[12] << 8) | frame[13]
         if et != 0x0800:
             if et in OFFLOAD_ETHERTYPES:
+                if et == control.ETHERTYPE_CHIMNEY and self.chimney is None:
+                    return self._to_host(frame)   # not ours without a chimney table
                 return self._drop("offload_ethertype")
             return self._to_host(frame)
         mv = memoryview(frame)
@@ -686,7 +737,7 @@ class NicDataplane:
             return self._to_host(frame)
         if total < 24:
             return self._to_host(frame, "tcp_short")
-        if self._sp_index or self._td_index:
+        if self._sp_index or self._td_index or self._ch_index:
             key = frame[26:38]
             if key.__class__ is not bytes:
                 key = bytes(key)
@@ -703,6 +754,13 @@ class NicDataplane:
                 out = self.teardown.on_segment(fid, frame, seg, now)
                 self._td_changed(now)
                 return out
+            flow = self._ch_index.get(key)
+            if flow is not None:
+                try:
+                    seg = parse_tcp(mv[34:14 + total], src, dst, not csum_ok)
+                except WireError as e:
+                    return self._drop("chimney_" + e.reason)
+                return self.chimney.on_segment(flow, seg, now)
         dport = (frame[36] << 8) | frame[37]
         lst = self.listeners.lookup(dst, dport)
         if lst is None:

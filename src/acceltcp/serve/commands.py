@@ -124,6 +124,14 @@ def serve_app(args, host_kw=None, on_ready=print_ready) -> int:
         args.port = spec.port
     if args.backlog is None and spec.name != "lb":     # lb: its config file's, else 4096
         args.backlog = 4096
+    if "chimney" in wanted and host.stack.chimney is not None:
+        host.stack.chimney.auto = True      # every accepted connection's data path: the NIC
+        period = getattr(args, "chimney_cycle", None)
+        if period:
+            def cycle(ch=host.stack.chimney):
+                ch.cycle()                  # forced upload / offload cycles (tests)
+                loop.call_later(period, cycle)
+            loop.call_later(period, cycle)
     try:
         app = spec.build(host.stack, args, app_kw, loop)
     except (OSError, ValueError) as e:
@@ -133,7 +141,7 @@ def serve_app(args, host_kw=None, on_ready=print_ready) -> int:
         return 2
     args.port = app.listener.port                  # the port it listens on (lb: its config)
     offloads = {"requested": list(wanted) + list(nic_lacks),
-                "used": [n for n in wanted if "offload_" + n in app_kw],
+                "used": [n for n in wanted if "offload_" + n in app_kw or n == "chimney"],
                 "not_used": unused}
     stop = loop.create_future()
 
@@ -469,7 +477,8 @@ def _add_serve_options(p):
                         "TAP checksum/TSO offloads (docs/xdp.md) (%(default)s)")
     g.add_argument("--offload", dest="nic_offload", metavar="LIST",
                    help="comma list of what the app offloads to the NIC: setup (SYN "
-                        "cookies), teardown, splice; or none. Default: setup with a NIC, "
+                        "cookies), teardown, splice, chimney (TCP Chimney: the NIC runs "
+                        "every accepted connection's data path); or none. Default: setup with a NIC, "
                         "none without. Not the TAP's checksum/TSO offloads (--no-offload). "
                         "An offload the app or the NIC does not support is reported and "
                         "not used")
@@ -479,6 +488,12 @@ def _add_serve_options(p):
                    help="NIC handed-over flows table capacity: cookie-completed "
                         "connections whose next segments go up before the server's "
                         "first reply (the dataplane's default if unset)")
+    g.add_argument("--nic-chimney-flows", type=_count, metavar="N",
+                   help="NIC chimney (offloaded connection) table capacity")
+    g.add_argument("--chimney-cycle", type=float, metavar="SECONDS",
+                   help="with --offload chimney: every SECONDS take every offloaded "
+                        "connection back and offer the others again (forced cycles, "
+                        "for tests)")
     g.add_argument("--nic-teardown-flows", type=_count, metavar="N",
                    help="NIC teardown flow table capacity (if the dataplane has one)")
     g.add_argument("--nic-splice-rules", type=_count, metavar="N",

@@ -31,7 +31,8 @@ def dataplane_kwargs(args):
     for opt, name in (("nic_listeners", "listener_capacity"),
                       ("nic_handed_flows", "handed_capacity"),
                       ("nic_teardown_flows", "teardown_capacity"),
-                      ("nic_splice_rules", "splice_capacity")):
+                      ("nic_splice_rules", "splice_capacity"),
+                      ("nic_chimney_flows", "chimney_capacity")):
         v = getattr(args, opt, None)
         if v is not None:
             kw[name] = v
@@ -130,8 +131,8 @@ def new_loop():
     return loop
 
 
-OFFLOADS = ("setup", "teardown", "splice")
-XDP_UNSUPPORTED = ()
+OFFLOADS = ("setup", "teardown", "splice", "chimney")
+XDP_UNSUPPORTED = ("chimney",)      # TCP Chimney runs in the Python NIC only
 
 
 def parse_offloads(text):
@@ -152,6 +153,8 @@ def app_offload_kwargs(spec, wanted):
     kw = {}
     unused = {}
     for name in wanted:
+        if name == "chimney":
+            continue                    # the stack's (host.chimney auto), not the app's
         if name in spec.offloads:
             kw["offload_" + name] = True
         elif name == "splice":

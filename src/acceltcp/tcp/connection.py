@@ -55,6 +55,7 @@ from .config import TcpConfig
 from .reassembly import ReassemblyQueue
 from .rto import RtoEstimator
 from .scoreboard import Scoreboard
+from .tcbstate import export_state, import_state
 from .timewait import TimeWait
 from .seq import seq_add, seq_diff, seq_ge, seq_gt, seq_in_window, seq_le, seq_lt
 from .states import (
@@ -452,6 +453,17 @@ class TcpConnection:
             self._flush_events()
         else:
             self._notify = False
+
+    def export_state(self):
+        """This TCB's whole state as a plain value (``tcp.tcbstate.TcbState``): what a
+        TCP Chimney offload or upload carries. The TCB itself is left unchanged."""
+        return export_state(self)
+
+    @classmethod
+    def from_state(cls, state, output, now: float = 0.0):
+        """A TCB restored from ``export_state``'s value, sending through ``output``
+        (ValueError when ``state`` is not a valid one)."""
+        return import_state(state, output, now)
 
     # --------------------------------------------------------------------- timers
     def next_deadline(self):

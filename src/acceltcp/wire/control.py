@@ -12,6 +12,10 @@ Ethernet padding, which decoders ignore).
     0x090E  ETHERTYPE_CONTROL          both ways     Listen, Unlisten, StatusRequest,
             StatusReport, SpliceInstalled, SpliceRefused, TeardownAccepted,
             TeardownRefused, TeardownDone (told apart by the type byte)
+    0x090F  ETHERTYPE_CHIMNEY          both ways     TCP Chimney partial offload: a fixed
+            header per type followed by a body of the header's `length` bytes
+            (ChimneyOffload, ChimneyAccepted, ChimneyRefused, ChimneyData, ChimneySend,
+            ChimneyUploadRequest, ChimneyUpload; `decode_chimney`)
 
 Every header starts with the same 4-byte preamble: version (1 byte, VERSION), type
 (1 byte, the message's TYPE), header length (2 bytes, the fixed size of that type,
@@ -46,6 +50,13 @@ __all__ = [
     "StatusRequest", "StatusReport", "SpliceInstalled", "SpliceRefused", "TeardownAccepted",
     "TeardownRefused", "TeardownDone", "MESSAGES",
     "decode", "decode_header", "wrap", "unwrap", "decode_from_host", "wire_key",
+    "ETHERTYPE_CHIMNEY", "CHIMNEY_MESSAGES", "CHIMNEY_MAX_BODY", "CHIMNEY_REFUSED_TABLE_FULL",
+    "CHIMNEY_REFUSED_BAD_STATE", "CHIMNEY_REFUSED_DUPLICATE", "UPLOAD_HOST_REQUEST",
+    "UPLOAD_APP_CLOSE", "UPLOAD_PEER_FIN", "UPLOAD_PEER_RST", "UPLOAD_REORDER",
+    "UPLOAD_TIMEOUT", "UPLOAD_ERROR", "UPLOAD_REASONS", "CHIMNEY_DATA_FIN", "CHIMNEY_SEND_FIN",
+    "ChimneyOffload", "ChimneyAccepted", "ChimneyRefused", "ChimneyData", "ChimneySend",
+    "ChimneyUploadRequest", "ChimneyUpload", "decode_chimney", "encode_value",
+    "decode_value", "state_chunks",
 ]
 
 VERSION = 1
@@ -55,7 +66,8 @@ ETHERTYPE_TEARDOWN = 0x090B
 ETHERTYPE_SPLICE = 0x090C
 ETHERTYPE_SPLICE_CLOSED = 0x090D
 ETHERTYPE_CONTROL = 0x090E
-OFFLOAD_ETHERTYPES = frozenset(range(0x090A, 0x090F))
+ETHERTYPE_CHIMNEY = 0x090F
+OFFLOAD_ETHERTYPES = frozenset(range(0x090A, 0x0910))
 
 #: Every WireError.reason this module raises (drop-counter keys, like DROP_REASONS).
 CTL_DROP_REASONS = (
@@ -756,7 +768,10 @@ def _ethertype(frame):
 def decode(frame):
     """A whole offload Ethernet frame -> its message (for 0x090A/0x090B: the header only).
     Raises WireError (CTL_DROP_REASONS)."""
-    return decode_header(memoryview(frame)[14:], _ethertype(frame))
+    et = _ethertype(frame)
+    if et == ETHERTYPE_CHIMNEY:
+        return decode_chimney(frame)
+    return decode_header(memoryview(frame)[14:], et)
 
 
 def wrap(ethernet_frame, header, check=True):
@@ -784,10 +799,12 @@ def unwrap(frame):
 def decode_from_host(frame):
     """A control frame the host sends its NIC -> (message, the segment frame a 0x090B
     Teardown carries, else None), or None if its EtherType is none of the host->NIC
-    ones (0x090B, 0x090C, 0x090E). Raises WireError when it does not decode."""
+    ones (0x090B, 0x090C, 0x090E, 0x090F). Raises WireError when it does not decode."""
     et = (frame[12] << 8) | frame[13]
     if et == ETHERTYPE_TEARDOWN:
         return unwrap(frame)
+    if et == ETHERTYPE_CHIMNEY:
+        return decode_chimney(frame), None
     if et == ETHERTYPE_CONTROL or et == ETHERTYPE_SPLICE:
         return decode(frame), None
     return None
@@ -802,3 +819,409 @@ def wire_key(frame):
         return bytes(12)
     return (bytes(frame[30:34]) + bytes(frame[26:30]) + bytes(frame[36:38])
             + bytes(frame[34:36]))
+
+
+# --- TCP Chimney partial offload (0x090F) ----------------------------------------------
+#
+# The host hands an established connection's whole TCB to the NIC (ChimneyOffload: the
+# state value, ``tcp.tcbstate.TcbState``, in the plain-value encoding below, cut into
+# chunks); the NIC answers ChimneyAccepted or ChimneyRefused (the host keeps it). While
+# offloaded the host gives the NIC bytes to send (ChimneySend, numbered by their offset
+# in the stream since the offload) and the NIC gives the host the in-order bytes it
+# received (ChimneyData; also the count of the host's bytes the peer acknowledged, so
+# the host knows how much the NIC still holds). The state comes back in ChimneyUpload
+# (chunks again, with a reason), unsolicited or after a ChimneyUploadRequest.
+
+CHIMNEY_MAX_BODY = 60000        # body bytes per frame (a state is cut into chunks)
+CHIMNEY_REFUSED_TABLE_FULL = 1
+CHIMNEY_REFUSED_BAD_STATE = 2   # the state does not decode or is not one the NIC runs
+CHIMNEY_REFUSED_DUPLICATE = 3   # the 4-tuple is already offloaded (or spliced, tearing down)
+
+UPLOAD_HOST_REQUEST = 1         # ChimneyUploadRequest from the host (also a request reason)
+UPLOAD_APP_CLOSE = 2            # the app closes: the host finishes the connection itself
+UPLOAD_PEER_FIN = 3             # the peer's FIN arrived (state CLOSE-WAIT or later)
+UPLOAD_PEER_RST = 4             # an acceptable RST: state CLOSED, error "reset"
+UPLOAD_REORDER = 5              # out-of-order data beyond what the NIC holds
+UPLOAD_TIMEOUT = 6              # retransmission limit: the NIC's TCB reset the peer
+UPLOAD_ERROR = 7                # the NIC could not run the TCB: no state (the host resets)
+UPLOAD_REASONS = (UPLOAD_HOST_REQUEST, UPLOAD_APP_CLOSE, UPLOAD_PEER_FIN, UPLOAD_PEER_RST,
+                  UPLOAD_REORDER, UPLOAD_TIMEOUT, UPLOAD_ERROR)
+CHIMNEY_DATA_FIN = 0x01         # ChimneyData flags: the peer's FIN follows these bytes
+CHIMNEY_SEND_FIN = 0x01         # ChimneySend flags: our FIN follows these bytes (shutdown)
+
+
+class _ChMsg(_Msg):
+    """A 0x090F message: the fixed header (with a u32 `length` as its last field) and
+    `body` (bytes) right behind it."""
+
+    __slots__ = ()
+    ETHERTYPE = ETHERTYPE_CHIMNEY
+    HAS_BODY = False
+
+    def encode(self, check=True):
+        b = _Msg.encode(self, check)
+        if self.HAS_BODY:
+            if len(self.body) > CHIMNEY_MAX_BODY:
+                raise ValueError("%s: body above CHIMNEY_MAX_BODY" % type(self).__name__)
+            b += bytes(self.body)
+        return b
+
+
+def _body_len(body):
+    n = len(body)
+    if n > CHIMNEY_MAX_BODY:
+        raise ValueError("body above CHIMNEY_MAX_BODY")
+    return n
+
+
+class ChimneyOffload(_ChMsg):
+    """0x090F type 0x20, host -> NIC (44 bytes + body): one chunk of an offload.
+
+    flow_id: the host's id for the reports; key: the wire-side 4-tuple (frames from the
+    peer, frame[26:38]); peer_mac / local_mac: the Ethernet addresses the NIC's segments
+    carry (dst, src); total: length of the encoded state; offset: this chunk's offset in
+    it; body: the chunk. The NIC takes the flow when the last chunk is in."""
+
+    __slots__ = ("flow_id", "key", "peer_mac", "local_mac", "total", "offset", "body")
+    TYPE = 0x20
+    HAS_BODY = True
+    _S = struct.Struct("!BBH" "I" "12s" "6s6s" "I" "I" "I")
+
+    def __init__(self, flow_id, key, peer_mac, local_mac, total, offset, body=b""):
+        self.flow_id = flow_id
+        self.key = bytes(key)
+        self.peer_mac = bytes(peer_mac)
+        self.local_mac = bytes(local_mac)
+        self.total = total
+        self.offset = offset
+        self.body = bytes(body)
+
+    def _raw(self):
+        return (self.flow_id, _bytes(self.key, 12, "key"), _bytes(self.peer_mac, 6, "mac"),
+                _bytes(self.local_mac, 6, "mac"), self.total, self.offset,
+                _body_len(self.body))
+
+    @classmethod
+    def _build(cls, t):
+        fid, key, pmac, lmac, total, off, n = t
+        if off + n > total:
+            _bad("chunk beyond total")
+        return cls(fid, key, pmac, lmac, total, off)
+
+
+class ChimneyAccepted(_ChMsg):
+    """0x090F type 0x21, NIC -> host (20 bytes): the NIC runs the connection now."""
+
+    __slots__ = ("flow_id", "key")
+    TYPE = 0x21
+    _S = struct.Struct("!BBH" "I" "12s")
+
+    def __init__(self, flow_id, key):
+        self.flow_id = flow_id
+        self.key = bytes(key)
+
+    def _raw(self):
+        return (self.flow_id, _bytes(self.key, 12, "key"))
+
+    @classmethod
+    def _build(cls, t):
+        return cls(*t)
+
+
+class ChimneyRefused(_ChMsg):
+    """0x090F type 0x22, NIC -> host (24 bytes): not taken, the host keeps the TCB
+    (it never stopped being the host's). reason: CHIMNEY_REFUSED_*."""
+
+    __slots__ = ("flow_id", "key", "reason")
+    TYPE = 0x22
+    _S = struct.Struct("!BBH" "I" "12s" "BBH")
+
+    def __init__(self, flow_id, key, reason=CHIMNEY_REFUSED_TABLE_FULL):
+        self.flow_id = flow_id
+        self.key = bytes(key)
+        self.reason = reason
+
+    def _raw(self):
+        return (self.flow_id, _bytes(self.key, 12, "key"), self.reason, 0, 0)
+
+    @classmethod
+    def _build(cls, t):
+        fid, key, reason, p1, p2 = t
+        _enum(reason, CHIMNEY_REFUSED_TABLE_FULL, CHIMNEY_REFUSED_DUPLICATE, "reason")
+        _zero(p1, p2)
+        return cls(fid, key, reason)
+
+
+class ChimneyData(_ChMsg):
+    """0x090F type 0x23, NIC -> host (36 bytes + body): in-order bytes the NIC received
+    and acknowledged. offset: stream offset (mod 2**32, counted from the offload) of the
+    body's first byte; acked: how many of the host's bytes (ChimneySend offsets) the peer
+    has acknowledged so far (mod 2**32); flags: CHIMNEY_DATA_FIN. An empty body reports
+    `acked` alone (a send completion)."""
+
+    __slots__ = ("flow_id", "key", "flags", "offset", "acked", "body")
+    TYPE = 0x23
+    HAS_BODY = True
+    _S = struct.Struct("!BBH" "I" "12s" "BBH" "I" "I" "I")
+
+    def __init__(self, flow_id, key, flags=0, offset=0, acked=0, body=b""):
+        self.flow_id = flow_id
+        self.key = bytes(key)
+        self.flags = flags
+        self.offset = offset
+        self.acked = acked
+        self.body = bytes(body)
+
+    def _raw(self):
+        return (self.flow_id, _bytes(self.key, 12, "key"), self.flags, 0, 0, self.offset,
+                self.acked, _body_len(self.body))
+
+    @classmethod
+    def _build(cls, t):
+        fid, key, fl, p1, p2, off, acked, _n = t
+        _flags(fl, CHIMNEY_DATA_FIN)
+        _zero(p1, p2)
+        return cls(fid, key, fl, off, acked)
+
+
+class ChimneySend(_ChMsg):
+    """0x090F type 0x24, host -> NIC (36 bytes + body): bytes for the NIC to send.
+    offset: their stream offset (mod 2**32, counted from the offload); the NIC takes
+    only the next bytes in order (a repeat or a gap is dropped and counted). read: how
+    many of the received bytes (ChimneyData offsets) the app has consumed (mod 2**32):
+    the NIC delivers at most the receive buffer's size beyond it, so a slow reader
+    closes the TCB's window as it would on the host. An empty body: a credit only.
+    flags: CHIMNEY_SEND_FIN, the app shut its sending side down after these bytes (the
+    NIC's TCB queues our FIN; the connection stays offloaded until the peer's FIN)."""
+
+    __slots__ = ("flow_id", "key", "flags", "offset", "read", "body")
+    TYPE = 0x24
+    HAS_BODY = True
+    _S = struct.Struct("!BBH" "I" "12s" "BBH" "I" "I" "I")
+
+    def __init__(self, flow_id, key, offset=0, read=0, body=b"", flags=0):
+        self.flow_id = flow_id
+        self.key = bytes(key)
+        self.flags = flags
+        self.offset = offset
+        self.read = read
+        self.body = bytes(body)
+
+    def _raw(self):
+        return (self.flow_id, _bytes(self.key, 12, "key"), self.flags, 0, 0, self.offset,
+                self.read, _body_len(self.body))
+
+    @classmethod
+    def _build(cls, t):
+        fid, key, fl, p1, p2, off, read, _n = t
+        _flags(fl, CHIMNEY_SEND_FIN)
+        _zero(p1, p2)
+        return cls(fid, key, off, read, b"", fl)
+
+
+class ChimneyUploadRequest(_ChMsg):
+    """0x090F type 0x25, host -> NIC (24 bytes): give the connection back.
+    reason: UPLOAD_HOST_REQUEST or UPLOAD_APP_CLOSE."""
+
+    __slots__ = ("flow_id", "key", "reason")
+    TYPE = 0x25
+    _S = struct.Struct("!BBH" "I" "12s" "BBH")
+
+    def __init__(self, flow_id, key, reason=UPLOAD_HOST_REQUEST):
+        self.flow_id = flow_id
+        self.key = bytes(key)
+        self.reason = reason
+
+    def _raw(self):
+        return (self.flow_id, _bytes(self.key, 12, "key"), self.reason, 0, 0)
+
+    @classmethod
+    def _build(cls, t):
+        fid, key, reason, p1, p2 = t
+        _enum(reason, UPLOAD_HOST_REQUEST, UPLOAD_APP_CLOSE, "reason")
+        _zero(p1, p2)
+        return cls(fid, key, reason)
+
+
+class ChimneyUpload(_ChMsg):
+    """0x090F type 0x26, NIC -> host (36 bytes + body): one chunk of the state coming
+    back (total / offset as in ChimneyOffload). The NIC forgot the flow when it sent
+    the first chunk; the host owns it once the last one is in. reason: UPLOAD_*."""
+
+    __slots__ = ("flow_id", "key", "reason", "total", "offset", "body")
+    TYPE = 0x26
+    HAS_BODY = True
+    _S = struct.Struct("!BBH" "I" "12s" "BBH" "I" "I" "I")
+
+    def __init__(self, flow_id, key, reason, total, offset, body=b""):
+        self.flow_id = flow_id
+        self.key = bytes(key)
+        self.reason = reason
+        self.total = total
+        self.offset = offset
+        self.body = bytes(body)
+
+    def _raw(self):
+        return (self.flow_id, _bytes(self.key, 12, "key"), self.reason, 0, 0, self.total,
+                self.offset, _body_len(self.body))
+
+    @classmethod
+    def _build(cls, t):
+        fid, key, reason, p1, p2, total, off, n = t
+        _enum(reason, UPLOAD_HOST_REQUEST, UPLOAD_ERROR, "reason")
+        _zero(p1, p2)
+        if off + n > total:
+            _bad("chunk beyond total")
+        return cls(fid, key, reason, total, off)
+
+
+CHIMNEY_MESSAGES = (ChimneyOffload, ChimneyAccepted, ChimneyRefused, ChimneyData,
+                    ChimneySend, ChimneyUploadRequest, ChimneyUpload)
+_CH_BY_TYPE = {m.TYPE: m for m in CHIMNEY_MESSAGES}
+
+
+def decode_chimney(frame):
+    """A whole 0x090F frame -> its message, body included (trailing Ethernet padding
+    ignored). Raises WireError (CTL_DROP_REASONS)."""
+    if _ethertype(frame) != ETHERTYPE_CHIMNEY:
+        raise WireError("ctl_bad_ethertype", "not 0x090f")
+    buf = memoryview(frame)[14:]
+    if len(buf) < 4:
+        raise WireError("ctl_short", "preamble")
+    version, typ, hlen = _PRE.unpack_from(buf)
+    if version != VERSION:
+        raise WireError("ctl_bad_version", str(version))
+    cls = _CH_BY_TYPE.get(typ)
+    if cls is None:
+        raise WireError("ctl_bad_type", "0x%02x" % typ)
+    size = cls._S.size
+    if hlen != size:
+        raise WireError("ctl_bad_length", "%d != %d" % (hlen, size))
+    if len(buf) < size:
+        raise WireError("ctl_short", cls.__name__)
+    t = cls._S.unpack_from(buf)[3:]
+    msg = cls._build(t)
+    if cls.HAS_BODY:
+        n = t[-1]
+        if n > CHIMNEY_MAX_BODY:
+            raise WireError("ctl_bad_length", "body %d" % n)
+        if len(buf) < size + n:
+            raise WireError("ctl_short", cls.__name__ + " body")
+        msg.body = bytes(buf[size:size + n])
+    return msg
+
+
+def state_chunks(blob):
+    """(total, offset, chunk) pieces of an encoded state, CHIMNEY_MAX_BODY at most each
+    (one empty piece for an empty blob)."""
+    n = len(blob)
+    return [(n, off, bytes(blob[off:off + CHIMNEY_MAX_BODY]))
+            for off in range(0, max(n, 1), CHIMNEY_MAX_BODY)]
+
+
+# Plain-value encoding of a chimney state (a tree of tuples over None, bool, int, float,
+# str, bytes): one tag byte per value, then its payload (network byte order).
+_V_NONE, _V_FALSE, _V_TRUE, _V_INT, _V_FLOAT, _V_BYTES, _V_STR, _V_TUPLE = range(8)
+_Q = struct.Struct("!q")
+_D = struct.Struct("!d")
+_L = struct.Struct("!I")
+_MAX_DEPTH = 8
+
+
+def encode_value(v):
+    """A plain value -> bytes (ValueError for anything else, or an int outside i64)."""
+    out = bytearray()
+    _enc(v, out, 0)
+    return bytes(out)
+
+
+def _enc(v, out, depth):
+    if v is None:
+        out.append(_V_NONE)
+    elif v is True or v is False:
+        out.append(_V_TRUE if v else _V_FALSE)
+    elif type(v) is int:
+        if not -(1 << 63) <= v < (1 << 63):
+            raise ValueError("int outside i64")
+        out.append(_V_INT)
+        out += _Q.pack(v)
+    elif type(v) is float:
+        out.append(_V_FLOAT)
+        out += _D.pack(v)
+    elif type(v) is bytes:
+        out.append(_V_BYTES)
+        out += _L.pack(len(v))
+        out += v
+    elif type(v) is str:
+        b = v.encode("ascii")
+        out.append(_V_STR)
+        out += _L.pack(len(b))
+        out += b
+    elif type(v) is tuple:
+        if depth >= _MAX_DEPTH:
+            raise ValueError("nested too deep")
+        out.append(_V_TUPLE)
+        out += _L.pack(len(v))
+        for x in v:
+            _enc(x, out, depth + 1)
+    else:
+        raise ValueError("not a plain value: %s" % type(v).__name__)
+
+
+def decode_value(buf):
+    """bytes -> the plain value; WireError (ctl_short / ctl_bad_field) when malformed
+    (an unknown tag, a truncated value, trailing bytes, nesting deeper than 8)."""
+    mv = memoryview(buf)
+    v, pos = _dec(mv, 0, 0)
+    if pos != len(mv):
+        _bad("trailing bytes after the state")
+    return v
+
+
+def _need(mv, pos, n):
+    if pos + n > len(mv):
+        raise WireError("ctl_short", "state value")
+
+
+def _dec(mv, pos, depth):
+    _need(mv, pos, 1)
+    tag = mv[pos]
+    pos += 1
+    if tag == _V_NONE:
+        return None, pos
+    if tag == _V_FALSE:
+        return False, pos
+    if tag == _V_TRUE:
+        return True, pos
+    if tag == _V_INT:
+        _need(mv, pos, 8)
+        return _Q.unpack_from(mv, pos)[0], pos + 8
+    if tag == _V_FLOAT:
+        _need(mv, pos, 8)
+        return _D.unpack_from(mv, pos)[0], pos + 8
+    if tag == _V_BYTES or tag == _V_STR:
+        _need(mv, pos, 4)
+        n = _L.unpack_from(mv, pos)[0]
+        pos += 4
+        _need(mv, pos, n)
+        b = bytes(mv[pos:pos + n])
+        if tag == _V_STR:
+            try:
+                return b.decode("ascii"), pos + n
+            except UnicodeDecodeError:
+                _bad("state string")
+        return b, pos + n
+    if tag == _V_TUPLE:
+        if depth >= _MAX_DEPTH:
+            _bad("state nested too deep")
+        _need(mv, pos, 4)
+        n = _L.unpack_from(mv, pos)[0]
+        pos += 4
+        if n > len(mv) - pos:             # each item is at least its tag byte
+            raise WireError("ctl_short", "state tuple")
+        items = []
+        for _ in range(n):
+            x, pos = _dec(mv, pos, depth + 1)
+            items.append(x)
+        return tuple(items), pos
+    _bad("state tag %d" % tag)

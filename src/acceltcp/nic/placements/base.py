@@ -67,8 +67,8 @@ class NicDevice(Protocol):
 
 
 def is_control_frame(frame):
-    """An AccelTCP host<->NIC frame (EtherType 0x090A..0x090E)?"""
-    return len(frame) >= 14 and frame[12] == 0x09 and 0x0A <= frame[13] <= 0x0E
+    """An AccelTCP host<->NIC frame (EtherType 0x090A..0x090F)?"""
+    return len(frame) >= 14 and frame[12] == 0x09 and 0x0A <= frame[13] <= 0x0F
 
 
 def dataplane_kwargs(requested, cls=NicDataplane):

@@ -26,6 +26,7 @@ class InlineNicDevice(_HostPort):
     ``clock``: the dataplane's ``now`` (the loop's clock)."""
 
     placement = "inline"
+    chimney = True          # the Python dataplane runs TCP Chimney (nic.chimney)
 
     def __init__(self, tap, dataplane, clock=time.monotonic, ignored=()):
         super().__init__(tap)
@@ -130,6 +131,7 @@ class InlineNicDevice(_HostPort):
         return {"placement": self.placement, "alive": True, "lost": 0,
                 "counters": dict(dp.counters), "status": status_dict(dp),
                 "syn_window": dp.syn_window, "ignored_kwargs": self.ignored,
+                "chimney": dict(dp.chimney.counters) if dp.chimney is not None else None,
                 "cpu": {"busy_s": self.nic_cpu_ns / 1e9}}
 
     def close(self):

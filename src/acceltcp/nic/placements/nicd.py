@@ -252,6 +252,9 @@ class NicProcess:
                "uptime_s": time.monotonic() - self.started}
         if self.pcap is not None:
             doc["pcap_frames"] = self.pcap.frames
+        ch = self.dp.chimney
+        if ch is not None:
+            doc["chimney"] = dict(ch.counters)
         return doc
 
     def _send_stats(self, request_id):

@@ -42,6 +42,7 @@ class ProcessNicDevice(_HostPort):
     the child is started (``subprocess.Popen``'s signature; tests pass a fake)."""
 
     placement = "process"
+    chimney = True          # the Python dataplane runs TCP Chimney (nic.chimney)
 
     def __init__(self, tap, *, dataplane=None, pcap_fd=None, stats_interval=0.5,
                  start_timeout=15.0, watchdog=1.0, clock=time.monotonic,
@@ -415,7 +416,8 @@ class ProcessNicDevice(_HostPort):
                "channel_host": self.channel.stats.as_dict(),
                "report_age_s": (time.monotonic() - self.report_time
                                 if self.report_time is not None else None),
-               "stats_bad": self.stats_bad, "ctl_dropped": self.ctl_dropped}
+               "stats_bad": self.stats_bad, "ctl_dropped": self.ctl_dropped,
+               "chimney": rep.get("chimney")}
         hb = self.heartbeat
         out["watchdog"] = None if hb is None else {
             "deadline_s": hb.deadline, "interval_s": hb.interval, "probes": hb.probes,

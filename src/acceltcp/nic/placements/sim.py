@@ -41,6 +41,7 @@ class SimNicDevice:
     how long LRO holds the first frame of a batch for more (seconds)."""
 
     nic = True
+    chimney = True          # the Python dataplane runs TCP Chimney (nic.chimney)
 
     def __init__(self, loop, port, dataplane, toe=(), lro_hold=20e-6):
         toe = frozenset(toe)
