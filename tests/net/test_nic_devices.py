@@ -220,6 +220,7 @@ def test_helpers():
     assert is_control_frame(bytes(12) + b"\x09\x0a" + bytes(20))
     assert is_control_frame(bytes(12) + b"\x09\x0e")
     assert not is_control_frame(bytes(12) + b"\x08\x00" + bytes(20))
-    assert not is_control_frame(bytes(12) + b"\x09\x0f")
+    assert is_control_frame(bytes(12) + b"\x09\x0f")           # chimney
+    assert not is_control_frame(bytes(12) + b"\x09\x10")
     ok, ignored = dataplane_kwargs({"listener_capacity": 8, "no_such_table": 3})
     assert ok == {"listener_capacity": 8} and ignored == ["no_such_table"]
