@@ -676,18 +676,18 @@ class TeardownAccepted(_Msg):
         return cls(*t)
 
 
-class TeardownRefused(_Msg):
-    """CONTROL 0x17, NIC -> host: not taken (the segment was discarded); the host keeps
-    the TCB and closes it itself (24 bytes). reason: TEARDOWN_REFUSED_*."""
+class _Refusal:
+    """A refusal's layout (24 bytes): flow id, the 4-tuple key, a reason from REASONS =
+    (lowest, highest); the lowest is the default (TeardownRefused, ChimneyRefused)."""
 
-    __slots__ = ("flow_id", "key", "reason")
-    TYPE = 0x17
+    __slots__ = ()
     _S = struct.Struct("!BBH" "I" "12s" "BBH")
+    REASONS = (0, 0)
 
-    def __init__(self, flow_id, key, reason=TEARDOWN_REFUSED_TABLE_FULL):
+    def __init__(self, flow_id, key, reason=None):
         self.flow_id = flow_id
         self.key = bytes(key)
-        self.reason = reason
+        self.reason = self.REASONS[0] if reason is None else reason
 
     def _raw(self):
         return (self.flow_id, _bytes(self.key, 12, "key"), self.reason, 0, 0)
@@ -695,9 +695,18 @@ class TeardownRefused(_Msg):
     @classmethod
     def _build(cls, t):
         fid, key, reason, p1, p2 = t
-        _enum(reason, TEARDOWN_REFUSED_TABLE_FULL, TEARDOWN_REFUSED_DUPLICATE, "reason")
+        _enum(reason, *cls.REASONS, "reason")
         _zero(p1, p2)
         return cls(fid, key, reason)
+
+
+class TeardownRefused(_Refusal, _Msg):
+    """CONTROL 0x17, NIC -> host: not taken (the segment was discarded); the host keeps
+    the TCB and closes it itself (24 bytes). reason: TEARDOWN_REFUSED_*."""
+
+    __slots__ = ("flow_id", "key", "reason")
+    TYPE = 0x17
+    REASONS = (TEARDOWN_REFUSED_TABLE_FULL, TEARDOWN_REFUSED_DUPLICATE)
 
 
 class TeardownDone(_Msg):
@@ -928,28 +937,13 @@ class ChimneyAccepted(_ChMsg):
         return cls(*t)
 
 
-class ChimneyRefused(_ChMsg):
+class ChimneyRefused(_Refusal, _ChMsg):
     """0x090F type 0x22, NIC -> host (24 bytes): not taken, the host keeps the TCB
     (it never stopped being the host's). reason: CHIMNEY_REFUSED_*."""
 
     __slots__ = ("flow_id", "key", "reason")
     TYPE = 0x22
-    _S = struct.Struct("!BBH" "I" "12s" "BBH")
-
-    def __init__(self, flow_id, key, reason=CHIMNEY_REFUSED_TABLE_FULL):
-        self.flow_id = flow_id
-        self.key = bytes(key)
-        self.reason = reason
-
-    def _raw(self):
-        return (self.flow_id, _bytes(self.key, 12, "key"), self.reason, 0, 0)
-
-    @classmethod
-    def _build(cls, t):
-        fid, key, reason, p1, p2 = t
-        _enum(reason, CHIMNEY_REFUSED_TABLE_FULL, CHIMNEY_REFUSED_DUPLICATE, "reason")
-        _zero(p1, p2)
-        return cls(fid, key, reason)
+    REASONS = (CHIMNEY_REFUSED_TABLE_FULL, CHIMNEY_REFUSED_DUPLICATE)
 
 
 class ChimneyData(_ChMsg):
