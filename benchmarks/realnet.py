@@ -62,11 +62,24 @@ def cpu_busy_s():
     return (sum(v[:8]) - idle) / CLK
 
 
-def proc_cpu_s(pid):
-    """utime + stime of process `pid` so far, seconds."""
+def proc_cpu_s(pid, children=False):
+    """utime + stime of process `pid` so far, seconds; with `children` also of its live
+    child processes (serve --cores: one stack per child; the NIC process)."""
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK
+    t = (int(fields[11]) + int(fields[12])) / CLK
+    if children:
+        try:
+            with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+                kids = [int(x) for x in f.read().split()]
+        except OSError:
+            kids = []
+        for kid in kids:
+            try:
+                t += proc_cpu_s(kid, False)
+            except OSError:             # ended meanwhile
+                pass
+    return t
 
 
 def proc_kib(pid, field="VmRSS"):
@@ -166,11 +179,11 @@ def rr(label, host, port, seconds, conc, client, start):
     srv = start()
     time.sleep(0.2)
     c0 = cpu_busy_s()
-    s0 = proc_cpu_s(srv.p.pid)
+    s0 = proc_cpu_s(srv.p.pid, True)   # with its children: --cores, the NIC process
     r = subprocess.run(ns(NS, [client, host, str(port), str(conc), str(seconds), "64"]),
                        capture_output=True, text=True, timeout=seconds + 60)
     c1 = cpu_busy_s()
-    s1 = proc_cpu_s(srv.p.pid)
+    s1 = proc_cpu_s(srv.p.pid, True)
     time.sleep(0.3)
     srv.stop()
     if r.returncode != 0:
