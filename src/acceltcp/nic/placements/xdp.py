@@ -111,11 +111,8 @@ class XdpNicDevice(_HostPort):
         control side; everything else to the stack."""
         if frame[12] == 0x09 and frame[13] == 0x0B:
             self.handovers_back += 1
-            t0 = _ptime()
-            if self._route(self.dataplane.control_frame(frame, self._clock())):
+            if self._control_frame(frame):
                 self._wake_host()
-            self.nic_cpu_ns += _ptime() - t0
-            self._arm()
             return
         self._receiver(frame, csum_ok)
 
@@ -163,15 +160,21 @@ class XdpNicDevice(_HostPort):
                 self.handovers_to_tap += 1
                 tap.send(item)                # atcp_host takes it, or sends it back
             elif is_control_frame(item):
-                t0 = _ptime()
                 self._record(item)
-                woke |= self._route(self.dataplane.control_frame(item, self._clock()))
-                self.nic_cpu_ns += _ptime() - t0
-                self._arm()
+                woke |= self._control_frame(item)
             else:
                 tap.send(item)                # atcp_host redirects it to the wire
         if woke:
             self._wake_host()
+
+    def _control_frame(self, frame):
+        """A control frame through the control side (its time counted as the NIC's);
+        -> whether anything is for the host."""
+        t0 = _ptime()
+        woke = self._route(self.dataplane.control_frame(frame, self._clock()))
+        self.nic_cpu_ns += _ptime() - t0
+        self._arm()
+        return woke
 
     def _tap_frame_max(self):
         try:
