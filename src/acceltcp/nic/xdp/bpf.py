@@ -277,7 +277,7 @@ class Map:
 _RB_BUSY = 1 << 31
 _RB_DISCARD = 1 << 30
 _U64 = struct.Struct("=Q")
-_U32H = struct.Struct("=I")
+_U32 = struct.Struct("=I")
 
 
 class RingBuffer:
@@ -309,7 +309,7 @@ class RingBuffer:
         data, base, mask = self._data, self._page, self._mask
         while cons < prod:
             off = base + (cons & mask)
-            hdr = _U32H.unpack_from(data, off)[0]
+            hdr = _U32.unpack_from(data, off)[0]
             if hdr & _RB_BUSY:
                 break
             n = hdr & ~(_RB_BUSY | _RB_DISCARD)
