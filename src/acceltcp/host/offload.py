@@ -111,6 +111,15 @@ _DONE = {control.TEARDOWN_END_CLOSED: "closed", control.TEARDOWN_END_RESET: "res
 HANDED_LINGER = 1.0
 HANDED_MAX = 4096
 
+
+def _linger(h, key, now):
+    """Remember in `h` (key -> until when) that `key` left the host at `now`: for
+    HANDED_LINGER seconds, at most HANDED_MAX keys, the oldest forgotten first."""
+    h[key] = now + HANDED_LINGER
+    h.move_to_end(key)
+    while h and (len(h) > HANDED_MAX or next(iter(h.values())) < now):
+        h.popitem(last=False)
+
 class SpliceFailed:
     """``nsplice``'s callback argument when the NIC did not take the pair: `reason` (a
     short word: table_full, bad_rule, duplicate, timestamps, mss, state, reset,
@@ -275,17 +284,9 @@ class NicOffload:
             if conn is not None:                   # else refused earlier
                 n += 1
                 conn.handoff(now, False)           # the app closed it: no event
-                self._linger(conn.owner.key, now)
+                _linger(self._handed, conn.owner.key, now)
                 st.remove(conn)
         self._c["teardown_accepted"] += n
-
-    def _linger(self, key, now, h=None):
-        if h is None:
-            h = self._handed
-        h[key] = now + HANDED_LINGER
-        h.move_to_end(key)
-        while h and (len(h) > HANDED_MAX or next(iter(h.values())) < now):
-            h.popitem(last=False)
 
     def late(self, key, now):
         """A segment with no TCB for `key`: was the 4-tuple handed to the NIC's teardown
@@ -431,7 +432,7 @@ class NicOffload:
             st.unsteer(conn, sp, restore=False)
             conn.owner.handler = None             # the app hears of it by the callback
             conn.handoff(now)
-            self._linger(conn.owner.key, now, self.spliced_lately)
+            _linger(self.spliced_lately, conn.owner.key, now)
         self._c["splice_installed"] += 1
         self._spliced[sp.sid] = (sp.callback, sp.c.owner.key, sp.s.owner.key)
         for frame in sp.held:                     # through the new path, in order
