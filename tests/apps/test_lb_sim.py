@@ -347,7 +347,9 @@ def test_backend_that_answers_before_the_request_is_through(make_net, capacity):
     if capacity == 0:
         assert c["splice_failed"] == 1 and c["tunnels"] == 1 and c["spliced"] == 0
     else:
-        assert c["spliced"] == 1 and c["host_bytes_s"] + c["nic_bytes_s"] == len(down)
+        # the NIC counts what it relays, a peer's retransmissions of held frames too
+        assert c["spliced"] == 1 and 0 < c["host_bytes_s"] < len(down)
+        assert c["host_bytes_s"] + c["nic_bytes_s"] >= len(down)
         assert c["nic_bytes_c"] > 0 and c["host_bytes_c"] + c["nic_bytes_c"] > len(up)
 
 

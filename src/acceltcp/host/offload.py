@@ -123,14 +123,17 @@ def _linger(h, key, now):
 class SpliceFailed:
     """``nsplice``'s callback argument when the NIC did not take the pair: `reason` (a
     short word: table_full, bad_rule, duplicate, timestamps, mss, state, reset,
-    nic_lost), `detail` (text). Both connections are the app's again."""
+    nic_lost), `detail` (text), `relayed_c`/`relayed_s` (what ``nsplice`` relayed from
+    each side's receive buffer before it gave up). Both connections are the app's again."""
 
-    __slots__ = ("splice_id", "reason", "detail")
+    __slots__ = ("splice_id", "reason", "detail", "relayed_c", "relayed_s")
 
-    def __init__(self, splice_id, reason, detail=""):
+    def __init__(self, splice_id, reason, detail="", relayed_c=0, relayed_s=0):
         self.splice_id = splice_id
         self.reason = reason
         self.detail = detail
+        self.relayed_c = relayed_c      # bytes nsplice relayed client -> server meanwhile
+        self.relayed_s = relayed_s      # and server -> client
 
     def __repr__(self):
         return "SpliceFailed(%d, %r%s)" % (self.splice_id, self.reason,
@@ -157,7 +160,7 @@ class SpliceLost(control.SpliceClosed):
 
 
 class _Splice:
-    __slots__ = ("sid", "c", "s", "callback", "held", "sent", "ts_floor")
+    __slots__ = ("sid", "c", "s", "callback", "held", "sent", "ts_floor", "relayed")
 
     def __init__(self, sid, c, s, callback):
         self.sid = sid
@@ -167,6 +170,7 @@ class _Splice:
         self.held = []          # raw frames with data/FIN, in arrival order
         self.sent = False       # the Splice message is out; waiting for the NIC
         self.ts_floor = {}      # conn -> the oldest TSval among its held frames
+        self.relayed = {c: 0, s: 0}     # conn -> bytes relayed from its receive buffer
 
 
 def teardown_message(offer, flow_id):
@@ -388,7 +392,8 @@ class NicOffload:
             if a.rcvbuf:                 # unread input is relayed as it is, as room allows
                 n = b.send_space
                 if n:
-                    b.send(a.recv(n, now), now)
+                    n = b.send(a.recv(n, now), now)
+                    sp.relayed[a] += n
                     st.touch(a)
                     st.touch(b)
         for conn in (c, s):
@@ -448,7 +453,7 @@ class NicOffload:
                 st.unsteer(conn, sp)
             replay, sp.held = sp.held, []
         st.replay(replay)
-        sp.callback(SpliceFailed(sp.sid, reason, detail))
+        sp.callback(SpliceFailed(sp.sid, reason, detail, sp.relayed[sp.c], sp.relayed[sp.s]))
 
     def _splice_closed(self, msg):
         ent = self._spliced.pop(msg.splice_id, None)

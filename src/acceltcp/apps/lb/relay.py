@@ -2,7 +2,8 @@
 of `LoadBalancer` (``self`` is the balancer; its sessions, counters, stack and helpers).
 
 Before ``nsplice`` the balancer moves, itself and through the messages' framing, what
-each side has sent to the other (`_presplice`); then the NIC takes both connections, or
+each side has sent to the other (`_presplice`; when the backend answers early, what the
+windows do not take at once is left to ``nsplice``); then the NIC takes both connections, or
 a `SpliceFailed` continues in the host exactly where the NIC would have. The host relay
 frames each request and response (RFC 9112 §6) and moves bytes only as far as the
 receiving side's send buffer has room: what one side cannot take stops the other at
@@ -44,11 +45,22 @@ class Relay:
             s.raw = True
             self._to_backend(s, s.inbuf)
             s.inbuf = b""
-        if not self._move_framed(s, c, b, self._track_request, self._to_backend):
+        moved = self._move_framed(s, c, b, self._track_request, self._to_backend)
+        if s.resp is None and (b.rcvbuf or s.resp_started):
+            # The backend answers before the request is through (a full-duplex peer, an
+            # early error), so it reads while it answers: splice now. Waiting for both
+            # directions to be moved at one moment may wait for ever when both peers
+            # stream. What it sent goes to the client unparsed, as much as fits; nsplice
+            # relays what is left in either receive buffer before it splices; a fallback
+            # is a byte tunnel.
+            s.raw = True
+            s.resp_started = True
+            self._move_framed(s, b, c, self._track_response, self._to_client)
+            if up.out or s.cout:
+                return
+        elif not moved or up.out:
             return                                  # the backend's next event resumes
-        if up.out:
-            return
-        if s.resp is not None:                      # splice_after = "response"
+        elif s.resp is not None:                    # splice_after = "response"
             if s.cout and not self._flush_client(s):
                 return
             if s.rbuf:                              # read with the response head
@@ -66,15 +78,6 @@ class Relay:
                 s.move(TO_HOST_RELAY)
                 self._response_done(s)
                 return
-        elif b.rcvbuf:
-            # The backend answers before the request is through (a full-duplex peer, an
-            # early error): what it sent goes to the client as it is, unparsed, and the
-            # splice carries the rest; a fallback is then a byte tunnel.
-            s.raw = True
-            if not self._move_framed(s, b, c, self._track_response, self._to_client):
-                return                              # the client's next event resumes
-            if s.cout:
-                return
         if b.state != ESTABLISHED or c.state != ESTABLISHED or not st.nic:
             # the backend closed, the client half-closed, or the NIC is gone
             self.counters["splice_skipped"] += 1
@@ -89,6 +92,7 @@ class Relay:
         s.deadline = None
         self._sessions.pop(s, None)
         self.counters["splice_requested"] += 1
+        s.unread = (len(c.rcvbuf), len(b.rcvbuf))
         st.nsplice(c, b, functools.partial(self._splice_done, s))
 
     def _move_framed(self, s, src, dst, track, forward):
@@ -123,6 +127,8 @@ class Relay:
     def _splice_done(self, s, result):
         cnt = self.counters
         if isinstance(result, SpliceFailed):
+            cnt["host_bytes_c"] += result.relayed_c
+            cnt["host_bytes_s"] += result.relayed_s
             cnt["splice_failed"] += 1
             self.splice_failures[result.reason] += 1
             s.may_splice = False
@@ -130,6 +136,8 @@ class Relay:
             self._splice_fallback(s)
             return
         cnt["spliced"] += 1
+        cnt["host_bytes_c"] += s.unread[0]          # nsplice relayed them before it spliced
+        cnt["host_bytes_s"] += s.unread[1]
         cnt["nic_bytes_c"] += result.bytes_c
         cnt["nic_bytes_s"] += result.bytes_s
         cnt["nic_packets_c"] += result.packets_c

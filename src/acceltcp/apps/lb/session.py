@@ -132,7 +132,7 @@ class _Session:
     __slots__ = ("client", "phase", "inbuf", "scan", "req", "req_left", "req_chunks",
                  "req_done", "balancer", "be", "tried", "fwd", "splice", "may_splice", "raw",
                  "splice_pending", "up", "idle", "rbuf", "rscan", "resp", "resp_done", "rleft",
-                 "rchunks", "resp_started", "rclean", "cout", "shut", "deadline", "added")
+                 "rchunks", "resp_started", "rclean", "cout", "shut", "deadline", "added", "unread")
 
     def __init__(self, client, may_splice):
         self.client = client
@@ -165,6 +165,7 @@ class _Session:
         self.shut = False
         self.deadline = None
         self.added = None            # rewrite lines rendered for this client
+        self.unread = None           # (client, backend) bytes nsplice was left to relay
 
     def move(self, event):
         """Take ``event``: the phase the table says, or `IllegalPhaseMove`."""
