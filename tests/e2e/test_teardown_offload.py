@@ -127,6 +127,52 @@ def test_10000_short_lived_setup_and_teardown_offload_under_3pct_loss():
     assert td.counters["retransmits_rto"] + td.counters["retransmits_fast"] > 0
 
 
+@pytest.mark.parametrize("report_interval", [0.0, 0.001], ids=["per-flow", "moderated"])
+def test_a_new_incarnation_in_the_nics_time_wait_gets_a_cookie_handshake(report_interval):
+    """A client reconnects from the same port while the NIC holds the last connection's
+    TIME-WAIT: its SYN ends the TIME-WAIT (RFC 6191: newer timestamps) and meets the
+    offloaded listener like any SYN -- the NIC answers with a cookie, the host still sees
+    no SYN and one 0x090A per connection."""
+    cfg = TcpConfig(time_wait=30.0)
+    k = 5
+    with SimLoop(7) as loop:
+        net = make_pair(loop, config_a=cfg, config_b=cfg, nic_b=True, seed=7,
+                        nic_kwargs={"report_interval": report_interval})
+        EchoServer(net.b, 7, config=cfg, close_after=SIZE, offload_setup=True,
+                   offload_teardown=True)
+        seen, handed = _watch(net.nic_b, net)
+
+        async def one(i):
+            t0 = loop.time()
+            reader, writer = await open_connection(net.a, "198.18.0.2", 7, local_port=40000)
+            msg = bytes([i]) * SIZE
+            writer.write(msg)
+            ok = await reader.readexactly(SIZE) == msg
+            assert await reader.read() == b""
+            writer.close()
+            await writer.wait_closed()
+            return ok and loop.time() - t0 < 0.01      # virtual time: no SYN retransmitted
+
+        async def main():
+            oks = []
+            for i in range(k):
+                oks.append(await one(i))
+                await asyncio.sleep(0.05)       # well inside the NIC's 30 s TIME-WAIT
+            return oks
+
+        results = loop.run(main(), timeout=60)
+        loop.run_for(35.0)
+    assert results == [True] * k
+    c = net.b.counters
+    td = net.nic_b.dataplane.teardown
+    assert td.counters["syn_reopen"] == k - 1
+    assert seen["syn"] == 0 and c.get("syns_received", 0) == 0
+    assert c["cookie_conns"] == k and len(handed) == 1      # one 4-tuple, k times
+    assert c["teardown_accepted"] == k and td.counters["done_closed"] == k
+    assert td.active == 0 and not net.b.connections
+    assert c["conns_reset"] == 0 and net.a.counters["conns_reset"] == 0
+
+
 def test_overload_capacity_8_of_1000_connections_falls_back():
     """Tables of capacity 8: the NIC takes what fits, the host closes the rest itself,
     and the counters account for every connection."""

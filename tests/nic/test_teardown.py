@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from acceltcp.nic.teardown import (
-    FLOW_ENTRY_BYTES, HOST, INDEX_ENTRY_BYTES, WIRE, TeardownEngine,
+    FLOW_ENTRY_BYTES, HOST, INDEX_ENTRY_BYTES, LISTENER, WIRE, TeardownEngine,
 )
 from acceltcp.nic.timer_wheel import TimerWheel
 from acceltcp.tcp.config import TcpConfig
@@ -672,12 +672,12 @@ def _time_wait_flow(eng):
     return sim, fid, eng.entry(fid)
 
 
-def test_syn_in_time_wait_new_incarnation_goes_to_host():
+def test_syn_in_time_wait_new_incarnation_goes_on_to_the_listener():
     eng = TeardownEngine(NIC_MAC, 4)
     sim, fid, e = _time_wait_flow(eng)
     syn = peer_frame(SYN, e["rcv_nxt"] + 50000, 0)                 # no TS: seq decides
     out = deliver(eng, syn, T0 + 1)
-    assert [port for port, _ in out] == [HOST, HOST]
+    assert [port for port, _ in out] == [HOST, LISTENER]
     assert report(out[0][1]).reason == TEARDOWN_END_CLOSED
     assert out[1][1] is syn                        # unchanged, after the report
     assert eng.active == 0 and eng.counters["syn_reopen"] == 1
@@ -693,7 +693,7 @@ def test_syn_in_time_wait_with_timestamps_rfc6191():
     assert [check_wire(f).flags for _, f in out] == [ACK] and eng.active == 1
     # older seq, newer TSval: new incarnation
     out = deliver(eng, peer_frame(SYN, e["rcv_nxt"] - 50000, 0, ts=(new_ts, 0)), T0 + 1)
-    assert [port for port, _ in out] == [HOST, HOST] and eng.active == 0
+    assert [port for port, _ in out] == [HOST, LISTENER] and eng.active == 0
 
 
 def test_other_syns_get_a_challenge_ack():

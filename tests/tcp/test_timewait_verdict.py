@@ -17,7 +17,7 @@ and asserts the same observable outcome on the host and the NIC.
 
 import pytest
 
-from acceltcp.nic.teardown import HOST, WIRE, TeardownEngine
+from acceltcp.nic.teardown import HOST, LISTENER, WIRE, TeardownEngine
 from acceltcp.tcp import timewait
 from acceltcp.tcp.states import TIME_WAIT
 from acceltcp.tcp.timewait import (
@@ -206,7 +206,7 @@ def run_nic(row, st):
     elif ports == [HOST]:
         assert report(out[0][1]).reason == TEARDOWN_END_RESET and eng.active == 0
         return ("remove", False, None), eng.counters
-    elif ports == [HOST, HOST]:
+    elif ports == [HOST, LISTENER]:
         assert report(out[0][1]).reason == TEARDOWN_END_CLOSED and out[1][1] is frame
         assert eng.active == 0
         return ("reopen", False, None), eng.counters

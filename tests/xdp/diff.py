@@ -51,7 +51,9 @@ class Pair:
 
     def check_state(self):
         x, n = self.xdp, self.nic
-        assert x.counters == n.counters
+        assert x.counters == n.counters, {k: (x.counters.get(k), n.counters.get(k)) for k in
+                                          set(x.counters) | set(n.counters)
+                                          if x.counters.get(k) != n.counters.get(k)}
         xc = x.xdp_counters()
         assert xc["xdp_key_missing"] == 0 and xc["xdp_adjust_failed"] == 0
         assert x.ident == n.ident

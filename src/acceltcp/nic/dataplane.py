@@ -56,7 +56,10 @@ From WIRE (classification order):
 2. A 4-tuple (``frame[26:38]``) with a splice rule -> translated in a copy and sent on
    WIRE (``splice_frames``); on the splice's end (both FINs acknowledged, an acceptable
    RST) also a 0x090D ``SpliceClosed`` to HOST.  A teardown flow's 4-tuple -> the
-   teardown engine (checksum verified unless ``csum_ok``); an offloaded (chimney) flow's
+   teardown engine (checksum verified unless ``csum_ok``) -- a SYN that reopens its
+   TIME-WAIT (RFC 6191) ends the flow there and goes on to step 4, as if the flow had
+   not been (a cookie SYN-ACK: the new incarnation's handshake stays on the NIC; Linux
+   hands such a SYN to its listener the same way); an offloaded (chimney) flow's
    -> its TCB in ``nic.chimney`` (checksum verified likewise; ``drop_chimney_<reason>``).
 3. Not IPv4/TCP, malformed (any WireError), or TCP to an ip:port with no listener ->
    HOST unchanged (``passthrough_host``; malformed ones also ``malformed_<reason>``).
@@ -181,7 +184,7 @@ from ..wire.ipv4 import parse_ipv4_fields
 from ..wire.tcp import ACK, FIN, RST, SYN, build_tcp_frame, parse_tcp, tcp_options
 from . import splice as sp
 from ..tcp.syncookie import SynCookieJar
-from .teardown import TeardownEngine
+from .teardown import LISTENER, TeardownEngine
 from .chimney import ChimneyEngine
 from .toe import set_partial_checksum, set_tcp_checksum
 
@@ -753,6 +756,12 @@ class NicDataplane:
                 self.counters["teardown_frames"] += 1
                 out = self.teardown.on_segment(fid, frame, seg, now)
                 self._td_changed(now)
+                if out and out[-1][0] == LISTENER:
+                    # RFC 6191: a new incarnation's SYN ended the flow's TIME-WAIT; it
+                    # meets the listener like any SYN (a cookie SYN-ACK), or the host
+                    lst = self.listeners.lookup(dst, seg.dst_port)
+                    out[-1:] = self._to_host(frame) if lst is None else \
+                        self._to_listener(frame, lst, src, dst, seg, now)
                 return out
             flow = self._ch_index.get(key)
             if flow is not None:
@@ -769,6 +778,9 @@ class NicDataplane:
             seg = parse_tcp(mv[34:14 + total], src, dst, not csum_ok)
         except WireError as e:
             return self._to_host(frame, e.reason)
+        return self._to_listener(frame, lst, src, dst, seg, now)
+
+    def _to_listener(self, frame, lst, src, dst, seg, now):
         flags = seg.flags
         if flags & _SYN_ACK_RST == SYN:
             if self._handed(frame):

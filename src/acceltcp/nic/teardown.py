@@ -25,7 +25,9 @@ already checked the TCP checksum) follow RFC 9293 §3.10.7.4. In TIME-WAIT they 
 rules and the RFCs are in its docstring; tests/tcp/test_timewait_verdict.py runs one
 table against both), called with the entry's fields: REMOVE (an RST at RCV.NXT) ends
 the flow with TEARDOWN_END_RESET; REOPEN (a new incarnation's SYN, RFC 6191) frees the
-entry (TEARDOWN_END_CLOSED) and passes the SYN to HOST unchanged, behind the report;
+entry (TEARDOWN_END_CLOSED) and gives the SYN back, behind the report, as (LISTENER,
+frame): the dataplane takes it on to its listener lookup, as Linux does with a
+TIME-WAIT SYN (``TCP_TW_SYN``), so a listener offloaded with cookies answers it;
 SEND_ACK / CHALLENGE_ACK send our ACK (RESTART: the peer's FIN again, 2MSL restarts);
 UPDATE_TS sets TS.Recent. In the other states:
 
@@ -165,12 +167,14 @@ from ..wire.ipv4 import parse_ipv4_fields
 from ..wire.tcp import ACK, FIN, PSH, RST, SYN, build_tcp_frame, parse_tcp
 from .timer_wheel import TimerWheel
 
-__all__ = ["FLOW_ENTRY_BYTES", "INDEX_ENTRY_BYTES", "MIN_MSS", "MAX_RTO_US",
+__all__ = ["FLOW_ENTRY_BYTES", "INDEX_ENTRY_BYTES", "LISTENER", "MIN_MSS", "MAX_RTO_US",
            "TeardownEngine"]
 
-# The dataplane's port numbers (nic.dataplane imports this module: no import back).
+# The dataplane's port numbers (nic.dataplane imports this module: no import back), and
+# LISTENER: not a port -- the frame goes on to the dataplane's listener lookup.
 WIRE = 0
 HOST = 1
+LISTENER = 2
 
 FLOW_ENTRY_BYTES = 64
 INDEX_ENTRY_BYTES = 16          # hash index: 12-byte key + 32-bit slot
@@ -661,10 +665,10 @@ class TeardownEngine:
         c = self.counters
         if a == REMOVE:
             return self._finish(fid, e, TEARDOWN_END_RESET, [])
-        if a == REOPEN:                                  # RFC 6191: to the host, behind
-            c["syn_reopen"] += 1                         # the report
+        if a == REOPEN:                                  # RFC 6191: on to the listener,
+            c["syn_reopen"] += 1                         # behind the report
             out = self._finish(fid, e, TEARDOWN_END_CLOSED, [])
-            out.append((HOST, frame))
+            out.append((LISTENER, frame))
             return out
         if v & UPDATE_TS:
             e[_TSR] = tsval

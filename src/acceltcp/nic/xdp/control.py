@@ -374,15 +374,7 @@ class XdpDataplane:
             self.set_clock(now)
             for part in self._parts:
                 part.before_frame(now)
-            verdict, out, _ = self._wire.test_run(frame)
-            if verdict == bpf.XDP_TX:
-                res = [(WIRE, out)]
-            elif verdict in (bpf.XDP_PASS, bpf.XDP_REDIRECT):
-                res = [(HOST, out)]
-            elif verdict == bpf.XDP_DROP:
-                res = []
-            else:
-                raise RuntimeError("atcp_wire returned %d" % verdict)
+            res = self.classify_wire(frame)
         elif port == HOST:
             for part in self._parts:
                 part.before_frame(now)
@@ -400,6 +392,17 @@ class XdpDataplane:
         for part in self._parts:
             res += part.after_frame(now)
         return res
+
+    def classify_wire(self, frame):
+        """`frame` through atcp_wire (BPF_PROG_TEST_RUN) -> [(port, frame), ...]."""
+        verdict, out, _ = self._wire.test_run(frame)
+        if verdict == bpf.XDP_TX:
+            return [(WIRE, out)]
+        if verdict in (bpf.XDP_PASS, bpf.XDP_REDIRECT):
+            return [(HOST, out)]
+        if verdict == bpf.XDP_DROP:
+            return []
+        raise RuntimeError("atcp_wire returned %d" % verdict)
 
     def control_frame(self, frame, now=0.0):
         """An offload EtherType from the host (NicDataplane._from_host) -> [(port, frame),

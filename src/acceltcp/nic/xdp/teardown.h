@@ -24,8 +24,9 @@
  *   counters (atcp_td_counters) -- and the segment's answer.
  * * XDP sends at most one frame per frame received, in the received frame's buffer.  The
  *   answers the engine gives are a list; the program sends the first visible one itself
- *   when it is an ACK (built over the received frame, XDP_TX), or passes the frame up
- *   unchanged when it is the TIME-WAIT SYN that reopens (RFC 6191).  Everything else --
+ *   when it is an ACK (built over the received frame, XDP_TX), or, when it is the
+ *   TIME-WAIT SYN that reopens (RFC 6191), tail-calls atcp_wire, where the SYN meets
+ *   the listener like any other (a cookie SYN-ACK, XDP_TX).  Everything else --
  *   a retransmission (its payload is up to an MSS: no room in front of a 54-byte ACK),
  *   a TeardownDone report, a later ACK -- becomes an event in atcp_td_events, in order,
  *   with the values the engine would have used at that point (seq, ack, payload range);
@@ -721,10 +722,11 @@ static __always_inline int td_walk(struct xdp_md *ctx, __u32 doff, struct td_wor
 	return 0;
 }
 
-/* atcp_td_jump[0] = atcp_td_wire (the control side writes it after loading) */
+/* atcp_td_jump[0] = atcp_td_wire, [1] = atcp_wire (the control side writes them after
+ * loading) */
 struct {
 	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__type(key, __u32);
 	__type(value, __u32);
 } atcp_td_jump SEC(".maps");
@@ -855,7 +857,7 @@ int atcp_td_wire(struct xdp_md *ctx)
 		struct td_out *o = &w->out[first & 3];
 
 		if (o->kind == TD_O_FRAME) {
-			verdict = up(cfg);
+			verdict = -1;           /* on to the listener, after the events */
 		} else if (w->flen != 54 && w->flen != 66) {
 			count(C_xdp_td_emit_failed);    /* cannot happen: built by td_ack */
 			verdict = XDP_DROP;
@@ -898,6 +900,14 @@ int atcp_td_wire(struct xdp_md *ctx)
 			ev->kind = TD_EV_SEND;  /* ACK or retransmission, built later */
 		}
 		td_event(ev);
+	}
+	if (verdict == -1) {
+		/* The SYN that reopens a TIME-WAIT (RFC 6191): the flow is gone from
+		 * atcp_td_index, so atcp_wire classifies the frame again and it meets the
+		 * listener like any SYN (nic/dataplane.py: LISTENER). */
+		bpf_tail_call(ctx, &atcp_td_jump, 1);
+		count(C_xdp_td_emit_failed);    /* no atcp_wire in atcp_td_jump: to the host */
+		return up(cfg);
 	}
 	return verdict;
 }

@@ -173,8 +173,9 @@ class TeardownControl(Part):
         self._seq = maps["atcp_td_seq"]
         self._freed = maps["atcp_td_free"]
         self._alloc = maps["atcp_td_alloc"]
-        prog = self.dp._loaded.progs["atcp_td_wire"]
-        maps["atcp_td_jump"].update(_ZERO, _U32.pack(prog.fd))
+        progs = self.dp._loaded.progs
+        maps["atcp_td_jump"].update(_ZERO, _U32.pack(progs["atcp_td_wire"].fd))
+        maps["atcp_td_jump"].update(_U32.pack(1), _U32.pack(progs["atcp_wire"].fd))
         self.before_frame(0.0)
 
     def before_frame(self, now):
@@ -537,10 +538,12 @@ class TeardownControl(Part):
                     out.append((HOST, TeardownDone(seq, key, op, ack, off, n)
                                 .frame(self.host_mac, self.dp.mac)))
             elif kind == _EV_FRAME:
+                # the SYN that reopened a TIME-WAIT, behind a per-flow report: on to
+                # the listener, as the program does when it is the frame's first answer
                 v = self._frames.lookup(_U32.pack(off))
                 if v is not None:
                     ln = _FRAME_LEN.unpack_from(v)[0]
-                    out.append((HOST, v[4:4 + ln]))
+                    out += self.dp.classify_wire(v[4:4 + ln])
         return out
 
     # -- timers -------------------------------------------------------------------------
