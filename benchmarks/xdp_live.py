@@ -20,7 +20,9 @@ in its own process. Run as root, from the repository, after `make xdp`:
    from 198.18.128.0/17, --flood-seconds) at the echo listener: SYN-ACKs/s answered
    (the NIC's syn_cookies_sent over the flood) and the serve process's CPU meanwhile,
    for the NIC process and for XDP. The generator (Python, AF_PACKET) is the limit of
-   the offered rate, not XDP (notes/xdp-on-this-kernel.md: 1.3 M/s in-kernel).
+   the offered rate, not XDP (notes/xdp-on-this-kernel.md: 1.3 M/s in-kernel). Beside
+   it a legitimate client (rr_client, 4 connections in flight): its txn/s, mean latency
+   and the share of its connections that completed, 2 s before the flood and during it.
 
 Uses realnet.py's helpers, in a namespace of its own (atcp-xbench, not realnet's: both
 may run at once), created and removed here.
@@ -98,26 +100,50 @@ def _snapshot(srv):
     raise RuntimeError("no stats after SIGUSR1")
 
 
-def flood(label, extra, a, tmp):
+def _legit(client, seconds):
+    """A legitimate client beside the flood: LEGIT_CONC short-lived 64 B echo
+    connections in flight (rr_client) -> its JSON, plus the share of connections opened
+    that completed (a connection whose SYN-ACK was lost waits out its SYN RTO)."""
+    r = subprocess.run(rn.ns(rn.NS, [client, rn.STACK_IP, "7", str(LEGIT_CONC),
+                                     str(seconds), "64"]),
+                       capture_output=True, text=True, timeout=seconds + 60)
+    if r.returncode != 0:
+        raise RuntimeError("legitimate client failed: %s" % r.stderr)
+    res = json.loads(r.stdout)
+    res["completed_pct"] = 100.0 * res["transactions"] / max(res["connects"], 1)
+    return res
+
+
+def flood(label, extra, a, client, tmp):
     srv = rn.stack_server("echo", 7, False, tmp, extra)
     time.sleep(0.3)
+    calm = _legit(client, 2.0)
     st0 = _snapshot(srv)
     s0 = rn.proc_cpu_s(srv.p.pid)
     c0 = rn.cpu_busy_s()
     t0 = time.monotonic()
-    r = subprocess.run(rn.ns(rn.NS, [rn.PY, "-m", "acceltcp.testbed.synflood", "flood",
-                                     rn.STACK_IP, "7", "--rate", str(a.flood_rate),
-                                     "--duration", str(a.flood_seconds)]),
-                       capture_output=True, text=True, timeout=a.flood_seconds + 60)
+    gen = subprocess.Popen(rn.ns(rn.NS, [rn.PY, "-m", "acceltcp.testbed.synflood", "flood",
+                                         rn.STACK_IP, "7", "--rate", str(a.flood_rate),
+                                         "--duration", str(a.flood_seconds)]),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)                     # the flood under way
+        legit = _legit(client, max(a.flood_seconds - 1.0, 1.0))
+        stdout, _ = gen.communicate(timeout=a.flood_seconds + 60)
+    finally:
+        if gen.poll() is None:
+            gen.kill()
+            gen.wait()
     time.sleep(0.5)                         # the last SYN-ACKs
     el = time.monotonic() - t0
     s1 = rn.proc_cpu_s(srv.p.pid)
     c1 = rn.cpu_busy_s()
     st1 = _snapshot(srv)
     srv.stop()
-    res = json.loads(r.stdout.strip().splitlines()[-1])
+    res = json.loads(stdout.strip().splitlines()[-1])
     n0, n1 = st0["nic"]["counters"], st1["nic"]["counters"]
-    answered = n1["syn_cookies_sent"] - n0["syn_cookies_sent"]
+    # the legitimate client's SYNs are answered from the same counter: taken out
+    answered = n1["syn_cookies_sent"] - n0["syn_cookies_sent"] - legit["connects"]
     return {"label": label, "offered_per_s": res["rate"], "sent": res["sent"],
             "synacks_per_s": answered / res["elapsed_s"],
             "answered_pct": 100.0 * answered / max(res["sent"], 1),
@@ -126,7 +152,13 @@ def flood(label, extra, a, tmp):
             "nic_py_cpu_pct": 100.0 * (st1["cpu"]["nic_s"] - st0["cpu"]["nic_s"]) / el,
             # every core (the flood generator, XDP's softirq work, ...), of 100 % x cpus
             "all_cpu_pct": 100.0 * (c1 - c0) / el,
-            "syns_to_stack": st1["counters"].get("syns_received", 0)}
+            "syns_to_stack": st1["counters"].get("syns_received", 0),
+            "legit_calm": {k: calm[k] for k in LEGIT_KEYS},
+            "legit_flood": {k: legit[k] for k in LEGIT_KEYS}}
+
+
+LEGIT_CONC = 4
+LEGIT_KEYS = ("tps", "mean_latency_us", "completed_pct", "errors", "connects")
 
 
 def main(argv=None):
@@ -158,7 +190,7 @@ def main(argv=None):
                     lb, x, a, client, tmp), a.repeat, "tps"))
                 print(json.dumps(out["rr_close"][-1]), file=sys.stderr)
             for label, extra in PLACES[1:]:
-                out["flood"].append(flood(label, extra, a, tmp))
+                out["flood"].append(flood(label, extra, a, client, tmp))
                 print(json.dumps(out["flood"][-1]), file=sys.stderr)
     finally:
         rn.cli("testbed", "down", "--netns", rn.NS, "--ref-netns", rn.REF)
@@ -187,6 +219,15 @@ def main(argv=None):
         print("%-22s %10.0f %12.0f %9.1f%% %9.1f%% %9.1f%% %9.1f%%" % (
             r["label"], r["offered_per_s"], r["synacks_per_s"], r["answered_pct"],
             r["serve_cpu_pct"], r["nic_py_cpu_pct"], r["all_cpu_pct"]))
+    print("\na legitimate client (%d short-lived connections in flight) before and during"
+          " the flood" % LEGIT_CONC)
+    print("%-22s %10s %10s %10s %10s %10s %10s" % (
+        "", "txn/s", "mean us", "completed", "flood txn/s", "mean us", "completed"))
+    for r in out["flood"]:
+        c, f = r["legit_calm"], r["legit_flood"]
+        print("%-22s %10.0f %10.0f %9.1f%% %11.0f %10.0f %9.1f%%" % (
+            r["label"], c["tps"], c["mean_latency_us"], c["completed_pct"], f["tps"],
+            f["mean_latency_us"], f["completed_pct"]))
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1) + "\n")
     return 0
