@@ -4,7 +4,8 @@ path of the XDP NIC -- splice (splice_ctl.py) and teardown (teardown_ctl.py).
 XdpDataplane owns the loaded object and the setup path; each path owns its maps, its
 counters (atcp_<path>.h) and its slow path.  The dataplane calls, in this order:
 
-* ``premade_maps()`` before loading: {map name: (type, key size, value size, entries)}
+* ``premade_maps()`` before loading: {map name: (type, key size, value size, entries[,
+  flags])}
   for maps whose size is an option (created here, handed to bpftool);
 * ``attach(maps)`` after loading, with every pinned map by name;
 * per frame: ``before_frame(now)`` (clocks the program reads), the program run, then

@@ -28,7 +28,7 @@
  *    bytes, last activity, each sender's latest ACK and window, the ack value covering
  *    each FIN, FIN acknowledged, RST acceptable in [peer's ACK, + peer's window), RFC
  *    9293 §3.10.7.4).  On the end of the splice (both FINs acknowledged, an acceptable
- *    RST) both keys leave atcp_splice and a report goes to atcp_sp_report (a queue);
+ *    RST) both keys leave atcp_splice and a report goes to atcp_sp_report (a ring buffer);
  *    the control side pops it and writes the 0x090D SpliceClosed to the host, frees the
  *    slots and keeps the idle sweep (a program cannot run on a timer).
  *
@@ -60,6 +60,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
 	__type(value, struct atcp_splice_rule);
 } atcp_sp_rules SEC(".maps");
@@ -67,14 +68,14 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
 	__type(value, struct atcp_splice_ctl);
 } atcp_sp_ctl SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_QUEUE);
-	__uint(max_entries, 2048);
-	__uint(value_size, sizeof(struct atcp_splice_report));
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096 * 32);
 } atcp_sp_report SEC(".maps");
 
 /* per-CPU scratch: the option walk's copy of the options and the report being built */
@@ -355,7 +356,7 @@ options_done:
 			w->rep.bytes_c = a->bytes;
 			w->rep.packets_s = b->pkts;
 			w->rep.bytes_s = b->bytes;
-			if (bpf_map_push_elem(&atcp_sp_report, &w->rep, 0))
+			if (bpf_ringbuf_output(&atcp_sp_report, &w->rep, sizeof(w->rep), 0))
 				count(C_xdp_splice_report_lost);
 		} else {
 			count(C_xdp_splice_report_lost);

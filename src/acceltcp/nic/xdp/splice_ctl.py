@@ -9,19 +9,20 @@ split between the programs and this object:
 * maps (atcp_splice.h): ``atcp_splice`` (hash, incoming 4-tuple -> slot),
   ``atcp_sp_rules`` (array, slot -> rule + per-rule state), ``atcp_sp_ctl`` (the `now`
   the programs stamp on a rule's last activity, and the number of rules: 0 = the
-  programs do no lookup at all), ``atcp_sp_report`` (a queue: the splices the programs
-  ended).  ``capacity`` rules (two per splice): the hash and array have that many
+  programs do no lookup at all), ``atcp_sp_report`` (a ring buffer: the splices the
+  programs ended, read through mmap).  ``capacity`` rules (two per splice): the hash and array have that many
   entries.
 * install (0x090C Splice, ``control``): the rule pair is checked and its per-rule
   constants (offsets, checksum-field deltas, rescale) computed by the specification's own
   code (a two-rule SpliceTable used as a calculator), then -- refusals in
-  NicDataplane's order: BAD_RULE, DUPLICATE (a key already in atcp_splice), TABLE_FULL --
+  NicDataplane's order: BAD_RULE, DUPLICATE (a key already in atcp_splice: the keys of
+  the splices installed here and not reported ended), TABLE_FULL --
   both records are written to free slots, the count raised, the keys inserted, the
   handed-over table's entries for both keys discarded, SpliceInstalled to the host.
   Slots are handed out as SpliceTable does (0, 1, 2, ...; freed slots reused last-freed
   first), so a slot here is the slot there.
 * the end (``after_frame``, also drained by ``control`` and ``on_timer``): a program
-  that saw both FINs acknowledged or an acceptable RST has removed both keys and queued a
+  that saw both FINs acknowledged or an acceptable RST has removed both keys and written a
   report; each report becomes the 0x090D SpliceClosed NicDataplane writes (its splice
   id, the install time for duration_ms, host MAC as learned), and the slots are freed.
 * the idle sweep (``next_deadline`` / ``on_timer``): as NicDataplane schedules it
@@ -36,6 +37,7 @@ split between the programs and this object:
 differential tests.
 """
 
+import mmap
 import struct
 from collections import OrderedDict
 
@@ -65,6 +67,15 @@ _F_RESCALE = 0x02
 _REFUSED = {"full": control.SPLICE_REFUSED_TABLE_FULL,
             "dup": control.SPLICE_REFUSED_DUPLICATE,
             "bad": control.SPLICE_REFUSED_BAD_RULE}
+
+
+def _ring_bytes(reports):
+    """A ring buffer for `reports` closure reports (8-byte header each): a power of two
+    of at least one page, as the kernel wants."""
+    n = mmap.PAGESIZE
+    while n < reports * (REPORT.size + 8):
+        n *= 2
+    return n
 
 
 def _bits(now):
@@ -98,6 +109,7 @@ class SpliceControl(Part):
         # client-side key -> (splice id, install time, slot a, slot b, server-side key),
         # in install order (the order of NicDataplane's idle reports)
         self._splices = OrderedDict()
+        self._keys = set()              # both keys of every splice in _splices
         self._free = list(range(self.capacity - 1, -1, -1))   # pop() hands out 0, 1, ...
         self._idle_check = None
         self._ctl = None                # (now bits, rules) last written
@@ -107,14 +119,14 @@ class SpliceControl(Part):
     def premade_maps(self):
         n = max(self.capacity, 2)
         return {"atcp_splice": (bpf.BPF_MAP_TYPE_HASH, 12, 4, n),
-                "atcp_sp_rules": (bpf.BPF_MAP_TYPE_ARRAY, 4, RULE.size, n),
-                "atcp_sp_report": (bpf.BPF_MAP_TYPE_QUEUE, 0, REPORT.size, max(n // 2, 1))}
+                "atcp_sp_rules": (bpf.BPF_MAP_TYPE_ARRAY, 4, RULE.size, n, bpf.BPF_F_MMAPABLE),
+                "atcp_sp_report": (bpf.BPF_MAP_TYPE_RINGBUF, 0, 0, _ring_bytes(n // 2))}
 
     def attach(self, maps):
         self._index = maps["atcp_splice"]
         self._rules = maps["atcp_sp_rules"]
         self._ctl_map = maps["atcp_sp_ctl"]
-        self._reports = maps["atcp_sp_report"]
+        self._reports = maps["atcp_sp_report"].ring()
         self._write_ctl(0.0)
 
     def _write_ctl(self, now):
@@ -125,7 +137,7 @@ class SpliceControl(Part):
 
     def reset(self):
         self._index.clear()
-        self._reports.clear()
+        self._reports.records()
         zero = bytes(RULE.size)
         for slot in range(self.capacity):
             self._rules.update(_U32.pack(slot), zero)
@@ -143,13 +155,11 @@ class SpliceControl(Part):
     def _drain(self, now):
         """The splices the programs ended -> their SpliceClosed frames."""
         out = []
-        while True:
-            raw = self._reports.pop()
-            if raw is None:
-                break
+        for raw in self._reports.records():
             ck, sk, reason, fins, _, slot, pc, bc, ps, bs = REPORT.unpack(raw)
             meta = self._splices.pop(ck, None)
             if meta is not None:
+                self._keys.difference_update((ck, sk))
                 sid, t0, sa, sb, _ = meta
                 self._free.append(slot)
                 self._free.append(sb if slot == sa else sa)
@@ -182,8 +192,7 @@ class SpliceControl(Part):
             except ValueError:
                 why = "bad"
             else:
-                if self._index.lookup(msg.rule_a.key) is not None or \
-                        self._index.lookup(msg.rule_b.key) is not None:
+                if msg.rule_a.key in self._keys or msg.rule_b.key in self._keys:
                     why = "dup"
                 elif len(self._free) < 2:
                     why = "full"
@@ -199,6 +208,7 @@ class SpliceControl(Part):
         self._rules.update(_U32.pack(sa), rec_a(sb))
         self._rules.update(_U32.pack(sb), rec_b(sa))
         self._splices[ka] = (msg.splice_id, now, sa, sb, kb)
+        self._keys.update((ka, kb))
         self._write_ctl(now)                # the count before the keys: never too low
         self._index.update(ka, _U32.pack(sa))
         self._index.update(kb, _U32.pack(sb))
@@ -256,6 +266,7 @@ class SpliceControl(Part):
                 self._index.delete(kb)
                 va, vb = self._record(sa), self._record(sb)
                 del self._splices[ka]
+                self._keys.difference_update((ka, kb))
                 self._free.append(sa)
                 self._free.append(sb)
                 self.dp._count("splices_closed")

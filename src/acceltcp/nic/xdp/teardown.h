@@ -24,10 +24,10 @@
  *   counters (atcp_td_counters) -- and the segment's answer.
  * * XDP sends at most one frame per frame received, in the received frame's buffer.  The
  *   answers the engine gives are a list; the program sends the first visible one itself
- *   when it is an ACK (built over the received frame, XDP_TX), or, when it is the
- *   TIME-WAIT SYN that reopens (RFC 6191), tail-calls atcp_wire, where the SYN meets
- *   the listener like any other (a cookie SYN-ACK, XDP_TX).  Everything else --
- *   a retransmission (its payload is up to an MSS: no room in front of a 54-byte ACK),
+ *   when it is an ACK (built over the received frame, XDP_TX).  Everything else --
+ *   the TIME-WAIT SYN that reopens (RFC 6191: a copy, which the control side runs
+ *   through atcp_wire, where it meets the listener like any SYN), a retransmission
+ *   (its payload is up to an MSS: no room in front of a 54-byte ACK),
  *   a TeardownDone report, a later ACK -- becomes an event in atcp_td_events, in order,
  *   with the values the engine would have used at that point (seq, ack, payload range);
  *   the control side builds and sends them (after_frame; a live control process each
@@ -71,6 +71,7 @@
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
 	__type(value, struct atcp_td_entry);
 } atcp_td_table SEC(".maps");
@@ -92,6 +93,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
 	__type(value, struct atcp_td_clock);
 } atcp_td_clock SEC(".maps");
@@ -105,6 +107,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, TD_FRAMES);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
 	__type(value, struct atcp_td_frame);
 } atcp_td_frames SEC(".maps");
@@ -114,6 +117,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
 	__type(value, struct atcp_td_seq);
 } atcp_td_seq SEC(".maps");
@@ -150,6 +154,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
 	__type(value, struct atcp_td_alloc);
 } atcp_td_alloc SEC(".maps");
@@ -722,11 +727,12 @@ static __always_inline int td_walk(struct xdp_md *ctx, __u32 doff, struct td_wor
 	return 0;
 }
 
-/* atcp_td_jump[0] = atcp_td_wire, [1] = atcp_wire (the control side writes them after
- * loading) */
+/* atcp_td_jump[0] = atcp_td_wire (the control side writes it after loading).  Nothing
+ * atcp_td_wire itself does may use it: a program in a prog array that refers to the same
+ * array was left behind by the kernel after its process was stopped and killed. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__uint(max_entries, 2);
+	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u32);
 } atcp_td_jump SEC(".maps");
@@ -839,26 +845,22 @@ int atcp_td_wire(struct xdp_md *ctx)
 		ev->now_bits = clk->now_bits;
 		td_event(ev);
 	}
-	/* the first visible output is this frame's verdict if it is an ACK or the SYN that
-	 * goes up; the rest, and every other kind, are events */
+	/* the first visible output is this frame's verdict if it is an ACK; the rest, and
+	 * every other kind, are events */
 	for (i = 0; i < 4; i++) {
 		if (i >= w->nout)
 			break;
 		struct td_out *o = &w->out[i & 3];
 
 		if (o->kind != TD_O_DONE || o->flags) {
-			if (o->kind == TD_O_ACK || o->kind == TD_O_FRAME)
+			if (o->kind == TD_O_ACK)
 				first = i;
 			break;
 		}
 	}
 	verdict = XDP_DROP;
 	if (first < 4) {
-		struct td_out *o = &w->out[first & 3];
-
-		if (o->kind == TD_O_FRAME) {
-			verdict = -1;           /* on to the listener, after the events */
-		} else if (w->flen != 54 && w->flen != 66) {
+		if (w->flen != 54 && w->flen != 66) {
 			count(C_xdp_td_emit_failed);    /* cannot happen: built by td_ack */
 			verdict = XDP_DROP;
 		} else if (emit(ctx, w->f, w->flen)) {
@@ -900,14 +902,6 @@ int atcp_td_wire(struct xdp_md *ctx)
 			ev->kind = TD_EV_SEND;  /* ACK or retransmission, built later */
 		}
 		td_event(ev);
-	}
-	if (verdict == -1) {
-		/* The SYN that reopens a TIME-WAIT (RFC 6191): the flow is gone from
-		 * atcp_td_index, so atcp_wire classifies the frame again and it meets the
-		 * listener like any SYN (nic/dataplane.py: LISTENER). */
-		bpf_tail_call(ctx, &atcp_td_jump, 1);
-		count(C_xdp_td_emit_failed);    /* no atcp_wire in atcp_td_jump: to the host */
-		return up(cfg);
 	}
 	return verdict;
 }

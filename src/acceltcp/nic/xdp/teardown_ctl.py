@@ -155,7 +155,8 @@ class TeardownControl(Part):
 
     def premade_maps(self):
         cap = max(self.capacity, 1)
-        return {"atcp_td_table": (bpf.BPF_MAP_TYPE_ARRAY, 4, _ENTRY.size, cap),
+        return {"atcp_td_table": (bpf.BPF_MAP_TYPE_ARRAY, 4, _ENTRY.size, cap,
+                                  bpf.BPF_F_MMAPABLE),
                 "atcp_td_index": (bpf.BPF_MAP_TYPE_HASH, 12, 4, cap),
                 "atcp_td_free": (bpf.BPF_MAP_TYPE_STACK, 0, 4, cap)}
 
@@ -173,9 +174,8 @@ class TeardownControl(Part):
         self._seq = maps["atcp_td_seq"]
         self._freed = maps["atcp_td_free"]
         self._alloc = maps["atcp_td_alloc"]
-        progs = self.dp._loaded.progs
-        maps["atcp_td_jump"].update(_ZERO, _U32.pack(progs["atcp_td_wire"].fd))
-        maps["atcp_td_jump"].update(_U32.pack(1), _U32.pack(progs["atcp_wire"].fd))
+        prog = self.dp._loaded.progs["atcp_td_wire"]
+        maps["atcp_td_jump"].update(_ZERO, _U32.pack(prog.fd))
         self.before_frame(0.0)
 
     def before_frame(self, now):
@@ -538,8 +538,8 @@ class TeardownControl(Part):
                     out.append((HOST, TeardownDone(seq, key, op, ack, off, n)
                                 .frame(self.host_mac, self.dp.mac)))
             elif kind == _EV_FRAME:
-                # the SYN that reopened a TIME-WAIT, behind a per-flow report: on to
-                # the listener, as the program does when it is the frame's first answer
+                # the SYN that reopened a TIME-WAIT: on to the listener (atcp_wire
+                # no longer finds the flow)
                 v = self._frames.lookup(_U32.pack(off))
                 if v is not None:
                     ln = _FRAME_LEN.unpack_from(v)[0]
