@@ -293,13 +293,18 @@ class HostStack(OffloadContract, CpuCategories):
         except WireError as e:
             self.drops[e.reason] += 1
         except Exception as e:      # a bug in a TCB or an app callback, never bad input
-            self.last_exception = e
-            if self.strict:
-                raise
-            self.drops["internal_error"] += 1
+            self._internal_error(e)
         finally:
             self._busy = False
             self._entry_conn = None
+
+    def _internal_error(self, e):
+        """An exception from a TCB or an app callback (a bug, never bad input): re-raised
+        with `strict`, else counted as drops["internal_error"]."""
+        self.last_exception = e
+        if self.strict:
+            raise e
+        self.drops["internal_error"] += 1
 
     def _replay(self, frames):
         """Frames held back (a splice that did not happen) are received after all; their
@@ -414,10 +419,7 @@ class HostStack(OffloadContract, CpuCategories):
         conn = self._table.get(key)
         if conn is not None:                      # a retransmission still echoing the cookie
             self._delivered += 1
-            self._entry_conn = conn
-            conn.on_segment(seg, self.clock())
-            self._entry_conn = None
-            self._touch(conn)
+            self.deliver(conn, seg)
             return
         if key in self._parked:
             # Its TCB is offered to the NIC, which passed this up before it read the
@@ -796,10 +798,7 @@ class HostStack(OffloadContract, CpuCategories):
                     try:
                         conn.on_timer(now)
                     except Exception as e:
-                        self.last_exception = e
-                        if self.strict:
-                            raise
-                        self.drops["internal_error"] += 1
+                        self._internal_error(e)
                     finally:
                         self._entry_conn = None
                 fired.append(conn)
@@ -807,10 +806,7 @@ class HostStack(OffloadContract, CpuCategories):
                 try:
                     self._touch(conn)
                 except Exception as e:             # one TCB's bug must not stop the others' timers
-                    self.last_exception = e
-                    if self.strict:
-                        raise
-                    self.drops["internal_error"] += 1
+                    self._internal_error(e)
             self._timers.drop_stale()              # no spurious wakeups
             if self._tw_fifo:
                 self._timewait.reap(now)
