@@ -50,7 +50,7 @@ PEERS = {("eval", "serve"), ("eval", "testbed"), ("serve", "testbed")}
 # Each is to go with the issue named; the test then asks for the entry to be removed.
 ALLOWED = {
     # (empty: issue 13 moved SYN cookies to tcp/syncookie.py, a splice's rule computation
-    # to wire/control.py beside L4Rule, SimNicDevice to nic/placements/sim.py and
+    # to wire.control beside L4Rule, SimNicDevice to nic/placements/sim.py and
     # make_pair to testbed/simnet.py, and the progress bar to eval/progress.py)
 }
 

@@ -21,10 +21,13 @@ TCB, and how TCBs are made), `host.listen` (listeners, SYN queues, SYN-flood def
 `host.timers` (the connection timer heap), `host.timewait` (TIME-WAIT records),
 `host.arp` (neighbour resolution), `host.ports` (local ports, ISNs, timestamp offsets),
 `host.addr` (routes), `host.stats` (counter totals, the stats snapshot) and, on a NIC,
-`host.offload` (teardown and splice offload, through the offload contract below) and,
-on a NIC that runs it (``device.chimney``), `host.chimney` (TCP Chimney: ``send``,
-``recv``, ``shutdown``, ``close`` and ``abort`` of an offloaded connection go there; its
-0x090F frames too).
+`host.offload` (teardown and splice offload, through the offload contract of
+`host.contract`) and, on a NIC that runs it (``device.chimney``), `host.chimney` (TCP
+Chimney: ``send``, ``recv``, ``shutdown``, ``close`` and ``abort`` of an offloaded
+connection go there; its 0x090F frames too). Two of HostStack's base classes hold
+calls made from outside the entries: `host.contract.OffloadContract` (what the
+offloads may do to the stack) and `host.cpu.CpuCategories` (``entry_kind`` and
+``app_timing``, for a driver that accounts CPU by category).
 
 Receive path (the hot path). Ethernet -> IPv4 -> TCP through the `wire` parsers (each
 validation failure is a `WireError` whose `reason` becomes `drops[reason]`). IP options
@@ -73,7 +76,6 @@ by `host.stats`.
 
 import collections
 import errno
-import functools
 import os
 import types
 
@@ -86,7 +88,9 @@ from . import stats
 from .addr import Route, oserror, to_ip, to_mac
 from .arp import ARP_DROP_REASONS, OUTBOUND_DROP_REASONS, ArpCache
 from .conn import HostConn, TcbFactory
-from .conns import PARKED, ConnTable
+from .cpu import _NIC_REPORTS, CpuCategories
+from .conns import ConnTable
+from .contract import OffloadContract
 from .listen import LISTEN_DROP_REASONS, SYNACK_RETRIES, Listener, ListenTable
 from .offload import NicOffload
 from .chimney import ChimneyHost
@@ -121,13 +125,7 @@ HOST_DROP_REASONS = (
 ) + LISTEN_DROP_REASONS + ARP_DROP_REASONS
 
 _SYN_RECEIVED = states.SYN_RECEIVED
-_NIC_REPORTS = frozenset((control.ETHERTYPE_CONTROL, control.ETHERTYPE_SPLICE_CLOSED))
 _TIME_WAIT = states.TIME_WAIT
-# The socket calls `app_timing` times, and the kind of work each is (host.conns).
-_API_KINDS = (("send", "data"), ("recv", "data"), ("close", "teardown"),
-              ("shutdown", "teardown"), ("abort", "teardown"))
-_TEARDOWN_REPORTS = frozenset((control.TeardownAccepted.TYPE, control.TeardownRefused.TYPE,
-                               control.TeardownDone.TYPE))
 
 
 def _listen_setting(name):
@@ -135,7 +133,7 @@ def _listen_setting(name):
                     lambda self, value: setattr(self._listen, name, value))
 
 
-class HostStack:
+class HostStack(OffloadContract, CpuCategories):
     """A user-level TCP/IPv4 host stack over one frame device. See the module docstring."""
 
     def __init__(self, device, ip, clock, *, config=None, netmask=24, gateway=None,
@@ -295,13 +293,18 @@ class HostStack:
         except WireError as e:
             self.drops[e.reason] += 1
         except Exception as e:      # a bug in a TCB or an app callback, never bad input
-            self.last_exception = e
-            if self.strict:
-                raise
-            self.drops["internal_error"] += 1
+            self._internal_error(e)
         finally:
             self._busy = False
             self._entry_conn = None
+
+    def _internal_error(self, e):
+        """An exception from a TCB or an app callback (a bug, never bad input): re-raised
+        with `strict`, else counted as drops["internal_error"]."""
+        self.last_exception = e
+        if self.strict:
+            raise e
+        self.drops["internal_error"] += 1
 
     def _replay(self, frames):
         """Frames held back (a splice that did not happen) are received after all; their
@@ -416,10 +419,7 @@ class HostStack:
         conn = self._table.get(key)
         if conn is not None:                      # a retransmission still echoing the cookie
             self._delivered += 1
-            self._entry_conn = conn
-            conn.on_segment(seg, self.clock())
-            self._entry_conn = None
-            self._touch(conn)
+            self.deliver(conn, seg)
             return
         if key in self._parked:
             # Its TCB is offered to the NIC, which passed this up before it read the
@@ -726,88 +726,6 @@ class HostStack:
         self._c["nic_control_sent"] += 1
         self._send_frame(frame)
 
-    # ------------------------------------------------------------ offload contract
-    # What host.offload (NicOffload) may do to the stack: each a thin, documented step
-    # over the stack's tables and timers, so that a change to those keeps the offloads
-    # working. None of these is on the per-frame path.
-
-    @property
-    def slow_counters(self):
-        """The stack's slow-path ``collections.Counter`` (``counters`` reports it); an
-        offload adds its own counts to it."""
-        return self._c
-
-    def nic_control(self, msg):
-        """Send a host -> NIC control message (a ``wire.control`` message)."""
-        self._nic_control(msg)
-
-    def nic_send(self, frame):
-        """Send a frame built for the NIC (a control frame, or the 0x090B Teardown frame
-        with its segment): counted ``nic_control_sent``, not in frames_out."""
-        self._nic_send(frame)
-
-    def send_raw(self, frame):
-        """Send a complete Ethernet frame to the device as it is (no ARP, no counting)."""
-        self._send_frame(frame)
-
-    def arp_entry(self, ip):
-        """The ARP entry (``.mac``, ``.live``) for `ip` (raw 4 bytes), or None."""
-        return self._arp.get(ip)
-
-    def next_ident(self):
-        """The next IPv4 identification for a frame the stack did not build itself."""
-        self._ident = ident = (self._ident + 1) & 0xFFFF
-        return ident
-
-    def park(self, conn):
-        """Take `conn` out of the table and its timers; segments for its 4-tuple are
-        dropped (``teardown_pending``) until ``unpark`` or ``remove``. For a connection
-        offered to the NIC, until the NIC answers."""
-        rec = conn.owner
-        del self._table[rec.key]
-        self._parked[rec.key] = conn
-        rec.armed = PARKED           # its heap entries are stale, and _touch pushes none
-
-    def unpark(self, conn):
-        """Put a parked `conn` back in the table (the caller then calls ``touch``)."""
-        self._conns.unpark(conn)
-
-    def remove(self, conn):
-        """Forget `conn` for good (parked or not): out of every table, counted closed."""
-        self._parked.pop(conn.owner.key, None)
-        self._conns.remove(conn)
-
-    def steer(self, conn, handler):
-        """Take `conn` out of the table; from now on every segment for its 4-tuple goes
-        to ``offload.splice_segment(handler, key, frame, seg)`` (``handler`` is the
-        offload's own object) until ``unsteer``. Its timers keep running (``touch``)."""
-        self._conns.steer(conn, handler)
-        self._touch(conn)
-
-    def unsteer(self, conn, handler, restore=True):
-        """End ``steer(conn, handler)`` (if `handler` still has the 4-tuple: -> True);
-        with `restore`, a `conn` that is not closed is back in the table."""
-        return self._conns.unsteer(conn, handler, restore)
-
-    def deliver(self, conn, seg):
-        """Run one received segment through `conn` as the receive path does (its timer
-        re-armed once, on return), then ``touch`` it."""
-        self._entry_conn = conn
-        try:
-            conn.on_segment(seg, self.clock())
-        finally:
-            self._entry_conn = None
-        self._touch(conn)
-
-    def touch(self, conn):
-        """After a call into `conn` from outside the stack: remove it if it closed, else
-        re-arm its timer (and retry a teardown offer that waits)."""
-        self._touch(conn)
-
-    def replay(self, frames):
-        """Receive frames held back (already verified and counted once) after all."""
-        self._replay(frames)
-
     def nic_lost(self):
         """The NIC is gone (its process died): the device now moves plain frames, and the
         stack does all the work itself from here on. Listeners stop being offloaded (SYNs
@@ -835,11 +753,6 @@ class HostStack:
     def chimney_upload(self, conn):
         """Ask the NIC for an offloaded ``conn`` back -> True if asked."""
         return self.chimney is not None and self.chimney.upload(conn)
-
-    def in_table(self, conn):
-        """Is ``conn`` the demux table's TCB for its 4-tuple (not parked, steered or
-        gone)?"""
-        return self._table.get(conn.owner.key) is conn
 
     def unlisten(self, listener):
         """Stop listening; children not yet accepted are reset (as Linux does on close)."""
@@ -885,10 +798,7 @@ class HostStack:
                     try:
                         conn.on_timer(now)
                     except Exception as e:
-                        self.last_exception = e
-                        if self.strict:
-                            raise
-                        self.drops["internal_error"] += 1
+                        self._internal_error(e)
                     finally:
                         self._entry_conn = None
                 fired.append(conn)
@@ -896,10 +806,7 @@ class HostStack:
                 try:
                     self._touch(conn)
                 except Exception as e:             # one TCB's bug must not stop the others' timers
-                    self.last_exception = e
-                    if self.strict:
-                        raise
-                    self.drops["internal_error"] += 1
+                    self._internal_error(e)
             self._timers.drop_stale()              # no spurious wakeups
             if self._tw_fifo:
                 self._timewait.reap(now)
@@ -909,103 +816,6 @@ class HostStack:
                 self._conns.compact_timers()
         finally:
             self._busy = False
-
-    # ------------------------------------------------------------------ CPU categories
-    # For a driver that accounts the host's CPU by category (host.runner): what an entry
-    # is about, read before it runs, and the application's own time inside it.
-
-    #: The kinds `entry_kind` answers.
-    ENTRY_KINDS = ("setup", "teardown", "data", "nic", "l2")
-
-    def entry_kind(self, frame):
-        """The category of the work `frame` will cause, from its bytes and the
-        connection tables, read before ``receive_frame(frame)`` runs (nothing changes):
-
-        * ``setup``: a SYN; a segment of a TCB in SYN-SENT / SYN-RECEIVED, of a
-          listener's embryonic child, or of a child born from a cookie not yet reported;
-          a segment with no TCB to a listening port (a cookie handshake's ACK); a 0x090A
-          NewConnection from the NIC;
-        * ``teardown``: a FIN or a RST; a segment of a TCB the app closed or in
-          FIN-WAIT-1/2, CLOSING, LAST-ACK, TIME-WAIT; of a TIME-WAIT record, of a
-          connection offered to the NIC (parked); a segment for no connection at all (a
-          closed one's leftovers, answered with a RST); a NIC teardown report
-          (TeardownAccepted / Refused / Done);
-        * ``data``: any other segment of a synchronized connection (a splice's too);
-        * ``nic``: the NIC's other control frames (0x090D SpliceClosed, 0x090E);
-        * ``l2``: ARP, anything not TCP/IPv4 or not for us, a frame too short to read.
-        """
-        n = len(frame)
-        if n < 14:
-            return "l2"
-        et = (frame[12] << 8) | frame[13]
-        if et == ETHERTYPE_IPV4:
-            # no IP options (the parser drops them): flags at 47, ports at 34-37
-            if n < 54 or frame[14] != 0x45 or frame[23] != IPPROTO_TCP \
-                    or bytes(frame[30:34]) != self.ip:
-                return "l2"
-            flags = frame[47]
-            if flags & SYN:
-                return "setup"
-            if flags & (FIN | RST):
-                return "teardown"
-            key = bytes(frame[26:38])
-            conn = self._table.get(key)
-            if conn is not None:
-                st = conn.state
-                if st == states.ESTABLISHED or st == states.CLOSE_WAIT:
-                    if conn.owner.embryonic:
-                        return "setup"
-                    return "teardown" if conn.app_closed else "data"
-                return "setup" if st < states.ESTABLISHED else "teardown"
-            if key in self._embryonic:
-                return "setup"
-            if key in self._splicing:
-                return "data"
-            if key in self._parked or key in self._timewait.records:
-                return "teardown"
-            if ((frame[36] << 8) | frame[37]) in self._listeners:
-                return "setup"
-            return "teardown"
-        if et == ETHERTYPE_ARP or not self.nic:
-            return "l2"
-        if et == control.ETHERTYPE_NEW_CONNECTION:
-            return "setup"
-        if et == control.ETHERTYPE_CONTROL and n > 15 and frame[15] in _TEARDOWN_REPORTS:
-            return "teardown"
-        return "nic" if et in _NIC_REPORTS else "l2"
-
-    @property
-    def app_timing(self):
-        """Time the application's callbacks (``app_ns``; see `host.conns`), and apart
-        (``api_ns``) the socket calls it makes from them: ``send``, ``recv``, ``close``,
-        ``shutdown``, ``abort`` -- wrapped on this instance while on. A splice's
-        callback (``nsplice``) is not timed: its time stays the entry's."""
-        return self._conns.app_timing
-
-    @app_timing.setter
-    def app_timing(self, on):
-        conns = self._conns
-        conns.app_timing = bool(on)
-        # The socket calls, timed when made from a callback: instance attributes over
-        # the methods while on (nothing on any path while off).
-        for name, kind in _API_KINDS:
-            if on:
-                setattr(self, name, functools.partial(conns.api_call, kind,
-                                                      getattr(HostStack, name).__get__(self)))
-            else:
-                self.__dict__.pop(name, None)
-
-    @property
-    def app_ns(self):
-        """Time (perf_counter ns) spent in the application's callbacks while
-        ``app_timing`` was on (its socket calls from them included)."""
-        return self._conns.app_ns
-
-    @property
-    def api_ns(self):
-        """Of ``app_ns``, the socket calls by kind: {"data": send + recv, "teardown":
-        close + shutdown + abort} (a live dict)."""
-        return self._conns.api_ns
 
     # ------------------------------------------------------------------ views and stats
     #: SYN-flood settings (constructor arguments), kept by host.listen.ListenTable
