@@ -331,4 +331,9 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt as e:       # SIGINT/SIGTERM: everything was ended already
+        print("benchmarks/chimney_real.py: interrupted (%s); namespace and processes "
+              "removed" % (e or "SIGINT"), file=sys.stderr)
+        sys.exit(130)
