@@ -185,7 +185,9 @@ def _sweep(ctx, name, argv, xkey, xlabel, cpu_ratio_plotted):
     `cpu_ratio_plotted`: the ratio panel shows the host CPU ratio too (on persistent
     connections it is in the hundreds and would flatten the req/s ratio: the host CPU
     panel shows the spliced lines at zero instead)."""
-    data = _run(ctx, "proxy_sweep", argv + ["--placements", _SWEEP_PLACES[ctx.nic]], name)
+    data = _run(ctx, "proxy_sweep", argv + ["--placements", _SWEEP_PLACES[ctx.nic],
+                                            "--seconds", _sweep_run(ctx)[0], "--repeat",
+                                            str(_sweep_run(ctx)[1])], name)
     rows = [dict(r) for r in data["rows"]]
     relay = {r[xkey]: r for r in rows if r["placement"] == "relay"}
     for r in rows:
@@ -226,6 +228,18 @@ def _sweep(ctx, name, argv, xkey, xlabel, cpu_ratio_plotted):
     return data, rows, xs, plot, ratios
 
 
+def _sweep_run(ctx):
+    """(client seconds, runs per point): quick, one 2 s run; full, the median of three
+    3 s runs, made one after the other per point and proxy."""
+    return ("2", 1) if ctx.quick else ("3", 3)
+
+
+def _sweep_setup(ctx):
+    sec, n = _sweep_run(ctx)
+    return "%s s per run, %s" % (sec, "one run per point" if n == 1 else
+                                 "the run with the median req/s of %d per point" % n)
+
+
 def _span(pairs, i):
     v = [p[i] for p in pairs if p[i] is not None]
     return "-" if not v else "%.2f-%.2fx" % (min(v), max(v))
@@ -259,8 +273,8 @@ _SWEEP_NOTE = (
 def fig12(ctx):
     sizes = "64,4096" if ctx.quick else "64,256,1024,4096,16384,65536"
     data, rows, xs, plot, ratios = _sweep(
-        ctx, "fig12", ["--skip-txns", "--sizes", sizes, "--seconds",
-                       "2" if ctx.quick else "5"], "size", "response size (bytes)", False)
+        ctx, "fig12", ["--skip-txns", "--sizes", sizes], "size", "response size (bytes)",
+        False)
     comparison = []
     for place, v in ratios.items():
         comparison.append({"what": "spliced (NIC %s) / host relay, req/s, %d B-%d B, "
@@ -281,15 +295,13 @@ def fig12(ctx):
                         "relaying every request vs splicing each connection on the NIC "
                         "after its first request (`--offload setup,splice`); "
                         "benchmarks/http_client.c, 32 persistent connections, GET of a "
-                        "file of each size, %s s per point, one run per point." % (
-                            "2" if ctx.quick else "5"))
+                        "file of each size; %s." % _sweep_setup(ctx))
 
 
 def fig13(ctx):
     txns = "1,16" if ctx.quick else "1,2,4,8,16,32,64,128"
     data, rows, xs, plot, ratios = _sweep(
-        ctx, "fig13", ["--skip-sizes", "--txns", txns, "--txn-size", "64", "--seconds",
-                       "2" if ctx.quick else "5"], "txns_per_conn",
+        ctx, "fig13", ["--skip-sizes", "--txns", txns, "--txn-size", "64"], "txns_per_conn",
         "transactions per connection", True)
     comparison = []
     for place, v in ratios.items():
@@ -309,5 +321,4 @@ def fig13(ctx):
                   setup="benchmarks/proxy_sweep.py --skip-sizes: as fig12, with 64 B "
                         "responses; the client closes each connection after k "
                         "transactions (the k-th request says `Connection: close`) and "
-                        "opens a new one, 32 at a time, %s s per point, one run per "
-                        "point." % ("2" if ctx.quick else "5"))
+                        "opens a new one, 32 at a time; %s." % _sweep_setup(ctx))
