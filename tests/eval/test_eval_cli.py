@@ -216,6 +216,8 @@ def test_report_keeps_earlier_runs(tmp_path):
     assert main(["eval", "--report-only", "--out", str(tmp_path)]) == 0
     report = (tmp_path / "report.md").read_text()
     assert report.count("*From an earlier run") == 2 and "## nic" in report
+    assert "Rewritten by `acceltcp eval --report-only`" in report
+    assert "`acceltcp eval table5`" in report            # real-network, not in the directory
     assert not (tmp_path / "table1.json").exists()                  # nothing ran
     docs = run_experiments([Experiment("table1", "T1", "-", missing)],
                            Context(out=tmp_path, cpu="fixed"))

@@ -29,7 +29,7 @@ def cmd_eval(args) -> int:
         return 2
     if args.report_only:
         chosen = []
-    not_run = [] if args.experiments else [e for e in EXPERIMENTS.values() if e.real_network]
+    not_run = [e for e in EXPERIMENTS.values() if e.real_network and e not in chosen]
     # the report keeps what earlier runs wrote into DIR (each marked with its date)
     names = list(EXPERIMENTS)
     earlier = [] if args.fresh_report else earlier_docs(out, names)

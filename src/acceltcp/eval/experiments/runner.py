@@ -217,6 +217,19 @@ def write_report(path, docs, machine, options, wall_s, not_run=(), earlier=(), o
     if order:
         rank = {n: i for i, n in enumerate(order)}
         docs.sort(key=lambda d: rank.get(d["name"], len(rank)))
+    if earlier and len(docs) == len(earlier):     # nothing run: the report rewritten
+        L = ["# acceltcp eval: the paper's evaluation, reproduced", "",
+             "Rewritten by `acceltcp eval --report-only` from the JSON files in this "
+             "directory, %s: each experiment is marked with the date, commit and options "
+             "of its run." % machine["date"], ""]
+    else:
+        L = _header(docs, kept, earlier, machine, options, wall_s)
+    L += ["| experiment | status | paper |", "|---|---|---|"]
+    _body(L, docs, kept, not_run)
+    Path(path).write_text("\n".join(L) + "\n")
+
+
+def _header(docs, kept, earlier, machine, options, wall_s):
     # a partial run merged with earlier ones: the command names what it ran
     named = "".join(" " + d["name"] for d in docs if id(d) not in kept) if earlier else ""
     L = ["# acceltcp eval: the paper's evaluation, reproduced", "",
@@ -236,7 +249,10 @@ def write_report(path, docs, machine, options, wall_s, not_run=(), earlier=(), o
               "its date, commit and options: %s." % (
                   ", ".join(d["name"] for d in docs if id(d) not in kept) or "none",
                   ", ".join(d["name"] for d in docs if id(d) in kept)), ""]
-    L += ["| experiment | status | paper |", "|---|---|---|"]
+    return L
+
+
+def _body(L, docs, kept, not_run):
     for d in docs:                      # the reason in full below, its first clause here
         why = (d.get("reason") or "").split(" -- ")[0]
         L.append("| [%s](#%s) | %s | %s |" % (d["name"], d["name"], _cell(d["status"] + (
@@ -273,4 +289,3 @@ def write_report(path, docs, machine, options, wall_s, not_run=(), earlier=(), o
             for r in d["rows"]:
                 L.append("| " + " | ".join(_cell(r.get(c)) for c in cols) + " |")
             L += ["", "</details>"]
-    Path(path).write_text("\n".join(L) + "\n")
