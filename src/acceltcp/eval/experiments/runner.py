@@ -201,11 +201,12 @@ def _cell(v):
     return str(v).replace("|", "\\|")
 
 
-def _run_line(options):
-    return "`acceltcp eval%s%s --nic %s`" % (
-        " --quick" if options.get("quick") else "",
+def _run_line(name, options):
+    """The command that runs experiment `name` again with `options`."""
+    return "`acceltcp eval %s%s%s%s`" % (
+        name, " --quick" if options.get("quick") else "",
         "" if options.get("cpu", "charged") == "charged" else " --cpu " + options["cpu"],
-        options.get("nic", "python"))
+        "" if options.get("nic", "python") == "python" else " --nic " + options["nic"])
 
 
 def write_report(path, docs, machine, options, wall_s, not_run=(), earlier=(), order=()):
@@ -265,7 +266,7 @@ def _body(L, docs, kept, not_run):
         if id(d) in kept:
             m = d.get("machine") or {}
             L += ["*From an earlier run: %s, %s%s, %.0f s.*" % (
-                m.get("date", "?"), _run_line(d.get("options") or {}),
+                m.get("date", "?"), _run_line(d["name"], d.get("options") or {}),
                 " at %s" % m["commit"][:12] if m.get("commit") else "",
                 d.get("wall_s") or 0), ""]
         if d["status"] != "ok":
