@@ -115,6 +115,21 @@ KV_KEYS = 1000
 _STARTED = []
 
 
+def use_names(netns, tap):
+    """Run this module's helpers (StackServer, KernelServer's probe, run_client,
+    _check_files) in namespace `netns` with the stack's TAP `tap` instead of atcp-apps /
+    atcpapp0: for another script built on them (benchmarks/proxy_sweep.py), so that its
+    runs and this script's never share a namespace."""
+    global NS, TAP
+    NS, TAP = netns, tap
+
+
+def end_started():
+    """End every process this module started that is still running (on the way out)."""
+    for proc in list(_STARTED):
+        _end(proc, timeout=5)
+
+
 # ------------------------------------------------------------------------ servers
 def _end(p, timeout=15):
     """SIGTERM, then SIGKILL, one process we started; reaped."""
@@ -613,8 +628,7 @@ def main(argv=None):
             if not a.skip_lb:
                 results["lb"], results["lb_info"] = lb_section(a, tmp)
     finally:
-        for proc in list(_STARTED):
-            _end(proc, timeout=5)
+        end_started()
         realnet.cli("testbed", "down", "--netns", NS, "--ref-netns", REF)
     results["wall_s"] = time.time() - started
     results["verdicts"] = verdicts(results, a)

@@ -189,10 +189,43 @@ def test_selection_and_bad_names(tmp_path, capsys):
     assert [e.name for e in select(["fig1", "table3", "fig1"])] == ["fig1", "table3"]
     assert main(["eval", "nosuch", "--out", str(tmp_path)]) == 2
     assert "unknown experiment" in capsys.readouterr().err
-    # a real-network experiment that is not built says so without touching a network
-    assert main(["eval", "fig12", "--out", str(tmp_path), "--no-progress"]) == 0
-    d = json.loads((tmp_path / "fig12.json").read_text())
-    assert d["status"] == "not built" and d["real_network"]
+    assert not any(e.real_network for e in select([]))
+
+
+def test_report_keeps_earlier_runs(tmp_path):
+    """Running some experiments into a directory keeps the others' results in the
+    report, marked as earlier runs; --report-only rewrites it from the JSON alone;
+    --fresh-report shows this run only."""
+    def ok(ctx):
+        return Result(columns=["a"], rows=[{"a": 1}], comparison=[
+            {"what": "w", "paper": "p", "ours": "o"}], note="from the stand-in.")
+
+    def missing(ctx):
+        raise Unavailable("skipped", "needs the tool frob")
+
+    run_experiments([Experiment("table3", "T3", "-", ok)], Context(out=tmp_path, cpu="fixed"))
+    (tmp_path / "fig1.json").write_text("not json")          # unreadable: left out
+    assert main(["eval", "nic", "--cpu", "fixed", "--quick", "--out", str(tmp_path),
+                 "--no-progress"]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "## nic" in report and "## table3" in report and "## fig1 " not in report
+    assert report.index("## table3") < report.index("## nic")       # the registry's order
+    assert report.count("*From an earlier run") == 1 and "from the stand-in." in report
+    assert "This run: nic. Kept from earlier runs in this directory" in report
+    (tmp_path / "report.md").unlink()
+    assert main(["eval", "--report-only", "--out", str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert report.count("*From an earlier run") == 2 and "## nic" in report
+    assert "Rewritten by `acceltcp eval --report-only`" in report
+    assert "`acceltcp eval table5`" in report            # real-network, not in the directory
+    assert not (tmp_path / "table1.json").exists()                  # nothing ran
+    docs = run_experiments([Experiment("table1", "T1", "-", missing)],
+                           Context(out=tmp_path, cpu="fixed"))
+    assert docs[0]["status"] == "skipped"
+    assert "## table3" not in (tmp_path / "report.md").read_text()   # no earlier= given
+    assert main(["eval", "nic", "--cpu", "fixed", "--quick", "--fresh-report", "--out",
+                 str(tmp_path), "--no-progress"]) == 0
+    assert "## table3" not in (tmp_path / "report.md").read_text()
 
 
 def test_interrupt_ends_the_eval_not_just_one_run():

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..progress import progress_bar
 from . import EXPERIMENTS, select
 from .base import CPU_CHOICES, NIC_CHOICES, Context
-from .runner import run_experiments
+from .runner import earlier_docs, run_experiments
 
 __all__ = ["cmd_eval", "add_eval_parser"]
 
@@ -27,14 +27,20 @@ def cmd_eval(args) -> int:
     except OSError as e:
         print("acceltcp eval: --out %s: %s" % (out, e), file=sys.stderr)
         return 2
-    not_run = [] if args.experiments else [e for e in EXPERIMENTS.values() if e.real_network]
+    if args.report_only:
+        chosen = []
+    not_run = [e for e in EXPERIMENTS.values() if e.real_network and e not in chosen]
+    # the report keeps what earlier runs wrote into DIR (each marked with its date)
+    names = list(EXPERIMENTS)
+    earlier = [] if args.fresh_report else earlier_docs(out, names)
     ctx = Context(out=out, quick=args.quick, cpu=args.cpu, nic=args.nic, seed=args.seed)
     t0 = time.perf_counter()
-    if args.no_progress:
-        docs = run_experiments(chosen, ctx, not_run=not_run)
+    if args.no_progress or not chosen:
+        docs = run_experiments(chosen, ctx, not_run=not_run, earlier=earlier, order=names)
     else:
         with progress_bar() as progress:
-            docs = run_experiments(chosen, ctx, progress=progress, not_run=not_run)
+            docs = run_experiments(chosen, ctx, progress=progress, not_run=not_run,
+                                   earlier=earlier, order=names)
     for d in docs:
         print("%-11s %-12s %6.1f s  %s" % (d["name"], d["status"], d["wall_s"],
                                            d.get("reason", "")))
@@ -66,5 +72,10 @@ def add_eval_parser(sub):
                         "(%(default)s)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: rewrite DIR/report.md from the JSON files in DIR")
+    p.add_argument("--fresh-report", action="store_true",
+                   help="the report shows this run only (default: also the experiments "
+                        "earlier runs left in DIR, each marked with its date)")
     p.set_defaults(func=cmd_eval)
     return p

@@ -4,7 +4,9 @@ Per experiment: ``<name>.json`` -- {name, title, paper, status, reason?, setup, 
 rows, comparison, note, plot, facts, samples, wall_s, machine, options}; ``<name>.csv``
 (columns x rows; only when there are rows); ``<name>.png`` (only when there is a plot
 and matplotlib is importable -- otherwise ``plot_error`` says why). ``report.md`` lists
-every experiment in the order run, and the real-network ones that were not asked for.
+every experiment run, those of earlier runs whose JSON is in the directory (kept as
+they are, marked with their date and options: running some experiments again does not
+drop the others from the report), and the real-network ones that were not asked for.
 """
 
 import csv
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from .base import Unavailable
 
-__all__ = ["run_experiments", "machine_info", "write_report"]
+__all__ = ["run_experiments", "machine_info", "write_report", "earlier_docs"]
 
 
 def machine_info():
@@ -146,10 +148,27 @@ def _run_one(exp, ctx, machine, options):
     return doc
 
 
-def run_experiments(experiments, ctx, *, progress=None, not_run=()):
+def earlier_docs(out, names):
+    """The ``<name>.json`` an earlier run wrote into `out`, for each of `names` that has
+    one (unreadable or foreign files are left out) -> [doc, ...] in the order of
+    `names`."""
+    docs = []
+    for name in names:
+        try:
+            d = json.loads((Path(out) / (name + ".json")).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(d, dict) and d.get("name") == name and "status" in d:
+            docs.append(d)
+    return docs
+
+
+def run_experiments(experiments, ctx, *, progress=None, not_run=(), earlier=(), order=()):
     """Run each experiment in turn; write its files and then ``report.md``. `progress`:
     a rich Progress (one task per experiment) or None. `not_run`: experiments to list in
-    the report as not asked for. -> [json doc, ...]."""
+    the report as not asked for. `earlier`: docs of earlier runs (`earlier_docs`) to keep
+    in the report; `order`: experiment names in the report's order (others after, as
+    run). -> [json doc, ...] of this run."""
     ctx.out.mkdir(parents=True, exist_ok=True)
     machine = machine_info()
     options = {"quick": ctx.quick, "cpu": ctx.cpu, "nic": ctx.nic, "seed": ctx.seed,
@@ -165,8 +184,12 @@ def run_experiments(experiments, ctx, *, progress=None, not_run=()):
         docs.append(_run_one(exp, ctx, machine, options))
         if progress is not None:
             progress.update(task, completed=max(exp.steps(ctx), 1))
+    ran = {d["name"] for d in docs}
+    kept = [d for d in earlier if d["name"] not in ran]
     write_report(ctx.out / "report.md", docs, machine, options,
-                 time.perf_counter() - t0, not_run)
+                 time.perf_counter() - t0,
+                 [e for e in not_run if e.name not in {d["name"] for d in kept}],
+                 earlier=kept, order=order)
     return docs
 
 
@@ -178,20 +201,59 @@ def _cell(v):
     return str(v).replace("|", "\\|")
 
 
-def write_report(path, docs, machine, options, wall_s, not_run=()):
+def _run_line(name, options):
+    """The command that runs experiment `name` again with `options`."""
+    return "`acceltcp eval %s%s%s%s`" % (
+        name, " --quick" if options.get("quick") else "",
+        "" if options.get("cpu", "charged") == "charged" else " --cpu " + options["cpu"],
+        "" if options.get("nic", "python") == "python" else " --nic " + options["nic"])
+
+
+def write_report(path, docs, machine, options, wall_s, not_run=(), earlier=(), order=()):
     """``report.md``: per experiment its status, setup, the paper beside ours, the
-    sentence on the difference, the plot and the table."""
+    sentence on the difference, the plot and the table. `earlier`: docs of earlier runs
+    shown too, each with its date and options; `order`: names in the report's order."""
+    kept = {id(d) for d in earlier}
+    docs = list(docs) + list(earlier)
+    if order:
+        rank = {n: i for i, n in enumerate(order)}
+        docs.sort(key=lambda d: rank.get(d["name"], len(rank)))
+    if earlier and len(docs) == len(earlier):     # nothing run: the report rewritten
+        L = ["# acceltcp eval: the paper's evaluation, reproduced", "",
+             "Rewritten by `acceltcp eval --report-only` from the JSON files in this "
+             "directory, %s: each experiment is marked with the date, commit and options "
+             "of its run." % machine["date"], ""]
+    else:
+        L = _header(docs, kept, earlier, machine, options, wall_s)
+    L += ["| experiment | status | paper |", "|---|---|---|"]
+    _body(L, docs, kept, not_run)
+    Path(path).write_text("\n".join(L) + "\n")
+
+
+def _header(docs, kept, earlier, machine, options, wall_s):
+    # a partial run merged with earlier ones: the command names what it ran
+    named = "".join(" " + d["name"] for d in docs if id(d) not in kept) if earlier else ""
     L = ["# acceltcp eval: the paper's evaluation, reproduced", "",
-         "Generated by `acceltcp eval%s` in %.0f s on %s (%s CPUs, %s), acceltcp %s%s, "
+         "Generated by `acceltcp eval%s%s%s` in %.0f s on %s (%s CPUs, %s), acceltcp %s%s, "
          "Python %s, %s. Simulated server core: `--server-cpu %s`%s." % (
-             " --quick" if options["quick"] else "", wall_s, machine["cpu"] or "?",
+             named, " --quick" if options["quick"] else "",
+             " --nic " + options["nic"] if options.get("nic", "python") != "python" else "",
+             wall_s, machine["cpu"] or "?",
              machine["cpus"], machine["platform"], machine["acceltcp"],
              " (%s)" % machine["commit"][:12] if machine["commit"] else "",
              machine["python"], machine["date"], options["cpu"],
              " (measured CPU: absolute rates depend on this machine and its load)"
              if options["cpu"] == "charged" else
-             " (a fixed cost model: the runs are deterministic)"), "",
-         "| experiment | status | paper |", "|---|---|---|"]
+             " (a fixed cost model: the runs are deterministic)"), ""]
+    if earlier:
+        L += ["This run: %s. Kept from earlier runs in this directory, each marked with "
+              "its date, commit and options: %s." % (
+                  ", ".join(d["name"] for d in docs if id(d) not in kept) or "none",
+                  ", ".join(d["name"] for d in docs if id(d) in kept)), ""]
+    return L
+
+
+def _body(L, docs, kept, not_run):
     for d in docs:                      # the reason in full below, its first clause here
         why = (d.get("reason") or "").split(" -- ")[0]
         L.append("| [%s](#%s) | %s | %s |" % (d["name"], d["name"], _cell(d["status"] + (
@@ -201,6 +263,12 @@ def write_report(path, docs, machine, options, wall_s, not_run=()):
                  % (e.name, e.name, _cell(e.paper)))
     for d in docs:
         L += ["", '<a id="%s"></a>' % d["name"], "## %s -- %s" % (d["name"], d["title"]), ""]
+        if id(d) in kept:
+            m = d.get("machine") or {}
+            L += ["*From an earlier run: %s, %s%s, %.0f s.*" % (
+                m.get("date", "?"), _run_line(d["name"], d.get("options") or {}),
+                " at %s" % m["commit"][:12] if m.get("commit") else "",
+                d.get("wall_s") or 0), ""]
         if d["status"] != "ok":
             L.append("**%s**: %s" % (d["status"], d.get("reason", "")))
             continue
@@ -222,4 +290,3 @@ def write_report(path, docs, machine, options, wall_s, not_run=()):
             for r in d["rows"]:
                 L.append("| " + " | ".join(_cell(r.get(c)) for c in cols) + " |")
             L += ["", "</details>"]
-    Path(path).write_text("\n".join(L) + "\n")
