@@ -59,7 +59,7 @@
 #define TD_LAST_ACK 9
 #define TD_TIME_WAIT 10
 
-#define TD_END_CLOSED 1   /* wire/control.py TEARDOWN_END_* */
+#define TD_END_CLOSED 1   /* wire/control/teardown.py TEARDOWN_END_* */
 #define TD_END_RESET 2
 #define TD_END_RETRIES 3
 
@@ -1052,7 +1052,7 @@ static __always_inline int teardown_host(struct xdp_md *ctx, const struct atcp_c
 		return -1;
 	if (data + 94 > end)                    /* control header, IPv4, a bare TCP header */
 		return -1;
-	/* the control header (wire/control.py Teardown): version 1, type 2, 40 bytes */
+	/* the control header (wire/control/teardown.py Teardown): version 1, type 2, 40 bytes */
 	if (f[14] != 1 || f[15] != 0x02 || f[16] != 0 || f[17] != 40)
 		return -1;
 	mss = (__u32)f[18] << 8 | f[19];
