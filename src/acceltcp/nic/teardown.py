@@ -168,7 +168,7 @@ from ..wire.tcp import ACK, FIN, PSH, RST, SYN, build_tcp_frame, parse_tcp
 from .timer_wheel import TimerWheel
 
 __all__ = ["FLOW_ENTRY_BYTES", "INDEX_ENTRY_BYTES", "LISTENER", "MIN_MSS", "MAX_RTO_US",
-           "TeardownEngine"]
+           "TeardownEngine", "expire"]
 
 # The dataplane's port numbers (nic.dataplane imports this module: no import back), and
 # LISTENER: not a port -- the frame goes on to the dataplane's listener lookup.
@@ -217,6 +217,32 @@ _DONE_COUNTER = {TEARDOWN_END_CLOSED: "done_closed", TEARDOWN_END_RESET: "done_r
 
 def _u32(v):
     return type(v) is int and 0 <= v <= MASK
+
+
+def expire(td, fid, e, c, now, out):
+    """Flow `fid`'s timer went off: the rules of ``TeardownEngine.on_timer``, shared with
+    the XDP control side (``td``: either; ``e``: the entry as a list, ``c``: the
+    counters to count in). The end of TIME-WAIT or of FIN-WAIT-2 frees the flow; an RTO
+    (FIN-WAIT-1, CLOSING, LAST-ACK) retransmits the first unacknowledged segment and
+    backs off (RFC 6298 §5.4-5.6), or after max_retries sends an RST and gives up."""
+    state = e[_STATE]
+    if state == TIME_WAIT or state == FIN_WAIT_2:
+        if state == FIN_WAIT_2:
+            c["fin_wait2_timeouts"] += 1
+        td._finish(fid, e, TEARDOWN_END_CLOSED, out)
+        return
+    if e[_RETRIES] >= e[_MAXRET]:
+        c["rst_sent"] += 1
+        out.append((WIRE, td._rst(e, now)))
+        td._finish(fid, e, TEARDOWN_END_RETRIES, out)
+        return
+    e[_RETRIES] += 1
+    e[_DUPS] = 0
+    e[_FLAGS] |= F_RECOVER
+    c["retransmits_rto"] += 1
+    out.append(td._retransmit(fid, e, now))
+    td._arm_rto(fid, e, now)
+    td._save(fid, e)
 
 
 class TeardownEngine:
@@ -697,33 +723,17 @@ class TeardownEngine:
     def on_timer(self, now):
         """Expire the wheel up to `now`: retransmissions, RSTs and TeardownDone reports."""
         out = []
-        c = self.counters
         for fid in self.wheel.advance(now):
             e = self._load(fid)
-            if e is None:
-                continue
-            state = e[_STATE]
-            if state == TIME_WAIT:
-                self._finish(fid, e, TEARDOWN_END_CLOSED, out)
-                continue
-            if state == FIN_WAIT_2:
-                c["fin_wait2_timeouts"] += 1
-                self._finish(fid, e, TEARDOWN_END_CLOSED, out)
-                continue
-            # RTO (FIN-WAIT-1, CLOSING, LAST-ACK): RFC 6298 §5.4-5.6.
-            if e[_RETRIES] >= e[_MAXRET]:
-                c["rst_sent"] += 1
-                out.append((WIRE, self._build(e, RST | ACK, e[_UNA], b"", now)))
-                self._finish(fid, e, TEARDOWN_END_RETRIES, out)
-                continue
-            e[_RETRIES] += 1
-            e[_DUPS] = 0
-            e[_FLAGS] |= F_RECOVER
-            c["retransmits_rto"] += 1
-            out.append(self._first_segment(e, self._side[fid], now))
-            self._arm_rto(fid, e, now)
-            self._save(fid, e)
+            if e is not None:
+                expire(self, fid, e, self.counters, now, out)
         return out
+
+    def _rst(self, e, now):
+        return self._build(e, RST | ACK, e[_UNA], b"", now)
+
+    def _retransmit(self, fid, e, now):
+        return self._first_segment(e, self._side[fid], now)
 
     def __repr__(self):
         return "TeardownEngine(active=%d/%d, stored=%d B)" % (

@@ -55,6 +55,8 @@
 #include "common.h"
 #include "splice.h"
 #include "teardown.h"
+#include "teardown_wire.h"
+#include "teardown_host.h"
 
 char LICENSE[] SEC("license") = "GPL";
 

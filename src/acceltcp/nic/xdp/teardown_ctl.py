@@ -53,7 +53,7 @@ from ...wire.control import (
 from ...wire.tcp import ACK, FIN, PSH, RST, build_tcp_frame
 from ...tcp.states import CLOSING, FIN_WAIT_1, FIN_WAIT_2, LAST_ACK, TIME_WAIT
 from ..dataplane import HOST, WIRE
-from ..teardown import MAX_RTO_US, TeardownEngine
+from ..teardown import MAX_RTO_US, TeardownEngine, expire
 from ..timer_wheel import TimerWheel
 from . import bpf
 from .parts import Part
@@ -209,33 +209,10 @@ class TeardownControl(Part):
             return []
         self.before_frame(now)              # a live port: the program's clock, each tick
         out = self._drain(now)
-        c = self._py
         for fid in self.wheel.advance(now):
             e = self._load(fid)
-            if e is None:
-                continue
-            state = e[_STATE]
-            if state == TIME_WAIT:
-                self._finish(fid, e, TEARDOWN_END_CLOSED, out)
-                continue
-            if state == FIN_WAIT_2:
-                c["fin_wait2_timeouts"] += 1
-                self._finish(fid, e, TEARDOWN_END_CLOSED, out)
-                continue
-            # RTO (FIN-WAIT-1, CLOSING, LAST-ACK): RFC 6298 §5.4-5.6.
-            if e[_RETRIES] >= e[_MAXRET]:
-                c["rst_sent"] += 1
-                out.append((WIRE, self._build(e, RST | ACK, e[_UNA], e[_RNXT], b"", now)))
-                self._finish(fid, e, TEARDOWN_END_RETRIES, out)
-                continue
-            e[_RETRIES] += 1
-            e[_DUPS] = 0
-            e[_FLAGS] |= F_RECOVER
-            c["retransmits_rto"] += 1
-            out.append(self._first_segment(fid, e, now))
-            rto = e[_RTO] << e[_RETRIES]
-            self._arm(fid, e, _T_RTO, rto if rto < MAX_RTO_US else MAX_RTO_US, now)
-            self._save(fid, e)
+            if e is not None:
+                expire(self, fid, e, self._py, now, out)
         self._changed(now)
         t = self._report_at
         if t is not None and now >= t:
@@ -495,6 +472,17 @@ class TeardownControl(Part):
         return build_tcp_frame(e[_MAC], self.dp.mac, key[4:8], key[0:4], self._next_ident(),
                                oport, pport, seq, ack, flags, 0 if flags & RST else e[_WIN],
                                opts, payload, self.dp.ttl)
+
+    # the hooks of nic.teardown.expire
+    def _rst(self, e, now):
+        return self._build(e, RST | ACK, e[_UNA], e[_RNXT], b"", now)
+
+    def _retransmit(self, fid, e, now):
+        return self._first_segment(fid, e, now)
+
+    def _arm_rto(self, fid, e, now):
+        rto = e[_RTO] << e[_RETRIES]
+        self._arm(fid, e, _T_RTO, rto if rto < MAX_RTO_US else MAX_RTO_US, now)
 
     def _first_segment(self, fid, e, now):
         left = e[_TOTAL] - e[_ACKED]
