@@ -84,18 +84,22 @@ def table2(ctx):
                                  "50" if ctx.quick else "200"], "table2")
     rows = data["splice"]
     cols, table = _table(rows)
-    r_in = _ratio(rows, "gbit_s", "NIC inline, spliced", "host relay", "label")
-    r_pr = _ratio(rows, "gbit_s", "NIC process, spliced", "host relay", "label")
+    relay = [r for r in rows if not r.get("tap_offload")]
+    r_in = _ratio(relay, "gbit_s", "NIC inline, spliced", "host relay", "label")
+    r_pr = _ratio(relay, "gbit_s", "NIC process, spliced", "host relay", "label")
+    r_x = _ratio(relay, "gbit_s", "NIC xdp, spliced", "host relay", "label")
     comparison = [{"what": "splice on the NIC / L7 relay on the host, MTU frames",
                    "paper": "L3 forward at NIC 40.0 vs L7 proxy 5.3 Gbit/s at 1500 B (7.5x)",
-                   "ours": "inline %s, own process %s" % (_fmt_ratio(r_in), _fmt_ratio(r_pr))},
+                   "ours": "inline %s, own process %s, XDP %s" % (
+                       _fmt_ratio(r_in), _fmt_ratio(r_pr), _fmt_ratio(r_x))},
                   {"what": "64 B messages", "paper": "2.1 (proxy) vs 28.8 Gbit/s (NIC)",
                    "ours": "not built: realnet.py's splice part moves bulk data only"}]
     return Result(columns=cols, rows=table, comparison=comparison,
                   note="Our NIC is software on the same two cores as the host, so splicing "
                        "saves the host's relay work but not the machine's CPU; the paper's "
                        "NIC has its own 120 cores.",
-                  samples=[data], facts={"inline_over_relay": r_in, "process_over_relay": r_pr},
+                  samples=[data], facts={"inline_over_relay": r_in, "process_over_relay": r_pr,
+                                         "xdp_over_relay": r_x},
                   setup="benchmarks/realnet.py --skip-bulk --skip-rr --skip-nic: a kernel "
                         "client and server in namespace atcp-bench, the stack's proxy on "
                         "the TAP relaying, then splicing on the NIC inline / in its process.")
@@ -111,23 +115,31 @@ def fig10_real(ctx):
     rows = data["rr"] + data["nic_rr"]
     cols, table = _table(rows)
     r1 = _ratio(rows, "tps", "stack, NIC %s, setup+teardown" % place, "stack", "label")
+    rx = _ratio(rows, "tps", "stack, NIC xdp, setup+teardown", "stack", "label")
+    kx = _ratio(rows, "tps", "stack, NIC xdp, setup+teardown", "kernel + asyncio", "label")
     r2 = _ratio(rows, "tps", "stack, 2 cores, NIC inline, setup+teardown", "stack, 2 cores",
                 "label")
     s2 = _ratio(rows, "tps", "stack, 2 cores", "stack", "label")
     comparison = [{"what": "setup + teardown offload / no offload, 1 real core",
                    "paper": "2.2-3.8x (1-8 cores)", "ours": "%s (NIC %s)" % (_fmt_ratio(r1),
-                                                                               place)},
-                  {"what": "the same on 2 real cores (serve --cores 2, NIC inline)",
-                   "paper": "2.2-3.8x", "ours": _fmt_ratio(r2)},
-                  {"what": "2 cores / 1 core, the stack alone", "paper": "near-linear",
-                   "ours": _fmt_ratio(s2)}]
+                                                                               place)}]
+    if ctx.nic == "both":
+        comparison.append({"what": "the same with the NIC in XDP, 1 real core",
+                           "paper": "2.2-3.8x", "ours": "%s (%s of kernel + asyncio)" % (
+                               _fmt_ratio(rx), _fmt_ratio(kx))})
+    comparison += [
+        {"what": "the same on 2 real cores (serve --cores 2, NIC inline)",
+         "paper": "2.2-3.8x", "ours": _fmt_ratio(r2)},
+        {"what": "2 cores / 1 core, the stack alone", "paper": "near-linear",
+         "ours": _fmt_ratio(s2)}]
     return Result(columns=cols, rows=table, comparison=comparison,
                   note="This machine has two cores for everything: the load client, the "
                        "kernel's side of each connection and, inline, the NIC share them "
                        "with the stacks, so a second server core has little room to add; "
                        "the simulated fig10 sweeps 1-8 cores with the client off the "
                        "server's cores.",
-                  samples=[data], facts={"offload_over_none": r1,
+                  samples=[data], facts={"offload_over_none": r1, "xdp_over_none": rx,
+                                         "xdp_over_kernel_asyncio": kx,
                                          "offload_over_none_2_cores": r2,
                                          "two_cores_over_one": s2},
                   setup="benchmarks/realnet.py --skip-bulk --skip-splice --cores 1,2: "
@@ -136,32 +148,87 @@ def fig10_real(ctx):
                         "asyncio/uvloop servers.")
 
 
-def _apps(ctx, part, what, paper, ours, note, setup):
-    """One part of benchmarks/apps.py ("kv" or "lb": the other is skipped) as a Result."""
+def _apps(ctx, part, summary, note, setup):
+    """One part of benchmarks/apps.py ("kv" or "lb": the other is skipped) as a Result;
+    summary(rows) -> (comparison rows, facts)."""
     other = "lb" if part == "kv" else "kv"
     places = {"python": "process,inline", "xdp": "xdp"}.get(ctx.nic, "process,inline,xdp")
     data = _run(ctx, "apps", ["--skip-" + other, "--repeat", "1" if ctx.quick else "3",
                               "--placements", places],
                 "table4" if part == "kv" else "table5")
     cols, table = _table(data[part])
-    return Result(columns=cols, rows=table,
-                  comparison=[{"what": what, "paper": paper, "ours": ours}],
-                  note=note, samples=[data], setup=setup)
+    comparison, facts = summary(data[part])
+    return Result(columns=cols, rows=table, comparison=comparison, note=note,
+                  samples=[data], facts=facts, setup=setup)
+
+
+def _pick(rows, key, **match):
+    return next((r[key] for r in rows if all(r.get(k) == v for k, v in match.items())), None)
+
+
+def _over(a, b):
+    return a / b if a and b else None
+
+
+def _kv_summary(rows):
+    base = _pick(rows, "rps", server="kv, no NIC", test="GET", keepalive=False)
+    redis = _pick(rows, "rps", server="redis-server (kernel)", test="GET", keepalive=False)
+    ours, facts = [], {}
+    for place in ("process", "inline", "xdp"):
+        rps = _pick(rows, "rps", server="kv + NIC %s, setup+teardown" % place, test="GET",
+                    keepalive=False)
+        if rps is not None:
+            facts[place + "_over_no_nic"] = _over(rps, base)
+            ours.append("%s %s" % (place, _fmt_ratio(facts[place + "_over_no_nic"])))
+    xdp = _pick(rows, "rps", server="kv + NIC xdp, setup+teardown", test="GET",
+                keepalive=False)
+    facts["xdp_over_redis_server"] = _over(xdp, redis)
+    comparison = [
+        {"what": "kv, one connection per GET, setup + teardown offload / no NIC",
+         "paper": "1.6-2.3x (Redis-AccelTCP vs Redis-mTCP)", "ours": ", ".join(ours) or "-"},
+        {"what": "kv with XDP / redis-server (kernel), one connection per GET",
+         "paper": "-", "ours": _fmt_ratio(facts["xdp_over_redis_server"])}]
+    return comparison, facts
+
+
+def _lb_summary(rows):
+    ours, facts = {}, {}
+    for close in (False, True):
+        relay = _pick(rows, "rps", proxy="lb, host relay", close=close)
+        nginx = _pick(rows, "rps", proxy="nginx proxy (kernel)", close=close)
+        mode = "close" if close else "persistent"
+        parts = []
+        for place in ("process", "inline", "xdp"):
+            rps = _pick(rows, "rps", proxy="lb + NIC %s, spliced" % place, close=close)
+            if rps is not None:
+                facts["%s_%s_over_relay" % (place, mode)] = _over(rps, relay)
+                parts.append("%s %s" % (place, _fmt_ratio(_over(rps, relay))))
+        xdp = _pick(rows, "rps", proxy="lb + NIC xdp, spliced", close=close)
+        facts["xdp_%s_over_nginx" % mode] = _over(xdp, nginx)
+        ours[mode] = "%s; XDP / nginx %s" % (", ".join(parts) or "-",
+                                             _fmt_ratio(_over(xdp, nginx)))
+    comparison = [
+        {"what": "lb spliced / lb relaying in the host, persistent connections",
+         "paper": "11.9x throughput (vs HAProxy on mTCP)", "ours": ours["persistent"]},
+        {"what": "the same with Connection: close", "paper": "-", "ours": ours["close"]}]
+    return comparison, facts
 
 
 def table4(ctx):
-    return _apps(ctx, "kv", "kv short-lived, AccelTCP vs baseline",
-                 "1.6-2.3x (Redis-AccelTCP vs Redis-mTCP)",
-                 "see rows (rps per server and placement)",
-                 "Our baseline is redis-server on the kernel stack, not Redis on mTCP.",
+    return _apps(ctx, "kv", _kv_summary,
+                 "Our baseline is redis-server on the kernel stack, not Redis on mTCP; the "
+                 "per-connection work left on the host (a TCB per 0x090A, the app's "
+                 "bookkeeping) is Python.",
                  "benchmarks/apps.py --skip-lb: redis-benchmark against the stack's kv "
                  "server per NIC placement and against redis-server.")
 
 
 def table5(ctx):
-    return _apps(ctx, "lb", "L7 LB, spliced vs kernel proxy",
-                 "11.9x throughput, 13.6x lower latency", "see rows (rps, latency per proxy)",
-                 "Our reference proxy is nginx on the kernel stack, not HAProxy on mTCP.",
+    return _apps(ctx, "lb", _lb_summary,
+                 "Our reference proxy is nginx on the kernel stack, not HAProxy on mTCP. "
+                 "With Connection: close the host still completes each client handshake "
+                 "from a 0x090A and opens the backend connection itself, for one "
+                 "response of about a kilobyte.",
                  "benchmarks/apps.py --skip-kv: wrk against the stack's lb and nginx.")
 
 
