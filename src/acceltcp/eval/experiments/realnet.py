@@ -170,7 +170,7 @@ def _over(a, b):
     return a / b if a and b else None
 
 
-def _kv_summary(rows):
+def kv_summary(rows):
     base = _pick(rows, "rps", server="kv, no NIC", test="GET", keepalive=False)
     redis = _pick(rows, "rps", server="redis-server (kernel)", test="GET", keepalive=False)
     ours, facts = [], {}
@@ -191,7 +191,7 @@ def _kv_summary(rows):
     return comparison, facts
 
 
-def _lb_summary(rows):
+def lb_summary(rows):
     ours, facts = {}, {}
     for close in (False, True):
         relay = _pick(rows, "rps", proxy="lb, host relay", close=close)
@@ -215,7 +215,7 @@ def _lb_summary(rows):
 
 
 def table4(ctx):
-    return _apps(ctx, "kv", _kv_summary,
+    return _apps(ctx, "kv", kv_summary,
                  "Our baseline is redis-server on the kernel stack, not Redis on mTCP; the "
                  "per-connection work left on the host (a TCB per 0x090A, the app's "
                  "bookkeeping) is Python.",
@@ -224,7 +224,7 @@ def table4(ctx):
 
 
 def table5(ctx):
-    return _apps(ctx, "lb", _lb_summary,
+    return _apps(ctx, "lb", lb_summary,
                  "Our reference proxy is nginx on the kernel stack, not HAProxy on mTCP. "
                  "With Connection: close the host still completes each client handshake "
                  "from a 0x090A and opens the backend connection itself, for one "
