@@ -347,19 +347,23 @@ def fig12(ctx):
                                _span(small, 1), _span(v, 1), xs[0], xs[-1])})
         comparison.append({"what": "host CPU per request, relay / spliced (NIC %s)" % place,
                            "paper": "-", "ours": _span(v, 2)})
+    return _sweep_result(data, rows, plot, ratios, comparison,
+                         "benchmarks/proxy_sweep.py --skip-txns: `acceltcp serve lb` in "
+                         "front of two nginx backends (namespace atcp-sweep), the host "
+                         "relaying every request vs splicing each connection on the NIC "
+                         "after its first request (`--offload setup,splice`); "
+                         "benchmarks/http_client.c, 32 persistent connections, GET of a "
+                         "file of each size; %s." % _sweep_setup(ctx))
+
+
+def _sweep_result(data, rows, plot, ratios, comparison, setup):
     if data.get("xdp_unavailable"):
         comparison.append({"what": "NIC xdp", "paper": "-",
                            "ours": "not measured: " + data["xdp_unavailable"]})
     cols, table = _table([{k: r.get(k) for k in _SWEEP_COLUMNS} for r in rows])
     return Result(columns=cols, rows=table, comparison=comparison, note=_SWEEP_NOTE,
                   plot=plot, samples=[data],
-                  facts=_facts(rows, ratios, data.get("xdp_unavailable")),
-                  setup="benchmarks/proxy_sweep.py --skip-txns: `acceltcp serve lb` in "
-                        "front of two nginx backends (namespace atcp-sweep), the host "
-                        "relaying every request vs splicing each connection on the NIC "
-                        "after its first request (`--offload setup,splice`); "
-                        "benchmarks/http_client.c, 32 persistent connections, GET of a "
-                        "file of each size; %s." % _sweep_setup(ctx))
+                  facts=_facts(rows, ratios, data.get("xdp_unavailable")), setup=setup)
 
 
 def fig13(ctx):
@@ -375,14 +379,8 @@ def fig13(ctx):
                            "paper": "1.8x -> 2.4x (1 -> 128)", "ours": _ends(v, 1)})
         comparison.append({"what": "host CPU per request, relay / spliced (NIC %s)" % place,
                            "paper": "-", "ours": _ends(v, 2)})
-    if data.get("xdp_unavailable"):
-        comparison.append({"what": "NIC xdp", "paper": "-",
-                           "ours": "not measured: " + data["xdp_unavailable"]})
-    cols, table = _table([{k: r.get(k) for k in _SWEEP_COLUMNS} for r in rows])
-    return Result(columns=cols, rows=table, comparison=comparison, note=_SWEEP_NOTE,
-                  plot=plot, samples=[data],
-                  facts=_facts(rows, ratios, data.get("xdp_unavailable")),
-                  setup="benchmarks/proxy_sweep.py --skip-sizes: as fig12, with 64 B "
-                        "responses; the client closes each connection after k "
-                        "transactions (the k-th request says `Connection: close`) and "
-                        "opens a new one, 32 at a time; %s." % _sweep_setup(ctx))
+    return _sweep_result(data, rows, plot, ratios, comparison,
+                         "benchmarks/proxy_sweep.py --skip-sizes: as fig12, with 64 B "
+                         "responses; the client closes each connection after k "
+                         "transactions (the k-th request says `Connection: close`) and "
+                         "opens a new one, 32 at a time; %s." % _sweep_setup(ctx))
