@@ -97,6 +97,7 @@ from realnet import PY, cpu_busy_s, median_run, ns, proc_cpu_s  # noqa: E402
 
 from acceltcp.testbed import netns as tb  # noqa: E402
 from acceltcp.testbed import website  # noqa: E402
+from acceltcp.testbed.sigterm import raise_on_sigterm  # noqa: E402
 
 NS = "atcp-apps"
 REF = "atcp-apps-ref"
@@ -578,10 +579,6 @@ def _sysctls(netns):
     return out
 
 
-def _on_sigterm(signum, frame):
-    raise SystemExit(128 + signum)
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -613,29 +610,32 @@ def main(argv=None):
     if os.geteuid() != 0:
         print("benchmarks/apps.py needs root (namespaces, TAP)", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    started = time.time()
-    results = {"kv": [], "lb": [], "machine": {"cpus": os.cpu_count(),
-                                             "kernel": os.uname().release},
-               "params": {k: v for k, v in vars(a).items() if k != "json"}}
-    realnet.cli("testbed", "down", "--netns", NS, "--ref-netns", REF)
-    realnet.cli("testbed", "up", "--ref", "--netns", NS, "--ref-netns", REF)
+    restore = raise_on_sigterm()
     try:
-        results["client_sysctls"] = _sysctls(NS)
-        with tempfile.TemporaryDirectory() as tmp:
-            if not a.skip_kv:
-                results["kv"] = kv_section(a, tmp)
-            if not a.skip_lb:
-                results["lb"], results["lb_info"] = lb_section(a, tmp)
-    finally:
-        end_started()
+        started = time.time()
+        results = {"kv": [], "lb": [], "machine": {"cpus": os.cpu_count(),
+                                                 "kernel": os.uname().release},
+                   "params": {k: v for k, v in vars(a).items() if k != "json"}}
         realnet.cli("testbed", "down", "--netns", NS, "--ref-netns", REF)
-    results["wall_s"] = time.time() - started
-    results["verdicts"] = verdicts(results, a)
-    report(results, a)
-    if a.json:
-        Path(a.json).write_text(json.dumps(results, indent=1) + "\n")
-    return 0
+        realnet.cli("testbed", "up", "--ref", "--netns", NS, "--ref-netns", REF)
+        try:
+            results["client_sysctls"] = _sysctls(NS)
+            with tempfile.TemporaryDirectory() as tmp:
+                if not a.skip_kv:
+                    results["kv"] = kv_section(a, tmp)
+                if not a.skip_lb:
+                    results["lb"], results["lb_info"] = lb_section(a, tmp)
+        finally:
+            end_started()
+            realnet.cli("testbed", "down", "--netns", NS, "--ref-netns", REF)
+        results["wall_s"] = time.time() - started
+        results["verdicts"] = verdicts(results, a)
+        report(results, a)
+        if a.json:
+            Path(a.json).write_text(json.dumps(results, indent=1) + "\n")
+        return 0
+    finally:
+        restore()
 
 
 # ------------------------------------------------------------------------ report

@@ -55,6 +55,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from acceltcp.testbed.sigterm import raise_on_sigterm
+
 PY = sys.executable
 NS = "atcp-chim"
 TAP = "atcp-chim0"
@@ -274,10 +276,6 @@ def report(rows):
                     b["label"]))
 
 
-def _sigterm(signum, frame):
-    raise KeyboardInterrupt("signal %d" % signum)
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -297,37 +295,40 @@ def main(argv=None):
     if os.geteuid() != 0:
         print("benchmarks/chimney_real.py needs root (namespaces, TAP)", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _sigterm)
-    nbytes = a.mib * MiB
-    rows, failed = [], []
-    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    cli("testbed", "down", "--netns", NS, check=False)
-    cli("testbed", "up", "--netns", NS)
+    restore = raise_on_sigterm(KeyboardInterrupt)
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            for key in keys:
-                try:
-                    rows.append(median_run(lambda k=key: measure(k, nbytes, tmp=tmp,
-                                                                 timeout=a.timeout),
-                                           a.repeat))
-                    print("  done: %s (%.0f s)" % (key, rows[-1]["elapsed_s"]),
-                          file=sys.stderr, flush=True)
-                except (BenchError, subprocess.TimeoutExpired) as e:
-                    failed.append({"key": key, "error": str(e)})
-                    print("  FAILED: %s: %s" % (key, e), file=sys.stderr, flush=True)
-    finally:
+        nbytes = a.mib * MiB
+        rows, failed = [], []
+        started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         cli("testbed", "down", "--netns", NS, check=False)
-    print("\nTCP Chimney on the real network: %d MiB each way (echo), one connection, "
-          "%s, %d CPUs, kernel %s" % (a.mib, started, os.cpu_count(), os.uname().release))
-    report(rows)
-    for f in failed:
-        print("FAILED %s: %s" % (f["key"], f["error"]))
-    if a.json:
-        Path(a.json).write_text(json.dumps({"date": started, "mib_each_way": a.mib,
-                                            "rows": rows, "failed": failed,
-                                            "cpus": os.cpu_count(),
-                                            "kernel": os.uname().release}, indent=1) + "\n")
-    return 1 if failed else 0
+        cli("testbed", "up", "--netns", NS)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                for key in keys:
+                    try:
+                        rows.append(median_run(lambda k=key: measure(k, nbytes, tmp=tmp,
+                                                                     timeout=a.timeout),
+                                               a.repeat))
+                        print("  done: %s (%.0f s)" % (key, rows[-1]["elapsed_s"]),
+                              file=sys.stderr, flush=True)
+                    except (BenchError, subprocess.TimeoutExpired) as e:
+                        failed.append({"key": key, "error": str(e)})
+                        print("  FAILED: %s: %s" % (key, e), file=sys.stderr, flush=True)
+        finally:
+            cli("testbed", "down", "--netns", NS, check=False)
+        print("\nTCP Chimney on the real network: %d MiB each way (echo), one connection, "
+              "%s, %d CPUs, kernel %s" % (a.mib, started, os.cpu_count(), os.uname().release))
+        report(rows)
+        for f in failed:
+            print("FAILED %s: %s" % (f["key"], f["error"]))
+        if a.json:
+            Path(a.json).write_text(json.dumps({"date": started, "mib_each_way": a.mib,
+                                                "rows": rows, "failed": failed,
+                                                "cpus": os.cpu_count(),
+                                                "kernel": os.uname().release}, indent=1) + "\n")
+        return 1 if failed else 0
+    finally:
+        restore()
 
 
 if __name__ == "__main__":

@@ -47,7 +47,6 @@ import hashlib
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -61,6 +60,7 @@ import apps  # noqa: E402  (benchmarks/apps.py: servers, measurement)
 import realnet  # noqa: E402  (benchmarks/realnet.py: testbed, CPU)
 
 from acceltcp.testbed import website  # noqa: E402
+from acceltcp.testbed.sigterm import raise_on_sigterm  # noqa: E402
 
 NS = "atcp-sweep"
 TAP = "atcpswp0"
@@ -295,10 +295,6 @@ def _csv_ints(text):
     return v
 
 
-def _on_sigterm(signum, frame):
-    raise SystemExit(128 + signum)
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -329,26 +325,29 @@ def main(argv=None):
         print("benchmarks/proxy_sweep.py needs root (namespaces, TAP)", file=sys.stderr)
         return 2
     apps.use_names(NS, TAP)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    started = time.time()
-    results = {"rows": [], "machine": {"cpus": os.cpu_count(), "kernel": os.uname().release},
-               "params": {k: v for k, v in vars(a).items() if k != "json"}}
-    realnet.cli("testbed", "down", "--netns", NS)
-    realnet.cli("testbed", "up", "--netns", NS)
+    restore = raise_on_sigterm()
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            exe = os.path.join(tmp, "http_client")
-            subprocess.run(["cc", "-O2", "-o", exe, str(HERE / "http_client.c")], check=True)
-            sweep(a, tmp, exe, results)
-    finally:
-        apps.end_started()
+        started = time.time()
+        results = {"rows": [], "machine": {"cpus": os.cpu_count(), "kernel": os.uname().release},
+                   "params": {k: v for k, v in vars(a).items() if k != "json"}}
         realnet.cli("testbed", "down", "--netns", NS)
-    results["wall_s"] = time.time() - started
-    results["ratios"] = ratios(results["rows"])
-    report(results)
-    if a.json:
-        Path(a.json).write_text(json.dumps(results, indent=1) + "\n")
-    return 0
+        realnet.cli("testbed", "up", "--netns", NS)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                exe = os.path.join(tmp, "http_client")
+                subprocess.run(["cc", "-O2", "-o", exe, str(HERE / "http_client.c")], check=True)
+                sweep(a, tmp, exe, results)
+        finally:
+            apps.end_started()
+            realnet.cli("testbed", "down", "--netns", NS)
+        results["wall_s"] = time.time() - started
+        results["ratios"] = ratios(results["rows"])
+        report(results)
+        if a.json:
+            Path(a.json).write_text(json.dumps(results, indent=1) + "\n")
+        return 0
+    finally:
+        restore()
 
 
 if __name__ == "__main__":
