@@ -103,8 +103,10 @@ def test_wrk_ab_curl_through_lb(request, bed, tmp_path, site, nic):
     digests = site["digests"]
     _curl_sample(bed, digests, sorted(digests)[:20] + ["f1.bin"], tmp_path)
     for close in (False, True):
+        # wrk runs for a time: how many requests fit in it is the machine's speed, not
+        # the lb's correctness (ab below counts 2,000 each way)
         n, out = _wrk(bed, "f5.bin", close)
-        assert n > 100, out
+        assert n > 0, out
         assert "Non-2xx" not in out and "Socket errors" not in out, out
     for keepalive in (False, True):
         complete, failed, non2xx, out = _ab(bed, "f1.bin", keepalive)
