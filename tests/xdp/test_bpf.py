@@ -32,6 +32,7 @@ def test_load_names_and_unload_leaves_nothing(xdp_obj):
     with bpf.Loaded(xdp_obj, {"atcp_handed": (bpf.BPF_MAP_TYPE_LRU_HASH, 12, 4, 8)}) as ld:
         assert set(ld.progs) == {"atcp_wire", "atcp_host", "atcp_pass", "atcp_td_wire"}
         assert set(ld.maps) == {"atcp_cfg", "atcp_clock", "atcp_state", "atcp_counters",
+                                "atcp_fbuf",
                                 "atcp_listen", "atcp_handed", "atcp_lports",
                                 # splice.h
                                 "atcp_splice", "atcp_sp_rules", "atcp_sp_ctl",

@@ -172,21 +172,39 @@ def test_syn_in_fin_wait_and_time_wait(tpair, ri, ts):
     p.run_timers(T0 + 10)
 
 
+REOPENING_SYNS = {
+    # the listener offers cookies: a cookie SYN-ACK
+    "cookie": (True, tcp_options(mss=1460, sack_permitted=True, wscale=7,
+                                 timestamps=(1003, 0))),
+    # no timestamps: the listener's verdict is the host (behind the flow's end)
+    "no-timestamps": (True, tcp_options(mss=1460, wscale=7)),
+    # no listener on the NIC: the host
+    "no-listener": (False, tcp_options(mss=1460, timestamps=(1003, 0))),
+}
+
+
 @pytest.mark.parametrize("ri", MODES)
-def test_time_wait_syn_that_reopens_meets_the_listener(tpair, ri):
-    """RFC 6191: the new incarnation's SYN ends the TIME-WAIT and the listener's cookie
-    path answers it -- by a tail call to atcp_wire when it is the frame's first answer
-    (moderated), by the control side after the per-flow report otherwise."""
+@pytest.mark.parametrize("kind", sorted(REOPENING_SYNS))
+def test_time_wait_syn_that_reopens_meets_the_listener(tpair, ri, kind):
+    """RFC 6191: the new incarnation's SYN ends the TIME-WAIT and goes on to the
+    listener, in atcp_td_wire itself: the cookie SYN-ACK by XDP_TX, a verdict for the
+    host as a FRAME event behind the flow's end (its TeardownDone first on the host
+    port, as from the specification)."""
+    listens, opts = REOPENING_SYNS[kind]
     p = tpair(report_interval=ri)
-    p.listen(port=80)
+    if listens:
+        p.listen(port=80)
     p.host(handover(b"s", time_wait_ms=5000, timestamps=True, ts_recent=1000), T0)
     p.wire(peer(5000, 1002, ACK_ | FIN_, ts=(1002, 0)), T0 + 0.02)
     assert p.nic.teardown.entry(0)["state_name"] == "TIME-WAIT"
-    opts = tcp_options(mss=1460, sack_permitted=True, wscale=7, timestamps=(1003, 0))
     out = p.wire(peer(9000, 0, SYN_, opts=opts), T0 + 0.04)
-    assert out[-1][0] == WIRE and out[-1][1][47] == SYN_ | ACK_      # a cookie SYN-ACK
     assert p.nic.teardown.counters["syn_reopen"] == 1 and p.nic.teardown.active == 0
-    assert p.nic.counters["syn_cookies_sent"] == 1
+    if kind == "cookie":
+        assert out[-1][0] == WIRE and out[-1][1][47] == SYN_ | ACK_
+        assert p.nic.counters["syn_cookies_sent"] == 1
+    else:
+        assert out[-1] == (HOST, peer(9000, 0, SYN_, opts=opts))
+        assert p.nic.counters["syn_cookies_sent"] == 0
     p.run_timers(T0 + 10)
 
 

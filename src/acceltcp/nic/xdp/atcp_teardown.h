@@ -107,7 +107,8 @@ struct atcp_td_alloc {
  *  TD_EV_TIMER  (re)arm slot's timer: op TD_T_RTO (param µs), TD_T_FW2 (fin_timeout),
  *               TD_T_TW (param ms), from `now` = now_bits;
  *  TD_EV_DONE   the slot was freed: reason, and with report = 1 the TeardownDone fields;
- *  TD_EV_FRAME  the input frame, copied to atcp_td_frames[off], goes to the host;
+ *  TD_EV_FRAME  the input frame, copied to atcp_td_frames[off], goes to the host (a SYN
+ *               that reopened a TIME-WAIT, which the listener's path sends up);
  *  TD_EV_NEW    teardown_host took a handover into slot: flow_id (seq), its key, payload
  *               bytes (off), the host's MAC, and its RTO armed (len µs from now_bits). */
 struct atcp_td_event {

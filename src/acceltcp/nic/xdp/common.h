@@ -46,6 +46,19 @@ struct {
 	__type(value, __u64);
 } atcp_counters SEC(".maps");
 
+/* a frame the setup path builds (SYN-ACK, RST) before emit() writes it over the received
+ * one: per CPU, off the 512-byte stack, which the parse and the cookie's hash fill */
+struct atcp_frame_buf {
+	__u8 b[80];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct atcp_frame_buf);
+} atcp_fbuf SEC(".maps");
+
 /* capacity enforced by the control side (listener_capacity <= this) */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

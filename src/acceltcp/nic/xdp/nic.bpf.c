@@ -55,7 +55,6 @@
 #include "common.h"
 #include "splice.h"
 #include "teardown.h"
-#include "teardown_wire.h"
 #include "teardown_host.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -141,11 +140,13 @@ static __always_inline int syn(struct xdp_md *ctx, const struct atcp_cfg *cfg,
 	__u32 zero = 0, mss = o->mss == 0xFFFFFFFF ? 536 : o->mss, opt, isn, tsval, olen;
 	const struct atcp_clock *clk;
 	const __u32 *key;
-	__u8 f[80] __attribute__((aligned(8))), ips[8], ports[4];
+	struct atcp_frame_buf *fb = bpf_map_lookup_elem(&atcp_fbuf, &zero);
+	__u8 *f, ips[8], ports[4];
 	int cls;
 
-	if (!o->has_ts || !(l->flags & ATCP_F_TS))
+	if (!o->has_ts || !(l->flags & ATCP_F_TS) || !fb)
 		goto host;
+	f = fb->b;
 	cls = mss_class(mss);
 	if (cls < 0)                            /* client MSS below the smallest class */
 		goto host;
@@ -170,7 +171,7 @@ static __always_inline int syn(struct xdp_md *ctx, const struct atcp_cfg *cfg,
 
 	__u8 ws = o->wscale != 0xFF ? l->wscale : ATCP_WS_NONE;
 
-	__builtin_memset(f, 0, sizeof(f));
+	__builtin_memset(f, 0, sizeof(fb->b));
 	f[54] = 2;                              /* MSS */
 	f[55] = 4;
 	store_be16(f + 56, l->mss);
@@ -275,19 +276,26 @@ bad:
 	count(C_drop_cookie_bad);
 	count(C_rst_sent);
 	/* <SEQ=SEG.ACK><CTL=RST> (RFC 9293 §3.10.7.1) */
-	__u8 f[80] __attribute__((aligned(8))), ips[8], ports[4];
+	struct atcp_frame_buf *fb = bpf_map_lookup_elem(&atcp_fbuf, &zero);
+	__u8 ips[8], ports[4];
+
+	if (!fb)
+		return XDP_DROP;
 
 	__builtin_memcpy(ips, s->ips + 4, 4);
 	__builtin_memcpy(ips + 4, s->ips, 4);
 	__builtin_memcpy(ports, s->ports + 2, 2);
 	__builtin_memcpy(ports + 2, s->ports, 2);
-	build_hdr(f, s->eth_src, cfg, ips, next_ident(), ports, s->ack, 0, TCP_RST, 0, 0);
-	if (emit(ctx, f, 54)) {
+	build_hdr(fb->b, s->eth_src, cfg, ips, next_ident(), ports, s->ack, 0, TCP_RST, 0, 0);
+	if (emit(ctx, fb->b, 54)) {
 		count(C_xdp_adjust_failed);
 		return XDP_DROP;
 	}
 	return XDP_TX;
 }
+
+/* the teardown path's peer segments: after the setup path, which a reopening SYN meets */
+#include "teardown_wire.h"
 
 SEC("xdp")
 int atcp_wire(struct xdp_md *ctx)

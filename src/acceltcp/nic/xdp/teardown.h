@@ -25,8 +25,9 @@
  * * XDP sends at most one frame per frame received, in the received frame's buffer.  The
  *   answers the engine gives are a list; the program sends the first visible one itself
  *   when it is an ACK (built over the received frame, XDP_TX).  Everything else --
- *   the TIME-WAIT SYN that reopens (RFC 6191: a copy, which the control side runs
- *   through atcp_wire, where it meets the listener like any SYN), a retransmission
+ *   the TIME-WAIT SYN that reopens (RFC 6191: after the flow's events it meets the
+ *   listener as in atcp_wire, td_reopen: a cookie SYN-ACK goes out at once, a verdict for
+ *   the host is a TD_EV_FRAME event behind the flow's end), a retransmission
  *   (its payload is up to an MSS: no room in front of a 54-byte ACK),
  *   a TeardownDone report, a later ACK -- becomes an event in atcp_td_events, in order,
  *   with the values the engine would have used at that point (seq, ack, payload range);

@@ -25,7 +25,8 @@ docstring says.  Here:
   program recorded; SEND -> the frame built from the entry (TSval, ts_last, IPv4 ident
   from atcp_state taken now, in the engine's order); DONE -> the slot, its data and its
   timer are freed (and the TeardownDone report sent unless moderated); FRAME -> the
-  copied frame to the host.
+  copied frame (a SYN that reopened a TIME-WAIT, which the listener sends up) to the
+  host.
 * ``on_timer`` is the engine's: RTO retransmissions with backoff, the RST after
   max_retries, FIN-WAIT-2 and 2MSL ends -- and the dataplane's report moderation
   (``report_interval``: one cumulative TeardownAccepted and one StatusReport at most
@@ -526,12 +527,10 @@ class TeardownControl(Part):
                     out.append((HOST, TeardownDone(seq, key, op, ack, off, n)
                                 .frame(self.host_mac, self.dp.mac)))
             elif kind == _EV_FRAME:
-                # the SYN that reopened a TIME-WAIT: on to the listener (atcp_wire
-                # no longer finds the flow)
+                # the SYN that reopened a TIME-WAIT, for the host behind the flow's end
                 v = self._frames.lookup(_U32.pack(off))
                 if v is not None:
-                    ln = _FRAME_LEN.unpack_from(v)[0]
-                    out += self.dp.classify_wire(v[4:4 + ln])
+                    out.append((HOST, v[4:4 + _FRAME_LEN.unpack_from(v)[0]]))
         return out
 
     # -- timers -------------------------------------------------------------------------

@@ -39,14 +39,64 @@ static __always_inline int td_walk(struct xdp_md *ctx, __u32 doff, struct td_wor
 }
 
 /* atcp_td_jump[0] = atcp_td_wire (the control side writes it after loading).  Nothing
- * atcp_td_wire itself does may use it: a program in a prog array that refers to the same
- * array was left behind by the kernel after its process was stopped and killed. */
+ * atcp_td_wire does may use a prog array: one in a prog array that refers to a prog array
+ * was left behind by the kernel after its process was stopped and killed. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u32);
 } atcp_td_jump SEC(".maps");
+
+/* A SYN that reopened a TIME-WAIT (RFC 6191), its flow ended: on to the listener as in
+ * atcp_wire steps 3-4, with what this program already checked (the IPv4 and TCP headers,
+ * the checksum, the options in w->o).  A verdict for the host becomes a TD_EV_FRAME
+ * event instead, behind the flow's TeardownDone in the queue: the host hears of the end
+ * first, as from nic/dataplane.py. */
+static __always_inline int td_reopen(struct xdp_md *ctx, const struct atcp_cfg *cfg,
+				     struct td_work *w)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	const struct atcp_listener *l;
+	struct atcp_flow_key fk;
+	struct seg s;
+	__u8 *f = data;
+	int v, idx;
+
+	if (data + 54 > end)
+		return XDP_DROP;                /* cannot happen: checked */
+	l = listener(*(__u32 *)(f + 30), *(__u16 *)(f + 36));
+	if (!l) {
+		v = to_host(cfg);
+	} else {
+		__builtin_memcpy(s.eth_src, f + 6, 6);
+		__builtin_memcpy(s.ips, f + 26, 8);
+		__builtin_memcpy(s.ports, f + 34, 4);
+		__builtin_memcpy(fk.b, f + 26, 12);
+		s.seq = load_be32(f + 38);
+		s.ack = load_be32(f + 42);
+		s.flags = f[47];
+		if (handed_has(cfg, &fk)) {
+			count(C_handed_syn_to_host);
+			v = to_host(cfg);
+		} else {
+			v = syn(ctx, cfg, l, &s, &w->o);
+		}
+	}
+	if (v != XDP_REDIRECT && v != XDP_PASS)
+		return v;
+	idx = td_copy_frame(ctx);
+	if (idx < 0) {
+		count(C_xdp_td_emit_failed);
+		return v;                       /* up now */
+	}
+	__builtin_memset(&w->ev, 0, sizeof(w->ev));
+	w->ev.kind = TD_EV_FRAME;
+	w->ev.off = idx;
+	td_event(&w->ev);
+	return XDP_DROP;
+}
 
 /* A segment of a teardown flow, reached by a tail call from atcp_wire: a program of its
  * own, verified from a clean state with a stack of its own (atcp_wire's is the setup
@@ -201,19 +251,16 @@ int atcp_td_wire(struct xdp_md *ctx)
 			ev->op = o->reason;
 			__builtin_memcpy(ev->key, o->key, 12);
 		} else if (o->kind == TD_O_FRAME) {
-			int idx = td_copy_frame(ctx);
-
-			if (idx < 0) {
-				count(C_xdp_td_emit_failed);
-				continue;
-			}
-			ev->kind = TD_EV_FRAME;
-			ev->off = idx;
+			continue;               /* below */
 		} else {
 			ev->kind = TD_EV_SEND;  /* ACK or retransmission, built later */
 		}
 		td_event(ev);
 	}
+	/* RFC 6191: a SYN that reopened goes on to the listener, behind the flow's end
+	 * (TD_O_FRAME: always the last output, td_tw_segment) */
+	if (w->nout && w->nout <= 4 && w->out[(w->nout - 1) & 3].kind == TD_O_FRAME)
+		return td_reopen(ctx, cfg, w);
 	return verdict;
 }
 
