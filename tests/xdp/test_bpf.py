@@ -84,6 +84,17 @@ def test_map_operations(xdp_obj):
         assert m.keys() == [k2]
         c = ld.maps["atcp_counters"]
         assert c.percpu and len(c.lookup(struct.pack("=I", 0))) == bpf.possible_cpus()
+        # every index's sum over CPUs in one batch read, as a lookup per index gives it
+        ncpu = bpf.possible_cpus()
+        for i, v in ((0, 5), (3, 7), (c.max_entries - 1, 1 << 40)):
+            c.update(struct.pack("=I", i), [struct.pack("=Q", v + cpu) for cpu in range(ncpu)])
+        sums = c.counter_sums()
+        assert len(sums) == c.max_entries
+        assert sums == [sum(struct.unpack("=Q", x)[0] for x in c.lookup(struct.pack("=I", i)))
+                        for i in range(c.max_entries)]
+        assert sums[3] == 7 * ncpu + ncpu * (ncpu - 1) // 2 and sums[1] == 0
+        with pytest.raises(bpf.BpfError, match="not a per-CPU array"):
+            m.counter_sums()
 
 
 def test_test_run_verdict_and_frame(xdp_obj):

@@ -48,6 +48,7 @@ BPF_OBJ_GET = 7
 BPF_PROG_TEST_RUN = 10
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_MAP_LOOKUP_AND_DELETE_ELEM = 21
+BPF_MAP_LOOKUP_BATCH = 24
 
 BPF_MAP_TYPE_HASH = 1
 BPF_MAP_TYPE_ARRAY = 2
@@ -213,6 +214,28 @@ class Map:
             return v.raw
         step = (self.value_size + 7) & ~7
         return [v.raw[i * step:i * step + self.value_size] for i in range(possible_cpus())]
+
+    def counter_sums(self):
+        """A per-CPU array of u64 counters -> each index's sum over CPUs, read with one
+        BPF_MAP_LOOKUP_BATCH instead of a lookup per index."""
+        if not (self.percpu and self.type == BPF_MAP_TYPE_PERCPU_ARRAY and self.value_size == 8):
+            raise BpfError(errno.EINVAL, "%s: not a per-CPU array of u64" % self.name)
+        n, ncpu = self.max_entries, possible_cpus()
+        keys = ctypes.create_string_buffer(4 * n)
+        vals = ctypes.create_string_buffer(8 * ncpu * n)
+        out_batch = ctypes.create_string_buffer(4)
+        attr = _attr("=QQQQIIQQ", 0, _addr(out_batch), _addr(keys), _addr(vals), n, self.fd,
+                     0, 0)
+        try:
+            _bpf(BPF_MAP_LOOKUP_BATCH, attr, "lookup_batch " + self.name)
+        except BpfError as e:
+            if e.errno != errno.ENOENT:            # ENOENT: the whole array was read
+                raise
+        got = struct.unpack_from("=I", attr, 32)[0]
+        if got != n:
+            raise BpfError(errno.EIO, "lookup_batch %s: %d of %d" % (self.name, got, n))
+        flat = struct.unpack("=%dQ" % (ncpu * n), vals)
+        return [sum(flat[i * ncpu:(i + 1) * ncpu]) for i in range(n)]
 
     def update(self, key, value, flags=BPF_ANY):
         if self._mm is not None and flags != BPF_NOEXIST:   # an array: every index exists

@@ -328,11 +328,7 @@ class XdpDataplane:
 
     def xdp_counters(self):
         """The programs' counters (atcp_counters summed over CPUs), every name."""
-        vals = self._cnt
-        out = {}
-        for i, name in enumerate(COUNTER_NAMES):
-            out[name] = sum(struct.unpack("=Q", v)[0] for v in vals.lookup(_U32.pack(i)))
-        return out
+        return dict(zip(COUNTER_NAMES, self._cnt.counter_sums()))
 
     @property
     def counters(self):

@@ -437,8 +437,7 @@ class TeardownControl(Part):
     def counters(self):
         """TeardownEngine.counters' shape: every base name, drop_<reason> when not 0."""
         out = dict(self._py)
-        for i, name in enumerate(ENGINE_COUNTERS):
-            v = sum(struct.unpack("=Q", x)[0] for x in self._cnt.lookup(_U32.pack(i)))
+        for name, v in zip(ENGINE_COUNTERS, self._cnt.counter_sums()):
             if v or not name.startswith("drop_"):
                 out[name] = out.get(name, 0) + v
         return out
@@ -496,8 +495,11 @@ class TeardownControl(Part):
                                   e[_RNXT], self._payload(fid, e[_ACKED], left), now))
 
     def _drain(self, now):
-        """The program's events, in order (module docstring)."""
+        """The program's events, in order (module docstring).  A slot's timer requests
+        take effect at the end, the last one only: the wheel's state (a bitmap per tick)
+        depends on each flow's last deadline, not on the order they were armed."""
         out = []
+        timers = {}
         for raw in self._ev.records():
             kind, flags, op, _, slot, seq, ack, off, n, now_bits, key, _, mac = \
                 _EVENT.unpack(raw)
@@ -508,11 +510,11 @@ class TeardownControl(Part):
                 self._totals[slot] = off
                 self.host_mac = self.dp.host_mac = mac
                 self.last_accepted = (seq, key)
-                self.wheel.schedule(slot, self._deadline(op, n, now_bits))
+                timers[slot] = self._deadline(op, n, now_bits)
             elif kind == _EV_TIMER:
                 if slot not in self._totals:              # ended since (mirror, in order)
                     continue
-                self.wheel.schedule(slot, self._deadline(op, n, now_bits))
+                timers[slot] = self._deadline(op, n, now_bits)
             elif kind == _EV_SEND:
                 e = self._load(slot)
                 if e is None:
@@ -522,6 +524,7 @@ class TeardownControl(Part):
                 self._save(slot, e)
             elif kind == _EV_DONE:
                 if self._index.get(key) == slot:
+                    timers.pop(slot, None)
                     self._release(slot, key, self._totals.get(slot, 0), freed=True)
                 if flags:
                     out.append((HOST, TeardownDone(seq, key, op, ack, off, n)
@@ -531,6 +534,9 @@ class TeardownControl(Part):
                 v = self._frames.lookup(_U32.pack(off))
                 if v is not None:
                     out.append((HOST, v[4:4 + _FRAME_LEN.unpack_from(v)[0]]))
+        schedule = self.wheel.schedule
+        for slot, deadline in timers.items():
+            schedule(slot, deadline)
         return out
 
     # -- timers -------------------------------------------------------------------------
