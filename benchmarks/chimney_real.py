@@ -55,6 +55,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from acceltcp.testbed.procs import stats_snapshot
 from acceltcp.testbed.sigterm import raise_on_sigterm
 
 PY = sys.executable
@@ -132,19 +133,10 @@ class Serve:
         raise BenchError("serve did not start: %s" % self.err_path.read_text()[-2000:])
 
     def snapshot(self, timeout=10.0):
-        """SIGUSR1: the server rewrites its stats file (a process NIC's counters
-        refreshed first); -> the JSON."""
-        before = self.stats.stat().st_mtime_ns if self.stats.exists() else 0
-        self.p.send_signal(signal.SIGUSR1)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.stats.exists() and self.stats.stat().st_mtime_ns != before:
-                try:
-                    return json.loads(self.stats.read_text())
-                except ValueError:          # replaced while read: read again
-                    pass
-            time.sleep(0.02)
-        raise BenchError("serve wrote no stats after SIGUSR1")
+        try:
+            return stats_snapshot(self.p, self.stats, timeout)
+        except TimeoutError as e:
+            raise BenchError(str(e)) from None
 
     def stop(self, timeout=30.0):
         """SIGTERM (SIGKILL after `timeout`); -> the final stats JSON."""

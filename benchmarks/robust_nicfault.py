@@ -33,6 +33,8 @@ import sys
 import tempfile
 import time
 
+from acceltcp.testbed.procs import stats_snapshot
+
 NS = "atcp-rnic"
 PY = sys.executable
 STACK_IP = "198.18.0.2"
@@ -65,15 +67,7 @@ class _Server:
                     break
 
     def snapshot(self, timeout=5.0):
-        before = os.stat(self.stats).st_mtime_ns if os.path.exists(self.stats) else 0
-        self.p.send_signal(signal.SIGUSR1)
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if os.path.exists(self.stats) and os.stat(self.stats).st_mtime_ns != before:
-                with open(self.stats) as f:
-                    return json.load(f)
-            time.sleep(0.02)
-        raise RuntimeError("no stats")
+        return stats_snapshot(self.p, self.stats, timeout)
 
     def stop(self):
         self.p.send_signal(signal.SIGTERM)

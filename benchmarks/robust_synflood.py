@@ -40,6 +40,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import realnet  # noqa: E402  (benchmarks/ is not a package)
+from acceltcp.testbed.procs import stats_snapshot  # noqa: E402
 
 NS = "atcp-rsyn"
 PY = sys.executable
@@ -81,17 +82,7 @@ class Serve:
         return self.ready.get("nic_pid")
 
     def snapshot(self, timeout=5.0):
-        before = self.stats.stat().st_mtime_ns if self.stats.exists() else 0
-        self.p.send_signal(signal.SIGUSR1)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.stats.exists() and self.stats.stat().st_mtime_ns != before:
-                try:
-                    return json.loads(self.stats.read_text())
-                except ValueError:          # being written
-                    pass
-            time.sleep(0.02)
-        raise RuntimeError("no stats after SIGUSR1")
+        return stats_snapshot(self.p, self.stats, timeout)
 
     def stop(self):
         self.p.send_signal(signal.SIGTERM)

@@ -31,7 +31,6 @@ may run at once), created and removed here.
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import realnet as rn  # noqa: E402
+from acceltcp.testbed.procs import stats_snapshot  # noqa: E402
 
 rn.NS, rn.REF = "atcp-xbench", "atcp-xbench-ref"
 
@@ -90,14 +90,7 @@ def rr(label, extra, a, client, tmp):
 
 
 def _snapshot(srv):
-    before = os.stat(srv.stats).st_mtime_ns if os.path.exists(srv.stats) else 0
-    srv.p.send_signal(signal.SIGUSR1)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if os.path.exists(srv.stats) and os.stat(srv.stats).st_mtime_ns != before:
-            return json.loads(Path(srv.stats).read_text())
-        time.sleep(0.02)
-    raise RuntimeError("no stats after SIGUSR1")
+    return stats_snapshot(srv.p, srv.stats)
 
 
 def _legit(client, seconds):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from acceltcp.testbed.procs import wait_line
+from acceltcp.testbed.procs import stats_snapshot, wait_line
 
 ROOT_REASON = "tests/net need root (network namespaces, /dev/net/tun)"
 VENV_BIN = Path(sys.executable).parent
@@ -247,14 +247,7 @@ class Server:
 
     def snapshot(self, timeout=5.0):
         """SIGUSR1: the server rewrites its stats file; -> the JSON."""
-        before = os.stat(self.stats_path).st_mtime_ns if self.stats_path.exists() else 0
-        self.proc.p.send_signal(signal.SIGUSR1)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.stats_path.exists() and os.stat(self.stats_path).st_mtime_ns != before:
-                return json.loads(self.stats_path.read_text())
-            time.sleep(0.02)
-        raise AssertionError("no stats after SIGUSR1")
+        return stats_snapshot(self.proc.p, self.stats_path, timeout)
 
     def stop(self):
         rc, out, err = self.proc.stop(signal.SIGTERM)

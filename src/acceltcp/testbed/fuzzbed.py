@@ -41,7 +41,7 @@ from ..nic.dataplane import HOST, WIRE
 from ..tcp.config import TcpConfig
 from ..tcp.connection import TS_MASK
 from .fuzz import Flow, FrameFuzzer
-from .procs import wait_line
+from .procs import stats_snapshot, wait_line
 
 __all__ = ["sim_fuzz", "nic_wire_outcomes", "drop_table", "WIRE_DROPS", "host_inbound_drops"]
 
@@ -344,22 +344,6 @@ def _ns(netns, argv):
     return ["ip", "netns", "exec", netns] + list(argv)
 
 
-def _snapshot(proc, path, timeout=5.0):
-    import json
-    import os
-    import signal
-    before = os.stat(path).st_mtime_ns if os.path.exists(path) else 0
-    proc.send_signal(signal.SIGUSR1)
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if os.path.exists(path) and os.stat(path).st_mtime_ns != before:
-            try:
-                with open(path) as f:
-                    return json.load(f)
-            except ValueError:
-                pass
-        time.sleep(0.02)
-    raise TimeoutError("no stats from serve after SIGUSR1")
 
 
 def tap_wire_in(st):
@@ -426,7 +410,7 @@ def tap_fuzz(netns, placement, count=100_000, seed=1, *, stats_file, port=7, mtu
                                    "1"]),
                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         wait_line(victim, victim.stdout, lambda line: line == "ready", 20)
-        before = _snapshot(srv, stats_file)
+        before = stats_snapshot(srv, stats_file)
         t0 = time.monotonic()
         r = subprocess.run(_ns(netns, [
             py, "-m", "acceltcp.testbed.fuzz", "send", "--ifname", TAP_IF, "--count",
@@ -443,7 +427,7 @@ def tap_fuzz(netns, placement, count=100_000, seed=1, *, stats_file, port=7, mtu
         last, stable, st = None, 0, before
         end = time.monotonic() + 30
         while time.monotonic() < end and stable < 3:
-            st = _snapshot(srv, stats_file)
+            st = stats_snapshot(srv, stats_file)
             cur = (tap_wire_in(st), st["frames_in"])
             stable = stable + 1 if cur == last else 0
             last = cur
@@ -462,7 +446,7 @@ def tap_fuzz(netns, placement, count=100_000, seed=1, *, stats_file, port=7, mtu
         time.sleep(0.5)
         res["before"] = before
         res["during"] = st
-        res["after"] = _snapshot(srv, stats_file)
+        res["after"] = stats_snapshot(srv, stats_file)
         res["alive"] = res["alive"] and srv.poll() is None
         rc = _stop(srv)
         res["serve_rc"] = rc

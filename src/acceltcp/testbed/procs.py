@@ -1,7 +1,11 @@
-"""Reading a child process's output line by line, with a deadline (tests, benchmarks)."""
+"""A child process seen from tests and benchmarks: its output line by line, with a
+deadline (``wait_line``), and a running ``acceltcp serve``'s statistics
+(``stats_snapshot``)."""
 
+import json
 import os
 import select
+import signal
 import time
 
 
@@ -30,3 +34,29 @@ def wait_line(popen, stream, predicate, timeout=20.0, label=None):
             break
     raise AssertionError("%s: no expected line within %.0fs (exit %s): %s"
                          % (label or popen.args, timeout, popen.poll(), "\n".join(seen[-20:])))
+
+
+def stats_snapshot(popen, path, timeout=5.0):
+    """SIGUSR1 to a running ``acceltcp serve --stats-file PATH`` (`popen`: anything with
+    ``send_signal``): it rewrites the file (a NIC process's counters refreshed first);
+    -> the JSON once the file has changed. TimeoutError if it has not within `timeout`."""
+    path = os.fspath(path)
+
+    def mtime():
+        try:
+            return os.stat(path).st_mtime_ns
+        except FileNotFoundError:
+            return 0
+
+    before = mtime()
+    popen.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if mtime() != before:
+            try:
+                with open(path) as f:
+                    return json.load(f)
+            except ValueError:                      # being written: read again
+                pass
+        time.sleep(0.02)
+    raise TimeoutError("serve wrote no stats to %s within %gs of SIGUSR1" % (path, timeout))
