@@ -18,7 +18,7 @@ __all__ = [
     "TCP_HLEN", "TCP_MAX_OPTION_BYTES",
     "OPT_EOL", "OPT_NOP", "OPT_MSS", "OPT_WSCALE", "OPT_SACK_PERMITTED", "OPT_SACK",
     "OPT_TIMESTAMPS", "MAX_WSCALE",
-    "TcpSegment", "parse_tcp", "tcp_options", "build_tcp", "build_tcp_frame", "flags_str",
+    "TcpSegment", "parse_tcp", "iter_tcp_options", "tcp_options", "build_tcp", "build_tcp_frame", "flags_str",
 ]
 
 FIN = 0x01
@@ -125,6 +125,38 @@ def flags_str(flags):
                    if flags & bit) or "."
 
 
+def iter_tcp_options(buf, i, end):
+    """Walk the options in buf[i:end] (RFC 9293 §3.2: EOL, NOP, or kind-length-value):
+    yields (kind, offset of the value, option length) for each option but NOP, up to
+    EOL (the rest is padding). The one option walk: ``parse_tcp`` reads the values, the
+    splice dataplane (``nic.splice``) shifts TSval/TSecr and SACK edges in place at the
+    offsets yielded. Checks the structure and the lengths of the two options whose
+    values both read at fixed offsets (TS: 10, RFC 7323 §3.2; SACK: 2 + 8n, n >= 1,
+    RFC 2018 §3); other lengths are the caller's. Raises WireError when the walk reaches
+    a bad option: tcp_option_overrun, tcp_bad_option_length (a caller that must not
+    act on a partly valid header collects the whole walk first)."""
+    while i < end:
+        kind = buf[i]
+        if kind == 1:                       # NOP
+            i += 1
+            continue
+        if kind == 0:                       # EOL: the rest is padding
+            return
+        if i + 1 >= end:
+            raise WireError("tcp_option_overrun", "no length byte")
+        olen = buf[i + 1]
+        if olen < 2 or i + olen > end:
+            raise WireError("tcp_option_overrun")
+        if kind == 8:
+            if olen != 10:
+                raise WireError("tcp_bad_option_length", "timestamps")
+        elif kind == 5:
+            if olen < 10 or (olen - 2) & 7:
+                raise WireError("tcp_bad_option_length", "sack")
+        yield kind, i + 2, olen
+        i += olen
+
+
 def parse_tcp(buf, src_ip, dst_ip, verify_checksum=True):
     """Parse the TCP segment `buf` (the IP payload, sliced to the IP total length).
 
@@ -175,44 +207,27 @@ def parse_tcp(buf, src_ip, dst_ip, verify_checksum=True):
     mss = wscale = tsval = tsecr = None
     sack_permitted = False
     sack_blocks = unknown = ()
-    i = 20
-    while i < doff:
-        kind = buf[i]
-        if kind == 1:                       # NOP
-            i += 1
-            continue
-        if kind == 0:                       # EOL: the rest is padding
-            break
-        if i + 1 >= doff:
-            raise WireError("tcp_option_overrun", "no length byte")
-        olen = buf[i + 1]
-        if olen < 2 or i + olen > doff:
-            raise WireError("tcp_option_overrun")
-        if kind == 8:                       # RFC 7323 §3.2
-            if olen != 10:
-                raise WireError("tcp_bad_option_length", "timestamps")
-            tsval, tsecr = _II.unpack_from(buf, i + 2)
+    for kind, i, olen in iter_tcp_options(buf, 20, doff):
+        if kind == 8:                       # RFC 7323 §3.2 (length checked by the walk)
+            tsval, tsecr = _II.unpack_from(buf, i)
         elif kind == 2:                     # RFC 9293 §3.7.1
             if olen != 4:
                 raise WireError("tcp_bad_option_length", "mss")
-            mss = _H.unpack_from(buf, i + 2)[0]
+            mss = _H.unpack_from(buf, i)[0]
         elif kind == 3:                     # RFC 7323 §2.2
             if olen != 3:
                 raise WireError("tcp_bad_option_length", "wscale")
-            wscale = buf[i + 2]
+            wscale = buf[i]
             if wscale > 14:
                 wscale = 14
         elif kind == 4:                     # RFC 2018 §2
             if olen != 2:
                 raise WireError("tcp_bad_option_length", "sack_permitted")
             sack_permitted = True
-        elif kind == 5:                     # RFC 2018 §3: 2 + 8n bytes, n >= 1
-            if olen < 10 or (olen - 2) & 7:
-                raise WireError("tcp_bad_option_length", "sack")
-            sack_blocks = tuple(_II.iter_unpack(buf[i + 2:i + olen]))
+        elif kind == 5:                     # RFC 2018 §3 (length checked by the walk)
+            sack_blocks = tuple(_II.iter_unpack(buf[i:i + olen - 2]))
         else:
-            unknown += ((kind, bytes(buf[i + 2:i + olen])),)
-        i += olen
+            unknown += ((kind, bytes(buf[i:i + olen - 2])),)
     return TcpSegment(sport, dport, seq, ack, flags, window, urg, buf[doff:],
                       mss, wscale, sack_permitted, sack_blocks, tsval, tsecr, unknown)
 
