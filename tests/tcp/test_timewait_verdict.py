@@ -1,4 +1,4 @@
-"""One TIME-WAIT table, three implementations that must agree (issue 13).
+"""One TIME-WAIT table, four implementations that must agree (issue 13).
 
 Each row is a segment kind (flags, sequence and acknowledgment numbers relative to
 RCV.NXT / SND.NXT, payload length, TSval relative to TS.Recent or none) and the verdict
@@ -11,14 +11,17 @@ expected in each TIME-WAIT state. Every (row, state) runs against
    peer's FIN as tests/nic/test_teardown.py does (ACK frame on WIRE or not, the entry
    kept / ended by RST / ended and the SYN passed to HOST, the 2MSL timer restarted,
    the entry's ts_recent),
+4. the TCB itself in TIME-WAIT (``TcpConnection.on_segment`` before the host hands it
+   to a record: ACK sent or not, closed without error, ``t_tw`` moved, ``ts_recent``),
 
-and asserts the same observable outcome on the host and the NIC.
+and asserts the same observable outcome on the TCB, the host record and the NIC.
 """
 
 import pytest
 
 from acceltcp.nic.teardown import HOST, LISTENER, WIRE, TeardownEngine
 from acceltcp.tcp import timewait
+from acceltcp.tcp.config import TcpConfig
 from acceltcp.tcp.states import TIME_WAIT
 from acceltcp.tcp.timewait import (
     ACTION, CHALLENGE_ACK, KEEP, REMOVE, REOPEN, RESTART, SEND_ACK, UPDATE_TS, TimeWait,
@@ -30,6 +33,7 @@ from acceltcp.wire.control import (
 from acceltcp.wire.ipv4 import parse_ipv4
 from acceltcp.wire.tcp import ACK, FIN, PSH, RST, SYN, build_tcp_frame, parse_tcp, tcp_options
 
+from .pair import Pair
 from ..nic.test_teardown import (
     A_IP, B_IP, CPORT, NIC_MAC, PEER_MAC, SPORT, check_wire, deliver, peer_frame, report,
 )
@@ -158,6 +162,42 @@ def run_host(row, st):
     return {KEEP: "keep", REMOVE: "remove", REOPEN: "reopen"}[r], restarted, tw.ts_recent
 
 
+def run_tcb(row, st):
+    """-> (outcome, 2MSL restarted, TS.Recent after): a TCB (receive buffer: the window
+    of `st`) brought to TIME-WAIT by a close (tests/tcp/pair.py), its sequence space
+    and timestamps then set to `st`, and its rate limits at rest."""
+    p = Pair(config_a=TcpConfig(rcv_buf=st.window << st.wscale))
+    p.handshake()
+    p.a.conn.close(p.now)
+    p.pump()
+    p.b.conn.close(p.now)
+    p.pump()
+    conn = p.a.conn
+    assert conn.state == TIME_WAIT
+    conn.rcv_nxt = st.rcv_nxt
+    conn.rcv_adv = (st.rcv_nxt + (st.window << st.wscale)) & MASK
+    conn.rcv_wscale = st.wscale
+    conn.snd_una = conn.snd_nxt = conn.snd_max = st.snd_nxt
+    conn.ts_ok, conn.ts_recent, conn.ts_recent_time = st.ts, st.ts_recent, T0
+    conn.t_tw = T0 + TW
+    conn.challenge_window = conn.oow_ack_time = T0 - TW
+    conn.challenge_count = 0
+    sent = []
+    conn.output = lambda c, *f: sent.append(f)
+    frame, seg = segment(row, st)
+    conn.on_segment(seg, T0 + LATER)
+    restarted = conn.t_tw != T0 + TW
+    if conn.closed:
+        assert not sent and conn.error is None
+        return ("reopen" if seg.flags & SYN else "remove"), restarted, conn.ts_recent
+    if sent:
+        (flags, seq, ack, window, opts, payload), = sent
+        assert (flags, seq, ack, window, payload) == (ACK, st.snd_nxt, st.rcv_nxt,
+                                                      st.window, b"")
+        return "ack", restarted, conn.ts_recent
+    return "keep", restarted, conn.ts_recent
+
+
 def nic_time_wait(st):
     """A TeardownEngine with one flow in TIME-WAIT at state `st`: the host hands over an
     ESTABLISHED connection with nothing unsent (SND.UNA = SND.NXT - 1, our FIN next,
@@ -228,16 +268,18 @@ def test_pure_verdict(row, st):
 
 
 @pytest.mark.parametrize("row,st", CASES)
-def test_host_record_and_nic_engine_agree(row, st):
+def test_tcb_host_record_and_nic_engine_agree(row, st):
     action, restart, upd = expected(row, st)
     tsval = segment(row, st)[1].tsval
     ts_after = tsval if upd else st.ts_recent
     want = (outcome(action), restart, ts_after)
     host = run_host(row, st)
     nic, counters = run_nic(row, st)
+    tcb = run_tcb(row, st)
     if action in (REMOVE, REOPEN):
-        assert host[0] == nic[0] == want[0]
+        assert tcb[0] == host[0] == nic[0] == want[0]
         return
+    assert tcb == want
     assert host == want
     assert nic == want
     assert counters["challenge_acks"] == (1 if action == CHALLENGE_ACK else 0)
