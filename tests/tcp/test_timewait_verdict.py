@@ -24,7 +24,7 @@ from acceltcp.tcp import timewait
 from acceltcp.tcp.config import TcpConfig
 from acceltcp.tcp.states import TIME_WAIT
 from acceltcp.tcp.timewait import (
-    ACTION, CHALLENGE_ACK, KEEP, REMOVE, REOPEN, RESTART, SEND_ACK, UPDATE_TS, TimeWait,
+    ACTION, CHALLENGE_ACK, CHALLENGE_ACKS_PER_SECOND, KEEP, REMOVE, REOPEN, RESTART, SEND_ACK, UPDATE_TS, TimeWait,
 )
 from acceltcp.wire import control
 from acceltcp.wire.control import (
@@ -145,12 +145,18 @@ def run_pure(row, st):
     return v & ACTION, bool(v & RESTART), bool(v & UPDATE_TS)
 
 
-def run_host(row, st):
-    """-> (outcome, 2MSL restarted, TS.Recent after)."""
-    frame, seg = segment(row, st)
+def host_record(st):
+    """A host TIME-WAIT record at state `st` and the list its ACKs go to."""
     sent = []
     tw = TimeWait(None, b"k", lambda rec, *f: sent.append(f), st.snd_nxt, st.rcv_nxt,
                   st.window, st.wscale, st.ts, 0, 1000, st.ts_recent, T0, T0 + TW, TW)
+    return tw, sent
+
+
+def run_host(row, st):
+    """-> (outcome, 2MSL restarted, TS.Recent after)."""
+    frame, seg = segment(row, st)
+    tw, sent = host_record(st)
     r = tw.on_segment(seg, T0 + LATER)
     restarted = tw.expires != T0 + TW
     if r == KEEP and sent:
@@ -162,10 +168,10 @@ def run_host(row, st):
     return {KEEP: "keep", REMOVE: "remove", REOPEN: "reopen"}[r], restarted, tw.ts_recent
 
 
-def run_tcb(row, st):
-    """-> (outcome, 2MSL restarted, TS.Recent after): a TCB (receive buffer: the window
-    of `st`) brought to TIME-WAIT by a close (tests/tcp/pair.py), its sequence space
-    and timestamps then set to `st`, and its rate limits at rest."""
+def tcb_time_wait(st):
+    """A TCB (receive buffer: the window of `st`) brought to TIME-WAIT by a close
+    (tests/tcp/pair.py), its sequence space and timestamps then set to `st`, its rate
+    limits at rest; and the list its segments go to."""
     p = Pair(config_a=TcpConfig(rcv_buf=st.window << st.wscale))
     p.handshake()
     p.a.conn.close(p.now)
@@ -184,6 +190,12 @@ def run_tcb(row, st):
     conn.challenge_count = 0
     sent = []
     conn.output = lambda c, *f: sent.append(f)
+    return conn, sent
+
+
+def run_tcb(row, st):
+    """-> (outcome, 2MSL restarted, TS.Recent after) of the TCB in TIME-WAIT."""
+    conn, sent = tcb_time_wait(st)
     frame, seg = segment(row, st)
     conn.on_segment(seg, T0 + LATER)
     restarted = conn.t_tw != T0 + TW
@@ -301,3 +313,47 @@ def test_cookie_ack_reopen_uses_the_same_rule():
         frame, seg = segment(("ack", ACK, dseq, 0, 0, None, None), st)
         assert tw.reopens(seg, cookie_ack=True) is new
         assert timewait.syn_reopens((seg.seq - 1) & MASK, None, st.rcv_nxt, False, 0) is new
+
+
+CHALLENGED = [r for r in ROWS if r[0] in ("rst +4000 in scaled window", "syn at rcv_nxt no ts",
+                                          "syn-ack newer")]
+
+
+@pytest.mark.parametrize("row", CHALLENGED, ids=lambda r: r[0].replace(" ", "_"))
+@pytest.mark.parametrize("owner", ["tcb", "host"])
+def test_challenge_acks_are_rate_limited(owner, row):
+    """RFC 5961 §7: a flood of segments that draw challenge ACKs gets
+    CHALLENGE_ACKS_PER_SECOND of them a second, from the TCB in TIME-WAIT and from the
+    host's record alike; the next second has a fresh budget."""
+    st = STATES["ts"]
+    rec, sent = tcb_time_wait(st) if owner == "tcb" else host_record(st)
+    frame, seg = segment(row, st)
+    t = T0 + LATER
+    for k in range(3 * CHALLENGE_ACKS_PER_SECOND):
+        rec.on_segment(seg, t + k * 0.01)           # 30 segments in 0.3 s
+    assert len(sent) == CHALLENGE_ACKS_PER_SECOND
+    rec.on_segment(seg, t + 1.0)
+    assert len(sent) == CHALLENGE_ACKS_PER_SECOND + 1
+    assert all(f[0] == ACK for f in sent)
+    # the other answers are not limited: the peer's FIN again is ACKed every time
+    fin = segment(("fin again", FIN | ACK, -1, 0, 0, 0, None), st)[1]
+    rec.on_segment(fin, t + 1.0)
+    assert len(sent) == CHALLENGE_ACKS_PER_SECOND + 2
+
+
+def test_record_inherits_the_tcb_challenge_budget():
+    """The hand-off carries the budget: a flood that used it up on the TCB gets no
+    further challenge ACK from the record within the same second."""
+    st = STATES["ts"]
+    conn, sent = tcb_time_wait(st)
+    frame, seg = segment(CHALLENGED[0], st)
+    t = T0 + LATER
+    for k in range(CHALLENGE_ACKS_PER_SECOND):
+        conn.on_segment(seg, t + k * 0.01)
+    assert len(sent) == CHALLENGE_ACKS_PER_SECOND
+    tw = conn.handoff_time_wait(t + 0.2)
+    tw.output = lambda rec, *f: sent.append(f)
+    tw.on_segment(seg, t + 0.3)
+    assert len(sent) == CHALLENGE_ACKS_PER_SECOND
+    tw.on_segment(seg, t + 1.0)
+    assert len(sent) == CHALLENGE_ACKS_PER_SECOND + 1

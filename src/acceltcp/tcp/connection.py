@@ -60,7 +60,8 @@ from .tcbstate import export_state, import_state
 from .timewait import (
     ACTION as TW_ACTION, CHALLENGE_ACK as TW_CHALLENGE_ACK, KEEP as TW_KEEP, PAWS as TW_PAWS,
     REMOVE as TW_REMOVE, REOPEN as TW_REOPEN, RESTART as TW_RESTART, TimeWait,
-    UPDATE_TS as TW_UPDATE_TS, verdict as tw_verdict,
+    UPDATE_TS as TW_UPDATE_TS, challenge_budget,
+    verdict as tw_verdict,
 )
 from .seq import seq_add, seq_diff, seq_ge, seq_gt, seq_in_window, seq_le, seq_lt
 from .states import (
@@ -80,7 +81,6 @@ TS_HEAD = 0x0101080A
 TEARDOWN_WAIT = "wait"             # teardown_offer: not yet (too much data in flight)
 TS_MASK = 0xFFFFFFFE               # our TSvals keep bit 0 clear: the NIC's SYN-cookie mark
                                    # (docs/nic.md); clearing it keeps them non-decreasing
-CHALLENGE_ACKS_PER_SECOND = 10     # RFC 5961 §7 rate limit, per connection
 OOW_ACK_INTERVAL = 0.5             # at most one ACK per this to out-of-window segments
                                    # without data (Linux: tcp_invalid_ratelimit, 500 ms)
 TIME_WAIT_TICK = 1.0 / 1024        # TIME-WAIT expiries are rounded up to this tick, so a
@@ -417,7 +417,7 @@ class TcpConnection:
         tw = TimeWait(self.owner, self.key, self.output, self.snd_max, self.rcv_nxt,
                       self._window_field(), self.rcv_wscale, self.ts_ok,
                       self.ts_offset, cfg.ts_hz, self.ts_recent, self.ts_recent_time,
-                      self.t_tw, cfg.time_wait)
+                      self.t_tw, cfg.time_wait, self.challenge_window, self.challenge_count)
         self._to(fsm.HANDOFF, now)
         self._flush_events()
         return tw
@@ -778,7 +778,7 @@ class TcpConnection:
         host's TIME-WAIT record and the NIC's teardown engine call, so that a TCB, the
         record that replaces it and the NIC answer every segment alike (RFC 9293
         §3.10.7.4, RFC 5961, RFC 6191, RFC 7323). The answers keep this TCB's own rate
-        limits: a challenge ACK at most CHALLENGE_ACKS_PER_SECOND (RFC 5961 §7), an ACK
+        limits: a challenge ACK within the RFC 5961 §7 budget (``challenge_budget``), an ACK
         to a segment without data, SYN or FIN at most one per OOW_ACK_INTERVAL.
         REOPEN (a new incarnation's SYN, RFC 6191) ends TIME-WAIT and leaves the SYN to
         the owner: a closed TCB takes no segment, its listener does."""
@@ -1412,13 +1412,12 @@ class TcpConnection:
         self._send_ack(now)
 
     def _challenge_ack(self, now: float) -> None:
-        """RFC 5961 §3.2/§4.2/§5.2, rate-limited per §7."""
-        if now - self.challenge_window >= 1.0:
-            self.challenge_window = now
-            self.challenge_count = 0
-        if self.challenge_count >= CHALLENGE_ACKS_PER_SECOND:
+        """RFC 5961 §3.2/§4.2/§5.2, rate-limited per §7 (``tcp.timewait.challenge_budget``,
+        CHALLENGE_ACKS_PER_SECOND: the limit the TIME-WAIT record inherits)."""
+        send, self.challenge_window, self.challenge_count = challenge_budget(
+            now, self.challenge_window, self.challenge_count)
+        if not send:
             return
-        self.challenge_count += 1
         self.challenge_acks += 1
         self._send_ack(now)
 
