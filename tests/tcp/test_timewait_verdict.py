@@ -319,25 +319,50 @@ CHALLENGED = [r for r in ROWS if r[0] in ("rst +4000 in scaled window", "syn at 
                                           "syn-ack newer")]
 
 
+class NicOwner:
+    """The NIC engine's flow in TIME-WAIT, with the record's ``on_segment`` and a list
+    of the ACKs it sent."""
+
+    def __init__(self, st):
+        self.eng, self.fid = nic_time_wait(st)
+        self.sent = []
+
+    def on_segment(self, frame, now):
+        for port, f in deliver(self.eng, frame, now):
+            assert port == WIRE
+            a = check_wire(f)
+            self.sent.append((a.flags, a.seq, a.ack))
+
+
 @pytest.mark.parametrize("row", CHALLENGED, ids=lambda r: r[0].replace(" ", "_"))
-@pytest.mark.parametrize("owner", ["tcb", "host"])
+@pytest.mark.parametrize("owner", ["tcb", "host", "nic"])
 def test_challenge_acks_are_rate_limited(owner, row):
     """RFC 5961 §7: a flood of segments that draw challenge ACKs gets
-    CHALLENGE_ACKS_PER_SECOND of them a second, from the TCB in TIME-WAIT and from the
-    host's record alike; the next second has a fresh budget."""
+    CHALLENGE_ACKS_PER_SECOND of them a second, from the TCB in TIME-WAIT, the host's
+    record and the NIC's teardown engine alike; the next second has a fresh budget.
+    (The NIC counts whole seconds of ``now``: T0 + LATER = 110.0 starts one.)"""
     st = STATES["ts"]
-    rec, sent = tcb_time_wait(st) if owner == "tcb" else host_record(st)
+    if owner == "nic":
+        rec = NicOwner(st)
+        sent = rec.sent
+    else:
+        rec, sent = tcb_time_wait(st) if owner == "tcb" else host_record(st)
     frame, seg = segment(row, st)
+    msg = frame if owner == "nic" else seg
     t = T0 + LATER
     for k in range(3 * CHALLENGE_ACKS_PER_SECOND):
-        rec.on_segment(seg, t + k * 0.01)           # 30 segments in 0.3 s
+        rec.on_segment(msg, t + k * 0.01)           # 30 segments in 0.3 s
     assert len(sent) == CHALLENGE_ACKS_PER_SECOND
-    rec.on_segment(seg, t + 1.0)
+    rec.on_segment(msg, t + 1.0)
     assert len(sent) == CHALLENGE_ACKS_PER_SECOND + 1
     assert all(f[0] == ACK for f in sent)
+    if owner == "nic":
+        c = rec.eng.counters
+        assert c["challenge_acks"] == CHALLENGE_ACKS_PER_SECOND + 1
+        assert c["drop_teardown_challenge_limited"] == 2 * CHALLENGE_ACKS_PER_SECOND
     # the other answers are not limited: the peer's FIN again is ACKed every time
-    fin = segment(("fin again", FIN | ACK, -1, 0, 0, 0, None), st)[1]
-    rec.on_segment(fin, t + 1.0)
+    fin_frame, fin = segment(("fin again", FIN | ACK, -1, 0, 0, 0, None), st)
+    rec.on_segment(fin_frame if owner == "nic" else fin, t + 1.0)
     assert len(sent) == CHALLENGE_ACKS_PER_SECOND + 2
 
 

@@ -137,8 +137,8 @@ def verdict(flags, seq, ack, plen, tsval, rcv_nxt, snd_nxt, wnd_field, wscale, t
       needs per-flow state and a clock); the caller applies it to CHALLENGE_ACK. The
       TCB and the host record use ``challenge_budget`` (CHALLENGE_ACKS_PER_SECOND per
       connection; the record inherits the TCB's budget at the hand-off); the NIC's
-      teardown engine has none yet (every answer is one ACK per segment received, no
-      amplification; its entry's 2 reserved bytes could hold a count and a second).
+      teardown engine allows as many per whole second of its clock, in 16 bits of its
+      64-byte entry (``nic.teardown.challenge_ok``, mirrored by the XDP program).
     """
     if flags & RST:
         d = (seq - rcv_nxt) & MASK
