@@ -2,8 +2,9 @@
 
 `parse_tcp` validates once and returns a TcpSegment (a plain __slots__ object).
 Fast paths (no option loop): data offset 5 (no options), 8 with the Linux
-`NOP NOP TS` layout and 10 with the Linux SYN layout (MSS, SACK-perm or NOP NOP, TS,
-NOP WS). Checksums use the mod-0xFFFF trick of wire.checksum: the sum is formed from
+`NOP NOP TS` layout, 10 with the Linux SYN layout (MSS, SACK-perm or NOP NOP, TS,
+NOP WS) and 11/13/15 with Linux's SACK layout (NOP NOP TS, NOP NOP SACK with 1-3
+blocks). Any other layout takes the one option walk, `iter_tcp_options`. Checksums use the mod-0xFFFF trick of wire.checksum: the sum is formed from
 integer fields, never by concatenating a pseudo-header.
 Option *semantics* (MSS/WS only on SYN, RFC 7323 §3.2 TS rules, ...) are tcp/'s job.
 """
@@ -51,6 +52,7 @@ _TCP_TS = struct.Struct("!HHIIBBHHHIII")
 _TCP_SYN = struct.Struct("!HHIIBBHHHIIIII")
 _NOP_NOP_TS = 0x0101080A
 _SACKPERM_TS = 0x0402080A
+_NOP_NOP_SACK = 0x01010500      # | the SACK option's length
 _OPT_TS = struct.Struct("!III")        # option word, tsval, tsecr
 _OPT_MSS = struct.Struct("!BBH")
 # A SYN's full option set in the layout below (MSS, SACK-perm/NOP NOP + TS, NOP WS): one pack.
@@ -64,6 +66,7 @@ _FRAME = struct.Struct("!6s6sH" "BBHHHBBH4s4s" "HHIIBBHHH")
 _from_bytes = int.from_bytes
 _tcp_unpack = _TCP.unpack_from
 _tcp_ts_unpack = _TCP_TS.unpack_from
+_tcp_ts_sack_unpack = struct.Struct("!HHIIBBHHHIIII").unpack_from   # ... + NOP NOP SACK len
 _tcp_syn_unpack = _TCP_SYN.unpack_from
 _frame_pack = _FRAME.pack
 
@@ -202,6 +205,14 @@ def parse_tcp(buf, src_ip, dst_ip, verify_checksum=True):
             return TcpSegment(sport, dport, seq, ack, flags, window, urg, buf[40:],
                               mss_opt & 0xFFFF, wscale if wscale <= 14 else 14,
                               word == _SACKPERM_TS, (), tsval, tsecr, ())
+    elif doff == 44 or doff == 52 or doff == 60:
+        sport, dport, seq, ack, _, flags, window, _, urg, word, tsval, tsecr, sack_opt = \
+            _tcp_ts_sack_unpack(buf)
+        if word == _NOP_NOP_TS and sack_opt == _NOP_NOP_SACK | (doff - 34):
+            # Linux's SACK layout: TS, then 1-3 blocks filling the header (RFC 2018 §3)
+            return TcpSegment(sport, dport, seq, ack, flags, window, urg, buf[doff:],
+                              None, None, False, tuple(_II.iter_unpack(buf[36:doff])),
+                              tsval, tsecr, ())
     sport, dport, seq, ack, _, flags, window, _, urg = _tcp_unpack(buf)
     # RFC 9293 §3.2: options are EOL, NOP, or kind-length-value.
     mss = wscale = tsval = tsecr = None
