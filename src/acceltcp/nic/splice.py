@@ -367,13 +367,11 @@ class SpliceTable:
         return translate(self, slot, frame, now)
 
 
-def _shift_ts(frame, p, tsv, tse, dts, dtsecr, cso_ts):
-    """Write TSval + dts and TSecr + dtsecr (mod 2**32) at frame[p:p + 8]: the one
-    timestamp shift, for the fast path and the option walk. Returns the checksum-field
-    delta: cso_ts, plus 1 for each of the two that passed 2**32 (the wrap rule in the
-    module doc)."""
-    tsv += dts
-    tse += dtsecr
+def _shift_ts(frame, p, tsv, tse, cso_ts):
+    """The one timestamp shift, for the fast path and the option walk: `tsv`/`tse` are
+    TSval + ΔTSval and TSecr + ΔTSecr, written at frame[p:p + 8] mod 2**32. Returns
+    the checksum-field delta: cso_ts, plus 1 for each of the two that passed 2**32
+    (the wrap rule in the module doc)."""
     _ii_pack(frame, p, tsv & _M, tse & _M)
     return cso_ts + (tsv >> 32) + (tse >> 32)
 
@@ -390,7 +388,7 @@ def _options_slow(frame, i, end, dack, dts, dtsecr, cso_ts):
     for kind, p, olen in opts:
         if kind == 8:                         # RFC 7323 §3.2
             tsv, tse = _ii_unpack(frame, p)
-            c += _shift_ts(frame, p, tsv, tse, dts, dtsecr, cso_ts)
+            c += _shift_ts(frame, p, tsv + dts, tse + dtsecr, cso_ts)
         elif kind == 5:                       # RFC 2018 §3: edges in the peer's space
             edges = _EDGES[olen]
             out = []
@@ -438,7 +436,7 @@ def translate(table, slot, frame, now):
     if doff == 32:
         word, tsv, tse = _iii_unpack(frame, 54)
         if word == _NOP_NOP_TS:               # Linux's TS-only layout: the common case
-            c += _shift_ts(frame, 58, tsv, tse, dts, dtsecr, cso_ts)
+            c += _shift_ts(frame, 58, tsv + dts, tse + dtsecr, cso_ts)
         else:
             d = _options_slow(frame, 54, 66, dack, dts, dtsecr, cso_ts)
             if d is None:
