@@ -12,7 +12,8 @@ from acceltcp.host.stack import HostStack
 from acceltcp.nic.dataplane import (HANDED_COOKIE, HANDED_ENTRY_BYTES, HANDED_HOST, HOST, WIRE,
                                     NicDataplane)
 from acceltcp.tcp.config import TcpConfig
-from acceltcp.tcp.connection import CHALLENGE_ACKS_PER_SECOND, TcpConnection
+from acceltcp.tcp.connection import TcpConnection
+from acceltcp.tcp.timewait import CHALLENGE_ACKS_PER_SECOND
 from acceltcp.tcp.states import ESTABLISHED
 from acceltcp.wire import control
 from acceltcp.wire.control import Teardown

@@ -281,6 +281,19 @@ def time_wait_handoff():
     return conn, CLOSED
 
 
+def time_wait_new_syn():
+    """A new incarnation's SYN (RFC 6191: sequence number above RCV.NXT, TSval above
+    TS.Recent) ends TIME-WAIT without an answer; the owner's listener takes the SYN."""
+    p = a_time_wait()
+    conn = p.a.conn
+    p.a.take()
+    syn = forge(p.b, SYN, conn.rcv_nxt + 100000, 0, now=p.now + 10.0)
+    assert syn.tsval is not None and syn.tsval != conn.ts_recent
+    conn.on_segment(syn, p.now)
+    assert conn.closed and conn.error is None and not p.a.take()
+    return conn, CLOSED
+
+
 def _nic_handoff(p, ep, state):
     """The host offers the rest of the connection to the NIC and hands it over: the
     offer carries every unacknowledged byte and nothing leaves the TCB afterwards."""
@@ -439,6 +452,7 @@ SCENARIOS = {
     (TIME_WAIT, fsm.RCV_FIN): [time_wait_fin],
     (TIME_WAIT, fsm.TIMEOUT_2MSL): [time_wait_2msl],
     (TIME_WAIT, fsm.HANDOFF): [time_wait_handoff],
+    (TIME_WAIT, fsm.RCV_NEW_SYN): [time_wait_new_syn],
     (ESTABLISHED, fsm.HANDOFF): [established_handoff],
     (CLOSE_WAIT, fsm.HANDOFF): [close_wait_handoff],
     (ESTABLISHED, fsm.RCV_FIN): [established_fin],

@@ -1,4 +1,4 @@
-"""One TIME-WAIT table, three implementations that must agree (issue 13).
+"""One TIME-WAIT table, four implementations that must agree (issue 13).
 
 Each row is a segment kind (flags, sequence and acknowledgment numbers relative to
 RCV.NXT / SND.NXT, payload length, TSval relative to TS.Recent or none) and the verdict
@@ -11,17 +11,20 @@ expected in each TIME-WAIT state. Every (row, state) runs against
    peer's FIN as tests/nic/test_teardown.py does (ACK frame on WIRE or not, the entry
    kept / ended by RST / ended and the SYN passed to HOST, the 2MSL timer restarted,
    the entry's ts_recent),
+4. the TCB itself in TIME-WAIT (``TcpConnection.on_segment`` before the host hands it
+   to a record: ACK sent or not, closed without error, ``t_tw`` moved, ``ts_recent``),
 
-and asserts the same observable outcome on the host and the NIC.
+and asserts the same observable outcome on the TCB, the host record and the NIC.
 """
 
 import pytest
 
 from acceltcp.nic.teardown import HOST, LISTENER, WIRE, TeardownEngine
 from acceltcp.tcp import timewait
+from acceltcp.tcp.config import TcpConfig
 from acceltcp.tcp.states import TIME_WAIT
 from acceltcp.tcp.timewait import (
-    ACTION, CHALLENGE_ACK, KEEP, REMOVE, REOPEN, RESTART, SEND_ACK, UPDATE_TS, TimeWait,
+    ACTION, CHALLENGE_ACK, CHALLENGE_ACKS_PER_SECOND, KEEP, REMOVE, REOPEN, RESTART, SEND_ACK, UPDATE_TS, TimeWait,
 )
 from acceltcp.wire import control
 from acceltcp.wire.control import (
@@ -30,6 +33,7 @@ from acceltcp.wire.control import (
 from acceltcp.wire.ipv4 import parse_ipv4
 from acceltcp.wire.tcp import ACK, FIN, PSH, RST, SYN, build_tcp_frame, parse_tcp, tcp_options
 
+from .pair import Pair
 from ..nic.test_teardown import (
     A_IP, B_IP, CPORT, NIC_MAC, PEER_MAC, SPORT, check_wire, deliver, peer_frame, report,
 )
@@ -141,12 +145,18 @@ def run_pure(row, st):
     return v & ACTION, bool(v & RESTART), bool(v & UPDATE_TS)
 
 
-def run_host(row, st):
-    """-> (outcome, 2MSL restarted, TS.Recent after)."""
-    frame, seg = segment(row, st)
+def host_record(st):
+    """A host TIME-WAIT record at state `st` and the list its ACKs go to."""
     sent = []
     tw = TimeWait(None, b"k", lambda rec, *f: sent.append(f), st.snd_nxt, st.rcv_nxt,
                   st.window, st.wscale, st.ts, 0, 1000, st.ts_recent, T0, T0 + TW, TW)
+    return tw, sent
+
+
+def run_host(row, st):
+    """-> (outcome, 2MSL restarted, TS.Recent after)."""
+    frame, seg = segment(row, st)
+    tw, sent = host_record(st)
     r = tw.on_segment(seg, T0 + LATER)
     restarted = tw.expires != T0 + TW
     if r == KEEP and sent:
@@ -156,6 +166,48 @@ def run_host(row, st):
         return "ack", restarted, tw.ts_recent
     assert not sent
     return {KEEP: "keep", REMOVE: "remove", REOPEN: "reopen"}[r], restarted, tw.ts_recent
+
+
+def tcb_time_wait(st):
+    """A TCB (receive buffer: the window of `st`) brought to TIME-WAIT by a close
+    (tests/tcp/pair.py), its sequence space and timestamps then set to `st`, its rate
+    limits at rest; and the list its segments go to."""
+    p = Pair(config_a=TcpConfig(rcv_buf=st.window << st.wscale))
+    p.handshake()
+    p.a.conn.close(p.now)
+    p.pump()
+    p.b.conn.close(p.now)
+    p.pump()
+    conn = p.a.conn
+    assert conn.state == TIME_WAIT
+    conn.rcv_nxt = st.rcv_nxt
+    conn.rcv_adv = (st.rcv_nxt + (st.window << st.wscale)) & MASK
+    conn.rcv_wscale = st.wscale
+    conn.snd_una = conn.snd_nxt = conn.snd_max = st.snd_nxt
+    conn.ts_ok, conn.ts_recent, conn.ts_recent_time = st.ts, st.ts_recent, T0
+    conn.t_tw = T0 + TW
+    conn.challenge_window = conn.oow_ack_time = T0 - TW
+    conn.challenge_count = 0
+    sent = []
+    conn.output = lambda c, *f: sent.append(f)
+    return conn, sent
+
+
+def run_tcb(row, st):
+    """-> (outcome, 2MSL restarted, TS.Recent after) of the TCB in TIME-WAIT."""
+    conn, sent = tcb_time_wait(st)
+    frame, seg = segment(row, st)
+    conn.on_segment(seg, T0 + LATER)
+    restarted = conn.t_tw != T0 + TW
+    if conn.closed:
+        assert not sent and conn.error is None
+        return ("reopen" if seg.flags & SYN else "remove"), restarted, conn.ts_recent
+    if sent:
+        (flags, seq, ack, window, opts, payload), = sent
+        assert (flags, seq, ack, window, payload) == (ACK, st.snd_nxt, st.rcv_nxt,
+                                                      st.window, b"")
+        return "ack", restarted, conn.ts_recent
+    return "keep", restarted, conn.ts_recent
 
 
 def nic_time_wait(st):
@@ -228,16 +280,18 @@ def test_pure_verdict(row, st):
 
 
 @pytest.mark.parametrize("row,st", CASES)
-def test_host_record_and_nic_engine_agree(row, st):
+def test_tcb_host_record_and_nic_engine_agree(row, st):
     action, restart, upd = expected(row, st)
     tsval = segment(row, st)[1].tsval
     ts_after = tsval if upd else st.ts_recent
     want = (outcome(action), restart, ts_after)
     host = run_host(row, st)
     nic, counters = run_nic(row, st)
+    tcb = run_tcb(row, st)
     if action in (REMOVE, REOPEN):
-        assert host[0] == nic[0] == want[0]
+        assert tcb[0] == host[0] == nic[0] == want[0]
         return
+    assert tcb == want
     assert host == want
     assert nic == want
     assert counters["challenge_acks"] == (1 if action == CHALLENGE_ACK else 0)
@@ -259,3 +313,72 @@ def test_cookie_ack_reopen_uses_the_same_rule():
         frame, seg = segment(("ack", ACK, dseq, 0, 0, None, None), st)
         assert tw.reopens(seg, cookie_ack=True) is new
         assert timewait.syn_reopens((seg.seq - 1) & MASK, None, st.rcv_nxt, False, 0) is new
+
+
+CHALLENGED = [r for r in ROWS if r[0] in ("rst +4000 in scaled window", "syn at rcv_nxt no ts",
+                                          "syn-ack newer")]
+
+
+class NicOwner:
+    """The NIC engine's flow in TIME-WAIT, with the record's ``on_segment`` and a list
+    of the ACKs it sent."""
+
+    def __init__(self, st):
+        self.eng, self.fid = nic_time_wait(st)
+        self.sent = []
+
+    def on_segment(self, frame, now):
+        for port, f in deliver(self.eng, frame, now):
+            assert port == WIRE
+            a = check_wire(f)
+            self.sent.append((a.flags, a.seq, a.ack))
+
+
+@pytest.mark.parametrize("row", CHALLENGED, ids=lambda r: r[0].replace(" ", "_"))
+@pytest.mark.parametrize("owner", ["tcb", "host", "nic"])
+def test_challenge_acks_are_rate_limited(owner, row):
+    """RFC 5961 §7: a flood of segments that draw challenge ACKs gets
+    CHALLENGE_ACKS_PER_SECOND of them a second, from the TCB in TIME-WAIT, the host's
+    record and the NIC's teardown engine alike; the next second has a fresh budget.
+    (The NIC counts whole seconds of ``now``: T0 + LATER = 110.0 starts one.)"""
+    st = STATES["ts"]
+    if owner == "nic":
+        rec = NicOwner(st)
+        sent = rec.sent
+    else:
+        rec, sent = tcb_time_wait(st) if owner == "tcb" else host_record(st)
+    frame, seg = segment(row, st)
+    msg = frame if owner == "nic" else seg
+    t = T0 + LATER
+    for k in range(3 * CHALLENGE_ACKS_PER_SECOND):
+        rec.on_segment(msg, t + k * 0.01)           # 30 segments in 0.3 s
+    assert len(sent) == CHALLENGE_ACKS_PER_SECOND
+    rec.on_segment(msg, t + 1.0)
+    assert len(sent) == CHALLENGE_ACKS_PER_SECOND + 1
+    assert all(f[0] == ACK for f in sent)
+    if owner == "nic":
+        c = rec.eng.counters
+        assert c["challenge_acks"] == CHALLENGE_ACKS_PER_SECOND + 1
+        assert c["drop_teardown_challenge_limited"] == 2 * CHALLENGE_ACKS_PER_SECOND
+    # the other answers are not limited: the peer's FIN again is ACKed every time
+    fin_frame, fin = segment(("fin again", FIN | ACK, -1, 0, 0, 0, None), st)
+    rec.on_segment(fin_frame if owner == "nic" else fin, t + 1.0)
+    assert len(sent) == CHALLENGE_ACKS_PER_SECOND + 2
+
+
+def test_record_inherits_the_tcb_challenge_budget():
+    """The hand-off carries the budget: a flood that used it up on the TCB gets no
+    further challenge ACK from the record within the same second."""
+    st = STATES["ts"]
+    conn, sent = tcb_time_wait(st)
+    frame, seg = segment(CHALLENGED[0], st)
+    t = T0 + LATER
+    for k in range(CHALLENGE_ACKS_PER_SECOND):
+        conn.on_segment(seg, t + k * 0.01)
+    assert len(sent) == CHALLENGE_ACKS_PER_SECOND
+    tw = conn.handoff_time_wait(t + 0.2)
+    tw.output = lambda rec, *f: sent.append(f)
+    tw.on_segment(seg, t + 0.3)
+    assert len(sent) == CHALLENGE_ACKS_PER_SECOND
+    tw.on_segment(seg, t + 1.0)
+    assert len(sent) == CHALLENGE_ACKS_PER_SECOND + 1

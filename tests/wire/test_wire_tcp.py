@@ -10,6 +10,7 @@ from acceltcp.wire import tcp as T
 from acceltcp.wire.checksum import checksum_update16, checksum_update32
 from acceltcp.wire.ethernet import ETH_HLEN, ethernet_header, mac_to_str
 from acceltcp.wire.ipv4 import ipv4_header, ip_to_str, parse_ipv4
+from acceltcp.wire.errors import WireError
 from acceltcp.wire.tcp import build_tcp, build_tcp_frame, parse_tcp, tcp_options
 
 from .strategies import (
@@ -363,3 +364,30 @@ def test_builders_accept_buffers(kind):
     assert type(got) is bytes and got == ref
     assert build_tcp(SRC, DST, 3, 4, 5, T.ACK, 6, 7, kind(opts), kind(pl)) == \
         build_tcp(SRC, DST, 3, 4, 5, T.ACK, 6, 7, opts, pl)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_sack_layout_fast_path_agrees_with_the_option_walk(n):
+    """Linux's NOP NOP TS NOP NOP SACK layout (data offset 11/13/15) is parsed without
+    the option walk; the same options in another order (SACK first: the walk) give the
+    same segment, and a SACK length that does not fill the header is the walk's."""
+    blocks = tuple((10 * k + 1, 10 * k + 5) for k in range(n))
+    fast = parse_tcp(build_tcp(SRC, DST, 1, 2, 3, 4, T.ACK, 100,
+                               tcp_options(timestamps=(7, 8), sack_blocks=blocks), b"xy"),
+                     SRC, DST)
+    sack = struct.pack("!BB", 5, 2 + 8 * n) + b"".join(struct.pack("!II", *b) for b in blocks)
+    walk = parse_tcp(build_tcp(SRC, DST, 1, 2, 3, 4, T.ACK, 100,
+                               b"\x01\x01" + sack + H("0101080a 00000007 00000008"), b"xy"),
+                     SRC, DST)
+    for seg in (fast, walk):
+        assert (seg.sack_blocks, seg.tsval, seg.tsecr, seg.payload) == (blocks, 7, 8, b"xy")
+        assert (seg.mss, seg.wscale, seg.sack_permitted, seg.unknown_options) == \
+            (None, None, False, ())
+    opts = bytearray(tcp_options(timestamps=(7, 8), sack_blocks=blocks))
+    opts[15] -= 8                                   # SACK length one block short: the
+    short = build_tcp(SRC, DST, 1, 2, 3, 4, T.ACK, 100, bytes(opts), b"")   # walk's
+    if n == 1:
+        with pytest.raises(WireError, match="tcp_bad_option_length"):
+            parse_tcp(short, SRC, DST)
+    else:                                           # the last block's first byte: EOL
+        assert parse_tcp(short, SRC, DST).sack_blocks == blocks[:-1]

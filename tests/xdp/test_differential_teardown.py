@@ -154,6 +154,26 @@ def test_rsts_in_and_out_of_window(tpair, ri):
 
 
 @pytest.mark.parametrize("ri", MODES)
+def test_time_wait_challenge_acks_are_rate_limited(tpair, ri):
+    """RFC 5961 §7 in TIME-WAIT: a flood of in-window RSTs and old SYNs draws 10 challenge
+    ACKs a second per flow (the entry's challenge field, the clock's second); the rest
+    are counted drops; the next second has a fresh budget."""
+    p = tpair(report_interval=ri)
+    p.host(handover(b"", time_wait_ms=60000), T0)
+    p.wire(peer(5000, 1001, ACK_ | FIN_), T0 + 0.01)
+    assert p.nic.teardown.entry(0)["state_name"] == "TIME-WAIT"
+    for k in range(14):                                         # T0 + 0.02 .. 0.67: 1 second
+        p.wire(peer(5002 + k, 0, RST_) if k % 2 else peer(4000 - k, 0, SYN_),  # old SYN
+               T0 + 0.02 + k * 0.05)
+    c = p.nic.teardown.counters
+    assert c["challenge_acks"] == 10 and c["drop_teardown_challenge_limited"] == 4
+    p.wire(peer(5002, 0, RST_), T0 + 1.0)                       # the next second
+    p.wire(peer(5000, 1001, ACK_ | FIN_), T0 + 1.0)             # the FIN again: not limited
+    assert c["challenge_acks"] == 11 and c["time_wait_restarts"] == 1
+    p.run_timers(T0 + 100)
+
+
+@pytest.mark.parametrize("ri", MODES)
 @pytest.mark.parametrize("ts", [False, True])
 def test_syn_in_fin_wait_and_time_wait(tpair, ri, ts):
     p = tpair(report_interval=ri)

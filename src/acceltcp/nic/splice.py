@@ -101,6 +101,8 @@ from array import array
 from collections import namedtuple
 
 from ..wire.control import L4Rule, SpliceSide, make_key, splice_rules
+from ..wire.errors import WireError
+from ..wire.tcp import iter_tcp_options
 
 __all__ = [
     "NONE", "FIN_C", "FIN_S", "CLOSED", "RESET", "DROP", "EVENT_NAMES",
@@ -147,14 +149,14 @@ _HDR = struct.Struct("!HBBHHHBBH12xIIBBHH")
 _OUT = struct.Struct("!12sHBBHHHBBH12sIIBBHH")
 _III = struct.Struct("!III")
 _II = struct.Struct("!II")
-_I = struct.Struct("!I")
 _rule_unpack = _RULE.unpack_from
 _hdr_unpack = _HDR.unpack_from
 _out_pack = _OUT.pack_into
 _iii_unpack = _III.unpack_from
 _ii_pack = _II.pack_into
-_i_unpack = _I.unpack_from
-_i_pack = _I.pack_into
+_ii_unpack = _II.unpack_from
+# the edges of a SACK option by its length (2 + 8n, n = 1..4: what 40 option bytes hold)
+_EDGES = {olen: struct.Struct("!%dI" % ((olen - 2) // 4)) for olen in range(10, 41, 8)}
 _from_bytes = int.from_bytes
 
 _M = 0xFFFFFFFF
@@ -365,54 +367,39 @@ class SpliceTable:
         return translate(self, slot, frame, now)
 
 
+def _shift_ts(frame, p, tsv, tse, cso_ts):
+    """The one timestamp shift, for the fast path and the option walk: `tsv`/`tse` are
+    TSval + ΔTSval and TSecr + ΔTSecr, written at frame[p:p + 8] mod 2**32. Returns
+    the checksum-field delta: cso_ts, plus 1 for each of the two that passed 2**32
+    (the wrap rule in the module doc)."""
+    _ii_pack(frame, p, tsv & _M, tse & _M)
+    return cso_ts + (tsv >> 32) + (tse >> 32)
+
+
 def _options_slow(frame, i, end, dack, dts, dtsecr, cso_ts):
-    """General option walk (any layout): shift TSval/TSecr and SACK edges in place.
-    Returns the checksum-field delta to add, or None (malformed: nothing written)."""
-    ts_at = []
-    sack_at = []
-    while i < end:
-        kind = frame[i]
-        if kind == 1:                         # NOP
-            i += 1
-            continue
-        if kind == 0:                         # EOL: the rest is padding
-            break
-        if i + 1 >= end:
-            return None
-        olen = frame[i + 1]
-        if olen < 2 or i + olen > end:
-            return None
-        if kind == 8:                         # RFC 7323 §3.2
-            if olen != 10:
-                return None
-            ts_at.append(i + 2)
-        elif kind == 5:                       # RFC 2018 §3
-            if olen < 10 or (olen - 2) & 7:
-                return None
-            sack_at.extend(range(i + 2, i + olen, 4))
-        i += olen
+    """Any option layout (wire.tcp's one walk): shift TSval/TSecr and SACK edges in
+    place. Returns the checksum-field delta to add, or None (malformed: nothing
+    written, since the whole walk is checked before the first write)."""
+    try:
+        opts = list(iter_tcp_options(frame, i, end))
+    except WireError:
+        return None
     c = 0
-    for p in ts_at:
-        tsv, tse = _II.unpack_from(frame, p)
-        tsv += dts
-        if tsv > _M:
-            tsv -= _WRAP
-            c += 1
-        tse += dtsecr
-        if tse > _M:
-            tse -= _WRAP
-            c += 1
-        _ii_pack(frame, p, tsv, tse)
-        c += cso_ts
-    if sack_at:
-        cso_edge = -dack % 0xFFFF
-        for p in sack_at:
-            e = _i_unpack(frame, p)[0] + dack
-            if e > _M:
-                e -= _WRAP
-                c += 1
-            _i_pack(frame, p, e)
-            c += cso_edge
+    for kind, p, olen in opts:
+        if kind == 8:                         # RFC 7323 §3.2
+            tsv, tse = _ii_unpack(frame, p)
+            c += _shift_ts(frame, p, tsv + dts, tse + dtsecr, cso_ts)
+        elif kind == 5:                       # RFC 2018 §3: edges in the peer's space
+            edges = _EDGES[olen]
+            out = []
+            for e in edges.unpack_from(frame, p):
+                e += dack
+                if e > _M:
+                    e -= _WRAP
+                    c += 1
+                out.append(e)
+            edges.pack_into(frame, p, *out)
+            c += (olen - 2) // 4 * (-dack % 0xFFFF)
     return c
 
 
@@ -449,16 +436,7 @@ def translate(table, slot, frame, now):
     if doff == 32:
         word, tsv, tse = _iii_unpack(frame, 54)
         if word == _NOP_NOP_TS:               # Linux's TS-only layout: the common case
-            tsv += dts
-            if tsv > _M:
-                tsv -= _WRAP
-                c += 1
-            tse += dtsecr
-            if tse > _M:
-                tse -= _WRAP
-                c += 1
-            _ii_pack(frame, 58, tsv, tse)
-            c += cso_ts
+            c += _shift_ts(frame, 58, tsv + dts, tse + dtsecr, cso_ts)
         else:
             d = _options_slow(frame, 54, 66, dack, dts, dtsecr, cso_ts)
             if d is None:

@@ -28,7 +28,8 @@ the flow with TEARDOWN_END_RESET; REOPEN (a new incarnation's SYN, RFC 6191) fre
 entry (TEARDOWN_END_CLOSED) and gives the SYN back, behind the report, as (LISTENER,
 frame): the dataplane takes it on to its listener lookup, as Linux does with a
 TIME-WAIT SYN (``TCP_TW_SYN``), so a listener offloaded with cookies answers it;
-SEND_ACK / CHALLENGE_ACK send our ACK (RESTART: the peer's FIN again, 2MSL restarts);
+SEND_ACK / CHALLENGE_ACK send our ACK (RESTART: the peer's FIN again, 2MSL restarts;
+a challenge ACK only within the RFC 5961 §7 limit, ``challenge_ok``);
 UPDATE_TS sets TS.Recent. In the other states:
 
 1. RST (RFC 5961 §3.2): SEG.SEQ == RCV.NXT ends the flow (TEARDOWN_END_RESET);
@@ -112,7 +113,8 @@ CLOSED). Entry layout (network byte order, struct ``_ENTRY``)::
      40   2  mss          payload bytes per segment
      42   2  window       our window field (already scaled by rcv_wscale)
      44   2  peer_window  the peer's last window field (duplicate-ACK test)
-     46   2  reserved     zero
+     46   2  challenge    RFC 5961 §7 in TIME-WAIT: second (int(now) mod 4096) << 4 |
+                          challenge ACKs sent in that second (0..10)
      48   4  ts_recent    TS.Recent
      52   4  ts_offset    TSval = NIC clock + ts_offset
      56   4  ts_last      the last TSval sent (never go below)
@@ -139,13 +141,16 @@ frames_sent (to WIRE), reports_sent (to HOST), acks_sent, challenge_acks, rst_se
 dupacks, paws_drops, unacceptable, drops (total) and ``drop_<reason>`` per reason:
 teardown_no_flow (free slot), teardown_key_mismatch (frame[26:38] is not the slot's
 key), teardown_rst_outside (RST outside the window), teardown_no_ack (acceptable
-segment without ACK). Malformed input never raises: a bad handover is refused
+segment without ACK), teardown_challenge_limited (a challenge ACK over the RFC 5961 §7
+limit, TIME-WAIT). Malformed input never raises: a bad handover is refused
 (BAD_STATE), a stray segment is a counted drop.
 
 API beyond the dataplane's contract: ``fin_timeout`` (constructor), ``entry(fid)`` (a
 slot as a dict, for tests and status), ``index_bytes``, ``stored_bytes``, ``wheel``.
-Not done: RFC 5961 §7 challenge-ACK rate limiting (each forged in-window RST/SYN gets
-one ACK, no amplification); using the peer's SACK blocks; flow control on the
+RFC 5961 §7: in TIME-WAIT, challenge ACKs are limited to CHALLENGE_ACKS_PER_SECOND a
+flow (``challenge_ok``; over it: drop_teardown_challenge_limited), as on the host. Not
+done: that limit in the other states (each forged in-window RST/SYN gets one ACK, no
+amplification); using the peer's SACK blocks; flow control on the
 peer's window (the host hands over only what fits it, §4.2).
 """
 
@@ -154,7 +159,7 @@ import struct
 from ..tcp.seq import seq_add, seq_diff, seq_gt, seq_in_window, seq_le, seq_lt
 from ..tcp.states import CLOSING, FIN_WAIT_1, FIN_WAIT_2, LAST_ACK, TIME_WAIT
 from ..tcp.timewait import (
-    ACTION, CHALLENGE_ACK, PAWS, REMOVE, REOPEN, RESTART, SEND_ACK, UPDATE_TS,
+    ACTION, CHALLENGE_ACK, CHALLENGE_ACKS_PER_SECOND, PAWS, REMOVE, REOPEN, RESTART, SEND_ACK, UPDATE_TS,
     verdict as tw_verdict,
 )
 from ..wire.control import (
@@ -168,7 +173,7 @@ from ..wire.tcp import ACK, FIN, PSH, RST, SYN, build_tcp_frame, parse_tcp
 from .timer_wheel import TimerWheel
 
 __all__ = ["FLOW_ENTRY_BYTES", "INDEX_ENTRY_BYTES", "LISTENER", "MIN_MSS", "MAX_RTO_US",
-           "TeardownEngine", "expire"]
+           "TeardownEngine", "challenge_ok", "expire"]
 
 # The dataplane's port numbers (nic.dataplane imports this module: no import back), and
 # LISTENER: not a port -- the frame goes on to the dataplane's listener lookup.
@@ -185,7 +190,7 @@ MAX_RTO_US = 60_000_000         # RFC 6298 §2.5: a maximum of at least 60 s
 _ENTRY = struct.Struct("!12s6sBBIIIIBBBBHHHHIIII")
 assert _ENTRY.size == FLOW_ENTRY_BYTES
 (_KEY, _MAC, _STATE, _FLAGS, _UNA, _MAX, _RNXT, _RTO, _RETRIES, _MAXRET, _DUPS, _WS,
- _MSS, _WIN, _PWIN, _RSV, _TSR, _TSOFF, _TSLAST, _TW) = range(20)
+ _MSS, _WIN, _PWIN, _CHAL, _TSR, _TSOFF, _TSLAST, _TW) = range(20)
 _ZERO_ENTRY = bytes(FLOW_ENTRY_BYTES)
 
 # side-store list indices
@@ -243,6 +248,22 @@ def expire(td, fid, e, c, now, out):
     out.append(td._retransmit(fid, e, now))
     td._arm_rto(fid, e, now)
     td._save(fid, e)
+
+
+def challenge_ok(e, now):
+    """RFC 5961 §7 for a flow in TIME-WAIT: may it send one more challenge ACK now? At
+    most CHALLENGE_ACKS_PER_SECOND (as the TCB and the host's TIME-WAIT record,
+    ``tcp.timewait.challenge_budget``), counted per whole second of ``now`` in the
+    entry's 16-bit ``challenge`` field (second mod 4096 << 4 | count; the XDP program
+    does the same with the clock the control side writes). Updates the entry list."""
+    sec = int(now) & 0xFFF
+    v = e[_CHAL]
+    if v >> 4 != sec:
+        v = sec << 4
+    if v & 15 >= CHALLENGE_ACKS_PER_SECOND:
+        return False
+    e[_CHAL] = v + 1
+    return True
 
 
 class TeardownEngine:
@@ -313,7 +334,7 @@ class TeardownEngine:
             return None
         names = ("key", "peer_mac", "state", "flags", "snd_una", "snd_max", "rcv_nxt",
                  "rto_us", "retries", "max_retries", "dupacks", "wscale", "mss", "window",
-                 "peer_window", "reserved", "ts_recent", "ts_offset", "ts_last",
+                 "peer_window", "challenge", "ts_recent", "ts_offset", "ts_last",
                  "time_wait_ms")
         d = dict(zip(names, e))
         d["state_name"] = _STATE_NAMES.get(e[_STATE], str(e[_STATE]))
@@ -699,6 +720,8 @@ class TeardownEngine:
         if v & UPDATE_TS:
             e[_TSR] = tsval
         if a == CHALLENGE_ACK:
+            if not challenge_ok(e, now):                 # RFC 5961 §7: over the limit
+                return self._drop("teardown_challenge_limited")
             c["challenge_acks"] += 1
         elif a == SEND_ACK:
             if v & PAWS:

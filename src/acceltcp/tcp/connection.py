@@ -9,10 +9,11 @@ already split into header fields, and app-visible status changes, announced thro
 ``on_event``. It never reads a clock and never does I/O: ``now`` comes in with every call.
 
 Arrival follows RFC 9293 §3.10.7 step by step. SYN-SENT and LISTEN have their own
-procedures; every other state goes through the ordered checks of §3.10.7.4 in
-``_rcv_synchronized``: PAWS (RFC 7323 §5.3), sequence acceptability, RST (with the RFC
-5961 §3 challenge ACK), SYN (RFC 5961 §4), ACK (with RFC 5961 §5 validation), text,
-FIN. Each check that changes state does so through ``_to(event)``, which looks the
+procedures; TIME-WAIT has the one set of TIME-WAIT rules (``tcp.timewait.verdict``, shared
+with the host's compact TIME-WAIT record and the NIC's teardown engine); every other
+state goes through the ordered checks of §3.10.7.4 in ``_rcv_synchronized``: PAWS (RFC
+7323 §5.3), sequence acceptability, RST (with the RFC 5961 §3 challenge ACK), SYN (RFC
+5961 §4), ACK (with RFC 5961 §5 validation), text, FIN. Each check that changes state does so through ``_to(event)``, which looks the
 transition up in ``tcp.fsm`` — the one place where all transitions are written down.
 Header prediction takes the common segments with the same result in fewer steps:
 ``_fast_path`` (ESTABLISHED, and the handshake's last ACK in SYN-RECEIVED) and
@@ -56,7 +57,12 @@ from .reassembly import ReassemblyQueue
 from .rto import RtoEstimator
 from .scoreboard import Scoreboard
 from .tcbstate import export_state, import_state
-from .timewait import TimeWait
+from .timewait import (
+    ACTION as TW_ACTION, CHALLENGE_ACK as TW_CHALLENGE_ACK, KEEP as TW_KEEP, PAWS as TW_PAWS,
+    REMOVE as TW_REMOVE, REOPEN as TW_REOPEN, RESTART as TW_RESTART, TimeWait,
+    UPDATE_TS as TW_UPDATE_TS, challenge_budget,
+    verdict as tw_verdict,
+)
 from .seq import seq_add, seq_diff, seq_ge, seq_gt, seq_in_window, seq_le, seq_lt
 from .states import (
     CLOSED, CLOSE_WAIT, CLOSING, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, LAST_ACK, LISTEN,
@@ -75,7 +81,6 @@ TS_HEAD = 0x0101080A
 TEARDOWN_WAIT = "wait"             # teardown_offer: not yet (too much data in flight)
 TS_MASK = 0xFFFFFFFE               # our TSvals keep bit 0 clear: the NIC's SYN-cookie mark
                                    # (docs/nic.md); clearing it keeps them non-decreasing
-CHALLENGE_ACKS_PER_SECOND = 10     # RFC 5961 §7 rate limit, per connection
 OOW_ACK_INTERVAL = 0.5             # at most one ACK per this to out-of-window segments
                                    # without data (Linux: tcp_invalid_ratelimit, 500 ms)
 TIME_WAIT_TICK = 1.0 / 1024        # TIME-WAIT expiries are rounded up to this tick, so a
@@ -400,15 +405,19 @@ class TcpConnection:
         self._to(fsm.APP_ABORT)
         self._flush_events()
 
+    def _window_field(self) -> int:
+        """The window field we advertise now (RCV.WND >> our shift, at most 0xFFFF)."""
+        wnd = (self.rcv_adv - self.rcv_nxt) & MASK
+        wnd = 0 if wnd >= 0x80000000 else wnd >> self.rcv_wscale
+        return wnd if wnd < 0xFFFF else 0xFFFF
+
     def handoff_time_wait(self, now: float) -> TimeWait:
         """Hand TIME-WAIT to a compact record (``tcp.timewait``); this TCB is done."""
         cfg = self.config
-        wnd = (self.rcv_adv - self.rcv_nxt) & MASK
-        wnd = 0 if wnd >= 0x80000000 else wnd >> self.rcv_wscale     # the window field
         tw = TimeWait(self.owner, self.key, self.output, self.snd_max, self.rcv_nxt,
-                      wnd if wnd < 0xFFFF else 0xFFFF, self.rcv_wscale, self.ts_ok,
+                      self._window_field(), self.rcv_wscale, self.ts_ok,
                       self.ts_offset, cfg.ts_hz, self.ts_recent, self.ts_recent_time,
-                      self.t_tw, cfg.time_wait)
+                      self.t_tw, cfg.time_wait, self.challenge_window, self.challenge_count)
         self._to(fsm.HANDOFF, now)
         self._flush_events()
         return tw
@@ -572,6 +581,8 @@ class TcpConnection:
             self._rcv_syn_sent(seg, now)
         elif state == LISTEN:
             self._rcv_listen(seg, now)
+        elif state == TIME_WAIT:
+            self._rcv_time_wait(seg, now)
         elif state != CLOSED:
             self._rcv_synchronized(seg, now)
         self._flush_events()
@@ -762,8 +773,42 @@ class TcpConnection:
             self._to(fsm.RCV_SYN)                 # simultaneous open
             self._send_syn(now, SYN | ACK)
 
+    def _rcv_time_wait(self, seg, now: float) -> None:
+        """TIME-WAIT: the rules of ``tcp.timewait.verdict``, the same pure function the
+        host's TIME-WAIT record and the NIC's teardown engine call, so that a TCB, the
+        record that replaces it and the NIC answer every segment alike (RFC 9293
+        §3.10.7.4, RFC 5961, RFC 6191, RFC 7323). The answers keep this TCB's own rate
+        limits: a challenge ACK within the RFC 5961 §7 budget (``challenge_budget``), an ACK
+        to a segment without data, SYN or FIN at most one per OOW_ACK_INTERVAL.
+        REOPEN (a new incarnation's SYN, RFC 6191) ends TIME-WAIT and leaves the SYN to
+        the owner: a closed TCB takes no segment, its listener does."""
+        flags = seg.flags
+        plen = len(seg.payload)
+        tsval = seg.tsval
+        v = tw_verdict(flags, seg.seq, seg.ack, plen, tsval, self.rcv_nxt, self.snd_max,
+                       self._window_field(), self.rcv_wscale, self.ts_ok, self.ts_recent)
+        if v & TW_UPDATE_TS:
+            self.ts_recent = tsval
+            self.ts_recent_time = now
+        a = v & TW_ACTION
+        if a == TW_KEEP:
+            return
+        if a == TW_REMOVE:
+            self._fail(None, fsm.RCV_RST, now)
+        elif a == TW_REOPEN:
+            self._to(fsm.RCV_NEW_SYN, now)
+        elif a == TW_CHALLENGE_ACK:
+            self._challenge_ack(now)
+        else:                                     # SEND_ACK
+            if v & TW_PAWS:
+                self.paws_drops += 1
+            if v & TW_RESTART:
+                self._to(fsm.RCV_FIN, now)        # the peer's FIN again: restart 2MSL
+            self._oow_ack(plen + (flags & FIN), now)
+
     def _rcv_synchronized(self, seg, now: float) -> None:
-        """RFC 9293 §3.10.7.4, in order: every state but CLOSED, LISTEN, SYN-SENT."""
+        """RFC 9293 §3.10.7.4, in order: every state but CLOSED, LISTEN, SYN-SENT and
+        TIME-WAIT (``_rcv_time_wait``)."""
         flags = seg.flags
         seq = seg.seq
         payload = seg.payload
@@ -821,8 +866,6 @@ class TcpConnection:
                 # make us send as many ACKs)
                 self._challenge_ack(now)
                 return
-            if state == TIME_WAIT and flags & FIN:
-                self._to(fsm.RCV_FIN, now)        # retransmitted FIN: restart 2MSL
             self._oow_ack(seglen, now)
             return
 
@@ -836,7 +879,7 @@ class TcpConnection:
         # second: RST (RFC 5961 §3.2: only an exact RCV.NXT match resets)
         if flags & RST:
             if seq == rcv_nxt:
-                if state in (CLOSING, LAST_ACK, TIME_WAIT):
+                if state in (CLOSING, LAST_ACK):
                     self._fail(None, fsm.RCV_RST, now)
                 elif state == SYN_RECEIVED:
                     # Passive: the listener stays in LISTEN, this child just goes away.
@@ -1369,13 +1412,12 @@ class TcpConnection:
         self._send_ack(now)
 
     def _challenge_ack(self, now: float) -> None:
-        """RFC 5961 §3.2/§4.2/§5.2, rate-limited per §7."""
-        if now - self.challenge_window >= 1.0:
-            self.challenge_window = now
-            self.challenge_count = 0
-        if self.challenge_count >= CHALLENGE_ACKS_PER_SECOND:
+        """RFC 5961 §3.2/§4.2/§5.2, rate-limited per §7 (``tcp.timewait.challenge_budget``,
+        CHALLENGE_ACKS_PER_SECOND: the limit the TIME-WAIT record inherits)."""
+        send, self.challenge_window, self.challenge_count = challenge_budget(
+            now, self.challenge_window, self.challenge_count)
+        if not send:
             return
-        self.challenge_count += 1
         self.challenge_acks += 1
         self._send_ack(now)
 

@@ -27,11 +27,12 @@ RCV_RST = 9           # an acceptable RST
 TIMEOUT = 10          # retransmissions exhausted (RFC 9293 §3.8.3 R2)
 TIMEOUT_2MSL = 11     # TIME-WAIT expired
 HANDOFF = 12          # another owner takes the connection over (TIME-WAIT record, NIC)
+RCV_NEW_SYN = 13      # a new incarnation's SYN in TIME-WAIT (RFC 6191): TIME-WAIT ends
 
 EVENT_NAMES = (
     "APP_LISTEN", "APP_CONNECT", "APP_CLOSE", "APP_ABORT", "RCV_SYN", "RCV_SYN_ACK",
     "RCV_ACK_OF_SYN", "RCV_FIN", "RCV_ACK_OF_FIN", "RCV_RST",
-    "TIMEOUT", "TIMEOUT_2MSL", "HANDOFF",
+    "TIMEOUT", "TIMEOUT_2MSL", "HANDOFF", "RCV_NEW_SYN",
 )
 
 TRANSITIONS: dict[tuple[int, int], int] = {
@@ -56,6 +57,7 @@ TRANSITIONS: dict[tuple[int, int], int] = {
     (TIME_WAIT, RCV_FIN): TIME_WAIT,            # retransmitted FIN: re-ACK, restart 2MSL
     (TIME_WAIT, TIMEOUT_2MSL): CLOSED,
     (TIME_WAIT, HANDOFF): CLOSED,               # a compact TIME-WAIT record takes over
+    (TIME_WAIT, RCV_NEW_SYN): CLOSED,           # the owner passes the SYN to its listener
     # closing: the peer closes first
     (ESTABLISHED, RCV_FIN): CLOSE_WAIT,
     (CLOSE_WAIT, APP_CLOSE): LAST_ACK,

@@ -41,6 +41,22 @@ PAWS = 32          # the ACK answers a PAWS reject (RFC 7323 §5.3): for counter
 
 _HALF = 0x80000000
 
+CHALLENGE_ACKS_PER_SECOND = 10     # RFC 5961 §7: challenge ACKs per connection and second
+
+
+def challenge_budget(now, since, count, limit=CHALLENGE_ACKS_PER_SECOND):
+    """RFC 5961 §7 rate limit for challenge ACKs, the one the TCB and the TIME-WAIT
+    record both apply: at most `limit` in a one-second window that opens with the
+    first challenge after the previous window ended. `since`/`count` are the caller's
+    state (window start, challenges sent in it). -> (send, since, count): whether to
+    send this one, and the state to keep."""
+    if now - since >= 1.0:
+        since = now
+        count = 0
+    if count >= limit:
+        return False, since, count
+    return True, since, count + 1
+
 
 def syn_reopens(seq, tsval, rcv_nxt, ts_ok, ts_recent):
     """RFC 6191: is a bare SYN (sequence number `seq`, TSval `tsval` or None) provably
@@ -117,12 +133,12 @@ def verdict(flags, seq, ack, plen, tsval, rcv_nxt, snd_nxt, wnd_field, wscale, t
       applied: TS.Recent was taken from the peer's FIN, just before TIME-WAIT began.
     - PAWS: the same on both (ACK, no restart; Linux also restarts 2MSL on it: not
       followed, as above).
-    - Challenge-ACK rate limit (RFC 5961 §7, a SHOULD): the TCB has one (10/s per
-      connection), neither TIME-WAIT copy has. Still none on either side: every answer
-      here is one ACK per segment received (no amplification), and a limiter needs
-      per-flow state (the NIC entry's 2 reserved bytes could hold a count and a
-      second); CHALLENGE_ACK is kept apart from SEND_ACK so that one can be added in one
-      place.
+    - Challenge-ACK rate limit (RFC 5961 §7, a SHOULD): not part of the verdict (it
+      needs per-flow state and a clock); the caller applies it to CHALLENGE_ACK. The
+      TCB and the host record use ``challenge_budget`` (CHALLENGE_ACKS_PER_SECOND per
+      connection; the record inherits the TCB's budget at the hand-off); the NIC's
+      teardown engine allows as many per whole second of its clock, in 16 bits of its
+      64-byte entry (``nic.teardown.challenge_ok``, mirrored by the XDP program).
     """
     if flags & RST:
         d = (seq - rcv_nxt) & MASK
@@ -155,10 +171,12 @@ class TimeWait:
     closed = False
 
     __slots__ = ("owner", "key", "output", "snd_nxt", "rcv_nxt", "window", "wscale", "ts_ok",
-                 "ts_offset", "ts_hz", "ts_recent", "ts_recent_time", "expires", "duration")
+                 "ts_offset", "ts_hz", "ts_recent", "ts_recent_time", "expires", "duration",
+                 "challenge_since", "challenge_count")
 
     def __init__(self, owner, key, output, snd_nxt, rcv_nxt, window, wscale, ts_ok,
-                 ts_offset, ts_hz, ts_recent, ts_recent_time, expires, duration):
+                 ts_offset, ts_hz, ts_recent, ts_recent_time, expires, duration,
+                 challenge_since=float("-inf"), challenge_count=0):
         self.owner = owner              # the host's per-connection record (addressing)
         self.key = key
         self.output = output            # same contract as TcpConnection.output
@@ -173,12 +191,15 @@ class TimeWait:
         self.ts_recent_time = ts_recent_time
         self.expires = expires
         self.duration = duration
+        self.challenge_since = challenge_since    # RFC 5961 §7 (``challenge_budget``),
+        self.challenge_count = challenge_count    # carried over from the TCB
 
     def __repr__(self):
         return "<TimeWait rcv_nxt=%d expires=%.6f>" % (self.rcv_nxt, self.expires)
 
     def on_segment(self, seg, now: float) -> int:
-        """RFC 9293 §3.10.7.4 in TIME-WAIT (``verdict``); returns KEEP, REMOVE or REOPEN."""
+        """RFC 9293 §3.10.7.4 in TIME-WAIT (``verdict``; a challenge ACK within the RFC
+        5961 §7 budget, ``challenge_budget``); returns KEEP, REMOVE or REOPEN."""
         tsval = seg.tsval
         v = verdict(seg.flags, seg.seq, seg.ack, len(seg.payload), tsval, self.rcv_nxt,
                     self.snd_nxt, self.window, self.wscale, self.ts_ok, self.ts_recent)
@@ -188,6 +209,11 @@ class TimeWait:
         a = v & ACTION
         if a < SEND_ACK:
             return a                                      # KEEP, REMOVE, REOPEN
+        if a == CHALLENGE_ACK:
+            send, self.challenge_since, self.challenge_count = challenge_budget(
+                now, self.challenge_since, self.challenge_count)
+            if not send:
+                return KEEP                               # RFC 5961 §7: over the limit
         if v & RESTART:
             self.expires = now + self.duration            # the peer's FIN again
         self._ack(now)

@@ -2,8 +2,9 @@
 
 `parse_tcp` validates once and returns a TcpSegment (a plain __slots__ object).
 Fast paths (no option loop): data offset 5 (no options), 8 with the Linux
-`NOP NOP TS` layout and 10 with the Linux SYN layout (MSS, SACK-perm or NOP NOP, TS,
-NOP WS). Checksums use the mod-0xFFFF trick of wire.checksum: the sum is formed from
+`NOP NOP TS` layout, 10 with the Linux SYN layout (MSS, SACK-perm or NOP NOP, TS,
+NOP WS) and 11/13/15 with Linux's SACK layout (NOP NOP TS, NOP NOP SACK with 1-3
+blocks). Any other layout takes the one option walk, `iter_tcp_options`. Checksums use the mod-0xFFFF trick of wire.checksum: the sum is formed from
 integer fields, never by concatenating a pseudo-header.
 Option *semantics* (MSS/WS only on SYN, RFC 7323 §3.2 TS rules, ...) are tcp/'s job.
 """
@@ -18,7 +19,7 @@ __all__ = [
     "TCP_HLEN", "TCP_MAX_OPTION_BYTES",
     "OPT_EOL", "OPT_NOP", "OPT_MSS", "OPT_WSCALE", "OPT_SACK_PERMITTED", "OPT_SACK",
     "OPT_TIMESTAMPS", "MAX_WSCALE",
-    "TcpSegment", "parse_tcp", "tcp_options", "build_tcp", "build_tcp_frame", "flags_str",
+    "TcpSegment", "parse_tcp", "iter_tcp_options", "tcp_options", "build_tcp", "build_tcp_frame", "flags_str",
 ]
 
 FIN = 0x01
@@ -51,6 +52,7 @@ _TCP_TS = struct.Struct("!HHIIBBHHHIII")
 _TCP_SYN = struct.Struct("!HHIIBBHHHIIIII")
 _NOP_NOP_TS = 0x0101080A
 _SACKPERM_TS = 0x0402080A
+_NOP_NOP_SACK = 0x01010500      # | the SACK option's length
 _OPT_TS = struct.Struct("!III")        # option word, tsval, tsecr
 _OPT_MSS = struct.Struct("!BBH")
 # A SYN's full option set in the layout below (MSS, SACK-perm/NOP NOP + TS, NOP WS): one pack.
@@ -64,6 +66,7 @@ _FRAME = struct.Struct("!6s6sH" "BBHHHBBH4s4s" "HHIIBBHHH")
 _from_bytes = int.from_bytes
 _tcp_unpack = _TCP.unpack_from
 _tcp_ts_unpack = _TCP_TS.unpack_from
+_tcp_ts_sack_unpack = struct.Struct("!HHIIBBHHHIIII").unpack_from   # ... + NOP NOP SACK len
 _tcp_syn_unpack = _TCP_SYN.unpack_from
 _frame_pack = _FRAME.pack
 
@@ -125,6 +128,38 @@ def flags_str(flags):
                    if flags & bit) or "."
 
 
+def iter_tcp_options(buf, i, end):
+    """Walk the options in buf[i:end] (RFC 9293 §3.2: EOL, NOP, or kind-length-value):
+    yields (kind, offset of the value, option length) for each option but NOP, up to
+    EOL (the rest is padding). The one option walk: ``parse_tcp`` reads the values, the
+    splice dataplane (``nic.splice``) shifts TSval/TSecr and SACK edges in place at the
+    offsets yielded. Checks the structure and the lengths of the two options whose
+    values both read at fixed offsets (TS: 10, RFC 7323 §3.2; SACK: 2 + 8n, n >= 1,
+    RFC 2018 §3); other lengths are the caller's. Raises WireError when the walk reaches
+    a bad option: tcp_option_overrun, tcp_bad_option_length (a caller that must not
+    act on a partly valid header collects the whole walk first)."""
+    while i < end:
+        kind = buf[i]
+        if kind == 1:                       # NOP
+            i += 1
+            continue
+        if kind == 0:                       # EOL: the rest is padding
+            return
+        if i + 1 >= end:
+            raise WireError("tcp_option_overrun", "no length byte")
+        olen = buf[i + 1]
+        if olen < 2 or i + olen > end:
+            raise WireError("tcp_option_overrun")
+        if kind == 8:
+            if olen != 10:
+                raise WireError("tcp_bad_option_length", "timestamps")
+        elif kind == 5:
+            if olen < 10 or (olen - 2) & 7:
+                raise WireError("tcp_bad_option_length", "sack")
+        yield kind, i + 2, olen
+        i += olen
+
+
 def parse_tcp(buf, src_ip, dst_ip, verify_checksum=True):
     """Parse the TCP segment `buf` (the IP payload, sliced to the IP total length).
 
@@ -170,49 +205,40 @@ def parse_tcp(buf, src_ip, dst_ip, verify_checksum=True):
             return TcpSegment(sport, dport, seq, ack, flags, window, urg, buf[40:],
                               mss_opt & 0xFFFF, wscale if wscale <= 14 else 14,
                               word == _SACKPERM_TS, (), tsval, tsecr, ())
+    elif doff == 44 or doff == 52 or doff == 60:
+        sport, dport, seq, ack, _, flags, window, _, urg, word, tsval, tsecr, sack_opt = \
+            _tcp_ts_sack_unpack(buf)
+        if word == _NOP_NOP_TS and sack_opt == _NOP_NOP_SACK | (doff - 34):
+            # Linux's SACK layout: TS, then 1-3 blocks filling the header (RFC 2018 §3)
+            return TcpSegment(sport, dport, seq, ack, flags, window, urg, buf[doff:],
+                              None, None, False, tuple(_II.iter_unpack(buf[36:doff])),
+                              tsval, tsecr, ())
     sport, dport, seq, ack, _, flags, window, _, urg = _tcp_unpack(buf)
     # RFC 9293 §3.2: options are EOL, NOP, or kind-length-value.
     mss = wscale = tsval = tsecr = None
     sack_permitted = False
     sack_blocks = unknown = ()
-    i = 20
-    while i < doff:
-        kind = buf[i]
-        if kind == 1:                       # NOP
-            i += 1
-            continue
-        if kind == 0:                       # EOL: the rest is padding
-            break
-        if i + 1 >= doff:
-            raise WireError("tcp_option_overrun", "no length byte")
-        olen = buf[i + 1]
-        if olen < 2 or i + olen > doff:
-            raise WireError("tcp_option_overrun")
-        if kind == 8:                       # RFC 7323 §3.2
-            if olen != 10:
-                raise WireError("tcp_bad_option_length", "timestamps")
-            tsval, tsecr = _II.unpack_from(buf, i + 2)
+    for kind, i, olen in iter_tcp_options(buf, 20, doff):
+        if kind == 8:                       # RFC 7323 §3.2 (length checked by the walk)
+            tsval, tsecr = _II.unpack_from(buf, i)
         elif kind == 2:                     # RFC 9293 §3.7.1
             if olen != 4:
                 raise WireError("tcp_bad_option_length", "mss")
-            mss = _H.unpack_from(buf, i + 2)[0]
+            mss = _H.unpack_from(buf, i)[0]
         elif kind == 3:                     # RFC 7323 §2.2
             if olen != 3:
                 raise WireError("tcp_bad_option_length", "wscale")
-            wscale = buf[i + 2]
+            wscale = buf[i]
             if wscale > 14:
                 wscale = 14
         elif kind == 4:                     # RFC 2018 §2
             if olen != 2:
                 raise WireError("tcp_bad_option_length", "sack_permitted")
             sack_permitted = True
-        elif kind == 5:                     # RFC 2018 §3: 2 + 8n bytes, n >= 1
-            if olen < 10 or (olen - 2) & 7:
-                raise WireError("tcp_bad_option_length", "sack")
-            sack_blocks = tuple(_II.iter_unpack(buf[i + 2:i + olen]))
+        elif kind == 5:                     # RFC 2018 §3 (length checked by the walk)
+            sack_blocks = tuple(_II.iter_unpack(buf[i:i + olen - 2]))
         else:
-            unknown += ((kind, bytes(buf[i + 2:i + olen])),)
-        i += olen
+            unknown += ((kind, bytes(buf[i:i + olen - 2])),)
     return TcpSegment(sport, dport, seq, ack, flags, window, urg, buf[doff:],
                       mss, wscale, sack_permitted, sack_blocks, tsval, tsecr, unknown)
 

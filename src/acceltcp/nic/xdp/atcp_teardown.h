@@ -26,7 +26,8 @@
 	E(bytes_received) E(frames_sent) E(reports_sent) E(acks_sent) E(challenge_acks) \
 	E(rst_sent) E(dupacks) E(paws_drops) E(unacceptable) E(drops)                   \
 	E(drop_teardown_no_flow) E(drop_teardown_key_mismatch)                          \
-	E(drop_teardown_rst_outside) E(drop_teardown_no_ack)
+	E(drop_teardown_rst_outside) E(drop_teardown_no_ack)                            \
+	E(drop_teardown_challenge_limited)
 
 #define ATCP_TD_ENUM(n) TD_C_##n,
 enum atcp_td_counter { ATCP_TD_ENGINE_COUNTERS(ATCP_TD_ENUM) TD_C_MAX };
@@ -52,7 +53,8 @@ struct atcp_td_entry {
 	__u16 mss;
 	__u16 window;           /* our window field */
 	__u16 peer_window;      /* the peer's last window field */
-	__u16 reserved;
+	__u16 challenge;        /* RFC 5961 §7 in TIME-WAIT: second mod 4096 << 4 | challenge
+	                         * ACKs sent in it (nic/teardown.py challenge_ok) */
 	__u32 ts_recent;
 	__u32 ts_offset;
 	__u32 ts_last;
@@ -85,7 +87,7 @@ struct atcp_td_clock {
 	__u32 min_rto_us;       /* the engine's RTO floor (one wheel tick) */
 	__u32 capacity;         /* flows (atcp_td_table's entries in use as slots) */
 	__u32 xdp;              /* TD_X_* */
-	__u32 pad;
+	__u32 sec;              /* int(now) mod 2**32: the challenge-ACK limit's second */
 };
 
 #define TD_X_ACCEPT 0x01        /* teardown_host takes the handovers it can (one frame out) */

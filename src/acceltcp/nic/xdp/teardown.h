@@ -184,7 +184,7 @@ struct td_work {
 	__u8 f[80] __attribute__((aligned(8)));
 	__u32 seq, ack, plen, tsval, window;
 	__u32 flags, has_ts;
-	__u32 moderate, tsclk;
+	__u32 moderate, tsclk, sec;
 	__u32 nout, visible, flen;
 	__u32 t_op, t_param;
 	struct td_out out[4];
@@ -483,6 +483,21 @@ static __always_inline __u32 td_tw_verdict(const struct td_work *w,
 	return TW_KEEP | upd;
 }
 
+/* RFC 5961 §7 (nic/teardown.py challenge_ok): one more challenge ACK this second? */
+#define TD_CHALLENGE_ACKS_PER_SECOND 10
+
+static __always_inline int td_challenge_ok(const struct td_work *w, struct atcp_td_entry *e)
+{
+	__u32 sec = w->sec & 0xFFF, v = e->challenge;
+
+	if ((v >> 4) != sec)
+		v = sec << 4;
+	if ((v & 15) >= TD_CHALLENGE_ACKS_PER_SECOND)
+		return 0;
+	e->challenge = v + 1;
+	return 1;
+}
+
 /* A peer segment in TIME-WAIT (_time_wait_segment). */
 static __always_inline void td_tw_segment(struct td_work *w, __u32 slot,
 					  struct atcp_td_entry *e, const struct atcp_cfg *cfg)
@@ -502,6 +517,10 @@ static __always_inline void td_tw_segment(struct td_work *w, __u32 slot,
 	if (v & TW_UPDATE_TS)
 		e->ts_recent = w->tsval;
 	if (a == TW_CHALLENGE_ACK) {
+		if (!td_challenge_ok(w, e)) {   /* over the limit */
+			td_drop(TD_C_drop_teardown_challenge_limited);
+			return;
+		}
 		tcount(TD_C_challenge_acks);
 	} else if (a == TW_SEND_ACK) {
 		if (v & TW_PAWS)

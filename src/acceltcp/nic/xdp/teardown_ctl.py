@@ -76,18 +76,18 @@ DATA_CHUNKS = 131072            # atcp_td_data max_entries: 256 MiB of payload i
 _ENTRY = struct.Struct("=12s6sBBIIIIBBBBHHHHIIII" "IIIII" "B3xI4xQ")
 assert _ENTRY.size == 104
 (_KEY, _MAC, _STATE, _FLAGS, _UNA, _MAX, _RNXT, _RTO, _RETRIES, _MAXRET, _DUPS, _WS,
- _MSS, _WIN, _PWIN, _RSV, _TSR, _TSOFF, _TSLAST, _TW, _FID, _TOTAL, _ACKED, _RTX, _RCVD,
+ _MSS, _WIN, _PWIN, _CHAL, _TSR, _TSOFF, _TSLAST, _TW, _FID, _TOTAL, _ACKED, _RTX, _RCVD,
  _TOP, _TPARAM, _TNOW) = range(28)
 _NAMES = ("key", "peer_mac", "state", "flags", "snd_una", "snd_max", "rcv_nxt", "rto_us",
           "retries", "max_retries", "dupacks", "wscale", "mss", "window", "peer_window",
-          "reserved", "ts_recent", "ts_offset", "ts_last", "time_wait_ms")
+          "challenge", "ts_recent", "ts_offset", "ts_last", "time_wait_ms")
 _STATE_NAMES = {FIN_WAIT_1: "FIN-WAIT-1", FIN_WAIT_2: "FIN-WAIT-2", CLOSING: "CLOSING",
                 LAST_ACK: "LAST-ACK", TIME_WAIT: "TIME-WAIT"}
 
 # struct atcp_td_event, atcp_td_clock, atcp_td_frame
 _EVENT = struct.Struct("=BBBBIIIIIQ12sI6s2x")
 assert _EVENT.size == 56
-_CLOCK = struct.Struct("=QIIIII4x")
+_CLOCK = struct.Struct("=QIIIIII")
 _FRAME_LEN = struct.Struct("=I")
 _EV_SEND, _EV_TIMER, _EV_DONE, _EV_FRAME, _EV_NEW = 1, 2, 3, 4, 5
 _X_ACCEPT, _X_UP_TX = 0x01, 0x02
@@ -184,7 +184,7 @@ class TeardownControl(Part):
         if c != self._clock:
             self._clk.update(_ZERO, _CLOCK.pack(c[0], c[1], 1 if self.moderate else 0,
                                                 self._min_rto_us, self.capacity,
-                                                self.xdp_flags))
+                                                self.xdp_flags, int(now) & MASK))
             self._clock = c
 
     def after_frame(self, now):

@@ -225,7 +225,7 @@ static __always_inline int teardown_host(struct xdp_md *ctx, const struct atcp_c
 	e->mss = mss;
 	e->window = win;
 	e->peer_window = pwin < 0xFFFF ? pwin : 0xFFFF;
-	e->reserved = 0;
+	e->challenge = 0;
 	e->ts_recent = load_be32(f + 38);
 	e->ts_offset = load_be32(f + 42);
 	e->ts_last = load_be32(f + 46);

@@ -177,6 +177,7 @@ int atcp_td_wire(struct xdp_md *ctx)
 	w->t_op = 0;
 	w->moderate = clk->moderate;
 	w->tsclk = clk->tsclk;
+	w->sec = clk->sec;
 	e = bpf_map_lookup_elem(&atcp_td_table, &slot);
 	if (!e || !e->state) {
 		td_drop(TD_C_drop_teardown_no_flow);    /* an index entry without a flow */
