@@ -17,7 +17,10 @@ testbed on the machine is left alone.
 1. kv. `redis-benchmark -t get|set -n N -c 32 -r 1000 -d 2 --csv`, with `-k 0` (one
    connection per request: connect, request, reply, the client closes) and `-k 1`
    (persistent), against `acceltcp serve kv` (no NIC; NIC process and inline with the
-   setup + teardown offloads) and `redis-server` (no persistence) in atcp-apps-ref.
+   setup + teardown offloads), `acceltcp kv-threads` (the same kv engine on kernel
+   sockets, one kernel thread per connection: kernel threads against the stack's
+   user-level, cooperative callbacks) and `redis-server` (no persistence), the last two
+   in atcp-apps-ref. --kv-tests picks GET and/or SET.
    1000 keys of 16 bytes and 2-byte values, as the USR workload the AccelTCP paper uses
    (USR is 99.8 % GET: GET is the main figure; SET is reported too). Every server is
    started once and populated by a short SET run before the measured runs. Each
@@ -34,9 +37,12 @@ testbed on the machine is left alone.
    the host relaying (no NIC), the same spliced by the NIC (process and inline,
    `--offload setup,splice`), all with the TAP's checksum/TSO offloads off
    (`--no-offload`: splicing translates full-checksum MTU frames, and the relay is
-   measured the same way), and nginx as a reverse proxy on the kernel stack in
-   atcp-apps-ref (upstream keepalive on by default, --nginx-keepalive). The kernel proxy
-   reaches the same two nginx processes at 198.18.1.1 (the veth end of atcp-apps):
+   measured the same way), and two reverse proxies on the kernel stack in atcp-apps-ref:
+   nginx (upstream keepalive on by default, --nginx-keepalive) and haproxy (if
+   installed; a config generated per run: mode http, round-robin, one thread,
+   http-keep-alive for persistent runs, http-server-close for Connection: close ones).
+   wrk reports the mean and the 50th, 90th and 99th latency percentiles. The kernel
+   proxies reach the same two nginx processes at 198.18.1.1 (the veth end of atcp-apps):
    198.18.0.1 exists only while a stack holds the TAP. Before each measurement a few
    files (smallest, largest, some others) are fetched through the proxy with curl and
    must be byte-exact.
