@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 # pcaps; tcpdump, socat, nc, nftables and iproute2 for the TAP/namespace tests in
 # tests/net; redis-cli, redis-benchmark and redis-server as the kv server's real clients
 # and reference, tests/apps; nginx as the load balancer's backends, wrk, ab and curl as
-# its clients, apps/lb.py), what the real-network benchmark builds (gcc + libc
+# its clients, apps/lb.py; haproxy as the second kernel-stack proxy of benchmarks/apps.py
+# and `acceltcp eval table5`), what the real-network benchmark builds (gcc + libc
 # headers for its C load client, benchmarks/rr_client.c), and the XDP dataplane's
 # toolchain (clang -target bpf, llvm, libbpf's bpf_helpers.h, bpftool to make vmlinux.h
 # and to load the objects; src/acceltcp/nic/xdp). Installs only what is missing, as root.
@@ -23,7 +24,7 @@ SYSTEM_DEPS := tshark:tshark tcpdump:tcpdump socat:socat nc:netcat-openbsd nft:n
                ip:iproute2 nstat:iproute2 cc:gcc \
                /usr/include/stdio.h:libc6-dev \
                redis-cli:redis-tools redis-benchmark:redis-tools redis-server:redis-server \
-               nginx:nginx wrk:wrk ab:apache2-utils curl:curl \
+               nginx:nginx haproxy:haproxy wrk:wrk ab:apache2-utils curl:curl \
                clang:clang llc:llvm /usr/include/bpf/bpf_helpers.h:libbpf-dev \
                bpftool:bpftool
 

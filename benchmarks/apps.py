@@ -17,7 +17,10 @@ testbed on the machine is left alone.
 1. kv. `redis-benchmark -t get|set -n N -c 32 -r 1000 -d 2 --csv`, with `-k 0` (one
    connection per request: connect, request, reply, the client closes) and `-k 1`
    (persistent), against `acceltcp serve kv` (no NIC; NIC process and inline with the
-   setup + teardown offloads) and `redis-server` (no persistence) in atcp-apps-ref.
+   setup + teardown offloads), `acceltcp kv-threads` (the same kv engine on kernel
+   sockets, one kernel thread per connection: kernel threads against the stack's
+   user-level, cooperative callbacks) and `redis-server` (no persistence), the last two
+   in atcp-apps-ref. --kv-tests picks GET and/or SET.
    1000 keys of 16 bytes and 2-byte values, as the USR workload the AccelTCP paper uses
    (USR is 99.8 % GET: GET is the main figure; SET is reported too). Every server is
    started once and populated by a short SET run before the measured runs. Each
@@ -34,9 +37,12 @@ testbed on the machine is left alone.
    the host relaying (no NIC), the same spliced by the NIC (process and inline,
    `--offload setup,splice`), all with the TAP's checksum/TSO offloads off
    (`--no-offload`: splicing translates full-checksum MTU frames, and the relay is
-   measured the same way), and nginx as a reverse proxy on the kernel stack in
-   atcp-apps-ref (upstream keepalive on by default, --nginx-keepalive). The kernel proxy
-   reaches the same two nginx processes at 198.18.1.1 (the veth end of atcp-apps):
+   measured the same way), and two reverse proxies on the kernel stack in atcp-apps-ref:
+   nginx (upstream keepalive on by default, --nginx-keepalive) and haproxy (if
+   installed; a config generated per run: mode http, round-robin, one thread,
+   http-keep-alive for persistent runs, http-server-close for Connection: close ones).
+   wrk reports the mean and the 50th, 90th and 99th latency percentiles. The kernel
+   proxies reach the same two nginx processes at 198.18.1.1 (the veth end of atcp-apps):
    198.18.0.1 exists only while a stack holds the TAP. Before each measurement a few
    files (smallest, largest, some others) are fetched through the proxy with curl and
    must be byte-exact.
@@ -81,6 +87,7 @@ import io
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -111,6 +118,7 @@ LB_PORT = 8080
 BACKEND_BASE = 8100            # backend port pairs from here, one per lb run
 NFILES = 60
 KV_KEYS = 1000
+KV_THREADS = "kv-threads (kernel)"
 
 #: every process this script starts that is not ended yet (ended on the way out)
 _STARTED = []
@@ -352,12 +360,20 @@ def kv_section(a, tmp):
     for place in a.placements:
         servers.append(("kv + NIC %s, setup+teardown" % place, "stack",
                         ["--nic", place, "--offload", "setup,teardown"]))
+    # the same kv engine on kernel sockets, a thread per connection (kernel threads
+    # against the stack's user-level, cooperative callbacks; the paper's Table 4)
+    servers.append((KV_THREADS, "threads", None))
     servers.append(("redis-server (kernel)", "redis", None))
     rows = []
     for label, kind, extra in servers:
         if kind == "stack":
             srv = StackServer("kv", KV_PORT, extra, tmp, _slug(label))
             host = STACK_IP
+        elif kind == "threads":
+            srv = KernelServer(REF, [PY, "-m", "acceltcp.cli", "kv-threads", "--host", REF_IP,
+                                     "--port", str(KV_PORT)],
+                               REF_IP, KV_PORT, os.path.join(tmp, "kv-threads.log"))
+            host = REF_IP
         else:
             srv = KernelServer(REF, ["redis-server", "--port", str(KV_PORT), "--bind", REF_IP,
                                      "--save", "", "--appendonly", "no",
@@ -371,7 +387,7 @@ def kv_section(a, tmp):
             redis_benchmark(host, "set", 10 * KV_KEYS, True, a.kv_conc, timeout=120)
             for keepalive in (False, True):
                 n = a.kv_persistent if keepalive else a.kv_short
-                for test in ("get", "set"):
+                for test in a.kv_tests:
                     rows.append(median_of(
                         lambda t=test, k=keepalive, nn=n, lb=label, sv=srv, h=host: kv_run(
                             lb, sv, h, t, nn, k, a.kv_conc, a.settle),
@@ -405,6 +421,58 @@ def _nginx(netns, tmp, name, body, ip, port):
                                 "daemon off;"], ip, port, os.path.join(d, "stdout.log"))
 
 
+HAPROXY = "haproxy (kernel)"
+
+#: haproxy as the second kernel-stack proxy: HTTP mode (each request parsed), the two
+#: backends round-robin, one thread (as the one nginx process), no logging. Persistent
+#: runs keep both sides alive (http-keep-alive, idle server connections reused as
+#: haproxy does by default); `Connection: close` runs close the server side after each
+#: response as the client's side closes (http-server-close).
+HAPROXY_CFG = """global
+    nbthread 1
+    maxconn 4096
+    stats timeout 30s
+
+defaults
+    mode http
+    option %(conn_mode)s
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    timeout http-keep-alive 30s
+
+frontend fe
+    bind %(ip)s:%(port)d
+    default_backend be
+
+backend be
+    balance roundrobin
+%(servers)s
+"""
+
+
+def _haproxy(netns, tmp, name, backends, ip, port, close):
+    """haproxy in the foreground (-db) in `netns`, its config generated in tmp/name."""
+    d = os.path.join(tmp, name)
+    os.makedirs(d, exist_ok=True)
+    cfg = os.path.join(d, "haproxy.cfg")
+    Path(cfg).write_text(HAPROXY_CFG % {
+        "conn_mode": "http-server-close" if close else "http-keep-alive",
+        "ip": ip, "port": port,
+        "servers": "\n".join("    server b%d %s" % (i + 1, b)
+                             for i, b in enumerate(backends))})
+    r = subprocess.run(["haproxy", "-c", "-q", "-f", cfg], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError("haproxy -c %s: %s" % (cfg, (r.stdout + r.stderr)[-2000:]))
+    return KernelServer(netns, ["haproxy", "-db", "-f", cfg], ip, port,
+                        os.path.join(d, "stdout.log"))
+
+
+def _haproxy_version(path):
+    r = subprocess.run([path, "-v"], capture_output=True, text=True)
+    return (r.stdout.splitlines() or ["?"])[0]
+
+
 WRK_LUA = """
 -- random files of the set, uniformly; the results as one JSON line at the end
 local paths = {%(paths)s}
@@ -417,9 +485,11 @@ done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format('APPS-JSON {"requests": %%.0f, "bytes": %%.0f, "duration_us": %%.0f, '
     .. '"connect": %%.0f, "read": %%.0f, "write": %%.0f, "status": %%.0f, "timeout": %%.0f, '
-    .. '"latency_mean_us": %%.1f, "latency_p99_us": %%.1f}\\n',
+    .. '"latency_mean_us": %%.1f, "latency_p50_us": %%.1f, "latency_p90_us": %%.1f, '
+    .. '"latency_p99_us": %%.1f}\\n',
     summary.requests, summary.bytes, summary.duration, e.connect, e.read, e.write,
-    e.status, e.timeout, latency.mean, latency:percentile(99)))
+    e.status, e.timeout, latency.mean, latency:percentile(50), latency:percentile(90),
+    latency:percentile(99)))
 end
 """
 
@@ -448,7 +518,8 @@ def lb_run(label, server, script, host, seconds, conns, close):
            "gbit_s": res["bytes"] * 8 / el / 1e9, "bytes_per_resp": res["bytes"] / max(n, 1),
            "errors": errors, "wrk_errors": {k: res[k] for k in ("connect", "read", "write",
                                                                   "status", "timeout")},
-           "latency_mean_us": res["latency_mean_us"], "latency_p99_us": res["latency_p99_us"],
+           "latency_mean_us": res["latency_mean_us"], "latency_p50_us": res["latency_p50_us"],
+           "latency_p90_us": res["latency_p90_us"], "latency_p99_us": res["latency_p99_us"],
            "client_cpu_pct": 100.0 * res["client_cpu_s"] / el,
            "host_cpu_us": _per_req_us(d["host_s"], n),
            "proc_cpu_us": _per_req_us(d["proc_s"], n),
@@ -501,6 +572,9 @@ def lb_section(a, tmp):
         proxies.append(("lb + NIC %s, spliced" % place, "stack",
                         ["--no-offload", "--nic", place, "--offload", "setup,splice"]))
     proxies.append(("nginx proxy (kernel)", "nginx", None))
+    haproxy = shutil.which("haproxy")
+    if haproxy:
+        proxies.append((HAPROXY, "haproxy", None))
     # One pair of backend ports per run (see the module docstring: TIME-WAIT).
     nruns = len(proxies) * 2 * a.repeat
     pairs = iter([(BACKEND_BASE + 2 * i, BACKEND_BASE + 2 * i + 1) for i in range(nruns)])
@@ -508,6 +582,9 @@ def lb_section(a, tmp):
             / len(files), "min_file_bytes": min(s for s, _ in files.values()),
             "max_file_bytes": max(s for s, _ in files.values()),
             "nginx_upstream_keepalive": a.nginx_keepalive,
+            "haproxy": _haproxy_version(haproxy) if haproxy else None,
+            "haproxy_unavailable": None if haproxy else
+            "haproxy not found (Debian package haproxy; make system-deps installs it)",
             "backend_ports": [BACKEND_BASE, BACKEND_BASE + 2 * nruns - 1]}
     backends = []
     rows = []
@@ -525,6 +602,11 @@ def lb_section(a, tmp):
                     "--backend", "%s:%d" % (PEER_IP, b1),
                     "--backend", "%s:%d" % (PEER_IP, b2)], tmp, _slug(label))
                 host = STACK_IP
+            elif kind == "haproxy":
+                srv = _haproxy(REF, tmp, "haproxy-%d" % b1, [
+                    "%s:%d" % (REF_PEER_IP, b1), "%s:%d" % (REF_PEER_IP, b2)],
+                    REF_IP, LB_PORT, close)
+                host = REF_IP
             else:
                 ka = a.nginx_keepalive
                 srv = _nginx(REF, tmp, "proxy", PROXY_BODY % {
@@ -590,6 +672,8 @@ def main(argv=None):
     p.add_argument("--kv-persistent", type=int, default=100000, metavar="N",
                    help="requests per persistent (-k 1) redis-benchmark run (%(default)s)")
     p.add_argument("--kv-conc", type=int, default=32, help="redis-benchmark -c (32)")
+    p.add_argument("--kv-tests", default="get,set",
+                   help="redis-benchmark tests, comma-separated (get,set)")
     p.add_argument("--settle", type=float, default=2.0, metavar="S",
                    help="pause before each short-lived kv run, seconds (2: the client's "
                         "TIME-WAIT ports of the run before become reusable)")
@@ -607,6 +691,9 @@ def main(argv=None):
     a.placements = [x for x in a.placements.split(",") if x]
     if any(x not in ("process", "inline", "xdp") for x in a.placements):
         p.error("--placements: process, inline and/or xdp")
+    a.kv_tests = [x for x in a.kv_tests.split(",") if x]
+    if not a.kv_tests or any(x not in ("get", "set") for x in a.kv_tests):
+        p.error("--kv-tests: get and/or set")
     if os.geteuid() != 0:
         print("benchmarks/apps.py needs root (namespaces, TAP)", file=sys.stderr)
         return 2

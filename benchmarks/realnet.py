@@ -27,7 +27,13 @@ Side by side, in one run, on this machine:
    offloads off -- MTU frames -- and on -- 64 KiB super-frames), relayed by the host,
    then spliced on the NIC inline, in its own process and in XDP (offloads off only):
    frames/s the NIC translated, Gbit/s, host and NIC CPU; and the same transfer kernel
-   to kernel with no proxy (to the reference namespace), the ceiling.
+   to kernel with no proxy (to the reference namespace, routed by the kernel: the L3
+   forward), the ceiling. Then small messages (the paper's 64 B column: per-packet
+   rather than per-byte costs), TAP offloads off: --splice-msg-conns persistent
+   connections through the same proxies to a kernel echo server, each with one
+   --splice-msg = 64 byte message in flight (TCP_NODELAY; the reply read before the
+   next is sent, so every message is its own segment each way) for
+   --splice-msg-seconds, and the same kernel to kernel.
 
 Every figure is followed by its ratio to the asyncio kernel-stack server (3: to the
 stack without a NIC; 4: to the host relay). The traffic stays inside the two namespaces
@@ -51,6 +57,7 @@ REF = "atcp-bench-ref"
 STACK_IP = "198.18.0.2"
 REF_IP = "198.18.1.2"
 GiB = 1 << 30
+CHUNK_BYTES = 1 << 20           # the duplex peer's bulk write size
 CLK = os.sysconf("SC_CLK_TCK")
 
 
@@ -239,8 +246,9 @@ def splice(label, nbytes, extra, tmp, offload=False):
     nic = st.get("nic") or {}
     frames = (nic.get("counters") or {}).get("splice_frames", 0)
     host = st["counters"]["frames_in"] + st["counters"]["frames_out"]
-    return {"label": label, "tap_offload": offload, "elapsed_s": el,
-            "gbit_s": 2 * nbytes * 8 / el / 1e9, "nic_frames": frames,
+    return {"label": label, "tap_offload": offload, "pattern": "bulk",
+            "msg_bytes": CHUNK_BYTES, "elapsed_s": el, "gbit_s": 2 * nbytes * 8 / el / 1e9,
+            "msgs_per_s": 2 * nbytes / CHUNK_BYTES / el, "nic_frames": frames,
             "nic_frames_per_s": frames / el, "host_frames": host,
             "host_frames_per_s": host / el, "stack_cpu_s": st["cpu"]["stack_s"],
             "nic_cpu_s": st["cpu"].get("nic_s", 0), "spliced": st["app_stats"]["spliced"]}
@@ -248,13 +256,74 @@ def splice(label, nbytes, extra, tmp, offload=False):
 
 def direct(label, nbytes):
     """The same transfer kernel to kernel, no proxy (atcp-bench -> the reference
-    namespace over its veth): the ceiling of a forwarding path on this machine."""
+    namespace over its veth, routed by the kernel: the L3 forward): the ceiling of a
+    forwarding path on this machine."""
     res, _ = _duplex(label, nbytes, REF, REF_IP, 8081)
     el = res["elapsed_s"]
-    return {"label": label, "tap_offload": None, "elapsed_s": el,
-            "gbit_s": 2 * nbytes * 8 / el / 1e9, "nic_frames": 0, "nic_frames_per_s": 0,
+    return {"label": label, "tap_offload": None, "pattern": "bulk",
+            "msg_bytes": CHUNK_BYTES, "elapsed_s": el, "gbit_s": 2 * nbytes * 8 / el / 1e9,
+            "msgs_per_s": 2 * nbytes / CHUNK_BYTES / el, "nic_frames": 0,
+            "nic_frames_per_s": 0,
             "host_frames": 0, "host_frames_per_s": 0, "stack_cpu_s": 0, "nic_cpu_s": 0,
             "spliced": 0}
+
+
+def _pingpong_client(label, host, port, seconds, conns, msg):
+    r = subprocess.run(ns(NS, [PY, "-m", "acceltcp.testbed.peer", "pingpong", host,
+                               str(port), "--conns", str(conns), "--seconds", str(seconds),
+                               "--size", str(msg), "--head", "GET / HTTP/1.1\\n"]),
+                       capture_output=True, text=True, timeout=seconds + 120)
+    lines = [x for x in r.stdout.splitlines() if x.startswith("{")]
+    if r.returncode != 0 or not lines:
+        raise RuntimeError("%s: ping-pong client failed (%d): %s %s" % (
+            label, r.returncode, r.stdout[-1000:], r.stderr[-1000:]))
+    return json.loads(lines[-1])
+
+
+def _pingpong_row(label, res, msg, offload, st=None):
+    el = res["elapsed_s"]
+    msgs = 2 * res["round_trips"]
+    nic = (st or {}).get("nic") or {}
+    frames = (nic.get("counters") or {}).get("splice_frames", 0)
+    host = st["counters"]["frames_in"] + st["counters"]["frames_out"] if st else 0
+    return {"label": label, "tap_offload": offload, "pattern": "ping-pong",
+            "msg_bytes": msg, "elapsed_s": el, "gbit_s": msgs * msg * 8 / el / 1e9,
+            "msgs_per_s": msgs / el, "mean_rtt_us": res["mean_rtt_us"],
+            "errors": res["errors"], "nic_frames": frames, "nic_frames_per_s": frames / el,
+            "host_frames": host, "host_frames_per_s": host / el,
+            "host_frames_per_msg": host / max(msgs, 1),
+            "stack_cpu_s": st["cpu"]["stack_s"] if st else 0,
+            "nic_cpu_s": st["cpu"].get("nic_s", 0) if st else 0,
+            "spliced": st["app_stats"]["spliced"] if st else 0}
+
+
+def pingpong(label, extra, tmp, seconds, conns, msg):
+    """--conns persistent connections through the stack's proxy (TAP offloads off) to a
+    kernel echo server in atcp-bench, each one `msg`-byte message in flight: small
+    segments, one per message each way."""
+    echo = Server(ns(NS, [PY, "-m", "acceltcp.testbed.peer", "server", "echo", "--port",
+                          "8081", "--loop", "uvloop"]), "stdout")
+    try:
+        proxy = stack_server("proxy", 8080, False, tmp,
+                             ["--backend", "198.18.0.1:8081"] + list(extra))
+        try:
+            res = _pingpong_client(label, STACK_IP, 8080, seconds, conns, msg)
+        finally:
+            st = proxy.stop()
+    finally:
+        echo.stop()
+    return _pingpong_row(label, res, msg, False, st)
+
+
+def pingpong_direct(label, seconds, conns, msg):
+    """The same ping-pong kernel to kernel, no proxy (the echo server in the reference
+    namespace, routed by the kernel)."""
+    echo = kernel_server("echo", 8081, "uvloop")
+    try:
+        res = _pingpong_client(label, REF_IP, 8081, seconds, conns, msg)
+    finally:
+        echo.stop()
+    return _pingpong_row(label, res, msg, None)
 
 
 def build_client(tmp):
@@ -277,6 +346,12 @@ def main(argv=None):
     p.add_argument("--skip-nic", action="store_true")
     p.add_argument("--skip-splice", action="store_true")
     p.add_argument("--splice-mib", type=int, default=200)
+    p.add_argument("--splice-msg", type=int, default=64, metavar="BYTES",
+                   help="the splice part's small-message runs: message size (64; 0: skip)")
+    p.add_argument("--splice-msg-seconds", type=float, default=5.0, metavar="S",
+                   help="duration of each small-message run (5)")
+    p.add_argument("--splice-msg-conns", type=int, default=16, metavar="N",
+                   help="persistent connections of the small-message runs (16)")
     p.add_argument("--cores", default="1",
                    help="core counts for the server-closing-first rows, comma-separated "
                         "(serve --cores: the stack alone and with the inline NIC) (1)")
@@ -363,6 +438,22 @@ def main(argv=None):
                 results["splice"].append(median_run(
                     lambda: direct("kernel to kernel, no proxy", nb), a.repeat, "gbit_s"))
                 _progress(results["splice"][-1])
+                m, sec, nc = a.splice_msg, a.splice_msg_seconds, a.splice_msg_conns
+                if m:
+                    for label, extra in (
+                            ("host relay", []),
+                            ("NIC inline, spliced", ["--nic", "inline", "--offload", "splice"]),
+                            ("NIC process, spliced", ["--nic", "process", "--offload",
+                                                      "splice"]),
+                            ("NIC xdp, spliced", ["--nic", "xdp", "--offload", "splice"])):
+                        results["splice"].append(median_run(
+                            lambda lb=label, x=extra: pingpong(lb, x, tmp, sec, nc, m),
+                            a.repeat, "gbit_s"))
+                        _progress(results["splice"][-1])
+                    results["splice"].append(median_run(
+                        lambda: pingpong_direct("kernel to kernel, no proxy", sec, nc, m),
+                        a.repeat, "gbit_s"))
+                    _progress(results["splice"][-1])
     finally:
         cli("testbed", "down", "--netns", NS, "--ref-netns", REF)
     report(results, a)
@@ -427,17 +518,19 @@ def report(results, a):
     if results["splice"]:
         print("\nProxy, %d MiB each way, one connection (median of %d); x host: against "
               "the host relay with the same TAP offloads" % (a.splice_mib, a.repeat))
-        print("%-24s %5s %8s %10s %14s %14s %12s %10s" % (
-            "relay", "TAP", "Gbit/s", "x host", "NIC frames/s", "host frames/s",
+        print("%-24s %5s %7s %8s %10s %14s %14s %12s %10s" % (
+            "relay", "TAP", "msg", "Gbit/s", "x host", "NIC frames/s", "host frames/s",
             "stack CPU s", "NIC CPU s"))
         for r in results["splice"]:
+            msg = "bulk" if r["msg_bytes"] == CHUNK_BYTES else "%d B" % r["msg_bytes"]
             if r["tap_offload"] is None:            # the kernel-to-kernel ceiling
-                print("%-24s %5s %8.2f" % (r["label"], "-", r["gbit_s"]))
+                print("%-24s %5s %7s %8.2f" % (r["label"], "-", msg, r["gbit_s"]))
                 continue
             ref = next(x["gbit_s"] for x in results["splice"]
-                       if x["label"] == "host relay" and x["tap_offload"] == r["tap_offload"])
-            print("%-24s %5s %8.2f %10.2f %14.0f %14.0f %12.2f %10.2f" % (
-                r["label"], "on" if r["tap_offload"] else "off", r["gbit_s"],
+                       if x["label"] == "host relay" and x["tap_offload"] == r["tap_offload"]
+                       and x["msg_bytes"] == r["msg_bytes"])
+            print("%-24s %5s %7s %8.2f %10.2f %14.0f %14.0f %12.2f %10.2f" % (
+                r["label"], "on" if r["tap_offload"] else "off", msg, r["gbit_s"],
                 r["gbit_s"] / ref, r["nic_frames_per_s"], r["host_frames_per_s"],
                 r["stack_cpu_s"], r["nic_cpu_s"]))
 

@@ -16,6 +16,9 @@ only the kernel's TCP (``socket``), so they are the "real Linux peer" of the tes
                first; server: --head-lines lines read first) send N bytes of the seed's
                pattern, half-close, and hash everything received until EOF (a spliced
                connection through a proxy on the stack)
+  pingpong     --conns persistent connections, each: send a head line, read its echo,
+               then for --seconds one --size byte message at a time, each read back
+               (echoed) before the next: small messages, one segment each way
   server       a reference server on the kernel stack (asyncio or uvloop): echo, sink,
                or a minimal RESP "PING" responder, until SIGTERM
   hold         open --count idle connections (--concurrency handshakes at a time), print
@@ -263,6 +266,87 @@ def duplex(a):
     return 0 if not err else 1
 
 
+def pingpong(a):
+    """See the module docstring: one selector loop over --conns connections (against an
+    echo server, through a proxy or not). Every reply must equal its message."""
+    import selectors
+    head = a.head.encode().decode("unicode_escape").encode("latin-1")
+    sel = selectors.DefaultSelector()
+    rnd = random.Random(a.seed)
+    msgs = [rnd.randbytes(a.size) for _ in range(16)]
+    conns = []
+    for i in range(a.conns):
+        s = _connect(a.host, a.port, a.timeout)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.sendall(head)
+        conns.append(s)
+    for s in conns:                          # the head's echo, then the messages begin
+        s.settimeout(a.timeout)
+        got = recv_upto(s, len(head))
+        if got != head:
+            print(json.dumps({"error": "head echo %r" % got[:80]}))
+            return 1
+        s.setblocking(False)
+    state = {}
+    t0 = time.monotonic()
+    end = t0 + a.seconds
+    for i, s in enumerate(conns):
+        m = msgs[i % len(msgs)]
+        s.send(m)
+        state[s] = [m, bytearray(), i]
+        sel.register(s, selectors.EVENT_READ)
+    rtts = errors = 0
+    lat_sum = 0.0
+    sent_at = {s: t0 for s in conns}
+    deadline = end + a.timeout
+    while sel.get_map() and time.monotonic() < deadline:
+        for key, _ in sel.select(1.0):
+            s = key.fileobj
+            st = state[s]
+            try:
+                d = s.recv(65536)
+            except BlockingIOError:
+                continue
+            except OSError:
+                d = b""
+            if not d:
+                errors += 1
+                sel.unregister(s)
+                continue
+            st[1] += d
+            if len(st[1]) < len(st[0]):
+                continue
+            now = time.monotonic()
+            if bytes(st[1]) != st[0]:
+                errors += 1
+                sel.unregister(s)
+                continue
+            rtts += 1
+            lat_sum += now - sent_at[s]
+            if now >= end:
+                sel.unregister(s)
+                continue
+            st[2] += 1
+            st[0] = msgs[st[2] % len(msgs)]
+            st[1] = bytearray()
+            sent_at[s] = now
+            try:
+                sent = s.send(st[0])         # a small write into an empty buffer: whole
+            except OSError:
+                sent = -1
+            if sent != len(st[0]):
+                errors += 1
+                sel.unregister(s)
+    el = time.monotonic() - t0
+    left = len(sel.get_map())
+    for s in conns:
+        s.close()
+    print(json.dumps({"round_trips": rtts, "elapsed_s": el, "rtt_per_s": rtts / el,
+                      "mean_rtt_us": 1e6 * lat_sum / max(rtts, 1), "errors": errors + left,
+                      "conns": a.conns, "size": a.size}))
+    return 0 if not errors and not left and rtts else 1
+
+
 # ---------------------------------------------------------------------- reference servers
 def server(a):
     import asyncio
@@ -416,6 +500,15 @@ def main(argv=None):
     q.add_argument("--head", default="", help="client: sent first (\\n escapes)")
     q.add_argument("--head-lines", type=int, default=0, help="server: lines read first")
     q.add_argument("--timeout", type=float, default=120.0)
+    q = sub.add_parser("pingpong")
+    q.add_argument("host")
+    q.add_argument("port", type=int)
+    q.add_argument("--conns", type=int, default=16)
+    q.add_argument("--seconds", type=float, default=3.0)
+    q.add_argument("--size", type=int, default=64)
+    q.add_argument("--seed", type=int, default=1)
+    q.add_argument("--head", default="", help="sent first and read back (\\n escapes)")
+    q.add_argument("--timeout", type=float, default=30.0)
     q = sub.add_parser("server")
     q.add_argument("app", choices=("echo", "sink", "ping"))
     q.add_argument("--port", type=int, required=True)
@@ -431,7 +524,8 @@ def main(argv=None):
     q.add_argument("--timeout", type=float, default=120.0)
     a = p.parse_args(argv)
     fn = {"echo-client": echo_client, "send": send, "short": short,
-          "serve-bytes": serve_bytes, "server": server, "duplex": duplex, "hold": hold}[a.cmd]
+          "serve-bytes": serve_bytes, "server": server, "duplex": duplex, "hold": hold,
+          "pingpong": pingpong}[a.cmd]
     return fn(a)
 
 

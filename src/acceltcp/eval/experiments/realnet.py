@@ -5,17 +5,21 @@ them only when named (``acceltcp eval table2``); their rows are the scripts' JSO
 they write it, and the report compares what the script measures with the paper's claim.
 
 What exists: table2 (realnet.py's splice part: host relay vs splice on the NIC inline,
-in its own process and in XDP, bulk duplex transfer, MTU frames -- no 64 B point),
-fig10-real (realnet.py's short-lived 64 B request/response parts on one and two real
-cores: the stack with and without the NIC's setup + teardown offload -- the inline NIC,
-or XDP with ``--nic xdp`` on one core -- and kernel asyncio/uvloop servers), table4
-(apps.py's kv part: kv per NIC placement vs redis-server under redis-benchmark), table5
-(apps.py's lb part: lb vs nginx as the kernel proxy under wrk); ``--nic`` picks the
+in its own process and in XDP, and the kernel's L3 forward with no proxy, for a bulk
+duplex transfer in MTU frames and for 64 B messages -- a ping-pong on persistent
+connections, every message its own segment), fig10-real (realnet.py's short-lived 64 B
+request/response parts on one and two real cores: the stack with and without the NIC's
+setup + teardown offload -- the inline NIC, or XDP with ``--nic xdp`` on one core -- and
+kernel asyncio/uvloop servers), table4 (apps.py's kv part: kv per NIC placement, the
+same engine with a kernel thread per connection on kernel sockets (kv-threads) and
+redis-server under redis-benchmark), table5 (apps.py's lb part: lb vs nginx and haproxy
+as kernel proxies under wrk, req/s and latency percentiles); ``--nic`` picks the
 placements (python: process and inline; xdp; both); fig12 and fig13
 (benchmarks/proxy_sweep.py, namespace atcp-sweep: the lb relaying in the host vs
 splicing on the NIC -- inline with python, XDP with xdp, both with both -- over
 response size on persistent connections, and over transactions per connection at
-64 B).
+64 B). Each has a plot of what its table measures; ``--quick`` shortens the runs (one
+each) so that the four of tables 2, 4, 5 and fig10-real take about three minutes.
 """
 
 import importlib
@@ -26,7 +30,8 @@ from pathlib import Path
 
 from .base import Result, Unavailable
 
-__all__ = ["bench_module", "table2", "fig10_real", "table4", "table5", "fig12", "fig13"]
+__all__ = ["bench_module", "table2", "table2_summary", "fig10_real", "table4", "table5",
+           "kv_summary", "lb_summary", "fig12", "fig13"]
 
 BENCH_DIR = Path(__file__).resolve().parents[4] / "benchmarks"
 
@@ -78,38 +83,100 @@ def _fmt_ratio(x):
     return "-" if x is None else "%.2fx" % x
 
 
+#: the splice part's small-message point (benchmarks/realnet.py --splice-msg)
+MSG = 64
+
+
+def _bars(title, ylabel, labels, series):
+    return {"kind": "bar", "title": title, "xlabel": "", "ylabel": ylabel, "x": labels,
+            "series": series}
+
+
+def table2_summary(rows):
+    """(comparison rows, facts, plot) from realnet.py's splice rows: the bulk transfer
+    (MTU frames: the TAP's offloads off) and the 64 B ping-pong, each against the host
+    relay of the same pattern; the kernel-to-kernel row is the L3 forward."""
+    bulk = [r for r in rows if r.get("pattern", "bulk") == "bulk" and not r.get("tap_offload")]
+    small = [r for r in rows if r.get("pattern") == "ping-pong"]
+    facts = {}
+    for name, part, key in (("bulk", bulk, "gbit_s"), ("64", small, "msgs_per_s")):
+        for place in ("inline", "process", "xdp"):
+            facts["%s_over_relay_%s" % (place, name)] = _ratio(
+                part, key, "NIC %s, spliced" % place, "host relay", "label")
+        facts["forward_over_relay_%s" % name] = _ratio(
+            part, key, "kernel to kernel, no proxy", "host relay", "label")
+    spliced = [r for r in small if "spliced" in r["label"]]
+    facts["relay_host_frames_per_msg_64"] = _pick(small, "host_frames_per_msg",
+                                                  label="host relay")
+    facts["spliced_host_frames_per_msg_64_max"] = max(
+        (r["host_frames_per_msg"] for r in spliced), default=None)
+    facts["errors_64"] = sum(r.get("errors", 0) for r in small)
+
+    def three(name):
+        return "inline %s, own process %s, XDP %s" % tuple(
+            _fmt_ratio(facts["%s_over_relay_%s" % (p, name)])
+            for p in ("inline", "process", "xdp"))
+    comparison = [
+        {"what": "splice on the NIC / L7 relay on the host, MTU frames (bulk)",
+         "paper": "L3 forward at NIC 40.0 vs L7 proxy 5.3 Gbit/s at 1500 B (7.5x)",
+         "ours": three("bulk")},
+        {"what": "L3 forward (kernel to kernel, no proxy; the veth keeps its own TSO/GRO) "
+                 "/ L7 relay in MTU frames",
+         "paper": "7.5x (NIC forward)", "ours": _fmt_ratio(facts["forward_over_relay_bulk"])},
+        {"what": "splice on the NIC / L7 relay, 64 B messages (ping-pong, msgs/s)",
+         "paper": "NIC forward 28.8 vs L7 proxy 2.1 Gbit/s at 64 B (13.7x)",
+         "ours": three("64") if small else "-"},
+        {"what": "L3 forward (kernel to kernel) / L7 relay, 64 B messages",
+         "paper": "13.7x (NIC forward)", "ours": _fmt_ratio(facts["forward_over_relay_64"])},
+        {"what": "host frames per 64 B message: relay / spliced (worst placement)",
+         "paper": "-", "ours": "%s / %s" % (
+             _num(facts["relay_host_frames_per_msg_64"]),
+             _num(facts["spliced_host_frames_per_msg_64_max"]))}]
+    labels = [r["label"] for r in bulk]
+    plot = {"panels": [
+        _bars("bulk, MTU frames (TAP offloads off)", "Gbit/s", labels,
+              {"Gbit/s": [r["gbit_s"] for r in bulk]}),
+        _bars("%d B messages, ping-pong" % MSG, "messages/s", [r["label"] for r in small],
+              {"messages/s": [r["msgs_per_s"] for r in small]})]}
+    return comparison, facts, plot
+
+
+def _num(x):
+    return "-" if x is None else "%.3g" % x
+
+
 def table2(ctx):
+    quick = ctx.quick
     data = _run(ctx, "realnet", ["--skip-bulk", "--skip-rr", "--skip-nic", "--repeat",
-                                 "1" if ctx.quick else "3", "--splice-mib",
-                                 "50" if ctx.quick else "200"], "table2")
+                                 "1" if quick else "3", "--splice-mib",
+                                 "10" if quick else "200", "--splice-msg", str(MSG),
+                                 "--splice-msg-seconds", "1.5" if quick else "5"], "table2")
     rows = data["splice"]
     cols, table = _table(rows)
-    relay = [r for r in rows if not r.get("tap_offload")]
-    r_in = _ratio(relay, "gbit_s", "NIC inline, spliced", "host relay", "label")
-    r_pr = _ratio(relay, "gbit_s", "NIC process, spliced", "host relay", "label")
-    r_x = _ratio(relay, "gbit_s", "NIC xdp, spliced", "host relay", "label")
-    comparison = [{"what": "splice on the NIC / L7 relay on the host, MTU frames",
-                   "paper": "L3 forward at NIC 40.0 vs L7 proxy 5.3 Gbit/s at 1500 B (7.5x)",
-                   "ours": "inline %s, own process %s, XDP %s" % (
-                       _fmt_ratio(r_in), _fmt_ratio(r_pr), _fmt_ratio(r_x))},
-                  {"what": "64 B messages", "paper": "2.1 (proxy) vs 28.8 Gbit/s (NIC)",
-                   "ours": "not built: realnet.py's splice part moves bulk data only"}]
+    comparison, facts, plot = table2_summary(rows)
     return Result(columns=cols, rows=table, comparison=comparison,
                   note="Our NIC is software on the same two cores as the host, so splicing "
                        "saves the host's relay work but not the machine's CPU; the paper's "
-                       "NIC has its own 120 cores.",
-                  samples=[data], facts={"inline_over_relay": r_in, "process_over_relay": r_pr,
-                                         "xdp_over_relay": r_x},
+                       "NIC has its own 120 cores. Our 64 B point is a ping-pong over "
+                       "persistent connections from a Python client (one message in flight "
+                       "per connection, every message its own segment), not a packet "
+                       "generator: the faster paths are bounded by the client.",
+                  plot=plot, samples=[data], facts=facts,
                   setup="benchmarks/realnet.py --skip-bulk --skip-rr --skip-nic: a kernel "
                         "client and server in namespace atcp-bench, the stack's proxy on "
-                        "the TAP relaying, then splicing on the NIC inline / in its process.")
+                        "the TAP relaying, then splicing on the NIC inline / in its "
+                        "process / in XDP: a duplex bulk transfer (%s MiB each way), then "
+                        "%d persistent connections each with one %d B message in flight to "
+                        "a kernel echo server (%s s); the same kernel to kernel (the L3 "
+                        "forward)." % ("10" if quick else "200", 16, MSG,
+                                       "1.5" if quick else "5"))
 
 
 def fig10_real(ctx):
     place = "xdp" if ctx.nic == "xdp" else "inline"
     data = _run(ctx, "realnet", ["--skip-bulk", "--skip-splice", "--repeat",
                                  "1" if ctx.quick else "3", "--rr-seconds",
-                                 "3" if ctx.quick else "10", "--cores", "1,2",
+                                 "2" if ctx.quick else "10", "--cores", "1,2",
                                  "--placements", "inline,xdp" if ctx.nic == "both"
                                  else place], "fig10-real")
     rows = data["rr"] + data["nic_rr"]
@@ -132,7 +199,14 @@ def fig10_real(ctx):
          "paper": "2.2-3.8x", "ours": _fmt_ratio(r2)},
         {"what": "2 cores / 1 core, the stack alone", "paper": "near-linear",
          "ours": _fmt_ratio(s2)}]
-    return Result(columns=cols, rows=table, comparison=comparison,
+    stack = [r for r in rows if r.get("stack_cpu_us_per_txn") is not None]
+    plot = {"panels": [
+        _bars("short-lived 64 B transactions", "txn/s", [r["label"] for r in rows],
+              {"txn/s": [r["tps"] for r in rows]}),
+        _bars("the stack's own CPU per transaction (NIC apart)", "µs",
+              [r["label"] for r in stack],
+              {"stack µs/txn": [r["stack_cpu_us_per_txn"] for r in stack]})]}
+    return Result(columns=cols, rows=table, comparison=comparison, plot=plot,
                   note="This machine has two cores for everything: the load client, the "
                        "kernel's side of each connection and, inline, the NIC share them "
                        "with the stacks, so a second server core has little room to add; "
@@ -141,7 +215,8 @@ def fig10_real(ctx):
                   samples=[data], facts={"offload_over_none": r1, "xdp_over_none": rx,
                                          "xdp_over_kernel_asyncio": kx,
                                          "offload_over_none_2_cores": r2,
-                                         "two_cores_over_one": s2},
+                                         "two_cores_over_one": s2,
+                                         "errors": sum(r["errors"] for r in rows)},
                   setup="benchmarks/realnet.py --skip-bulk --skip-splice --cores 1,2: "
                         "benchmarks/rr_client.c, short-lived 64 B transactions, against "
                         "the stack (TAP; serve --cores 2 on a multi-queue TAP) and kernel "
@@ -150,15 +225,18 @@ def fig10_real(ctx):
 
 def _apps(ctx, part, summary, note, setup):
     """One part of benchmarks/apps.py ("kv" or "lb": the other is skipped) as a Result;
-    summary(rows) -> (comparison rows, facts)."""
+    summary(rows, info) -> (comparison rows, facts, plot). Quick: short runs, GET only,
+    no control rows."""
     other = "lb" if part == "kv" else "kv"
     places = {"python": "process,inline", "xdp": "xdp"}.get(ctx.nic, "process,inline,xdp")
+    size = (["--kv-short", "3000", "--kv-persistent", "10000", "--kv-tests", "get",
+             "--settle", "1.2", "--lb-seconds", "2", "--no-controls"] if ctx.quick else [])
     data = _run(ctx, "apps", ["--skip-" + other, "--repeat", "1" if ctx.quick else "3",
-                              "--placements", places],
+                              "--placements", places] + size,
                 "table4" if part == "kv" else "table5")
     cols, table = _table(data[part])
-    comparison, facts = summary(data[part])
-    return Result(columns=cols, rows=table, comparison=comparison, note=note,
+    comparison, facts, plot = summary(data[part], data.get("lb_info") or {})
+    return Result(columns=cols, rows=table, comparison=comparison, note=note, plot=plot,
                   samples=[data], facts=facts, setup=setup)
 
 
@@ -170,9 +248,17 @@ def _over(a, b):
     return a / b if a and b else None
 
 
-def kv_summary(rows):
-    base = _pick(rows, "rps", server="kv, no NIC", test="GET", keepalive=False)
-    redis = _pick(rows, "rps", server="redis-server (kernel)", test="GET", keepalive=False)
+KV_NO_NIC = "kv, no NIC"
+KV_THREADS = "kv-threads (kernel)"
+REDIS = "redis-server (kernel)"
+NGINX = "nginx proxy (kernel)"
+HAPROXY = "haproxy (kernel)"
+RELAY = "lb, host relay"
+
+
+def kv_summary(rows, info=None):
+    base = _pick(rows, "rps", server=KV_NO_NIC, test="GET", keepalive=False)
+    redis = _pick(rows, "rps", server=REDIS, test="GET", keepalive=False)
     ours, facts = [], {}
     for place in ("process", "inline", "xdp"):
         rps = _pick(rows, "rps", server="kv + NIC %s, setup+teardown" % place, test="GET",
@@ -183,19 +269,54 @@ def kv_summary(rows):
     xdp = _pick(rows, "rps", server="kv + NIC xdp, setup+teardown", test="GET",
                 keepalive=False)
     facts["xdp_over_redis_server"] = _over(xdp, redis)
+    # kernel threads vs user-level: the same engine, a thread per connection on kernel
+    # sockets against the stack's cooperative callbacks (no NIC), and redis-server's
+    # single-threaded event loop on the same kernel sockets
+    threads = {}
+    for ka, mode in ((False, "short"), (True, "persistent")):
+        t = _pick(rows, "rps", server=KV_THREADS, test="GET", keepalive=ka)
+        facts["user_level_over_threads_" + mode] = _over(
+            _pick(rows, "rps", server=KV_NO_NIC, test="GET", keepalive=ka), t)
+        facts["redis_over_threads_" + mode] = _over(
+            _pick(rows, "rps", server=REDIS, test="GET", keepalive=ka), t)
+        threads[mode] = "kv %s, redis-server %s" % (
+            _fmt_ratio(facts["user_level_over_threads_" + mode]),
+            _fmt_ratio(facts["redis_over_threads_" + mode]))
     comparison = [
         {"what": "kv, one connection per GET, setup + teardown offload / no NIC",
          "paper": "1.6-2.3x (Redis-AccelTCP vs Redis-mTCP)", "ours": ", ".join(ours) or "-"},
         {"what": "kv with XDP / redis-server (kernel), one connection per GET",
-         "paper": "-", "ours": _fmt_ratio(facts["xdp_over_redis_server"])}]
-    return comparison, facts
+         "paper": "-", "ours": _fmt_ratio(facts["xdp_over_redis_server"])},
+        {"what": "user-level / kernel threads, one connection per GET: kv in the stack "
+                 "(cooperative callbacks, no NIC) and redis-server (one event loop) over "
+                 "kv-threads (a kernel thread per connection, kernel TCP)",
+         "paper": "user-level threads ahead (Redis on mTCP vs the kernel's threads)",
+         "ours": threads["short"]},
+        {"what": "the same, persistent connections", "paper": "-",
+         "ours": threads["persistent"]}]
+    servers = []
+    for r in rows:
+        if r["server"] not in servers:
+            servers.append(r["server"])
+
+    def col(key, ka):
+        return [_pick(rows, key, server=sv, test="GET", keepalive=ka) for sv in servers]
+    plot = {"panels": [
+        _bars("GET, redis-benchmark", "req/s", servers,
+              {"one connection per GET": col("rps", False),
+               "persistent": col("rps", True)}),
+        _bars("host CPU per GET (the stack's own; others: process CPU)", "µs", servers,
+              {"one connection per GET": col("host_cpu_us", False),
+               "persistent": col("host_cpu_us", True)})]}
+    return comparison, facts, plot
 
 
-def lb_summary(rows):
+def lb_summary(rows, info=None):
     ours, facts = {}, {}
     for close in (False, True):
-        relay = _pick(rows, "rps", proxy="lb, host relay", close=close)
-        nginx = _pick(rows, "rps", proxy="nginx proxy (kernel)", close=close)
+        relay = _pick(rows, "rps", proxy=RELAY, close=close)
+        nginx = _pick(rows, "rps", proxy=NGINX, close=close)
+        haproxy = _pick(rows, "rps", proxy=HAPROXY, close=close)
         mode = "close" if close else "persistent"
         parts = []
         for place in ("process", "inline", "xdp"):
@@ -205,31 +326,78 @@ def lb_summary(rows):
                 parts.append("%s %s" % (place, _fmt_ratio(_over(rps, relay))))
         xdp = _pick(rows, "rps", proxy="lb + NIC xdp, spliced", close=close)
         facts["xdp_%s_over_nginx" % mode] = _over(xdp, nginx)
-        ours[mode] = "%s; XDP / nginx %s" % (", ".join(parts) or "-",
-                                             _fmt_ratio(_over(xdp, nginx)))
+        facts["xdp_%s_over_haproxy" % mode] = _over(xdp, haproxy)
+        facts["haproxy_%s_over_nginx" % mode] = _over(haproxy, nginx)
+        for q in ("p50", "p99"):
+            key = "latency_%s_us" % q
+            facts["%s_%s_haproxy_over_xdp" % (q, mode)] = _over(
+                _pick(rows, key, proxy=HAPROXY, close=close),
+                _pick(rows, key, proxy="lb + NIC xdp, spliced", close=close))
+            facts["%s_%s_nginx_over_xdp" % (q, mode)] = _over(
+                _pick(rows, key, proxy=NGINX, close=close),
+                _pick(rows, key, proxy="lb + NIC xdp, spliced", close=close))
+        ours[mode] = "%s; XDP / nginx %s, XDP / haproxy %s" % (
+            ", ".join(parts) or "-", _fmt_ratio(_over(xdp, nginx)),
+            _fmt_ratio(_over(xdp, haproxy)))
+        ours[mode + " latency"] = "p50 %s, p99 %s (haproxy / XDP); p50 %s, p99 %s (nginx / XDP)" % (
+            _fmt_ratio(facts["p50_%s_haproxy_over_xdp" % mode]),
+            _fmt_ratio(facts["p99_%s_haproxy_over_xdp" % mode]),
+            _fmt_ratio(facts["p50_%s_nginx_over_xdp" % mode]),
+            _fmt_ratio(facts["p99_%s_nginx_over_xdp" % mode]))
     comparison = [
         {"what": "lb spliced / lb relaying in the host, persistent connections",
          "paper": "11.9x throughput (vs HAProxy on mTCP)", "ours": ours["persistent"]},
-        {"what": "the same with Connection: close", "paper": "-", "ours": ours["close"]}]
-    return comparison, facts
+        {"what": "latency, persistent connections: kernel proxy / lb with XDP",
+         "paper": "13.6x lower latency (vs HAProxy on mTCP)",
+         "ours": ours["persistent latency"]},
+        {"what": "the same with Connection: close", "paper": "-", "ours": ours["close"]},
+        {"what": "latency with Connection: close: kernel proxy / lb with XDP", "paper": "-",
+         "ours": ours["close latency"]}]
+    if (info or {}).get("haproxy_unavailable"):
+        comparison.append({"what": "haproxy", "paper": "-",
+                           "ours": "not measured: " + info["haproxy_unavailable"]})
+    proxies = []
+    for r in rows:
+        if r["proxy"] not in proxies:
+            proxies.append(r["proxy"])
+
+    def col(key, close):
+        return [_pick(rows, key, proxy=p, close=close) for p in proxies]
+    plot = {"panels": [
+        _bars("wrk, SpecWeb-like files", "req/s", proxies,
+              {"persistent": col("rps", False), "Connection: close": col("rps", True)}),
+        _bars("latency p50", "µs", proxies,
+              {"persistent": col("latency_p50_us", False),
+               "Connection: close": col("latency_p50_us", True)}),
+        _bars("latency p99", "µs", proxies,
+              {"persistent": col("latency_p99_us", False),
+               "Connection: close": col("latency_p99_us", True)})]}
+    return comparison, facts, plot
 
 
 def table4(ctx):
     return _apps(ctx, "kv", kv_summary,
                  "Our baseline is redis-server on the kernel stack, not Redis on mTCP; the "
                  "per-connection work left on the host (a TCB per 0x090A, the app's "
-                 "bookkeeping) is Python.",
+                 "bookkeeping) is Python. kv-threads is CPython: its threads take turns "
+                 "on the interpreter lock, and each short-lived connection starts one.",
                  "benchmarks/apps.py --skip-lb: redis-benchmark against the stack's kv "
-                 "server per NIC placement and against redis-server.")
+                 "server per NIC placement, against the same kv engine on kernel sockets "
+                 "with a thread per connection (`acceltcp kv-threads`) and against "
+                 "redis-server%s." % (" (quick: GET only, 3,000 short-lived and 10,000 "
+                                      "persistent requests, one run)" if ctx.quick else ""))
 
 
 def table5(ctx):
     return _apps(ctx, "lb", lb_summary,
-                 "Our reference proxy is nginx on the kernel stack, not HAProxy on mTCP. "
-                 "With Connection: close the host still completes each client handshake "
-                 "from a 0x090A and opens the backend connection itself, for one "
-                 "response of about a kilobyte.",
-                 "benchmarks/apps.py --skip-kv: wrk against the stack's lb and nginx.")
+                 "Our reference proxies are nginx and haproxy on the kernel stack, not "
+                 "HAProxy on mTCP. With Connection: close the host still completes each "
+                 "client handshake from a 0x090A and opens the backend connection itself, "
+                 "for one response of about a kilobyte.",
+                 "benchmarks/apps.py --skip-kv: wrk against the stack's lb, nginx and "
+                 "haproxy (mode http, round-robin over the same two nginx backends; "
+                 "http-keep-alive, or http-server-close with Connection: close)%s." % (
+                     " (quick: 2 s runs, one each)" if ctx.quick else ""))
 
 
 # ------------------------------------------------------------------ proxy sweeps
