@@ -105,6 +105,7 @@ from realnet import PY, cpu_busy_s, median_run, ns, proc_cpu_s  # noqa: E402
 from acceltcp.testbed import netns as tb  # noqa: E402
 from acceltcp.testbed import website  # noqa: E402
 from acceltcp.testbed.sigterm import raise_on_sigterm  # noqa: E402
+from acceltcp.testbed.procs import stats_snapshot  # noqa: E402
 
 NS = "atcp-apps"
 REF = "atcp-apps-ref"
@@ -171,21 +172,10 @@ class StackServer(realnet.Server):
     def snapshot(self, timeout=10.0):
         """SIGUSR1: the server rewrites its stats file (a NIC process's counters as of
         now); -> the JSON."""
-        path = Path(self.stats)
-        before = path.stat().st_mtime_ns if path.exists() else 0
-        self.p.send_signal(signal.SIGUSR1)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if path.exists() and path.stat().st_mtime_ns != before:
-                try:
-                    return json.loads(path.read_text())
-                except ValueError:          # replaced under us: read again
-                    pass
-            if self.p.poll() is not None:
-                break
-            time.sleep(0.01)
-        raise RuntimeError("no stats snapshot from %s (exit %s)" % (self.p.args[4:6],
-                                                                     self.p.poll()))
+        try:
+            return stats_snapshot(self.p, self.stats, timeout)
+        except TimeoutError as e:
+            raise RuntimeError("%s: %s" % (" ".join(self.p.args[4:6]), e)) from None
 
     def sample(self, after=False):
         def proc():

@@ -56,3 +56,10 @@ def test_a_serve_that_writes_nothing_times_out(tmp_path):
     finally:
         p.kill()
         p.wait()
+
+
+def test_a_serve_that_ended_is_not_waited_for(tmp_path):
+    p = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    p.wait()
+    with pytest.raises(TimeoutError, match=r"ended \(exit 3\)"):
+        stats_snapshot(p, tmp_path / "never.json", timeout=30)

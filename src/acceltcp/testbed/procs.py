@@ -39,7 +39,8 @@ def wait_line(popen, stream, predicate, timeout=20.0, label=None):
 def stats_snapshot(popen, path, timeout=5.0):
     """SIGUSR1 to a running ``acceltcp serve --stats-file PATH`` (`popen`: anything with
     ``send_signal``): it rewrites the file (a NIC process's counters refreshed first);
-    -> the JSON once the file has changed. TimeoutError if it has not within `timeout`."""
+    -> the JSON once the file has changed. TimeoutError if it has not within `timeout`,
+    or at once if the process has ended (`popen.poll()`, when it has one)."""
     path = os.fspath(path)
 
     def mtime():
@@ -58,5 +59,9 @@ def stats_snapshot(popen, path, timeout=5.0):
                     return json.load(f)
             except ValueError:                      # being written: read again
                 pass
+        poll = getattr(popen, "poll", None)
+        if poll is not None and poll() is not None:
+            raise TimeoutError("serve ended (exit %s) before writing stats to %s"
+                               % (poll(), path))
         time.sleep(0.02)
     raise TimeoutError("serve wrote no stats to %s within %gs of SIGUSR1" % (path, timeout))

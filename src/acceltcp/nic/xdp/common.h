@@ -93,6 +93,7 @@ struct {
  * handed_count - removed. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);       /* the control side's writes: no syscall */
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u32);
