@@ -27,11 +27,22 @@ from one.
 """
 
 import time
+from typing import Protocol, runtime_checkable
 
-__all__ = ["StackRunner", "CPU_KINDS"]
+__all__ = ["StackRunner", "BatchingDevice", "CPU_KINDS"]
 
 #: The categories of `StackRunner.cpu_by_kind`, in report order.
 CPU_KINDS = ("setup", "teardown", "data", "nic", "l2", "timers", "app")
+
+
+@runtime_checkable
+class BatchingDevice(Protocol):
+    """A device with a TX ring (the simulated link, the simulator's NIC, a NIC placement
+    on a TAP): frames sent between ``begin_batch()`` and ``end_batch()`` are queued and
+    handed over together at the end. A bare TAP is not one."""
+
+    def begin_batch(self) -> None: ...
+    def end_batch(self) -> None: ...
 
 
 class StackRunner:
@@ -43,9 +54,9 @@ class StackRunner:
     `cpu_categories = True` (which turns `cpu_accounting` on) also splits it into
     `cpu_by_kind` and counts `entries_by_kind` (the module docstring).
 
-    A device with `begin_batch()`/`end_batch()` (a TX ring: the simulated link, a TAP
-    writing many frames per syscall) gets each entry bracketed by them: frames the
-    entry sends are queued and handed over when it returns, outside the accounting.
+    A `BatchingDevice` gets each entry bracketed by `begin_batch()`/`end_batch()`:
+    frames the entry sends are queued and handed over when it returns, outside the
+    accounting.
     """
 
     def __init__(self, loop, stack, device=None):
@@ -67,7 +78,7 @@ class StackRunner:
         self._when = None
         self._in_entry = False
         self._closed = False
-        self._batched = hasattr(self.device, "begin_batch")
+        self._batched = isinstance(self.device, BatchingDevice)
         self._attach()
         stack.wakeup = self._wakeup
         self._arm()

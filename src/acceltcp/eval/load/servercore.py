@@ -3,7 +3,7 @@ between the server stack and its device (the package docstring)."""
 
 import collections
 
-
+from ...host.runner import BatchingDevice
 
 RX_RING = 8192         # frames waiting for the simulated server core
 
@@ -45,7 +45,7 @@ class ServerCore:
         self._cpu_seen = 0
         self._drain_handle = None
         self._send = device.send
-        if hasattr(device, "begin_batch"):
+        if isinstance(device, BatchingDevice):
             self.begin_batch = device.begin_batch
             self.end_batch = device.end_batch
         device.set_receiver(self._from_device)
