@@ -131,6 +131,18 @@ struct seg {
 	__u8 flags;
 };
 
+/* a segment's addresses, ports, seq, ack and flags, from a frame of at least 54 bytes */
+static __always_inline void seg_read(const __u8 *f, struct seg *s, struct atcp_flow_key *fk)
+{
+	__builtin_memcpy(s->eth_src, f + 6, 6);
+	__builtin_memcpy(s->ips, f + 26, 8);
+	__builtin_memcpy(s->ports, f + 34, 4);
+	__builtin_memcpy(fk->b, f + 26, 12);
+	s->seq = load_be32(f + 38);
+	s->ack = load_be32(f + 42);
+	s->flags = f[47];
+}
+
 /* A SYN with timestamps to a listener offering them: the cookie SYN-ACK (dataplane.py
  * _syn; options in tcp_options' layout: MSS, SACK-perm+TS or NOP NOP TS, NOP WS). */
 static __always_inline int syn(struct xdp_md *ctx, const struct atcp_cfg *cfg,
@@ -394,13 +406,7 @@ int atcp_wire(struct xdp_md *ctx)
 	struct atcp_flow_key fk;
 	struct opts o = {.len = doff - 20, .mss = 0xFFFFFFFF, .wscale = 0xFF};
 
-	__builtin_memcpy(s.eth_src, f + 6, 6);
-	__builtin_memcpy(s.ips, f + 26, 8);
-	__builtin_memcpy(s.ports, f + 34, 4);
-	__builtin_memcpy(fk.b, f + 26, 12);
-	s.seq = load_be32(f + 38);
-	s.ack = load_be32(f + 42);
-	s.flags = f[47];
+	seg_read(f, &s, &fk);
 	__u32 olen = doff - 20;
 
 	if (olen && !fast_opts(f, end, doff, &o)) {

@@ -70,13 +70,7 @@ static __always_inline int td_reopen(struct xdp_md *ctx, const struct atcp_cfg *
 	if (!l) {
 		v = to_host(cfg);
 	} else {
-		__builtin_memcpy(s.eth_src, f + 6, 6);
-		__builtin_memcpy(s.ips, f + 26, 8);
-		__builtin_memcpy(s.ports, f + 34, 4);
-		__builtin_memcpy(fk.b, f + 26, 12);
-		s.seq = load_be32(f + 38);
-		s.ack = load_be32(f + 42);
-		s.flags = f[47];
+		seg_read(f, &s, &fk);
 		if (handed_has(cfg, &fk)) {
 			count(C_handed_syn_to_host);
 			v = to_host(cfg);
