@@ -4,7 +4,7 @@ VENV  ?= .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench eval system-deps xdp xdp-objs clean
+.PHONY: demo test lint bench eval eval-all system-deps xdp xdp-objs clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -87,6 +87,10 @@ bench: $(STAMP)
 # The paper's evaluation in the simulator (docs/eval.md): regenerates docs/eval/.
 eval: $(STAMP)
 	$(VENV)/bin/acceltcp eval --out docs/eval
+
+# every experiment, the real-network ones included (root): the committed report
+eval-all: $(STAMP) xdp
+	$(VENV)/bin/acceltcp eval all --nic both --out docs/eval
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

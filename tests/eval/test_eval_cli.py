@@ -190,6 +190,9 @@ def test_selection_and_bad_names(tmp_path, capsys):
     assert main(["eval", "nosuch", "--out", str(tmp_path)]) == 2
     assert "unknown experiment" in capsys.readouterr().err
     assert not any(e.real_network for e in select([]))
+    every = [e.name for e in select(["all"])]
+    assert sorted(every) == sorted(EXPERIMENTS) and every[:len(SIM)] == SIM
+    assert all(e.real_network for e in select(["all"])[len(SIM):])
 
 
 def test_report_keeps_earlier_runs(tmp_path):

@@ -56,9 +56,11 @@ def add_eval_parser(sub):
         description="Run the paper's evaluation experiments (default: every one that "
                     "needs no real network) and write DIR/<name>.json, .csv, .png and "
                     "DIR/report.md. Experiments: %s. Real-network ones need root and "
-                    "run only when named. docs/eval.md explains each." % names)
+                    "run only when named (or with `all`: every experiment, the committed "
+                    "report's run). docs/eval.md explains each." % names)
     p.add_argument("experiments", nargs="*", metavar="EXPERIMENT",
-                   help="experiments to run, in order (default: all simulator ones)")
+                   help="experiments to run, in order (default: all simulator ones; "
+                        "all: every experiment)")
     p.add_argument("--quick", action="store_true",
                    help="CI sizes: fewer points and transactions (minutes)")
     p.add_argument("--out", default="eval-out", metavar="DIR",
