@@ -34,6 +34,10 @@ Side by side, in one run, on this machine:
    --splice-msg = 64 byte message in flight (TCP_NODELAY; the reply read before the
    next is sent, so every message is its own segment each way) for
    --splice-msg-seconds, and the same kernel to kernel.
+5. with --fig1 CONCS (the paper's Fig. 1): 64 B echo transactions against the stack (TAP
+   offloads on, no NIC), persistent connections (rr_client PER_CONN 0) and one
+   connection per transaction, over the concurrency values CONCS: transactions/s, the
+   stack's CPU and host-port frames per transaction.
 
 Every figure is followed by its ratio to the asyncio kernel-stack server (3: to the
 stack without a NIC; 4: to the host relay). The traffic stays inside the two namespaces
@@ -182,12 +186,15 @@ def bulk(label, host, port, nbytes, start):
     return out
 
 
-def rr(label, host, port, seconds, conc, client, start):
+def rr(label, host, port, seconds, conc, client, start, per_conn=1):
+    """rr_client against the server `start()` starts: `per_conn` transactions per
+    connection (0: each connection for the whole run)."""
     srv = start()
     time.sleep(0.2)
     c0 = cpu_busy_s()
     s0 = proc_cpu_s(srv.p.pid, True)   # with its children: --cores, the NIC process
-    r = subprocess.run(ns(NS, [client, host, str(port), str(conc), str(seconds), "64"]),
+    r = subprocess.run(ns(NS, [client, host, str(port), str(conc), str(seconds), "64",
+                               str(per_conn)]),
                        capture_output=True, text=True, timeout=seconds + 60)
     c1 = cpu_busy_s()
     s1 = proc_cpu_s(srv.p.pid, True)
@@ -196,12 +203,17 @@ def rr(label, host, port, seconds, conc, client, start):
     if r.returncode != 0:
         raise RuntimeError("%s: client failed: %s" % (label, r.stderr))
     res = json.loads(r.stdout)
-    stack_us = None
+    stack_us = frames = None
+    n = max(res["transactions"], 1)
     if srv.stats and os.path.exists(srv.stats):
         st = json.loads(Path(srv.stats).read_text())
-        stack_us = 1e6 * st["cpu"]["stack_s"] / max(res["transactions"], 1)
+        stack_us = 1e6 * st["cpu"]["stack_s"] / n
+        c = st.get("counters") or {}
+        if "frames_in" in c:
+            frames = (c["frames_in"] + c["frames_out"]) / n
     out = {"label": label, "tps": res["tps"], "errors": res["errors"],
-           "stack_cpu_us_per_txn": stack_us,
+           "stack_cpu_us_per_txn": stack_us, "frames_per_txn": frames,
+           "concurrency": conc, "per_conn": per_conn,
            "client_cpu_pct": res["client_cpu_pct"], "mean_latency_us": res["mean_latency_us"],
            "host_cpu_us_per_txn": 1e6 * (c1 - c0) / max(res["transactions"], 1),
            "transactions": res["transactions"],
@@ -357,13 +369,18 @@ def main(argv=None):
                         "(serve --cores: the stack alone and with the inline NIC) (1)")
     p.add_argument("--placements", default="inline,process,xdp",
                    help="NIC placements for the server-closing-first rows (one core)")
+    p.add_argument("--fig1", default="", metavar="CONCS",
+                   help="part 5: persistent vs one connection per transaction over these "
+                        "concurrency values, comma-separated (default: not run)")
     a = p.parse_args(argv)
     a.cores = [int(x) for x in a.cores.split(",") if x]
+    a.fig1 = [int(x) for x in a.fig1.split(",") if x]
     if os.geteuid() != 0:
         print("benchmarks/realnet.py needs root (namespaces, TAP)", file=sys.stderr)
         return 2
     nbytes = int(a.bulk_gib * GiB)
-    results = {"bulk": [], "rr": [], "nic_rr": [], "splice": [], "machine": {"cpus": os.cpu_count(),
+    results = {"bulk": [], "rr": [], "nic_rr": [], "splice": [], "fig1": [],
+               "machine": {"cpus": os.cpu_count(),
                                                  "kernel": os.uname().release}}
     cli("testbed", "down", "--netns", NS, "--ref-netns", REF)
     cli("testbed", "up", "--ref", "--netns", NS, "--ref-netns", REF)
@@ -454,6 +471,15 @@ def main(argv=None):
                         lambda: pingpong_direct("kernel to kernel, no proxy", sec, nc, m),
                         a.repeat, "gbit_s"))
                     _progress(results["splice"][-1])
+            for conc in a.fig1:
+                for label, per_conn in (("stack, persistent", 0),
+                                        ("stack, one connection per transaction", 1)):
+                    results["fig1"].append(median_run(
+                        lambda lb=label, c=conc, k=per_conn: rr(
+                            lb, STACK_IP, 7, a.rr_seconds, c, client,
+                            lambda: stack_server("echo", 7, True, tmp), k),
+                        a.repeat, "tps"))
+                    _progress(results["fig1"][-1])
     finally:
         cli("testbed", "down", "--netns", NS, "--ref-netns", REF)
     report(results, a)
@@ -533,6 +559,15 @@ def report(results, a):
                 r["label"], "on" if r["tap_offload"] else "off", msg, r["gbit_s"],
                 r["gbit_s"] / ref, r["nic_frames_per_s"], r["host_frames_per_s"],
                 r["stack_cpu_s"], r["nic_cpu_s"]))
+    if results["fig1"]:
+        print("\n64 B echo against the stack, persistent vs one connection per transaction "
+              "(median of %d)" % a.repeat)
+        print("%-40s %6s %10s %14s %12s %8s" % ("", "conc", "txn/s", "stack us/txn",
+                                              "frames/txn", "errors"))
+        for r in results["fig1"]:
+            print("%-40s %6d %10.0f %14.1f %12.2f %8d" % (
+                r["label"], r["concurrency"], r["tps"], r["stack_cpu_us_per_txn"],
+                r["frames_per_txn"], r["errors"]))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 /*
- * rr_client: short-lived request/response load (the paper's msg_test shape), one
- * connection per transaction: connect, send SIZE bytes, read SIZE bytes, close.
+ * rr_client: request/response load (the paper's msg_test shape): connect, then send SIZE
+ * bytes and read SIZE bytes back PER_CONN times, close. PER_CONN 1 (the default) is one
+ * connection per transaction; 0 keeps each connection for the whole run (persistent).
  * CONC connections in flight on one epoll loop, for SECONDS, then report JSON with
  * transactions/s and this process's own CPU (so one can see it is not the bottleneck).
  *
  *   cc -O2 -o rr_client rr_client.c
- *   ./rr_client HOST PORT [CONC=64] [SECONDS=5] [SIZE=64]
+ *   ./rr_client HOST PORT [CONC=64] [SECONDS=5] [SIZE=64] [PER_CONN=1]
  *
  * Bounded: stops after SECONDS (or 10,000,000 transactions), closes everything, exits.
  */
@@ -27,10 +28,11 @@
 #define MAX_CONC 4096
 #define MAX_TXN 10000000L
 
-struct conn { int fd; int sent; int got; };
+struct conn { int fd; int sent; int got; long done; };
 
 static struct sockaddr_in dst;
 static int epfd, size;
+static long per_conn;
 static char req[65536];
 static long txns, errors, connects;
 static double lat_sum;
@@ -49,7 +51,7 @@ static int open_conn(struct conn *c, int idx) {
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     int r = connect(fd, (struct sockaddr *)&dst, sizeof dst);
     if (r < 0 && errno != EINPROGRESS) { errors++; close(fd); return -1; }
-    c->fd = fd; c->sent = 0; c->got = 0;
+    c->fd = fd; c->sent = 0; c->got = 0; c->done = 0;
     clock_gettime(CLOCK_MONOTONIC, &t_start_conn[idx]);
     struct epoll_event ev = { .events = EPOLLOUT | EPOLLIN, .data.u32 = (unsigned)idx };
     epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
@@ -65,13 +67,15 @@ static void finish(struct conn *c) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s HOST PORT [CONC] [SECONDS] [SIZE]\n", argv[0]);
+        fprintf(stderr, "usage: %s HOST PORT [CONC] [SECONDS] [SIZE] [PER_CONN]\n", argv[0]);
         return 2;
     }
     int conc = argc > 3 ? atoi(argv[3]) : 64;
     double seconds = argc > 4 ? atof(argv[4]) : 5.0;
     size = argc > 5 ? atoi(argv[5]) : 64;
-    if (conc < 1 || conc > MAX_CONC || size < 1 || size > (int)sizeof req || seconds <= 0) {
+    per_conn = argc > 6 ? atol(argv[6]) : 1;
+    if (conc < 1 || conc > MAX_CONC || size < 1 || size > (int)sizeof req || seconds <= 0 ||
+        per_conn < 0) {
         fprintf(stderr, "bad arguments\n");
         return 2;
     }
@@ -126,6 +130,15 @@ int main(int argc, char **argv) {
                     lat_sum += (t.tv_sec - t_start_conn[i].tv_sec) +
                                (t.tv_nsec - t_start_conn[i].tv_nsec) / 1e9;
                     txns++;
+                    if (++c->done != per_conn && running) {
+                        /* the next transaction on the same connection */
+                        c->sent = 0; c->got = 0;
+                        t_start_conn[i] = t;
+                        struct epoll_event ev = { .events = EPOLLOUT | EPOLLIN,
+                                                  .data.u32 = (unsigned)i };
+                        epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev);
+                        continue;
+                    }
                     finish(c);
                     if (running) open_conn(c, i);
                 }
@@ -141,8 +154,8 @@ int main(int argc, char **argv) {
                  (ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) / 1e6;
     printf("{\"transactions\": %ld, \"elapsed_s\": %.4f, \"tps\": %.1f, \"errors\": %ld, "
            "\"connects\": %ld, \"concurrency\": %d, \"size\": %d, \"client_cpu_s\": %.4f, "
-           "\"client_cpu_pct\": %.1f, \"mean_latency_us\": %.1f}\n",
+           "\"client_cpu_pct\": %.1f, \"mean_latency_us\": %.1f, \"per_conn\": %ld}\n",
            txns, elapsed, txns / elapsed, errors, connects, conc, size, cpu,
-           100.0 * cpu / elapsed, txns ? 1e6 * lat_sum / txns : 0.0);
+           100.0 * cpu / elapsed, txns ? 1e6 * lat_sum / txns : 0.0, per_conn);
     return 0;
 }

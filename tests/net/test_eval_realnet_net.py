@@ -1,5 +1,5 @@
-"""`acceltcp eval table2 fig10-real table4 table5 --quick --nic both`: the real-network
-tables (benchmarks/realnet.py in atcp-bench, benchmarks/apps.py in atcp-apps) at CI
+"""`acceltcp eval fig1-real table2 fig10-real table4 table5 --quick --nic both`: the
+real-network tables (benchmarks/realnet.py in atcp-bench, benchmarks/apps.py in atcp-apps) at CI
 size, in one run of a few minutes. Checked: the files, the plotted series, that every
 kind of server and proxy was measured, and what the mechanisms guarantee whatever the
 speeds -- a spliced connection's frames do not reach the host (a handful per connection
@@ -15,7 +15,7 @@ import pytest
 from acceltcp.cli import main
 
 NEEDS_ROOT = True
-NAMES = ("table2", "fig10-real", "table4", "table5")
+NAMES = ("fig1-real", "table2", "fig10-real", "table4", "table5")
 PLACES = ("process", "inline", "xdp")
 SPLICE_MIB = 10           # eval table2 --quick: realnet.py --splice-mib
 PINGPONG_CONNS = 16       # realnet.py --splice-msg-conns (its default)
@@ -45,6 +45,25 @@ def test_files_series_and_report(run):
             assert all(len(v) == len(p["x"]) for v in p["series"].values())
             assert all(y is not None for v in p["series"].values() for y in v), (name, p)
     print("wall: %s" % {n: round(d["wall_s"]) for n, d in docs.items()})
+
+
+def test_fig1_real_persistent_and_short_lived_frames(run):
+    _, _, docs = run
+    d = docs["fig1-real"]
+    rows = d["samples"][0]["fig1"]
+    assert {(r["label"], r["per_conn"], r["concurrency"]) for r in rows} == {
+        (lb, k, c) for lb, k in (("stack, persistent", 0),
+                                 ("stack, one connection per transaction", 1))
+        for c in (1, 64)}
+    for r in rows:
+        assert r["errors"] == 0 and r["transactions"] > 0, r
+        # persistent: the request and the echo, an ACK at most, per transaction; one
+        # connection per transaction: its handshake and close besides (6 in the paper)
+        if r["per_conn"] == 0:
+            assert r["frames_per_txn"] <= 3.5, r
+        else:
+            assert r["frames_per_txn"] >= 5, r
+    assert d["facts"]["ratio_min"] > 0 and d["facts"]["errors"] == 0
 
 
 def test_table2_spliced_frames_stay_off_the_host(run):

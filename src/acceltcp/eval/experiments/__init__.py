@@ -44,6 +44,8 @@ _ALL = [
                "60.5 % of CPU in connection setup/teardown", sim.table1, sim.breakdown_steps),
     Experiment("fig14", "Figure 14: Redis CPU breakdown",
                "AccelTCP saves up to 75 % of TCP cycles", sim.fig14, sim.breakdown_steps),
+    Experiment("fig1-real", "Figure 1 on the real network",
+               "persistent 2.6-3.2x faster", realnet.fig1_real, real_network=True),
     Experiment("table2", "Table 2: L7 proxy vs splice vs L3 forward (real network)",
                "proxy 2.1/5.3, splice 2.3/6.3, NIC forward 28.8/40.0 Gbit/s (64 B/1500 B)",
                realnet.table2, real_network=True),

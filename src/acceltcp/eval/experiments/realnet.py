@@ -4,7 +4,8 @@ namespaces and TAP (fixed names: atcp-bench, atcp-apps) and need root. The runne
 them only when named (``acceltcp eval table2``); their rows are the scripts' JSON as
 they write it, and the report compares what the script measures with the paper's claim.
 
-What exists: table2 (realnet.py's splice part: host relay vs splice on the NIC inline,
+What exists: fig1-real (realnet.py --fig1: persistent vs one connection per transaction
+over concurrency, the stack without a NIC), table2 (realnet.py's splice part: host relay vs splice on the NIC inline,
 in its own process and in XDP, and the kernel's L3 forward with no proxy, for a bulk
 duplex transfer in MTU frames and for 64 B messages -- a ping-pong on persistent
 connections, every message its own segment), fig10-real (realnet.py's short-lived 64 B
@@ -30,7 +31,8 @@ from pathlib import Path
 
 from .base import Result, Unavailable
 
-__all__ = ["bench_module", "table2", "table2_summary", "fig10_real", "table4", "table5",
+__all__ = ["bench_module", "table2", "table2_summary", "fig1_real", "fig1_summary",
+           "fig10_real", "table4", "table5",
            "kv_summary", "lb_summary", "fig12", "fig13"]
 
 BENCH_DIR = Path(__file__).resolve().parents[4] / "benchmarks"
@@ -170,6 +172,71 @@ def table2(ctx):
                         "a kernel echo server (%s s); the same kernel to kernel (the L3 "
                         "forward)." % ("10" if quick else "200", 16, MSG,
                                        "1.5" if quick else "5"))
+
+
+#: fig1-real's concurrency values (full run; --quick: the first and the fourth)
+FIG1_CONCS = (1, 4, 16, 64, 256)
+
+
+def fig1_summary(rows):
+    """(comparison rows, facts, plot) from realnet.py's fig1 rows: persistent over one
+    connection per transaction at each concurrency."""
+    xs = sorted({r["concurrency"] for r in rows})
+    by = {(r["per_conn"], r["concurrency"]): r for r in rows}
+    pers = [by.get((0, x)) for x in xs]
+    short = [by.get((1, x)) for x in xs]
+    ratios = [p["tps"] / s["tps"] for p, s in zip(pers, short) if p and s and s["tps"]]
+    facts = {"ratio_min": min(ratios, default=None), "ratio_max": max(ratios, default=None),
+             "persistent_frames_per_txn": max((p["frames_per_txn"] or 0) for p in pers if p),
+             "short_lived_frames_per_txn": min((s["frames_per_txn"] or 0)
+                                               for s in short if s),
+             "errors": sum(r["errors"] for r in rows)}
+    comparison = [
+        {"what": "persistent / one connection per transaction, txn/s (the stack, one core)",
+         "paper": "2.6-3.2x (mTCP, 1-8 cores)",
+         "ours": "%s-%s (concurrency %d-%d)" % (_fmt_ratio(facts["ratio_min"]),
+                                                _fmt_ratio(facts["ratio_max"]), xs[0],
+                                                xs[-1])},
+        {"what": "host-port frames per transaction", "paper": "2 persistent, 6 short-lived",
+         "ours": "%s persistent (at most), %s short-lived (at least)" % (
+             _num(facts["persistent_frames_per_txn"]),
+             _num(facts["short_lived_frames_per_txn"]))}]
+
+    def col(series, key):
+        return [r[key] if r else None for r in series]
+    plot = {"panels": [
+        {"kind": "line", "title": "64 B echo against the stack (real network)",
+         "xlabel": "concurrent connections", "ylabel": "transactions/s", "x": xs,
+         "logx": True, "series": {"persistent": col(pers, "tps"),
+                                  "one connection per request": col(short, "tps")}},
+        {"kind": "line", "title": "the stack's CPU per transaction",
+         "xlabel": "concurrent connections", "ylabel": "µs", "x": xs, "logx": True,
+         "series": {"persistent": col(pers, "stack_cpu_us_per_txn"),
+                    "one connection per request": col(short, "stack_cpu_us_per_txn")}}]}
+    return comparison, facts, plot
+
+
+def fig1_real(ctx):
+    concs = FIG1_CONCS[:4:3] if ctx.quick else FIG1_CONCS
+    data = _run(ctx, "realnet", ["--skip-bulk", "--skip-rr", "--skip-nic", "--skip-splice",
+                                 "--repeat", "1" if ctx.quick else "3", "--rr-seconds",
+                                 "1.5" if ctx.quick else "5",
+                                 "--fig1", ",".join(map(str, concs))], "fig1-real")
+    rows = data["fig1"]
+    cols, table = _table(rows)
+    comparison, facts, plot = fig1_summary(rows)
+    return Result(columns=cols, rows=table, comparison=comparison,
+                  note="The same sweep as fig1 on the real network: a Linux client "
+                       "(benchmarks/rr_client.c) against the stack's echo server on its "
+                       "TAP, one real core for the stack; the client and the kernel's side "
+                       "of each connection share the machine's two cores with it.",
+                  plot=plot, samples=[data], facts=facts,
+                  setup="benchmarks/realnet.py --fig1 %s: 64 B echo transactions from "
+                        "rr_client (namespace atcp-bench) against `acceltcp serve echo` (TAP "
+                        "offloads on, no NIC), persistent connections and one connection "
+                        "per transaction, %s s per run, %s." % (
+                            ",".join(map(str, concs)), "1.5" if ctx.quick else "5",
+                            "one run per point" if ctx.quick else "median of 3"))
 
 
 def fig10_real(ctx):
