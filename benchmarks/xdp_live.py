@@ -89,10 +89,6 @@ def rr(label, extra, a, client, tmp):
             "transactions": res["transactions"], "client_cpu_pct": res["client_cpu_pct"]}
 
 
-def _snapshot(srv):
-    return stats_snapshot(srv.p, srv.stats)
-
-
 def _legit(client, seconds):
     """A legitimate client beside the flood: LEGIT_CONC short-lived 64 B echo
     connections in flight (rr_client) -> its JSON, plus the share of connections opened
@@ -111,7 +107,7 @@ def flood(label, extra, a, client, tmp):
     srv = rn.stack_server("echo", 7, False, tmp, extra)
     time.sleep(0.3)
     calm = _legit(client, 2.0)
-    st0 = _snapshot(srv)
+    st0 = stats_snapshot(srv.p, srv.stats)
     s0 = rn.proc_cpu_s(srv.p.pid)
     c0 = rn.cpu_busy_s()
     t0 = time.monotonic()
@@ -131,7 +127,7 @@ def flood(label, extra, a, client, tmp):
     el = time.monotonic() - t0
     s1 = rn.proc_cpu_s(srv.p.pid)
     c1 = rn.cpu_busy_s()
-    st1 = _snapshot(srv)
+    st1 = stats_snapshot(srv.p, srv.stats)
     srv.stop()
     res = json.loads(stdout.strip().splitlines()[-1])
     n0, n1 = st0["nic"]["counters"], st1["nic"]["counters"]
