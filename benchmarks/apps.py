@@ -20,9 +20,12 @@ testbed on the machine is left alone.
    setup + teardown offloads), `acceltcp kv-threads` (the same kv engine on kernel
    sockets, one kernel thread per connection: kernel threads against the stack's
    user-level, cooperative callbacks) and `redis-server` (no persistence), the last two
-   in atcp-apps-ref. --kv-tests picks GET and/or SET.
+   in atcp-apps-ref. --kv-tests picks GET, SET and/or USR.
    1000 keys of 16 bytes and 2-byte values, as the USR workload the AccelTCP paper uses
-   (USR is 99.8 % GET: GET is the main figure; SET is reported too). Every server is
+   (USR is 99.8 % GET: GET is the main figure; SET is reported too). USR is the
+   workload itself, 99.8 % GET and 0.2 % SET of random keys with every reply checked,
+   from benchmarks/rr_client.c's `usr` mode (epoll, one core; the same workload as
+   `acceltcp load kv`), for --kv-seconds per run. Every server is
    started once and populated by a short SET run before the measured runs. Each
    short-lived run starts --settle seconds after the one before: redis-benchmark closes
    first, and the TIME-WAIT ports of the run before become reusable (tcp_tw_reuse) only
@@ -306,15 +309,39 @@ def redis_benchmark(host, test, n, keepalive, conc, timeout):
     return {"rps": rates[test.upper()], "elapsed_s": el, "client_cpu_s": cpu}
 
 
-def kv_run(label, server, host, test, n, keepalive, conc, settle):
+def usr_client(exe, host, keepalive, conc, seconds):
+    """rr_client's USR workload (99.8 % GET, 0.2 % SET, replies checked) for `seconds`
+    -> the redis_benchmark() shape, plus "requests" (the client's count)."""
+    argv = [exe, host, str(KV_PORT), str(conc), str(seconds), "64",
+            "0" if keepalive else "1", "usr"]
+    r, el, cpu = run_client(argv, timeout=seconds + 60)
+    try:
+        res = json.loads(r.stdout)
+    except ValueError:
+        res = {}
+    if r.returncode != 0 or not res.get("transactions") or res["errors"] or res["bad_replies"]:
+        raise RuntimeError("rr_client usr -k %d against %s failed (%d): %s %s"
+                           % (keepalive, host, r.returncode, r.stdout[-1000:],
+                              r.stderr[-1000:]))
+    return {"rps": res["tps"], "elapsed_s": el, "client_cpu_s": cpu,
+            # the server's work covers the transactions drained after the deadline too
+            "requests": res["transactions"] + res["drained"], "sets": res["sets"]}
+
+
+def kv_run(label, server, host, test, n, keepalive, conc, settle, a):
     if not keepalive:
         # redis-benchmark closes first: its side keeps each connection in TIME-WAIT, and
         # tcp_tw_reuse gives such a port to a new connection only once its last
         # timestamp is over 1 s old. Right after a run, connect() has to skip the young
         # ones, which slows the client down at redis-server's rates.
         time.sleep(settle)
-    res, d = measured(server, lambda: redis_benchmark(host, test, n, keepalive, conc,
-                                                      timeout=240))
+    if test == "usr":
+        res, d = measured(server, lambda: usr_client(a.rr_client, host, keepalive, conc,
+                                                     a.kv_seconds))
+        n = res["requests"]
+    else:
+        res, d = measured(server, lambda: redis_benchmark(host, test, n, keepalive, conc,
+                                                          timeout=240))
     out = {"server": label, "test": test.upper(), "keepalive": keepalive, "requests": n,
            "rps": res["rps"], "elapsed_s": res["elapsed_s"],
            "client_cpu_pct": 100.0 * res["client_cpu_s"] / res["elapsed_s"],
@@ -380,7 +407,7 @@ def kv_section(a, tmp):
                 for test in a.kv_tests:
                     rows.append(median_of(
                         lambda t=test, k=keepalive, nn=n, lb=label, sv=srv, h=host: kv_run(
-                            lb, sv, h, t, nn, k, a.kv_conc, a.settle),
+                            lb, sv, h, t, nn, k, a.kv_conc, a.settle, a),
                         a.repeat, "rps"))
                     _progress("kv", rows[-1])
         finally:
@@ -662,8 +689,11 @@ def main(argv=None):
     p.add_argument("--kv-persistent", type=int, default=100000, metavar="N",
                    help="requests per persistent (-k 1) redis-benchmark run (%(default)s)")
     p.add_argument("--kv-conc", type=int, default=32, help="redis-benchmark -c (32)")
-    p.add_argument("--kv-tests", default="get,set",
-                   help="redis-benchmark tests, comma-separated (get,set)")
+    p.add_argument("--kv-tests", default="get,set,usr",
+                   help="kv tests, comma-separated: get and set (redis-benchmark), usr "
+                        "(rr_client's USR workload) (%(default)s)")
+    p.add_argument("--kv-seconds", type=float, default=5.0, metavar="S",
+                   help="seconds per USR run (%(default)s)")
     p.add_argument("--settle", type=float, default=2.0, metavar="S",
                    help="pause before each short-lived kv run, seconds (2: the client's "
                         "TIME-WAIT ports of the run before become reusable)")
@@ -682,8 +712,8 @@ def main(argv=None):
     if any(x not in ("process", "inline", "xdp") for x in a.placements):
         p.error("--placements: process, inline and/or xdp")
     a.kv_tests = [x for x in a.kv_tests.split(",") if x]
-    if not a.kv_tests or any(x not in ("get", "set") for x in a.kv_tests):
-        p.error("--kv-tests: get and/or set")
+    if not a.kv_tests or any(x not in ("get", "set", "usr") for x in a.kv_tests):
+        p.error("--kv-tests: get, set and/or usr")
     if os.geteuid() != 0:
         print("benchmarks/apps.py needs root (namespaces, TAP)", file=sys.stderr)
         return 2
@@ -698,6 +728,7 @@ def main(argv=None):
         try:
             results["client_sysctls"] = _sysctls(NS)
             with tempfile.TemporaryDirectory() as tmp:
+                a.rr_client = realnet.build_client(tmp)
                 if not a.skip_kv:
                     results["kv"] = kv_section(a, tmp)
                 if not a.skip_lb:
@@ -728,7 +759,7 @@ def verdicts(results, a):
     connection modes for lb), with the control row's ratio where there is one."""
     out = {}
     kv, lb = results["kv"], results["lb"]
-    for test in ("GET", "SET"):
+    for test in ("GET", "SET", "USR"):
         base = _find(kv, "server", server="kv, no NIC", test=test, keepalive=False)
         ctl = _find(kv, "server", server="kv + NIC process, no offload", test=test,
                     keepalive=False)
@@ -774,9 +805,9 @@ def _f(v, fmt="%.1f"):
 def report(results, a):
     kv = results["kv"]
     if kv:
-        print("\nkv: redis-benchmark -c %d -r %d -d 2, median of %d; host CPU = the stack's "
-              "own accounting (NIC apart) / redis-server's process CPU"
-              % (a.kv_conc, KV_KEYS, a.repeat))
+        print("\nkv: -c %d, %d keys, 2 B values (GET, SET: redis-benchmark; USR: rr_client usr, "
+              "%g s), median of %d; host CPU = the stack's own accounting (NIC apart) / "
+              "redis-server's process CPU" % (a.kv_conc, KV_KEYS, a.kv_seconds, a.repeat))
         print("%-34s %-4s %-3s %9s %7s %7s %9s %7s %7s %9s %9s %9s %6s %6s" % (
             "server", "test", "-k", "req/s", "x noNIC", "x redis", "host us", "/noNIC",
             "x redis", "proc us", "NIC us", "all us", "cli %", "NIC"))
@@ -805,7 +836,7 @@ def report(results, a):
                 "host CPU us per request; /noNIC: kv without NIC's host us / this (the host "
                 "CPU saved); x redis: this / redis-server's. proc us: the server process's "
                 "CPU; NIC us: the NIC process's CPU (inline: its busy time); all us: the "
-                "whole machine's; cli %: redis-benchmark's CPU, % of one core; NIC: "
+                "whole machine's; cli %: the client's CPU, % of one core; NIC: "
                 "connections completed by the NIC's SYN cookies per request.")
     lb = results["lb"]
     if lb:

@@ -24,9 +24,25 @@ def test_kv_ratios_come_from_the_one_connection_per_get_rows():
     assert facts["xdp_over_redis_server"] == pytest.approx(0.3)
     assert "process_over_no_nic" not in facts              # not run: not made up
     assert comparison[0]["ours"] == "inline 0.80x, xdp 1.50x"
+    # no USR rows: no USR ratios
+    assert comparison[1]["ours"] == "-" and "xdp_over_no_nic_usr" not in facts
     # kv-threads did not run: its ratios are absent, not invented
     assert facts["user_level_over_threads_short"] is None
-    assert comparison[2]["ours"] == "kv -, redis-server -"
+    assert comparison[3]["ours"] == "kv -, redis-server -"
+
+
+def test_kv_usr_ratios_come_from_the_usr_rows():
+    rows = [_kv("kv, no NIC", 1000), _kv("kv, no NIC", 800, test="USR"),
+            _kv("kv + NIC xdp, setup+teardown", 1500),
+            _kv("kv + NIC xdp, setup+teardown", 1600, test="USR"),
+            _kv("kv + NIC xdp, setup+teardown", 9, test="USR", keepalive=True)]
+    comparison, facts, plot = kv_summary(rows)
+    assert facts["xdp_over_no_nic"] == pytest.approx(1.5)
+    assert facts["xdp_over_no_nic_usr"] == pytest.approx(2.0)
+    assert comparison[1]["ours"] == "xdp 2.00x"
+    usr = plot["panels"][1]
+    assert usr["series"]["one connection per transaction"] == [800, 1600]
+    assert usr["series"]["persistent"] == [None, 9]
 
 
 def test_kv_kernel_threads_against_user_level_per_connection_mode():
@@ -39,8 +55,8 @@ def test_kv_kernel_threads_against_user_level_per_connection_mode():
     assert facts["user_level_over_threads_persistent"] == 0.5
     assert facts["redis_over_threads_short"] == 20.0
     assert facts["redis_over_threads_persistent"] == 2.0
-    assert comparison[2]["ours"] == "kv 4.00x, redis-server 20.00x"
-    assert comparison[3]["ours"] == "kv 0.50x, redis-server 2.00x"
+    assert comparison[3]["ours"] == "kv 4.00x, redis-server 20.00x"
+    assert comparison[4]["ours"] == "kv 0.50x, redis-server 2.00x"
     rps = plot["panels"][0]
     assert rps["x"] == ["kv, no NIC", "kv-threads (kernel)", "redis-server (kernel)"]
     assert rps["series"]["one connection per GET"] == [1000, 250, 5000]
