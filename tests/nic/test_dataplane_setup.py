@@ -33,9 +33,10 @@ def nic(**kw):
     return NicDataplane(NIC_MAC, **kw)
 
 
-def listen(n, ip=SRV, port=80, mss=1460, wscale=7, sack_ok=True, timestamps=True):
-    return n.process(Listen(ip, port, mss, wscale, sack_ok, timestamps).frame(NIC_MAC, NIC_MAC),
-                     HOST, T0)
+def listen(n, ip=SRV, port=80, mss=1460, wscale=7, sack_ok=True, timestamps=True,
+           defer_accept=False):
+    return n.process(Listen(ip, port, mss, wscale, sack_ok, timestamps,
+                            defer_accept).frame(NIC_MAC, NIC_MAC), HOST, T0)
 
 
 def syn(isn=0xFFFFFFF0, dport=80, mss=1460, wscale=7, sack=True, tsval=123456, src=CLI,
@@ -148,6 +149,57 @@ def test_cookie_ack_to_host_as_new_connection(isn, cws, csack, mss, dt, payload)
     assert hdr == NewConnection(mss=mss, wscale=cws, sack_ok=csack, timestamps=True,
                                 ts_base=s.tsval)
     assert n.counters["cookie_ack_ok"] == 1 and n.counters["cookie_ack_bad"] == 0
+
+
+# -- defer accept: the connection goes up with the client's first data ------------------
+
+
+def test_defer_accept_absorbs_the_bare_ack_and_hands_up_the_request():
+    n = nic()
+    listen(n, defer_accept=True)
+    s = handshake(n)
+    assert n.process(client_ack(s), WIRE, T0) == []           # nothing kept for it
+    assert n.counters["cookie_ack_deferred"] == 1 and n.counters["cookie_ack_ok"] == 0
+    assert len(n.handed) == 0
+    # the request: the same ISN + 1, the same cookie TSecr -> the 0x090A, request inside
+    req = client_ack(s, tsval=123461, payload=b"GET / HTTP/1.0\r\n\r\n", flags=ACK | PSH)
+    out = n.process(req, WIRE, T0 + 0.001)
+    assert len(out) == 1 and out[0][0] == HOST
+    hdr, inner = control.unwrap(out[0][1])
+    assert inner == req and hdr.ts_base == s.tsval
+    assert n.counters["cookie_ack_ok"] == 1 and len(n.handed) == 1
+
+
+def test_defer_accept_hands_up_a_fin_without_data():
+    # a client that connects and closes at once: its FIN makes the connection (the host
+    # then sees the close, as without deferral)
+    n = nic()
+    listen(n, defer_accept=True)
+    s = handshake(n)
+    assert n.process(client_ack(s), WIRE, T0) == []
+    fin = client_ack(s, flags=ACK | FIN)
+    out = n.process(fin, WIRE, T0)
+    assert len(out) == 1 and out[0][0] == HOST and control.unwrap(out[0][1])[1] == fin
+    assert n.counters["cookie_ack_ok"] == 1
+
+
+def test_defer_accept_checks_the_cookie_first():
+    # a forged bare ACK is a bad cookie (counted, dropped), never "deferred"
+    n = nic()
+    listen(n, defer_accept=True)
+    s = handshake(n)
+    assert n.process(client_ack(s, tsecr=s.tsval ^ 0x20), WIRE, T0) == []
+    assert n.counters["cookie_ack_bad"] == 1 and n.counters["cookie_ack_deferred"] == 0
+
+
+def test_defer_accept_is_per_listener():
+    n = nic()
+    listen(n, defer_accept=True)
+    listen(n, port=81)
+    s80, s81 = handshake(n), handshake(n, dport=81)
+    assert n.process(client_ack(s80), WIRE, T0) == []
+    out = n.process(client_ack(s81, dport=81), WIRE, T0)
+    assert len(out) == 1 and out[0][1][12:14] == b"\x09\x0a"
 
 
 def test_established_traffic_passes():

@@ -98,6 +98,14 @@ def test_golden_bytes(name):
         assert decode(f + bytes(60)) == msg          # Ethernet padding is ignored
 
 
+def test_listen_defer_accept_is_flag_bit_2():
+    # docs/control-frames.md: "The same with defer accept: flags 07"
+    msg = Listen(bytes([10, 0, 0, 1]), 80, 1460, 7, True, True, defer_accept=True)
+    assert msg.encode().hex() == "011000100a000001005005b407070000"
+    assert decode_header(msg.encode()) == msg
+    assert decode_header(SAMPLES["Listen"].encode()).defer_accept is False
+
+
 def test_ethertypes():
     assert {m.__name__: m.ETHERTYPE for m in MESSAGES if m.ETHERTYPE != ETHERTYPE_CONTROL} \
         == {"NewConnection": 0x090A, "Teardown": 0x090B, "Splice": 0x090C,
@@ -128,7 +136,7 @@ messages = st.one_of(
               u32, ws, ws, b, b, u8, u32, u32, u32, u32),
     st.builds(Splice, u32, rules, rules),
     st.builds(SpliceClosed, u32, key, key, st.integers(1, 4), b, b, u32, u64, u64, u64, u64),
-    st.builds(Listen, ip_addr, u16, u16, ws_opt, b, b),
+    st.builds(Listen, ip_addr, u16, u16, ws_opt, b, b, b),
     st.builds(Unlisten, ip_addr, u16),
     st.builds(StatusRequest, u32),
     st.builds(StatusReport, *([u32] * 7 + [u64] * 7)),
@@ -216,7 +224,7 @@ def test_reasons():
     assert _reason(decode, good[:12] + b"\x09\x0c" + good[14:]) == "ctl_bad_type"
     assert _reason(decode, good[:17] + b"\x14" + good[18:]) == "ctl_bad_length"
     assert _reason(decode, good[:26] + b"\x0f" + good[27:]) == "ctl_bad_field"   # wscale
-    assert _reason(decode, good[:27] + b"\x04" + good[28:]) == "ctl_bad_field"   # flags
+    assert _reason(decode, good[:27] + b"\x08" + good[28:]) == "ctl_bad_field"   # flags
     assert _reason(decode, good[:28] + b"\x00\x01") == "ctl_bad_field"          # padding
     assert set(CTL_DROP_REASONS).isdisjoint(__import__("acceltcp.wire.errors").wire.errors.DROP_REASONS)
 

@@ -66,12 +66,12 @@ class Pair:
         assert x.ident == n.ident
         assert x.handed_entries() == dict(n.handed._index)
         assert x.listener_entries() == sorted(
-            (lst.ip, lst.port, lst.mss, lst.wscale, lst.sack_ok, lst.timestamps)
-            for lst in n.listeners.entries())
+            (lst.ip, lst.port, lst.mss, lst.wscale, lst.sack_ok, lst.timestamps,
+             lst.defer_accept) for lst in n.listeners.entries())
 
     def listen(self, ip=SRV, port=80, mss=1460, wscale=7, sack_ok=True, timestamps=True,
-               now=0.0):
-        return self.run(Listen(ip, port, mss, wscale, sack_ok, timestamps)
+               now=0.0, defer_accept=False):
+        return self.run(Listen(ip, port, mss, wscale, sack_ok, timestamps, defer_accept)
                         .frame(NIC_MAC, HOST_MAC), HOST, now)
 
     def unlisten(self, ip=SRV, port=80, now=0.0):

@@ -102,7 +102,8 @@ class Run:
         r = random.Random(self.d.draw(st.integers(0, 2**64)))
         for _ in range(r.randint(1, 6)):
             msg = Listen(r.choice(LISTEN_IPS), r.choice(PORTS), r.choice((1460, 536, 9000)),
-                         r.choice((None, 7, 14)), bool(r.getrandbits(1)), r.randrange(5) != 0)
+                         r.choice((None, 7, 14)), bool(r.getrandbits(1)), r.randrange(5) != 0,
+                         r.randrange(3) == 0)
             self.send(msg.frame(NIC_MAC, HOST_MAC), HOST, r)
 
     def send(self, frame, port, r):
@@ -123,7 +124,7 @@ class Run:
             msg = Listen(r.choice(LISTEN_IPS), r.choice(PORTS),
                          r.choice((1460, 536, 9000, r.randrange(65536))),
                          r.choice((None, r.randrange(15))), bool(r.getrandbits(1)),
-                         r.randrange(4) != 0)
+                         r.randrange(4) != 0, r.randrange(3) == 0)
             self.send(msg.frame(NIC_MAC, HOST_MAC), HOST, r)
         elif act == "unlisten":
             msg = Unlisten(r.choice(LISTEN_IPS), r.choice(PORTS))
@@ -153,7 +154,7 @@ class Run:
             self.now += r.choice((0.0, 0.001, 0.5, 3.0, 15.0, 16.0, 17.0))
             f = _tcp(r, cip, lip, cport, lport, seq, ack, flags,
                      struct.pack("!BBBBII", 1, 1, 8, 10, r.getrandbits(32), tsecr),
-                     r.randbytes(r.randrange(21)))
+                     r.randbytes(r.choice((0, r.randrange(21)))))
             self.send(f, WIRE, r)
         elif act == "segment":
             opts = struct.pack("!BBBBII", 1, 1, 8, 10, r.getrandbits(32), r.getrandbits(32)) \
@@ -220,7 +221,7 @@ def test_generated_frames_agree(open_xdp):
     assert p.frames >= MIN_FRAMES, "only %d frames" % p.frames
     # the generated frames reach every outcome of this slice
     for name in ("syn_cookies_sent", "syn_to_host", "cookie_ack_ok", "cookie_ack_bad",
-                 "rst_sent", "handed_inserted", "handed_removed", "handed_ack_to_host",
+                 "cookie_ack_deferred", "rst_sent", "handed_inserted", "handed_removed", "handed_ack_to_host",
                  "handed_syn_to_host", "passthrough_host", "passthrough_wire",
                  "drop_offload_ethertype", "listener_table_full", "status_reports",
                  "malformed_ip_bad_checksum", "malformed_tcp_bad_checksum",

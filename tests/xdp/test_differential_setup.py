@@ -232,6 +232,28 @@ def test_forged_acks_early_in_time_negative_counter(pair):
         p.run(ack(sa, sport=9100), WIRE, now + 1, state=True)
 
 
+@pytest.mark.parametrize("defer", [False, True])
+def test_defer_accept_bare_ack_data_fin_and_forgeries(pair, defer):
+    """A defer-accept listener absorbs valid bare ACKs only: the request, a FIN, a
+    retransmitted request and forgeries are judged as on any listener."""
+    p = pair()
+    p.listen(now=T0, defer_accept=defer)
+    p.listen(port=81, now=T0)                       # never deferring, beside it
+    for i, (dport, payload, flags) in enumerate([
+            (80, b"", 0x10), (80, b"GET /", 0x18), (80, b"", 0x11), (81, b"", 0x10),
+            (80, b"x" * 1400, 0x10), (80, b"", 0x19)]):
+        sport = 12000 + i
+        (_, sa), = p.run(syn(sport=sport, dport=dport), WIRE, T0 + i, state=True)
+        p.run(ack(sa, sport=sport, dport=dport), WIRE, T0 + i + 0.01, state=True)
+        p.run(ack(sa, sport=sport, dport=dport, payload=payload, flags=flags), WIRE,
+              T0 + i + 0.02, state=True)
+        p.run(ack(sa, sport=sport, dport=dport, payload=payload, flags=flags), WIRE,
+              T0 + i + 0.2, state=True)                                   # retransmitted
+        p.run(ack(sa, sport=sport + 100, dport=dport), WIRE, T0 + i, state=True)  # forged
+    c = p.nic.counters
+    assert c["cookie_ack_deferred"] == (7 if defer else 0)     # 5 handshakes + case 0's 2
+
+
 # -- the handed-over table ---------------------------------------------------------------------
 
 def test_second_segments_and_syns_on_handed_flows(pair):

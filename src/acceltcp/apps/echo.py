@@ -25,12 +25,14 @@ class EchoServer:
     the NIC on close (§4.2)."""
 
     def __init__(self, stack, port=7, *, backlog=4096, config=None, close_after=0,
-                 offload_setup=False, offload_teardown=False):
+                 offload_setup=False, offload_teardown=False, defer_accept=True):
         self.stack = stack
         self.close_after = close_after
+        # an echo client speaks first: the NIC may hand a connection up with its data
         self.listener = stack.listen(port, backlog, config=config,
                                      offload_setup=offload_setup,
-                                     offload_teardown=offload_teardown)
+                                     offload_teardown=offload_teardown,
+                                     defer_accept=defer_accept)
         self.accepted = 0
         self.bytes_echoed = 0
         self._echoed = {}

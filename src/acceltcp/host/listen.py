@@ -90,10 +90,10 @@ class Listener:
 
     __slots__ = ("stack", "port", "ip", "backlog", "config", "syn_queue", "accept_queue",
                  "on_acceptable", "closed", "app", "offload_setup", "offload_teardown",
-                 "cookies_until")
+                 "defer_accept", "cookies_until")
 
     def __init__(self, stack, port, backlog, config, ip, offload_setup=False,
-                 offload_teardown=False):
+                 offload_teardown=False, defer_accept=False):
         self.stack = stack
         self.port = port
         self.ip = ip
@@ -108,6 +108,10 @@ class Listener:
         self.offload_setup = offload_setup
         #: children offer their teardown to the NIC (§4.2; TCP_TEARDOWN_OFFLOAD)
         self.offload_teardown = offload_teardown
+        #: with offload_setup: the NIC hands a connection up with the client's first data
+        #: (Listen defer_accept; TCP_DEFER_ACCEPT), for protocols where the client speaks
+        #: first
+        self.defer_accept = defer_accept
         #: ACKs without a TCB are checked as host SYN cookies until then (the last cookie
         #: SYN-ACK + the jar's validity window; Linux: tcp_synq_no_recent_overflow)
         self.cookies_until = float("-inf")
@@ -169,7 +173,8 @@ class ListenTable:
         self._synack = synack
         self._cookie_child = cookie_child
 
-    def open(self, stack, port, backlog, config, ip, offload_setup, offload_teardown):
+    def open(self, stack, port, backlog, config, ip, offload_setup, offload_teardown,
+             defer_accept=False):
         """A new Listener on `port` of `stack` (0: ``stack.free_port()``); `offload_setup`
         only on a NIC. Raises OSError EINVAL, EADDRINUSE, EADDRNOTAVAIL (`ip` not ours)."""
         if ip is not None:
@@ -183,11 +188,12 @@ class ListenTable:
         if port in self.ports:
             raise oserror(errno.EADDRINUSE)
         lst = self.ports[port] = Listener(stack, port, max(0, backlog), config, ip,
-                                          bool(offload_setup), bool(offload_teardown))
+                                          bool(offload_setup), bool(offload_teardown),
+                                          bool(defer_accept))
         if lst.offload_setup:
             cfg = config if config is not None else stack.config
             self._control(control.Listen(self._nic_ip(ip), port, cfg.mss, cfg.wscale,
-                                         cfg.sack, cfg.timestamps))
+                                         cfg.sack, cfg.timestamps, lst.defer_accept))
         return lst
 
     def close(self, listener):

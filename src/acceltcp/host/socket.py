@@ -26,7 +26,7 @@ __all__ = [
     "SocketAPI", "SockOpt", "register_sockopt", "SOCKOPTS",
     "SOL_SOCKET", "SO_REUSEADDR", "SO_ERROR", "SO_SNDBUF", "SO_RCVBUF", "SO_LINGER",
     "SO_KEEPALIVE", "IPPROTO_TCP", "TCP_NODELAY", "TCP_MAXSEG", "TCP_INFO", "TCP_SETUP_OFFLOAD",
-    "TCP_TEARDOWN_OFFLOAD", "TCP_CHIMNEY_OFFLOAD",
+    "TCP_TEARDOWN_OFFLOAD", "TCP_CHIMNEY_OFFLOAD", "TCP_DEFER_ACCEPT",
     "SHUT_RD", "SHUT_WR", "SHUT_RDWR",
     "EPOLLIN", "EPOLLPRI", "EPOLLOUT", "EPOLLERR", "EPOLLHUP", "EPOLLRDNORM", "EPOLLRDBAND",
     "EPOLLWRNORM", "EPOLLWRBAND", "EPOLLRDHUP", "EPOLLEXCLUSIVE", "EPOLLWAKEUP",
@@ -48,6 +48,7 @@ TCP_INFO = 11
 TCP_SETUP_OFFLOAD = 0x4001    # AccelTCP §5.1: the NIC answers this listener's SYNs (cookies)
 TCP_TEARDOWN_OFFLOAD = 0x4002  # §4.2: hand the connection to the NIC on close (advisory)
 TCP_CHIMNEY_OFFLOAD = 0x4003  # TCP Chimney: 1 hands the data path to the NIC, 0 takes it back
+TCP_DEFER_ACCEPT = 9          # Linux's: with setup offload, the NIC hands up on first data
 SHUT_RD, SHUT_WR, SHUT_RDWR = 0, 1, 2
 SOMAXCONN = 4096
 TCP_MIN_MSS = 88          # Linux include/net/tcp.h
@@ -292,7 +293,8 @@ class SocketAPI:
                 raise _err(errno.EADDRINUSE)
         lst = self.stack.listen(s.lport, backlog, config=s.config,
                                 offload_setup=s.extra.get("setup_offload", False),
-                                offload_teardown=s.extra.get("teardown_offload", False))
+                                offload_teardown=s.extra.get("teardown_offload", False),
+                                defer_accept=s.extra.get("defer_accept", False))
         lst.app = s
         lst.on_acceptable = self._listener_event
         s.listener = lst
@@ -758,6 +760,12 @@ register_sockopt(SOL_SOCKET, SO_ERROR, "SO_ERROR", _get_error)
 register_sockopt(IPPROTO_TCP, TCP_SETUP_OFFLOAD, "TCP_SETUP_OFFLOAD",
                  lambda api, s: int(s.extra.get("setup_offload", False)),
                  lambda api, s, v: s.extra.__setitem__("setup_offload", bool(_flag(v))))
+# TCP_DEFER_ACCEPT (Linux's option number; any nonzero value: on, no timeout) is read by
+# `listen`: with TCP_SETUP_OFFLOAD the NIC hands a connection up with the client's first
+# data, not its bare handshake ACK (Listen defer_accept).
+register_sockopt(IPPROTO_TCP, TCP_DEFER_ACCEPT, "TCP_DEFER_ACCEPT",
+                 lambda api, s: int(s.extra.get("defer_accept", False)),
+                 lambda api, s, v: s.extra.__setitem__("defer_accept", bool(_flag(v))))
 # TCP_TEARDOWN_OFFLOAD is read on close (on a listener: inherited by accepted sockets).
 register_sockopt(IPPROTO_TCP, TCP_TEARDOWN_OFFLOAD, "TCP_TEARDOWN_OFFLOAD",
                  lambda api, s: int(s.extra.get("teardown_offload", False)),

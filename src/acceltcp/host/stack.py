@@ -706,17 +706,21 @@ class HostStack(OffloadContract, CpuCategories):
 
     # ------------------------------------------------------------------ listeners
     def listen(self, port, backlog=128, config=None, ip=None, offload_setup=False,
-               offload_teardown=False):
+               offload_teardown=False, defer_accept=False):
         """Passive open on `port` (0: pick an ephemeral port). -> Listener.
 
         `offload_setup`: on a NIC device, have the NIC answer this port's SYNs with SYN
         cookies (AccelTCP §4.1; advisory: ignored without a NIC). `offload_teardown`:
         accepted connections offer their teardown to the NIC on close (§4.2; advisory,
-        per connection ``HostConn.offload_teardown``). Raises OSError
-        EADDRINUSE (already listening), EADDRNOTAVAIL (`ip` not ours).
+        per connection ``HostConn.offload_teardown``). `defer_accept`: with
+        `offload_setup`, the NIC hands a connection up with the client's first segment
+        carrying data (or FIN), not with the bare handshake ACK -- one frame less per
+        connection, for protocols where the client speaks first (Linux's
+        TCP_DEFER_ACCEPT; a client that waits for the server is never handed up).
+        Raises OSError EADDRINUSE (already listening), EADDRNOTAVAIL (`ip` not ours).
         """
         return self._listen.open(self, port, backlog, config, ip, offload_setup and self.nic,
-                                 offload_teardown)
+                                 offload_teardown, defer_accept)
 
     def _nic_control(self, msg):
         """A control frame to the NIC (not counted in frames_out: not for the wire)."""

@@ -81,7 +81,11 @@ From WIRE (classification order):
      timestamps, or with a client MSS < 536 -> HOST unchanged (``syn_to_host``).
    * ACK set, SYN/RST clear, TSecr with the cookie MARK bit (bit 0) -> ``check``.
      Valid -> HOST as 0x090A: ``wrap(frame, NewConnection(...))`` (``cookie_ack_ok``),
-     and the 4-tuple goes into the handed-over table (origin COOKIE).  Invalid, but the
+     and the 4-tuple goes into the handed-over table (origin COOKIE).  Valid but bare
+     (no data, no FIN) on a listener with ``defer_accept`` -> absorbed, nothing kept
+     (``cookie_ack_deferred``): the client's first segment with data or FIN is at the
+     same ISN + 1 and echoes the same cookie TSval, so it comes up as the 0x090A, the
+     request riding on it (Linux's TCP_DEFER_ACCEPT with syncookies).  Invalid, but the
      4-tuple is in the handed-over table -> HOST unchanged, as an ordinary segment
      (``handed_ack_to_host``).  Invalid otherwise (forged, stale, wrong tuple) ->
      dropped (``cookie_ack_bad``, ``drop_cookie_bad``), answered with an RST
@@ -223,6 +227,7 @@ class GsoFrame(bytearray):
 _FIN_RST = FIN | RST
 
 _COUNTERS = ("syn_cookies_sent", "syn_to_host", "cookie_ack_ok", "cookie_ack_bad",
+             "cookie_ack_deferred",
              "passthrough_wire", "passthrough_host", "listener_table_full", "listens",
              "unlistens", "unlisten_unknown", "rst_sent", "refused_teardown",
              "refused_splice", "status_reports", "drops", "teardown_frames",
@@ -235,22 +240,24 @@ _SPLICE_REFUSED = {"full": control.SPLICE_REFUSED_TABLE_FULL,
 
 
 class Listener:
-    """One listener entry: what the NIC offers in its SYN-ACKs for ip:port."""
+    """One listener entry: what the NIC offers in its SYN-ACKs for ip:port, and whether
+    it hands a connection up only with the client's first data (defer_accept)."""
 
-    __slots__ = ("ip", "port", "mss", "wscale", "sack_ok", "timestamps")
+    __slots__ = ("ip", "port", "mss", "wscale", "sack_ok", "timestamps", "defer_accept")
 
-    def __init__(self, ip, port, mss, wscale, sack_ok, timestamps):
+    def __init__(self, ip, port, mss, wscale, sack_ok, timestamps, defer_accept=False):
         self.ip = ip
         self.port = port
         self.mss = mss
         self.wscale = wscale
         self.sack_ok = sack_ok
         self.timestamps = timestamps
+        self.defer_accept = defer_accept
 
     def __repr__(self):
-        return "Listener(%s:%d mss=%d ws=%r sack=%s ts=%s)" % (
+        return "Listener(%s:%d mss=%d ws=%r sack=%s ts=%s defer=%s)" % (
             ".".join(map(str, self.ip)), self.port, self.mss, self.wscale, self.sack_ok,
-            self.timestamps)
+            self.timestamps, self.defer_accept)
 
 
 class ListenerTable:
@@ -696,7 +703,8 @@ class NicDataplane:
 
     def _listen(self, msg):
         self.counters["listens"] += 1
-        lst = Listener(msg.ip, msg.port, msg.mss, msg.wscale, msg.sack_ok, msg.timestamps)
+        lst = Listener(msg.ip, msg.port, msg.mss, msg.wscale, msg.sack_ok, msg.timestamps,
+                       msg.defer_accept)
         if not self.listeners.install(lst):
             self.counters["listener_table_full"] += 1
             return self._drop("listener_table_full")
@@ -790,7 +798,7 @@ class NicDataplane:
                 return self._to_host(frame)
             return self._syn(frame, lst, src, dst, seg, now)
         if flags & _SYN_ACK_RST == ACK and seg.tsecr is not None and seg.tsecr & 1:
-            return self._cookie_ack(frame, src, dst, seg, now)
+            return self._cookie_ack(frame, lst, src, dst, seg, now)
         return self._to_host(frame)
 
     def _handed(self, frame):
@@ -825,7 +833,7 @@ class NicDataplane:
         self.counters["syn_cookies_sent"] += 1
         return [(WIRE, out)]
 
-    def _cookie_ack(self, frame, src, dst, seg, now):
+    def _cookie_ack(self, frame, lst, src, dst, seg, now):
         opts = self.jar.check(dst, seg.dst_port, src, seg.src_port, seg.seq, seg.ack,
                               seg.tsecr, now)
         if opts is None:
@@ -844,6 +852,9 @@ class NicDataplane:
                                   seg.dst_port, seg.src_port, seg.ack, 0, RST, 0, b"", b"",
                                   self.ttl)
             return [(WIRE, rst)]
+        if lst.defer_accept and not seg.payload and not seg.flags & FIN:
+            self.counters["cookie_ack_deferred"] += 1
+            return []
         hdr = NewConnection(mss=opts.mss, wscale=opts.wscale, sack_ok=opts.sack_ok,
                             timestamps=True, ts_base=seg.tsecr)
         self.counters["cookie_ack_ok"] += 1

@@ -113,6 +113,8 @@ def serve_app(args, host_kw=None, on_ready=print_ready) -> int:
     if host is None:
         return 2
     app_kw, unused = app_offload_kwargs(spec, wanted)
+    if getattr(args, "no_defer_accept", False) and app_kw.get("offload_setup"):
+        app_kw["defer_accept"] = False
     unused.update(nic_lacks)
     for name, why in unused.items():
         print("acceltcp serve: offload %s not used: %s" % (name, why), file=sys.stderr)
@@ -482,6 +484,11 @@ def _add_serve_options(p):
                         "none without. Not the TAP's checksum/TSO offloads (--no-offload). "
                         "An offload the app or the NIC does not support is reported and "
                         "not used")
+    g.add_argument("--no-defer-accept", action="store_true",
+                   help="with setup offload, the echo, kv and lb servers have the NIC hand a "
+                        "connection up with the client's first data (their clients speak "
+                        "first; Linux's TCP_DEFER_ACCEPT): one frame less per connection. "
+                        "This hands it up with the handshake ACK instead")
     g.add_argument("--nic-listeners", type=_count, metavar="N",
                    help="NIC listener table capacity (the dataplane's default if unset)")
     g.add_argument("--nic-handed-flows", type=_count, metavar="N",

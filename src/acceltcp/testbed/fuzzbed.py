@@ -13,7 +13,8 @@ byte-exact afterwards. The frames enter the NIC's wire port as if from the link.
 Accounting, frame by frame (derived from nic/dataplane.py and host/stack.py):
 
 * NIC, wire port: every frame in ends in exactly one of passthrough_host (including
-  syn_to_host and malformed_*), syn_cookies_sent, cookie_ack_ok, teardown_frames, the
+  syn_to_host and malformed_*), syn_cookies_sent, cookie_ack_ok, cookie_ack_deferred
+  (a bare handshake ACK the NIC absorbed: defer accept), teardown_frames, the
   wire share of splice_frames (splice_frames - splice_flushed), or one drop_<reason>
   of ``WIRE_DROPS`` (cookie_ack_bad is also drop_cookie_bad).
 * Host: frames_in == frames_delivered + the inbound drops (every reason but
@@ -63,7 +64,7 @@ def _wire_drop(key):
 def nic_wire_outcomes(c):
     """The frames from the wire that the NIC counted, by outcome (module docstring)."""
     out = {k: c.get(k, 0) for k in ("passthrough_host", "syn_cookies_sent", "cookie_ack_ok",
-                                    "teardown_frames")}
+                                    "cookie_ack_deferred", "teardown_frames")}
     out["splice_frames_wire"] = c.get("splice_frames", 0) - c.get("splice_flushed", 0)
     for k, v in c.items():
         if _wire_drop(k):

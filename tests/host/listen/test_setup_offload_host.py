@@ -103,6 +103,29 @@ def test_socket_option_tcp_setup_offload():
     assert isinstance(control.decode(dev.sent[-1]), control.Listen)
 
 
+def test_defer_accept_goes_into_the_listen_frame():
+    # advisory like setup offload: a listener asks the NIC to hand a connection up with
+    # the client's first data; the socket option is Linux's TCP_DEFER_ACCEPT
+    from acceltcp.host.socket import IPPROTO_TCP, TCP_DEFER_ACCEPT, TCP_SETUP_OFFLOAD, SocketAPI
+
+    dev = FakeNic()
+    st = _stack(dev)
+    st.listen(80, 8, offload_setup=True, defer_accept=True)
+    assert control.decode(dev.sent[-1]).defer_accept is True
+    api = SocketAPI(st)
+    fd = api.socket()
+    api.setsockopt(fd, IPPROTO_TCP, TCP_SETUP_OFFLOAD, 1)
+    assert api.getsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT) == 0
+    api.setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, 30)
+    assert api.getsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT) == 1
+    api.bind(fd, ("0.0.0.0", 81))
+    api.listen(fd, 8)
+    msg = control.decode(dev.sent[-1])
+    assert msg.port == 81 and msg.defer_accept is True
+    st.listen(82, 8, offload_setup=True)
+    assert control.decode(dev.sent[-1]).defer_accept is False
+
+
 def test_socket_option_tcp_teardown_offload_offers_on_close():
     """TCP_TEARDOWN_OFFLOAD on the listener socket: the accepted socket inherits it and
     close() offers the connection to the NIC (one 0x090B with the unsent reply)."""

@@ -40,13 +40,15 @@ class KvServer:
     """
 
     def __init__(self, stack, port=KV_DEFAULT_PORT, *, backlog=4096, config=None,
-                 offload_setup=False, offload_teardown=False, engine=None,
+                 offload_setup=False, offload_teardown=False, defer_accept=True, engine=None,
                  output_pause=OUTPUT_PAUSE, output_limit=0, query_limit=QUERY_LIMIT):
         if output_pause <= 0:
             raise ValueError("output_pause must be positive")
         self.stack = stack
+        # a Redis client speaks first: the NIC may hand a connection up with its request
         self.listener = stack.listen(port, backlog, config=config, offload_setup=offload_setup,
-                                     offload_teardown=offload_teardown)
+                                     offload_teardown=offload_teardown,
+                                     defer_accept=defer_accept)
         self.port = self.listener.port
         self.engine = engine if engine is not None else KvEngine(stack.clock, port=self.port)
         self.output_pause = output_pause

@@ -49,7 +49,7 @@ class LoadBalancer(Relay):
     """
 
     def __init__(self, stack, config, *, loop=None, tcp_config=None, offload_setup=False,
-                 offload_teardown=False, offload_splice=None):
+                 offload_teardown=False, offload_splice=None, defer_accept=True):
         self.stack = stack
         self.config = cfg = config
         self.loop = loop
@@ -79,9 +79,11 @@ class LoadBalancer(Relay):
         self.routes = [_Route(r.prefix.encode(), r.inspect,
                               make([by_name[n] for n in r.backends]) if r.backends else None)
                        for r in routes]
+        # an HTTP client speaks first: the NIC may hand a connection up with its request
         self.listener = stack.listen(cfg.port, cfg.backlog, config=client_config,
                                      offload_setup=offload_setup,
-                                     offload_teardown=offload_teardown)
+                                     offload_teardown=offload_teardown,
+                                     defer_accept=defer_accept)
         self.port = self.listener.port
         self.rewrite = _Rewrite(cfg.rewrite, ip_to_str(stack.ip), self.port) \
             if cfg.rewrite else None

@@ -14,7 +14,7 @@
  * from atcp_splice.h and atcp_teardown.h (control.py reads the three files in order). */
 #define ATCP_COUNTERS(X)                                                              \
 	X(passthrough_host) X(passthrough_wire) X(syn_cookies_sent) X(syn_to_host)      \
-	X(cookie_ack_ok) X(cookie_ack_bad) X(rst_sent) X(drops)                          \
+	X(cookie_ack_ok) X(cookie_ack_bad) X(cookie_ack_deferred) X(rst_sent) X(drops)   \
 	X(drop_offload_ethertype) X(drop_cookie_bad)                                     \
 	X(handed_inserted) X(handed_removed) X(handed_evicted)                           \
 	X(handed_ack_to_host) X(handed_syn_to_host)                                      \
@@ -73,11 +73,12 @@ struct atcp_listen_key {
 #define ATCP_WS_NONE 0xFF
 #define ATCP_F_SACK 0x01
 #define ATCP_F_TS 0x02
+#define ATCP_F_DEFER 0x04       /* defer accept: a bare cookie ACK is absorbed */
 
 struct atcp_listener {
 	__u16 mss;              /* offered in the SYN-ACK */
 	__u8 wscale;            /* our shift, ATCP_WS_NONE = no WS option */
-	__u8 flags;             /* ATCP_F_SACK | ATCP_F_TS, as in Listen */
+	__u8 flags;             /* ATCP_F_SACK | ATCP_F_TS | ATCP_F_DEFER, as in Listen */
 };
 
 /* atcp_handed: key = frame[26:38] of a client frame (client ip | local ip | client port |

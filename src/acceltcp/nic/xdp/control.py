@@ -67,6 +67,7 @@ _ZERO = _U32.pack(0)
 _MASK = 0xFFFFFFFF
 _F_SACK = 0x01
 _F_TS = 0x02
+_F_DEFER = 0x04
 _WS_NONE = 0xFF
 
 
@@ -268,7 +269,8 @@ class XdpDataplane:
             self._ctl["listener_table_full"] += 1
             self._drop("listener_table_full")
             return []
-        flags = (_F_SACK if msg.sack_ok else 0) | (_F_TS if msg.timestamps else 0)
+        flags = ((_F_SACK if msg.sack_ok else 0) | (_F_TS if msg.timestamps else 0)
+                 | (_F_DEFER if msg.defer_accept else 0))
         self._lst.update(key, _LVAL.pack(msg.mss, _WS_NONE if msg.wscale is None
                                          else msg.wscale, flags))
         if key not in self._listen_keys:
@@ -300,12 +302,14 @@ class XdpDataplane:
         self._lports.update(_U32.pack(w), bits.to_bytes(8, "little"))
 
     def listener_entries(self):
-        """[(ip, port, mss, wscale or None, sack_ok, timestamps)] from the map, sorted."""
+        """[(ip, port, mss, wscale or None, sack_ok, timestamps, defer_accept)] from the
+        map, sorted."""
         out = []
         for k, v in self._lst.items():
             mss, ws, fl = _LVAL.unpack(v)
             out.append((k[:4], int.from_bytes(k[4:6], "big"), mss,
-                        None if ws == _WS_NONE else ws, bool(fl & _F_SACK), bool(fl & _F_TS)))
+                        None if ws == _WS_NONE else ws, bool(fl & _F_SACK), bool(fl & _F_TS),
+                        bool(fl & _F_DEFER)))
         return sorted(out)
 
     def handed_entries(self):

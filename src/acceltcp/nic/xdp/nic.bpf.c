@@ -223,10 +223,11 @@ host:
 	return to_host(cfg);
 }
 
-/* An ACK whose TSecr has the MARK bit (dataplane.py _cookie_ack, syncookie.py check). */
+/* An ACK whose TSecr has the MARK bit (dataplane.py _cookie_ack, syncookie.py check);
+ * bare: it carries neither data nor FIN (absorbed on a defer-accept listener). */
 static __always_inline int cookie_ack(struct xdp_md *ctx, const struct atcp_cfg *cfg,
 				      const struct seg *s, const struct opts *o,
-				      const struct atcp_flow_key *fk)
+				      const struct atcp_flow_key *fk, int defer)
 {
 	__u32 zero = 0, isn = s->ack - 1, tsecr = o->tsecr, age, cls;
 	const struct atcp_clock *clk = bpf_map_lookup_elem(&atcp_clock, &zero);
@@ -249,7 +250,14 @@ static __always_inline int cookie_ack(struct xdp_md *ctx, const struct atcp_cfg 
 			cls << 6 | (tsecr & 0x3F)) != (isn & 0xFFFFFF))
 		goto bad;
 
-	/* valid: the client's ACK goes up behind a NewConnection header (control.wrap) */
+	/* valid; on a defer-accept listener a bare ACK is absorbed, nothing kept: the
+	 * client's first data (or FIN) echoes the same cookie at the same ISN + 1 */
+	if (defer) {
+		count(C_cookie_ack_deferred);   /* not a drop: dataplane.py counts no drop */
+		return XDP_DROP;
+	}
+
+	/* the client's segment goes up behind a NewConnection header (control.wrap) */
 	__u8 hdr[30];
 	__u32 code = (tsecr & 0x3F) >> 1;       /* SACK << 4 | wscale code */
 
@@ -426,7 +434,8 @@ int atcp_wire(struct xdp_md *ctx)
 		return syn(ctx, cfg, l, &s, &o);
 	}
 	if ((s.flags & (TCP_SYN | TCP_ACK | TCP_RST)) == TCP_ACK && o.has_ts && (o.tsecr & 1))
-		return cookie_ack(ctx, cfg, &s, &o, &fk);
+		return cookie_ack(ctx, cfg, &s, &o, &fk,
+				  (l->flags & ATCP_F_DEFER) && tl == doff && !(s.flags & TCP_FIN));
 	return to_host(cfg);
 }
 

@@ -40,6 +40,7 @@ WS_NONE = 0xFF                  # wire value of "no Window Scale option" (None i
 
 _F_SACK = 0x01                  # flag byte bits (Listen, NewConnection, Teardown)
 _F_TS = 0x02
+_F_DEFER = 0x04                 # Listen only: defer the handover to the first data
 
 _PRE = struct.Struct("!BBH")
 

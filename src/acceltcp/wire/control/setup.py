@@ -4,8 +4,8 @@ a `NewConnection` header in front of the client's ACK (0x090A)."""
 
 import struct
 
-from .base import (_F_SACK, _F_TS, ETHERTYPE_NEW_CONNECTION, _bytes, _flags, _Msg, _ws_in,
-                   _ws_out, _zero)
+from .base import (_F_DEFER, _F_SACK, _F_TS, ETHERTYPE_NEW_CONNECTION, _bytes, _flags, _Msg,
+                   _ws_in, _ws_out, _zero)
 
 __all__ = ["NewConnection", "Listen", "Unlisten"]
 
@@ -48,30 +48,37 @@ class NewConnection(_Msg):
 
 class Listen(_Msg):
     """CONTROL 0x10, host -> NIC: answer SYNs to ip:port with cookies, offering these
-    options (16 bytes). ip 0.0.0.0 = any local address; wscale None = no WS option."""
+    options (16 bytes). ip 0.0.0.0 = any local address; wscale None = no WS option.
+    defer_accept: the client speaks first (Linux's TCP_DEFER_ACCEPT): the NIC absorbs
+    the bare handshake ACK and hands the connection up with the first segment carrying
+    data or FIN, which echoes the same cookie."""
 
-    __slots__ = ("ip", "port", "mss", "wscale", "sack_ok", "timestamps")
+    __slots__ = ("ip", "port", "mss", "wscale", "sack_ok", "timestamps", "defer_accept")
     TYPE = 0x10
     _S = struct.Struct("!BBH" "4s" "HH" "BBH")
 
-    def __init__(self, ip, port, mss=1460, wscale=None, sack_ok=False, timestamps=True):
+    def __init__(self, ip, port, mss=1460, wscale=None, sack_ok=False, timestamps=True,
+                 defer_accept=False):
         self.ip = bytes(ip)
         self.port = port
         self.mss = mss
         self.wscale = wscale
         self.sack_ok = sack_ok
         self.timestamps = timestamps
+        self.defer_accept = defer_accept
 
     def _raw(self):
         return (_bytes(self.ip, 4, "ip"), self.port, self.mss, _ws_out(self.wscale),
-                (_F_SACK if self.sack_ok else 0) | (_F_TS if self.timestamps else 0), 0)
+                (_F_SACK if self.sack_ok else 0) | (_F_TS if self.timestamps else 0)
+                | (_F_DEFER if self.defer_accept else 0), 0)
 
     @classmethod
     def _build(cls, t):
         ip, port, mss, ws, fl, pad = t
-        _flags(fl, _F_SACK | _F_TS)
+        _flags(fl, _F_SACK | _F_TS | _F_DEFER)
         _zero(pad)
-        return cls(ip, port, mss, _ws_in(ws), bool(fl & _F_SACK), bool(fl & _F_TS))
+        return cls(ip, port, mss, _ws_in(ws), bool(fl & _F_SACK), bool(fl & _F_TS),
+                   bool(fl & _F_DEFER))
 
 
 class Unlisten(_Msg):
