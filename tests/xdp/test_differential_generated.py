@@ -146,12 +146,17 @@ class Run:
                     tsval = int.from_bytes(sa[i + 2:i + 6], "big")
                     break
                 i += 1 if sa[i] == 1 else max(sa[i + 1], 1)
-            seq = (cisn + 1 + r.choice((0, 0, 0, 1, 5, -1, 1 << 31))) & MASK
+            # half of them the client's own ACK (bare, with data or a FIN: cookie_ack_ok,
+            # _deferred, the handed-over table), the others shifted, flipped or late
+            good = r.getrandbits(1)
+            seq = (cisn + 1 + (0 if good else r.choice((0, 0, 0, 1, 5, -1, 1 << 31)))) & MASK
             ack = (int.from_bytes(sa[38:42], "big") + 1
-                   + r.choice((0, 0, 0, 0, 1, 1 << 24, 1 << 27))) & MASK
-            tsecr = tsval ^ r.choice((0, 0, 0, 0, 1, 2, 0x20, 0x40, 1 << 31))
-            flags = r.choice((0x10, 0x10, 0x18, 0x11, 0x14, 0x12, 0x30))
-            self.now += r.choice((0.0, 0.001, 0.5, 3.0, 15.0, 16.0, 17.0))
+                   + (0 if good else r.choice((0, 0, 0, 0, 1, 1 << 24, 1 << 27)))) & MASK
+            tsecr = tsval ^ (0 if good else r.choice((0, 0, 0, 0, 1, 2, 0x20, 0x40, 1 << 31)))
+            flags = r.choice((0x10, 0x18, 0x11) if good else
+                             (0x10, 0x10, 0x18, 0x11, 0x14, 0x12, 0x30))
+            self.now += r.choice((0.0, 0.001, 0.5) if good else
+                                 (0.0, 0.001, 0.5, 3.0, 15.0, 16.0, 17.0))
             f = _tcp(r, cip, lip, cport, lport, seq, ack, flags,
                      struct.pack("!BBBBII", 1, 1, 8, 10, r.getrandbits(32), tsecr),
                      r.randbytes(r.choice((0, r.randrange(21)))))
