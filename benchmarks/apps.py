@@ -328,13 +328,15 @@ def usr_client(exe, host, keepalive, conc, seconds):
             "requests": res["transactions"] + res["drained"], "sets": res["sets"]}
 
 
-def kv_run(label, server, host, test, n, keepalive, conc, settle, a):
+def kv_run(label, server, host, test, n, keepalive, a):
+    """One kv client run (`test`: get, set or usr) against `server`, -c a.kv_conc."""
+    conc = a.kv_conc
     if not keepalive:
         # redis-benchmark closes first: its side keeps each connection in TIME-WAIT, and
         # tcp_tw_reuse gives such a port to a new connection only once its last
         # timestamp is over 1 s old. Right after a run, connect() has to skip the young
         # ones, which slows the client down at redis-server's rates.
-        time.sleep(settle)
+        time.sleep(a.settle)
     if test == "usr":
         res, d = measured(server, lambda: usr_client(a.rr_client, host, keepalive, conc,
                                                      a.kv_seconds))
@@ -407,7 +409,7 @@ def kv_section(a, tmp):
                 for test in a.kv_tests:
                     rows.append(median_of(
                         lambda t=test, k=keepalive, nn=n, lb=label, sv=srv, h=host: kv_run(
-                            lb, sv, h, t, nn, k, a.kv_conc, a.settle, a),
+                            lb, sv, h, t, nn, k, a),
                         a.repeat, "rps"))
                     _progress("kv", rows[-1])
         finally:

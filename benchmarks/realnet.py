@@ -215,7 +215,7 @@ def rr(label, host, port, seconds, conc, client, start, per_conn=1):
            "stack_cpu_us_per_txn": stack_us, "frames_per_txn": frames,
            "concurrency": conc, "per_conn": per_conn,
            "client_cpu_pct": res["client_cpu_pct"], "mean_latency_us": res["mean_latency_us"],
-           "host_cpu_us_per_txn": 1e6 * (c1 - c0) / max(res["transactions"], 1),
+           "host_cpu_us_per_txn": 1e6 * (c1 - c0) / n,
            "transactions": res["transactions"],
            "server_cpu_pct": 100.0 * (s1 - s0) / res["elapsed_s"]}
     return out

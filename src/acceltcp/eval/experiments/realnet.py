@@ -75,6 +75,15 @@ def _table(rows):
                       for k, v in r.items()} for r in rows]
 
 
+def _summarized(data, rows, summary, note, setup, *info):
+    """`rows` of a benchmark's output `data` as a Result: its table, and what
+    ``summary(rows, *info)`` makes of them -> (comparison rows, facts, plot)."""
+    cols, table = _table(rows)
+    comparison, facts, plot = summary(rows, *info)
+    return Result(columns=cols, rows=table, comparison=comparison, note=note, plot=plot,
+                  samples=[data], facts=facts, setup=setup)
+
+
 def _ratio(rows, key, num, den, field):
     a = next((r[key] for r in rows if r.get(field) == num), None)
     b = next((r[key] for r in rows if r.get(field) == den), None)
@@ -153,25 +162,21 @@ def table2(ctx):
                                  "1" if quick else "3", "--splice-mib",
                                  "10" if quick else "200", "--splice-msg", str(MSG),
                                  "--splice-msg-seconds", "1.5" if quick else "5"], "table2")
-    rows = data["splice"]
-    cols, table = _table(rows)
-    comparison, facts, plot = table2_summary(rows)
-    return Result(columns=cols, rows=table, comparison=comparison,
-                  note="Our NIC is software on the same two cores as the host, so splicing "
-                       "saves the host's relay work but not the machine's CPU; the paper's "
-                       "NIC has its own 120 cores. Our 64 B point is a ping-pong over "
-                       "persistent connections from a Python client (one message in flight "
-                       "per connection, every message its own segment), not a packet "
-                       "generator: the faster paths are bounded by the client.",
-                  plot=plot, samples=[data], facts=facts,
-                  setup="benchmarks/realnet.py --skip-bulk --skip-rr --skip-nic: a kernel "
-                        "client and server in namespace atcp-bench, the stack's proxy on "
-                        "the TAP relaying, then splicing on the NIC inline / in its "
-                        "process / in XDP: a duplex bulk transfer (%s MiB each way), then "
-                        "%d persistent connections each with one %d B message in flight to "
-                        "a kernel echo server (%s s); the same kernel to kernel (the L3 "
-                        "forward)." % ("10" if quick else "200", 16, MSG,
-                                       "1.5" if quick else "5"))
+    return _summarized(
+        data, data["splice"], table2_summary,
+        "Our NIC is software on the same two cores as the host, so splicing "
+        "saves the host's relay work but not the machine's CPU; the paper's "
+        "NIC has its own 120 cores. Our 64 B point is a ping-pong over "
+        "persistent connections from a Python client (one message in flight "
+        "per connection, every message its own segment), not a packet "
+        "generator: the faster paths are bounded by the client.",
+        "benchmarks/realnet.py --skip-bulk --skip-rr --skip-nic: a kernel "
+        "client and server in namespace atcp-bench, the stack's proxy on "
+        "the TAP relaying, then splicing on the NIC inline / in its "
+        "process / in XDP: a duplex bulk transfer (%s MiB each way), then "
+        "%d persistent connections each with one %d B message in flight to "
+        "a kernel echo server (%s s); the same kernel to kernel (the L3 "
+        "forward)." % ("10" if quick else "200", 16, MSG, "1.5" if quick else "5"))
 
 
 #: fig1-real's concurrency values (full run; --quick: the first and the fourth)
@@ -222,26 +227,23 @@ def fig1_real(ctx):
                                  "--repeat", "1" if ctx.quick else "3", "--rr-seconds",
                                  "1.5" if ctx.quick else "5",
                                  "--fig1", ",".join(map(str, concs))], "fig1-real")
-    rows = data["fig1"]
-    cols, table = _table(rows)
-    comparison, facts, plot = fig1_summary(rows)
-    return Result(columns=cols, rows=table, comparison=comparison,
-                  note="The same sweep as fig1 on the real network: a Linux client "
-                       "(benchmarks/rr_client.c) against the stack's echo server on its "
-                       "TAP, one real core for the stack; the client and the kernel's side "
-                       "of each connection share the machine's two cores with it. A "
-                       "short-lived transaction is 9 host frames here, not the paper's 6: "
-                       "the Linux client sends its request after the handshake's ACK and "
-                       "closes first (SYN, SYN-ACK, ACK, request, reply, FIN, ACK, FIN, "
-                       "ACK); at one connection in flight the persistent rate is bounded "
-                       "by the round trip, not by the stack.",
-                  plot=plot, samples=[data], facts=facts,
-                  setup="benchmarks/realnet.py --fig1 %s: 64 B echo transactions from "
-                        "rr_client (namespace atcp-bench) against `acceltcp serve echo` (TAP "
-                        "offloads on, no NIC), persistent connections and one connection "
-                        "per transaction, %s s per run, %s." % (
-                            ",".join(map(str, concs)), "1.5" if ctx.quick else "5",
-                            "one run per point" if ctx.quick else "median of 3"))
+    return _summarized(
+        data, data["fig1"], fig1_summary,
+        "The same sweep as fig1 on the real network: a Linux client "
+        "(benchmarks/rr_client.c) against the stack's echo server on its "
+        "TAP, one real core for the stack; the client and the kernel's side "
+        "of each connection share the machine's two cores with it. A "
+        "short-lived transaction is 9 host frames here, not the paper's 6: "
+        "the Linux client sends its request after the handshake's ACK and "
+        "closes first (SYN, SYN-ACK, ACK, request, reply, FIN, ACK, FIN, "
+        "ACK); at one connection in flight the persistent rate is bounded "
+        "by the round trip, not by the stack.",
+        "benchmarks/realnet.py --fig1 %s: 64 B echo transactions from "
+        "rr_client (namespace atcp-bench) against `acceltcp serve echo` (TAP "
+        "offloads on, no NIC), persistent connections and one connection "
+        "per transaction, %s s per run, %s." % (
+            ",".join(map(str, concs)), "1.5" if ctx.quick else "5",
+            "one run per point" if ctx.quick else "median of 3"))
 
 
 def fig10_real(ctx):
@@ -309,10 +311,7 @@ def _apps(ctx, part, summary, note, setup):
     data = _run(ctx, "apps", ["--skip-" + other, "--repeat", "1" if ctx.quick else "3",
                               "--placements", places] + size,
                 "table4" if part == "kv" else "table5")
-    cols, table = _table(data[part])
-    comparison, facts, plot = summary(data[part], data.get("lb_info") or {})
-    return Result(columns=cols, rows=table, comparison=comparison, note=note, plot=plot,
-                  samples=[data], facts=facts, setup=setup)
+    return _summarized(data, data[part], summary, note, setup, data.get("lb_info") or {})
 
 
 def _pick(rows, key, **match):
