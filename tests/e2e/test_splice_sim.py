@@ -232,3 +232,38 @@ def test_a_frame_passed_up_before_the_rule_goes_to_the_nic_not_reset():
         loop.run_for(3.0)
     _check_bytes(peers, c_data, s_data)
     assert b.counters.get("rsts_sent", 0) == rsts and proxy.counters["spliced"] == 1
+
+
+def test_a_straggler_after_the_splice_ended_is_dropped_not_reset_or_forwarded():
+    """Once the NIC reported the end (0x090D), a frame of the spliced tuples that still
+    reaches the host (the XDP NIC passes up what arrives after its rules are gone: a
+    duplicate ACK crossing the last ACK) is dropped and counted (drops["splice_late"]):
+    forwarded, it would leave the NIC untranslated; reset, it would break the endpoint's
+    TIME-WAIT."""
+    cfg = TcpConfig(rcv_buf=1 << 20, snd_buf=1 << 20, time_wait=1.0)
+    c_data, s_data = random.Random(3).randbytes(50_000), random.Random(4).randbytes(50_000)
+    with SimLoop(1) as loop:
+        net = make_pair(loop, config_a=cfg, config_b=cfg, nic_b=True, seed=1,
+                        bandwidth_bps=10e9, delay=20e-6, queue_limit=100000)
+        a, b = net
+        proxy = SpliceProxy(b, 8080, [(IP_A, 80)], config=cfg, rewrite=lambda h: REWRITTEN)
+        seen = []
+        net.link.a.add_tap(lambda f, t: seen.append(bytes(f))
+                           if f[36:38] == (8080).to_bytes(2, "big") else None)
+        peers = {}
+        lst = a.listen(80, 16, config=cfg)
+
+        def on_server(lst):
+            while (conn := lst.accept()) is not None:
+                peers["server"] = Peer(a, conn, b"", s_data, len(REWRITTEN))
+        lst.on_acceptable = on_server
+        peers["client"] = Peer(a, a.connect("198.18.0.2", 8080, config=cfg), HEAD, c_data, 1)
+        loop.run_until(lambda: all(p.done for p in peers.values()) and len(peers) == 2
+                       and proxy.counters["closed"], timeout=600)
+        before = dict(b.counters)
+        b.receive_frame(seen[-1])                    # the client's last frame, once more
+        after = b.counters
+    _check_bytes(peers, c_data, s_data)
+    assert b.drops["splice_late"] == 1
+    assert after["frames_out"] == before["frames_out"]
+    assert after.get("splice_late_forwarded", 0) == before.get("splice_late_forwarded", 0)

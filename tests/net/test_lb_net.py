@@ -199,5 +199,8 @@ def test_capacity_8_tables_under_1000_connections_xdp(request, bed, tmp_path, si
     assert app["spliced"] == c["splice_installed"] == c["splice_closed"] == \
         nc["splices_installed"] == nc["splices_closed"]
     assert s["splice_rules"] == 0
-    assert nc["drops"] == 0 and st["drops"] == {}
+    # the NIC drops nothing; the host only stragglers of ended splices (a duplicate ACK
+    # crossing the last ACK, passed up after the rules were gone: host.offload)
+    assert nc["drops"] == 0 and set(st["drops"]) <= {"splice_late"}, \
+        ({k: v for k, v in nc.items() if k.startswith("drop")}, st["drops"])
     assert set(nic["xdp"]["counters"].values()) == {0}, nic["xdp"]["counters"]

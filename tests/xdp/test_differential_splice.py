@@ -205,6 +205,34 @@ def test_data_fin_each_way_then_closed(pair, first):
     assert p.nic.counters["splices_closed"] == 1
 
 
+@pytest.mark.parametrize("server_tsval", [0x301, 0x302, 0xFFFFFFFF])
+def test_a_straggler_after_the_end_goes_to_the_host_not_to_the_cookie_check(
+        pair, server_tsval):
+    """Every TSval the splice sends has bit 0 (the cookie MARK) clear, as the host's own:
+    so a client segment that crosses the last ACK and arrives after the rules are gone
+    (a duplicate ACK echoing the server's latest TSval) goes up to the host as an
+    ordinary segment on the offloaded listener's port, never as a failed cookie (dropped,
+    drop_cookie_bad)."""
+    p = pair()
+    p.run(Listen(PROXY_IP, 8080, 1460, 7, True, True).frame(NIC_MAC, HOST_MAC), HOST, 0.0)
+    px = Proxy(s_ts=(server_tsval, 400))
+    installed(p, px)
+    c, s = px.from_client, px.from_server
+    now = T0
+    (_, out), = p.run(s(0, 0, 0x18, b"b" * 30, ts=(server_tsval, 4)), WIRE, now := now + 1)
+    echo = u32(out, 58)                                     # what the client got
+    assert echo & 1 == 0 and tcp_ok(out)
+    p.run(c(0, 30, 0x11, b"", ts=(5, echo)), WIRE, now := now + 1)          # FIN
+    (_, out), = p.run(s(30, 1, 0x11, b"", ts=((server_tsval + 1) & M, 6)), WIRE, now := now + 1)
+    echo = u32(out, 58)
+    assert echo & 1 == 0
+    (_, last), (_, end) = p.run(c(1, 31, 0x10, b"", ts=(7, echo)), WIRE, now := now + 1)
+    assert closed([(HOST, end)])[0].reason == control.SPLICE_END_FIN
+    straggler = c(1, 31, 0x10, b"", ts=(7, echo), ident=2)
+    assert p.run(straggler, WIRE, now, state=True) == [(HOST, straggler)]
+    assert p.nic.counters["cookie_ack_bad"] == 0 and p.nic.counters["drops"] == 0
+
+
 def test_fin_not_acknowledged_is_no_end(pair):
     p = pair()
     px = Proxy()

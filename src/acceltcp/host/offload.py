@@ -36,7 +36,11 @@ its own wait in the TAP's queue): for ``HANDED_LINGER`` seconds after an accepta
 the host drops segments of that 4-tuple (``drops["teardown_late"]``, ``late``) instead
 of resetting them; the peer's retransmission reaches the NIC.  The same race after a
 splice is installed: such a frame goes to the NIC like the held frames
-(``splice_late``, counted ``splice_late_forwarded``), whose rule translates it.
+(``splice_late``, counted ``splice_late_forwarded``), whose rule translates it.  And
+after the splice ended (0x090D): a straggler the NIC passed up once its rules were gone
+(an endpoint's duplicate ACK crossing the last ACK) is dropped for ``HANDED_LINGER``
+seconds (``drops["splice_late"]``): sent to the NIC it would leave untranslated, reset
+it would break the endpoint's TIME-WAIT.
 
 Splice (§4.3, Figure 7). ``nsplice(c, s, callback)`` joins the proxy's connection to
 the client (c) and to the server (s):
@@ -207,6 +211,7 @@ class NicOffload:
         self._spliced = {}                 # splice_id -> callback (the NIC runs it)
         self._handed = collections.OrderedDict()   # key -> until when: accepted lately
         self.spliced_lately = collections.OrderedDict()    # the same for splices
+        self.splice_ended = collections.OrderedDict()     # and for their ends
 
     def start(self):
         """Ask the NIC for its capacities (the answer arrives as a StatusReport)."""
@@ -310,6 +315,15 @@ class NicOffload:
             return False
         self._c["splice_late_forwarded"] += 1
         self.stack.send_raw(frame)
+        return True
+
+    def splice_ended_late(self, key, now):
+        """A frame with no TCB for `key`: did its splice end within HANDED_LINGER? Then
+        it is dropped (``drops["splice_late"]``), not reset."""
+        until = self.splice_ended.get(key)
+        if until is None or until < now:
+            return False
+        self.stack.drops["splice_late"] += 1
         return True
 
     def _teardown_refused(self, msg):
@@ -461,6 +475,10 @@ class NicOffload:
             self._c["nic_msgs_bad"] += 1
             return
         self._c["splice_closed"] += 1
+        now = self.stack.clock()
+        for key in ent[1:]:
+            self.spliced_lately.pop(key, None)
+            _linger(self.splice_ended, key, now)
         ent[0](msg)
 
     # ------------------------------------------------------------------ messages

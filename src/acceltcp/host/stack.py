@@ -121,6 +121,8 @@ HOST_DROP_REASONS = (
                               # owner is undecided (host.offload); the peer retransmits
     "teardown_late",          # for a connection the NIC took lately, queued before it
                               # did (host.offload): not reset; the peer retransmits
+    "splice_late",            # for a splice the NIC ended lately, passed up after its
+                              # rules were gone (host.offload): not reset, not forwarded
     "internal_error",         # an exception from a TCB/app callback (strict=False only)
 ) + LISTEN_DROP_REASONS + ARP_DROP_REASONS
 
@@ -275,6 +277,9 @@ class HostStack(OffloadContract, CpuCategories):
                 if off is not None and off.spliced_lately and \
                         off.splice_late(key, frame, self.clock()):
                     self._delivered += 1
+                    return
+                if off is not None and off.splice_ended and \
+                        off.splice_ended_late(key, self.clock()):
                     return
                 self._segment_slow(key, ip_src, seg, src)
             elif ethertype == ETHERTYPE_ARP:

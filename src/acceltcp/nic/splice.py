@@ -70,7 +70,13 @@ SACK blocks describe the *sender's receive* space, i.e. the peer's sequence numb
 so each edge moves with the rule's ΔACK. Timestamps: the two connections' TS clocks
 differ, so TSval moves by the rule's ``ts_shift`` (client clock -> the clock the
 server saw from the proxy) and TSecr by minus the paired rule's ts_shift (undoing
-what the reverse direction did). Window scale: windows a sender writes are in its own
+what the reverse direction did). A translated TSval has bit 0 cleared (rounded down to
+even: still non-decreasing), as the host clears it in every TSval it sends
+(tcp.syncookie's MARK): the client echoes what it last got, and a straggler of a
+spliced connection arriving after its rules are gone must not carry a TSecr that the
+dataplane takes for a cookie's (it goes up to the host as an ordinary segment, which
+drops it, ``drops["splice_late"]``). The receiver's echo comes back at most one tick
+low: RFC 7323 §4 uses TSecr only for RTT samples. Window scale: windows a sender writes are in its own
 shift (``wscale_in``), the receiver reads them with the shift it negotiated with the
 proxy (``wscale_out``); when they differ the field is rescaled
 ``min((w << in) >> out, 0xFFFF)`` — rounded down and clamped, i.e. never more than
@@ -369,11 +375,14 @@ class SpliceTable:
 
 def _shift_ts(frame, p, tsv, tse, cso_ts):
     """The one timestamp shift, for the fast path and the option walk: `tsv`/`tse` are
-    TSval + ΔTSval and TSecr + ΔTSecr, written at frame[p:p + 8] mod 2**32. Returns
-    the checksum-field delta: cso_ts, plus 1 for each of the two that passed 2**32
-    (the wrap rule in the module doc)."""
-    _ii_pack(frame, p, tsv & _M, tse & _M)
-    return cso_ts + (tsv >> 32) + (tse >> 32)
+    TSval + ΔTSval and TSecr + ΔTSecr, written at frame[p:p + 8] mod 2**32, the TSval
+    with bit 0 cleared. Returns the checksum-field delta: cso_ts, plus 1 for each of the
+    two that passed 2**32 (the wrap rule in the module doc), plus 1 if the cleared bit
+    was set (the value lost 1)."""
+    v = tsv & _M
+    odd = v & 1
+    _ii_pack(frame, p, v - odd, tse & _M)
+    return cso_ts + (tsv >> 32) + (tse >> 32) + odd
 
 
 def _options_slow(frame, i, end, dack, dts, dtsecr, cso_ts):

@@ -37,7 +37,8 @@ TSval (32 bits)::
     +----------------------------------+------+---------+------+
 
 * MARK (bit 0) = 1: "this TSval is a SYN-ACK cookie".  **The host keeps bit 0 of
-  every TSval it sends clear** (``tsval & ~1``, still non-decreasing), so an ACK
+  every TSval it sends clear** (``tsval & ~1``, still non-decreasing; the NIC's
+  splice translation too, ``nic.splice``), so an ACK
   whose TSecr has bit 0 clear is a normal segment and skips cookie verification
   (the paper's extra bit), and one with bit 0 set on an offloaded listener that
   fails ``check`` is forged or stale.

@@ -14,8 +14,9 @@
  *    flushing what it held while the splice was installed: splice_flushed);
  *  - not plain IPv4/TCP (IP options, fragment, short, bad data offset, malformed
  *    options) -> dropped untouched (drop_splice_untranslatable);
- *  - else the header rewritten: MACs, addresses, ports, seq + dseq, ack + dack, TSval,
- *    TSecr, every SACK edge (+ dack), the window rescaled when the two shifts differ;
+ *  - else the header rewritten: MACs, addresses, ports, seq + dseq, ack + dack,
+ *    TSval (bit 0 then cleared: the cookie MARK), TSecr, every SACK edge (+ dack), the
+ *    window rescaled when the two shifts differ;
  *    IP checksum field (csum + cso_ip) mod 0xFFFF, TCP's (csum + cso_tcp + wraps [+
  *    cso_ts] [+ edge deltas] [+ window delta]) mod 0xFFFF, where each translated 32-bit
  *    value that passes 2**32 adds one (RFC 1624; splice.py's docstring has the
@@ -112,6 +113,16 @@ static __always_inline __u32 sp_shift32(__u8 *b, __u32 d)
 	return y < x;
 }
 
+/* A TSval: shifted, then bit 0 cleared (the cookie MARK; splice.py _shift_ts) -> the
+ * field delta beyond cso_ts: 1 for a wrap, 1 more if the cleared bit was set */
+static __always_inline __u32 sp_shift_tsval(__u8 *b, __u32 d)
+{
+	__u32 x = load_be32(b), y = x + d;
+
+	store_be32(b, y & ~1u);
+	return (y < x) + (y & 1);
+}
+
 /* One option per call (splice.py _options_slow): TS values and SACK edges are shifted
  * in the copy as they are met; a malformed option sets err and the copy is discarded. */
 static long sp_opt_step(__u32 idx, struct sp_walk_ctx *x)
@@ -147,7 +158,7 @@ static long sp_opt_step(__u32 idx, struct sp_walk_ctx *x)
 			w->err = 1;
 			return 1;
 		}
-		w->c += sp_shift32(&w->b[(i + 2) & 63], w->dts);
+		w->c += sp_shift_tsval(&w->b[(i + 2) & 63], w->dts);
 		w->c += sp_shift32(&w->b[(i + 6) & 63], w->dtsecr);
 		w->c += w->cso_ts;
 	} else if (kind == 5) {                 /* RFC 2018 §3: 2 + 8n, edges in ack space */
@@ -216,7 +227,7 @@ static __always_inline int sp_frame(struct xdp_md *ctx, const struct atcp_cfg *c
 			goto untranslatable;
 		if (load_be32(f + 54) == SP_NOP_NOP_TS) {
 			/* Linux's TS-only layout: in place */
-			c += sp_shift32(f + 58, r->dts);
+			c += sp_shift_tsval(f + 58, r->dts);
 			c += sp_shift32(f + 62, r->dtsecr);
 			c += r->cso_ts;
 			goto options_done;
@@ -234,7 +245,7 @@ static __always_inline int sp_frame(struct xdp_md *ctx, const struct atcp_cfg *c
 		    load_be32(f + 66) == (0x01010500u | (doff - 34))) {
 			__u32 cso_edge = (0xFFFFu - r->dack % 0xFFFF) % 0xFFFF;
 
-			c += sp_shift32(f + 58, r->dts);
+			c += sp_shift_tsval(f + 58, r->dts);
 			c += sp_shift32(f + 62, r->dtsecr);
 			c += r->cso_ts;
 			for (__u32 k = 0; k < 6; k++) {
