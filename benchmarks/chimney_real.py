@@ -13,7 +13,7 @@ so the stack receives and sends --mib MiB on one connection, both ways at once. 
 client hashes what comes back (sha256 against the pattern's: byte-exact or the row
 fails). Configurations (``serve echo`` options), each also as KEY-nooffload, the TAP's
 offloads off (``--no-offload``: MTU frames between the kernel and the stack or NIC, full
-checksums in Python); all ten run by default:
+checksums in Python); all eleven run by default:
 
   host             the stack does the transfer itself, no NIC (TAP offloads on: the
                    kernel's checksum/TSO/GRO through the virtio-net header, so the stack
@@ -25,6 +25,10 @@ checksums in Python); all ten run by default:
                    on the NIC (the host's own TCB code) until the client's FIN, which
                    uploads it; the host finishes the echo's tail
   chimney-process  --nic process --offload chimney
+  nic-inline-toe-nooffload
+                   --nic inline --nic-toe csum,tso,lro --no-offload: the inline NIC
+                   completes the stack's checksums, cuts its 64 KiB super-segments and
+                   merges in-order segments for it (LRO); the kernel does none of it
 
 Measured over the transfer (a stats snapshot, SIGUSR1, before and after it):
 
@@ -79,7 +83,12 @@ CONFIGS = {}
 for _k, (_label, _extra) in _BASE.items():
     CONFIGS[_k] = (_label + ", TAP offloads on", _extra)
     CONFIGS[_k + "-nooffload"] = (_label + ", TAP offloads off", _extra + ["--no-offload"])
-DEFAULT_CONFIGS = tuple(_BASE) + tuple(k + "-nooffload" for k in _BASE)
+#: the inline NIC doing the TOE offloads itself (the TAP's off: the kernel does none)
+CONFIGS["nic-inline-toe-nooffload"] = (
+    "NIC inline with its TOE (csum, TSO, LRO), TAP offloads off",
+    ["--nic", "inline", "--nic-toe", "csum,tso,lro", "--no-offload"])
+DEFAULT_CONFIGS = tuple(_BASE) + tuple(k + "-nooffload" for k in _BASE) + \
+    ("nic-inline-toe-nooffload",)
 
 
 class BenchError(RuntimeError):

@@ -62,14 +62,15 @@ def test_chimney_100mib_each_way_with_cycles_under_2pct_loss(bed, tmp_path):
     bed.run(["nft", "delete", "table", "netdev", "atcp_loss"], check=False)
     st = srv.stop()
     assert cl["errors"] == [], cl
-    assert cl["received"] == n and cl["sha256"] == expected_sha256(4, n)
+    assert cl["received"] == n and cl["sha256"] == expected_sha256(4, n), cl
     c = st["counters"]
-    assert c["chimney_accepted"] >= 5 and c["chimney_upload_host_request"] >= 4, c
-    assert c.get("chimney_lost", 0) == 0 and c["conns_reset"] == 0
     ch = st["nic"]["chimney"]
-    assert ch["offloads"] == c["chimney_accepted"] and ch["uploads"] == ch["offloads"]
+    seen = ({k: v for k, v in c.items() if "chimney" in k or "reset" in k}, ch)
+    assert c["chimney_accepted"] >= 5 and c["chimney_upload_host_request"] >= 4, seen
+    assert c.get("chimney_lost", 0) == 0 and c["conns_reset"] == 0, seen
+    assert ch["offloads"] == c["chimney_accepted"] and ch["uploads"] == ch["offloads"], seen
     # offloaded about half of the time (taken back on one tick, offered on the next)
-    assert ch["bytes_to_host"] > n // 4 and ch["bytes_from_host"] > n // 10
+    assert ch["bytes_to_host"] > n // 4 and ch["bytes_from_host"] > n // 10, seen
 
 
 # A kernel client that streams to the echo server (64 KiB every 2 ms) and reads the

@@ -431,6 +431,14 @@ def _count(text):
 _count.__name__ = "count"          # argparse: "invalid count value"
 
 
+def _toe_list(text):
+    from ..nic.placements.sim import TOE_OFFLOADS
+    names = [t for t in text.split(",") if t]
+    if not names or not set(names) <= set(TOE_OFFLOADS):
+        raise argparse.ArgumentTypeError("a comma list of %s" % ", ".join(TOE_OFFLOADS))
+    return tuple(names)
+
+
 def _seconds(text):
     v = float(text)
     if not v >= 0 or v == float("inf"):
@@ -489,6 +497,12 @@ def _add_serve_options(p):
                         "connection up with the client's first data (their clients speak "
                         "first; Linux's TCP_DEFER_ACCEPT): one frame less per connection. "
                         "This hands it up with the handshake ACK instead")
+    g.add_argument("--nic-toe", type=_toe_list, metavar="LIST",
+                   help="--nic inline: comma list of the classic TOE offloads the NIC does "
+                        "at its host port: csum (completes the stack's partial checksums), "
+                        "tso (cuts its 64 KiB super-segments), lro (merges in-order "
+                        "segments for it); with --no-offload the TAP's kernel does none "
+                        "of them (docs/nic.md)")
     g.add_argument("--nic-listeners", type=_count, metavar="N",
                    help="NIC listener table capacity (the dataplane's default if unset)")
     g.add_argument("--nic-handed-flows", type=_count, metavar="N",

@@ -52,7 +52,8 @@ def tap_host(args, **host_kw):
                        tso=args.tso if args.offload else False, config=tcp_config(args),
                        pcap=args.pcap, batch=args.batch, nic=getattr(args, "nic", "none"),
                        dataplane=dataplane_kwargs(args), isn=getattr(args, "isn", None),
-                       nic_watchdog=getattr(args, "nic_watchdog", 1.0), **host_kw)
+                       nic_watchdog=getattr(args, "nic_watchdog", 1.0),
+                       nic_toe=getattr(args, "nic_toe", None) or (), **host_kw)
     except (TestbedError, OSError, NicStartError, ValueError, XdpUnavailable) as e:
         loop.close()
         what = "%s %s" % (args.command, getattr(args, "app", "") or "")

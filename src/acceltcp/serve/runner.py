@@ -122,7 +122,8 @@ class TapHost:
     runner.
 
     ``nic_watchdog``: seconds a process NIC may stay silent after a probe before the host
-    kills it and takes the TAP over (0: never; docs/placements.md).
+    kills it and takes the TAP over (0: never; docs/placements.md).  ``nic_toe``: the
+    inline NIC's TOE offloads (any of "csum", "tso", "lro"; placements/inline.py).
 
     ``TapHost(loop, netns="atcp-peer", offload=True, ...)``; ``close()`` tears it down
     (the TAP netdev disappears with its fd; a NIC process is ended and reaped first).
@@ -134,12 +135,15 @@ class TapHost:
                  prefixlen=None, stack_mac=None, peer_mac=None, offload=True, tso=None,
                  config=None, pcap=None, batch=256, mtu=1500, name="tap", nic="none",
                  dataplane=None, nic_stats_interval=0.5, isn=None, nic_watchdog=1.0,
-                 tap=None, ephemeral=None):
+                 tap=None, ephemeral=None, nic_toe=()):
         from ..testbed import netns as tb
         from ..wire.ethernet import mac_from_str
         from ..nic import placements as nicmod
         if nic not in nicmod.PLACEMENTS:
             raise ValueError("nic must be one of %s" % (nicmod.PLACEMENTS,))
+        if nic_toe and nic != "inline":
+            raise ValueError("the NIC's TOE offloads (--nic-toe) are in the inline "
+                             "placement, not in %r" % (nic,))
         netns = netns or tb.DEFAULT_NS
         tap_name = tap_name or tb.TAP_NAME
         self.netns = netns
@@ -203,7 +207,10 @@ class TapHost:
             else:
                 if nic == "inline":
                     dp, ignored = nicmod.make_dataplane(mac, dataplane or {})
-                    self.device = nicmod.InlineNicDevice(self.tap, dp, loop.time, ignored)
+                    self.device = nicmod.InlineNicDevice(self.tap, dp, loop.time, ignored,
+                                                         toe=nic_toe)
+                    if "tso" in nic_toe:
+                        tso = True               # the NIC cuts the super-segments
                 elif nic == "xdp":
                     self.device = nicmod.XdpNicDevice(self.tap, self.veth, (netns, tap_name),
                                                       dataplane=dataplane, clock=loop.time)

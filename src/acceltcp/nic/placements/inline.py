@@ -8,13 +8,25 @@ first (frames for the wire written back at once, frames for the host collected),
 delivers the collected frames to the stack with the wire frame's ``csum_ok``. The NIC's
 share (TAP reads and writes, the dataplane) is measured apart in ``nic_cpu_ns``, which
 the runner subtracts from the stack's. The dataplane's own timer (``next_deadline`` /
-``on_timer``) is a ``loop.call_at`` of the device."""
+``on_timer``) is a ``loop.call_at`` of the device.
+
+The classic TOE offloads (``toe``: any of "csum", "tso", "lro"; nic/toe.py), as the
+simulator's NIC has them (placements/sim.py): with "csum" or "tso" the stack hands its
+data segments to ``send_segment`` (partial checksum, maybe a 64 KiB super-segment) and
+the NIC completes and cuts them, each resulting frame through the dataplane's host port
+and out to the TAP as a plain frame; with "lro" the frames of one poll batch for the
+host are coalesced before the stack sees them.  Without ``toe`` such segments go to the
+TAP as they are, for the kernel to complete (the TAP's own offloads, ``tap.offload``).
+``host_port`` counts what crosses between the stack and the NIC (frames and bytes each
+way: the "PCIe transfers" the offloads save)."""
 
 import time
 
 from ...io.deadline import DeadlineTimer
 from ..dataplane import HOST, WIRE, GsoFrame
+from ..toe import Lro, segment
 from .base import _HostPort, status_dict
+from .sim import TOE_OFFLOADS
 
 __all__ = ["InlineNicDevice"]
 
@@ -28,8 +40,19 @@ class InlineNicDevice(_HostPort):
     placement = "inline"
     chimney = True          # the Python dataplane runs TCP Chimney (nic.chimney)
 
-    def __init__(self, tap, dataplane, clock=time.monotonic, ignored=()):
+    def __init__(self, tap, dataplane, clock=time.monotonic, ignored=(), toe=()):
         super().__init__(tap)
+        toe = frozenset(toe)
+        if not toe <= set(TOE_OFFLOADS):
+            raise ValueError("toe offloads are %s, got %s" % (TOE_OFFLOADS, sorted(toe)))
+        self.toe = toe
+        self._cut = bool(toe & {"csum", "tso"})
+        if self._cut:
+            self.offload = True              # the stack uses send_segment
+        self.lro = Lro() if "lro" in toe else None
+        self.host_port = dict.fromkeys(("frames_to_host", "bytes_to_host",
+                                        "frames_from_host", "bytes_from_host",
+                                        "segments_from_host", "tso_segments"), 0)
         self.dataplane = dataplane
         self.syn_window = dataplane.syn_window
         self.ignored = list(ignored)
@@ -51,13 +74,27 @@ class InlineNicDevice(_HostPort):
         self.nic_cpu_ns += _ptime() - t0
         if rx:
             self._rx = []
+            if self.lro is not None:
+                rx = self._coalesce(rx)
+            hp = self.host_port
+            hp["frames_to_host"] += len(rx)
             recv = self._receiver
             if recv is not None:
                 for frame, ok in rx:
+                    hp["bytes_to_host"] += len(frame)
                     recv(frame, ok)
         if (n or rx) and self._batch_end is not None:
             self._batch_end()
         return n + len(rx)
+
+    def _coalesce(self, rx):
+        """LRO over a batch of (frame, csum_ok): a merged frame is new, its checksums
+        verified part by part and recomputed (csum_ok); the others keep their flag."""
+        t0 = _ptime()
+        ok = {id(f): c for f, c in rx}
+        out = [(f, ok.get(id(f), True)) for f in self.lro.coalesce([f for f, _ in rx])]
+        self.nic_cpu_ns += _ptime() - t0
+        return out
 
     def _from_wire(self, frame, csum_ok):
         tap = self.tap
@@ -78,10 +115,21 @@ class InlineNicDevice(_HostPort):
         tap = self.tap
         now = self._clock()
         woke = False
+        hp = self.host_port
+        hp["frames_from_host"] += len(items)
         for item in items:
             if item.__class__ is tuple:
-                tap.send_segment(*item)
+                hp["bytes_from_host"] += len(item[0]) + len(item[1])
+                hp["segments_from_host"] += 1
+                if not self._cut:
+                    tap.send_segment(*item)
+                    continue
+                frames = segment(*item)
+                hp["tso_segments"] += len(frames)
+                for frame in frames:                 # complete: their checksums are done
+                    woke |= self._route(dp.process(frame, HOST, now))
                 continue
+            hp["bytes_from_host"] += len(item)
             self._record(item)
             woke |= self._route(dp.process(item, HOST, now, False, tap.offload))
         self._arm()
@@ -132,6 +180,10 @@ class InlineNicDevice(_HostPort):
                 "counters": dict(dp.counters), "status": status_dict(dp),
                 "syn_window": dp.syn_window, "ignored_kwargs": self.ignored,
                 "chimney": dict(dp.chimney.counters) if dp.chimney is not None else None,
+                "toe": sorted(self.toe), "host_port": dict(self.host_port),
+                "lro": None if self.lro is None else
+                {"merges": self.lro.merges, "merged_frames": self.lro.merged_frames,
+                 "bad_checksum": self.lro.bad_checksum},
                 "cpu": {"busy_s": self.nic_cpu_ns / 1e9}}
 
     def close(self):
