@@ -1,25 +1,31 @@
-"""The classic TOE offloads in the inline NIC (``serve --nic inline --nic-toe
+"""The classic TOE offloads in the Python NIC (``serve --nic inline|process --nic-toe
 csum,tso,lro --no-offload``: the TAP's kernel does none of them, the NIC all three)
 against a Linux peer: 20 MiB each way under 2 % loss each way, byte-exact; the stack
 handed the NIC super-segments that it cut (TSO), the NIC merged in-order segments for
 the stack (LRO) and saw no bad checksum, and fewer, larger transfers crossed the host
 port than frames crossed the wire."""
 
+import json
+import os
+import signal
+
 import pytest
 
 from acceltcp.serve.runner import TapHost
 from acceltcp.testbed.peer import expected_sha256
 
-from .conftest import STACK_IP
+from .conftest import PEER, STACK_IP, wait_for
 
 NEEDS_ROOT = True
 MiB = 1 << 20
 
 
-def test_echo_20mib_each_way_under_2pct_loss_with_the_nics_tso_lro_csum(bed, tmp_path):
+@pytest.mark.parametrize("placement", ["inline", "process"])
+def test_echo_20mib_each_way_under_2pct_loss_with_the_nics_tso_lro_csum(bed, tmp_path,
+                                                                        placement):
     n = 20 * MiB
     srv = bed.serve("echo", 7, stats=tmp_path / "serve.json",
-                    extra=["--nic", "inline", "--no-offload", "--nic-toe", "csum,tso,lro"])
+                    extra=["--nic", placement, "--no-offload", "--nic-toe", "csum,tso,lro"])
     bed.loss(2, 2)
     cl = bed.peer("duplex", STACK_IP, 7, "--bytes", n, "--seed", 5, "--timeout", 300,
                   timeout=600)
@@ -40,6 +46,29 @@ def test_echo_20mib_each_way_under_2pct_loss_with_the_nics_tso_lro_csum(bed, tmp
     assert st["drops"] == {}, st["drops"]
 
 
-def test_toe_only_in_the_inline_placement():
-    with pytest.raises(ValueError, match="inline"):
-        TapHost(None, nic="process", nic_toe=("tso",))
+def test_toe_only_in_the_python_placements():
+    with pytest.raises(ValueError, match="inline and process"):
+        TapHost(None, nic="xdp", nic_toe=("tso",))
+
+
+def test_nic_process_killed_mid_transfer_the_host_cuts_its_own_segments(bed, tmp_path):
+    """The NIC process doing TSO dies in the middle of 20 MiB each way: the host takes the
+    TAP over (no kernel offloads on it) and cuts its super-segments itself
+    (placements/process.py), the transfer completes byte-exact."""
+    n = 20 * MiB
+    srv = bed.serve("echo", 7, stats=tmp_path / "serve.json",
+                    extra=["--nic", "process", "--no-offload", "--nic-toe", "csum,tso,lro"])
+    nic_pid = srv.snapshot()["nic"]["pid"]
+    cl = bed.popen(PEER + ["duplex", STACK_IP, "7", "--bytes", str(n), "--seed", "6",
+                           "--timeout", "300"])
+    assert wait_for(lambda: srv.snapshot()["nic"]["host_port"]["tso_segments"] > 1000,
+                    timeout=60)
+    os.kill(nic_pid, signal.SIGKILL)
+    cl.p.wait(300)
+    res = json.loads(cl.p.communicate()[0].strip().splitlines()[-1])
+    st = srv.stop()
+    assert res["errors"] == [], res
+    assert res["received"] == n and res["sha256"] == expected_sha256(6, n)
+    assert st["nic_lost"] == 1 and st["counters"].get("conns_reset", 0) == 0, st["counters"]
+    # the host cut segments of its own after the NIC was gone
+    assert st["nic"]["host_tso_segments"] > 1000, st["nic"]

@@ -498,7 +498,8 @@ def _add_serve_options(p):
                         "first; Linux's TCP_DEFER_ACCEPT): one frame less per connection. "
                         "This hands it up with the handshake ACK instead")
     g.add_argument("--nic-toe", type=_toe_list, metavar="LIST",
-                   help="--nic inline: comma list of the classic TOE offloads the NIC does "
+                   help="--nic inline|process: comma list of the classic TOE offloads the "
+                        "NIC does "
                         "at its host port: csum (completes the stack's partial checksums), "
                         "tso (cuts its 64 KiB super-segments), lro (merges in-order "
                         "segments for it); with --no-offload the TAP's kernel does none "

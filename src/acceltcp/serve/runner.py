@@ -123,7 +123,7 @@ class TapHost:
 
     ``nic_watchdog``: seconds a process NIC may stay silent after a probe before the host
     kills it and takes the TAP over (0: never; docs/placements.md).  ``nic_toe``: the
-    inline NIC's TOE offloads (any of "csum", "tso", "lro"; placements/inline.py).
+    inline or process NIC's TOE offloads (any of "csum", "tso", "lro"; nic/toe.py).
 
     ``TapHost(loop, netns="atcp-peer", offload=True, ...)``; ``close()`` tears it down
     (the TAP netdev disappears with its fd; a NIC process is ended and reaped first).
@@ -141,9 +141,11 @@ class TapHost:
         from ..nic import placements as nicmod
         if nic not in nicmod.PLACEMENTS:
             raise ValueError("nic must be one of %s" % (nicmod.PLACEMENTS,))
-        if nic_toe and nic != "inline":
-            raise ValueError("the NIC's TOE offloads (--nic-toe) are in the inline "
-                             "placement, not in %r" % (nic,))
+        if nic_toe and nic not in ("inline", "process"):
+            raise ValueError("the NIC's TOE offloads (--nic-toe) are in the inline and "
+                             "process placements, not in %r" % (nic,))
+        if "tso" in (nic_toe or ()):
+            tso = True                           # the NIC cuts the super-segments
         netns = netns or tb.DEFAULT_NS
         tap_name = tap_name or tb.TAP_NAME
         self.netns = netns
@@ -203,14 +205,12 @@ class TapHost:
                                                       pcap_fd=pcap_fd,
                                                       stats_interval=nic_stats_interval,
                                                       watchdog=nic_watchdog,
-                                                      clock=loop.time)
+                                                      clock=loop.time, toe=nic_toe)
             else:
                 if nic == "inline":
                     dp, ignored = nicmod.make_dataplane(mac, dataplane or {})
                     self.device = nicmod.InlineNicDevice(self.tap, dp, loop.time, ignored,
                                                          toe=nic_toe)
-                    if "tso" in nic_toe:
-                        tso = True               # the NIC cuts the super-segments
                 elif nic == "xdp":
                     self.device = nicmod.XdpNicDevice(self.tap, self.veth, (netns, tap_name),
                                                       dataplane=dataplane, clock=loop.time)

@@ -13,11 +13,13 @@ One asyncio loop, three event sources, each handled in one batch:
 
 * TAP readable: read a batch until EAGAIN (``TapDevice.poll``); every frame goes
   through ``process(frame, WIRE, now, csum_ok)``; frames for the wire are written back at
-  once, frames for the host are queued as FRAME records carrying ``csum_ok``; then the
-  whole queue leaves with one sendmsg.
+  once, frames for the host are queued as FRAME records carrying ``csum_ok`` (with
+  ``--toe lro``, the batch's frames coalesced first); then the whole queue leaves with
+  one sendmsg.
 * channel readable: every record of the host's batch; FRAME -> ``process(frame, HOST,
   now)`` (replies for the host queued), SEGMENT -> ``TapDevice.send_segment`` (the
-  kernel completes checksum/TSO), STATS_REQUEST -> a STATS record, PING -> a PONG
+  kernel completes checksum/TSO; with ``--toe csum|tso`` this process does, nic/toe.py,
+  each frame through the dataplane's host port), STATS_REQUEST -> a STATS record, PING -> a PONG
   with the same number (the host's watchdog); then one flush.
 * the dataplane's deadline (``next_deadline`` / ``on_timer``): a ``loop.call_at``.
 
@@ -52,6 +54,7 @@ from ...io import nicchannel as nc
 from ...io.deadline import DeadlineTimer
 from ...io.tap import TapDevice
 from ..dataplane import HOST, WIRE, GsoFrame
+from ..toe import Lro, segment
 from .base import is_control_frame, make_dataplane, status_dict
 
 __all__ = ["NicProcess", "InheritedTap", "main"]
@@ -110,7 +113,13 @@ class NicProcess:
     """The dataplane between an (inherited) TAP and the host port (module doc)."""
 
     def __init__(self, loop, tap, channel, dataplane, *, pcap=None, stats_interval=0.5,
-                 ignored=()):
+                 ignored=(), toe=()):
+        self.toe = frozenset(toe)
+        self._cut = bool(self.toe & {"csum", "tso"})
+        self.lro = Lro() if "lro" in self.toe else None
+        self._rx = []                      # LRO: this TAP batch's frames for the host
+        self.host_port = dict.fromkeys(("frames_to_host", "segments_from_host",
+                                        "tso_segments"), 0)
         self.loop = loop
         self.tap = tap
         self.channel = channel
@@ -146,6 +155,13 @@ class NicProcess:
     def _on_tap(self):
         t0 = _ptime()
         self._activity += self.tap.poll()
+        if self._rx:
+            ok = {id(f): c for f, c in self._rx}
+            frames = self.lro.coalesce([f for f, _ in self._rx])
+            self._rx = []
+            for f in frames:                 # a merged frame: verified part by part
+                self.channel.queue_frame(f, ok.get(id(f), True))
+                self.host_port["frames_to_host"] += 1
         self._after(t0)
 
     def _from_wire(self, frame, csum_ok):
@@ -155,7 +171,11 @@ class NicProcess:
         for port, out in self.dp.process(frame, WIRE, self.loop.time(), csum_ok,
                                          tap.rx_partial, tap.rx_gso_size):
             if port == HOST:
-                ch.queue_frame(out, csum_ok)
+                if self.lro is not None:
+                    self._rx.append((out, csum_ok))
+                else:
+                    ch.queue_frame(out, csum_ok)
+                    self.host_port["frames_to_host"] += 1
                 if pcap is not None and is_control_frame(out):
                     pcap.add(out, time.time())
             elif out.__class__ is GsoFrame:
@@ -183,11 +203,24 @@ class NicProcess:
                             tap.send(out)
                     else:
                         ch.queue_frame(out)
+                        self.host_port["frames_to_host"] += 1
                         if pcap is not None and is_control_frame(out):
                             pcap.add(out, time.time())
             elif kind == nc.SEGMENT:
                 mv = memoryview(body)
-                tap.send_segment(mv[:hlen], mv[hlen:], gso)
+                if not self._cut:
+                    tap.send_segment(mv[:hlen], mv[hlen:], gso)
+                    continue
+                frames = segment(mv[:hlen], mv[hlen:], gso)      # the NIC's TSO
+                self.host_port["segments_from_host"] += 1
+                self.host_port["tso_segments"] += len(frames)
+                for f in frames:
+                    for port, out in dp.process(f, HOST, now):
+                        if port == WIRE:
+                            tap.send(out)
+                        else:
+                            ch.queue_frame(out)
+                            self.host_port["frames_to_host"] += 1
             elif kind == nc.STATS_REQUEST:
                 self._send_stats(_U32.unpack(body)[0])
             elif kind == nc.PING:
@@ -206,6 +239,7 @@ class NicProcess:
                 self.tap.send(out)
             else:
                 self.channel.queue_frame(out)
+                self.host_port["frames_to_host"] += 1
                 if self.pcap is not None and is_control_frame(out):
                     self.pcap.add(out, time.time())
         self._activity += 1
@@ -255,6 +289,10 @@ class NicProcess:
         ch = self.dp.chimney
         if ch is not None:
             doc["chimney"] = dict(ch.counters)
+        doc["host_port"] = dict(self.host_port)
+        if self.lro is not None:
+            doc["lro"] = {"merges": self.lro.merges, "merged_frames": self.lro.merged_frames,
+                          "bad_checksum": self.lro.bad_checksum}
         return doc
 
     def _send_stats(self, request_id):
@@ -307,6 +345,7 @@ def main(argv=None):
     p.add_argument("--dataplane", default="{}", help="NicDataplane kwargs as JSON")
     p.add_argument("--pcap-fd", type=int)
     p.add_argument("--stats-interval", type=float, default=0.5)
+    p.add_argument("--toe", default="", help="comma list of TOE offloads: csum,tso,lro")
     a = p.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     mac = bytes.fromhex(a.mac)
@@ -316,7 +355,7 @@ def main(argv=None):
     ch = nc.NicChannel(socket.socket(fileno=a.channel_fd), accept=nc.HOST_TO_NIC)
     pcap = _PcapAppender(a.pcap_fd) if a.pcap_fd is not None else None
     nic = NicProcess(loop, tap, ch, dp, pcap=pcap, stats_interval=a.stats_interval,
-                     ignored=ignored)
+                     ignored=ignored, toe=[t for t in a.toe.split(",") if t])
     loop.add_signal_handler(signal.SIGTERM, nic.stop)
     try:
         nic.hello()

@@ -23,7 +23,9 @@ import time
 
 from ...io import nicchannel as nc
 from ...io.deadline import DeadlineTimer
+from ..toe import segment
 from .base import NicStartError, _HostPort, is_control_frame
+from .sim import TOE_OFFLOADS
 
 __all__ = ["ProcessNicDevice"]
 
@@ -46,8 +48,14 @@ class ProcessNicDevice(_HostPort):
 
     def __init__(self, tap, *, dataplane=None, pcap_fd=None, stats_interval=0.5,
                  start_timeout=15.0, watchdog=1.0, clock=time.monotonic,
-                 spawn=subprocess.Popen):
+                 spawn=subprocess.Popen, toe=()):
         super().__init__(tap)
+        self.toe = frozenset(toe)
+        if not self.toe <= set(TOE_OFFLOADS):
+            raise ValueError("toe offloads are %s, got %s" % (TOE_OFFLOADS, sorted(toe)))
+        if self.toe & {"csum", "tso"}:
+            self.offload = True              # the stack uses send_segment
+        self.host_tso_segments = 0           # cut here once the NIC is gone (_to_tap)
         self.alive = True
         self.lost_reason = None
         self.exit_status = None
@@ -74,6 +82,8 @@ class ProcessNicDevice(_HostPort):
         fds = [tap.fd, nic_end.fileno()]
         if tap.offload:
             argv.append("--offload")
+        if self.toe:
+            argv += ["--toe", ",".join(sorted(self.toe))]
         if pcap_fd is not None:
             argv += ["--pcap-fd", str(pcap_fd)]
             fds.append(pcap_fd)
@@ -160,7 +170,13 @@ class ProcessNicDevice(_HostPort):
         tap = self.tap
         for item in items:
             if item.__class__ is tuple:
-                tap.send_segment(*item)
+                if tap.offload:
+                    tap.send_segment(*item)
+                else:                           # the stack chose the NIC's TOE: cut here
+                    frames = segment(*item)
+                    self.host_tso_segments += len(frames)
+                    for frame in frames:
+                        tap.send(frame)
             elif is_control_frame(item):
                 self.ctl_dropped += 1           # no NIC to take it: never to the wire
             else:
@@ -417,7 +433,9 @@ class ProcessNicDevice(_HostPort):
                "report_age_s": (time.monotonic() - self.report_time
                                 if self.report_time is not None else None),
                "stats_bad": self.stats_bad, "ctl_dropped": self.ctl_dropped,
-               "chimney": rep.get("chimney")}
+               "chimney": rep.get("chimney"), "toe": sorted(self.toe),
+               "host_port": rep.get("host_port"), "lro": rep.get("lro"),
+               "host_tso_segments": self.host_tso_segments}
         hb = self.heartbeat
         out["watchdog"] = None if hb is None else {
             "deadline_s": hb.deadline, "interval_s": hb.interval, "probes": hb.probes,
