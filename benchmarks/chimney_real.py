@@ -13,7 +13,7 @@ so the stack receives and sends --mib MiB on one connection, both ways at once. 
 client hashes what comes back (sha256 against the pattern's: byte-exact or the row
 fails). Configurations (``serve echo`` options), each also as KEY-nooffload, the TAP's
 offloads off (``--no-offload``: MTU frames between the kernel and the stack or NIC, full
-checksums in Python); all eleven run by default:
+checksums in Python); all twelve run by default:
 
   host             the stack does the transfer itself, no NIC (TAP offloads on: the
                    kernel's checksum/TSO/GRO through the virtio-net header, so the stack
@@ -25,8 +25,8 @@ checksums in Python); all eleven run by default:
                    on the NIC (the host's own TCB code) until the client's FIN, which
                    uploads it; the host finishes the echo's tail
   chimney-process  --nic process --offload chimney
-  nic-inline-toe-nooffload
-                   --nic inline --nic-toe csum,tso,lro --no-offload: the inline NIC
+  nic-inline-toe-nooffload, nic-process-toe-nooffload
+                   --nic inline|process --nic-toe csum,tso,lro --no-offload: the NIC
                    completes the stack's checksums, cuts its 64 KiB super-segments and
                    merges in-order segments for it (LRO); the kernel does none of it
 
@@ -83,12 +83,13 @@ CONFIGS = {}
 for _k, (_label, _extra) in _BASE.items():
     CONFIGS[_k] = (_label + ", TAP offloads on", _extra)
     CONFIGS[_k + "-nooffload"] = (_label + ", TAP offloads off", _extra + ["--no-offload"])
-#: the inline NIC doing the TOE offloads itself (the TAP's off: the kernel does none)
-CONFIGS["nic-inline-toe-nooffload"] = (
-    "NIC inline with its TOE (csum, TSO, LRO), TAP offloads off",
-    ["--nic", "inline", "--nic-toe", "csum,tso,lro", "--no-offload"])
+#: the NIC doing the TOE offloads itself (the TAP's off: the kernel does none of them)
+for _p in ("inline", "process"):
+    CONFIGS["nic-%s-toe-nooffload" % _p] = (
+        "NIC %s with its TOE (csum, TSO, LRO), TAP offloads off" % _p,
+        ["--nic", _p, "--nic-toe", "csum,tso,lro", "--no-offload"])
 DEFAULT_CONFIGS = tuple(_BASE) + tuple(k + "-nooffload" for k in _BASE) + \
-    ("nic-inline-toe-nooffload",)
+    ("nic-inline-toe-nooffload", "nic-process-toe-nooffload")
 
 
 class BenchError(RuntimeError):

@@ -65,31 +65,45 @@ def _isn_near_wrap(seed):
     return lambda *a: (0x100000000 - rnd.randrange(100_000, 600_000))
 
 
-def _run(size, faults=None, seed=1, splice=True, nic_kwargs=None, client_waits=True,
-         buf=1 << 20):
+def _setup(loop, size, faults=None, seed=1, splice=True, nic_kwargs=None, client_waits=True,
+           buf=1 << 20, keep=None):
+    """Client and server on stack a, the proxy on stack b behind the NIC, the exchange
+    started; `keep(frame)`: which frames stack a sends are recorded. -> (net, proxy,
+    peers, client data, server data, recorded frames)."""
     cfg = TcpConfig(rcv_buf=buf, snd_buf=buf, time_wait=1.0)
     c_data = random.Random(seed).randbytes(size)
     s_data = random.Random(seed + 1).randbytes(size + 777)
-    with SimLoop(seed) as loop:
-        net = make_pair(loop, config_a=cfg, config_b=cfg, nic_b=True, faults=faults,
-                        seed=seed, bandwidth_bps=10e9, delay=20e-6, queue_limit=100000,
-                        stack_a={"isn": _isn_near_wrap(seed)},
-                        stack_b={"isn": _isn_near_wrap(seed + 7)},
-                        nic_kwargs=nic_kwargs)
-        a, b = net
-        proxy = SpliceProxy(b, 8080, [(IP_A, 80)], splice=splice, config=cfg,
-                            rewrite=lambda h: REWRITTEN)
-        peers = {}
-        server_lst = a.listen(80, 16, config=cfg)
+    net = make_pair(loop, config_a=cfg, config_b=cfg, nic_b=True, faults=faults,
+                    seed=seed, bandwidth_bps=10e9, delay=20e-6, queue_limit=100000,
+                    stack_a={"isn": _isn_near_wrap(seed)},
+                    stack_b={"isn": _isn_near_wrap(seed + 7)},
+                    nic_kwargs=nic_kwargs)
+    a, b = net
+    proxy = SpliceProxy(b, 8080, [(IP_A, 80)], splice=splice, config=cfg,
+                        rewrite=lambda h: REWRITTEN)
+    seen = []
+    if keep is not None:
+        net.link.a.add_tap(lambda f, t: seen.append(bytes(f)) if keep(f) else None)
+    peers = {}
+    server_lst = a.listen(80, 16, config=cfg)
 
-        def on_server(lst):
-            while (conn := lst.accept()) is not None:
-                peers["server"] = Peer(a, conn, b"", s_data, len(REWRITTEN))
-        server_lst.on_acceptable = on_server
-        conn = a.connect("198.18.0.2", 8080, config=cfg)
-        peers["client"] = Peer(a, conn, HEAD, c_data, 1 if client_waits else 0)
-        loop.run_until(lambda: all(p.done for p in peers.values()) and len(peers) == 2
-                       and proxy.counters["closed"], timeout=600)
+    def on_server(lst):
+        while (conn := lst.accept()) is not None:
+            peers["server"] = Peer(a, conn, b"", s_data, len(REWRITTEN))
+    server_lst.on_acceptable = on_server
+    conn = a.connect("198.18.0.2", 8080, config=cfg)
+    peers["client"] = Peer(a, conn, HEAD, c_data, 1 if client_waits else 0)
+    return net, proxy, peers, c_data, s_data, seen
+
+
+def _all_done(peers, proxy):
+    return all(p.done for p in peers.values()) and len(peers) == 2 and proxy.counters["closed"]
+
+
+def _run(size, seed=1, **kw):
+    with SimLoop(seed) as loop:
+        net, proxy, peers, c_data, s_data, _ = _setup(loop, size, seed=seed, **kw)
+        loop.run_until(lambda: _all_done(peers, proxy), timeout=600)
         loop.run_for(3.0)
         return net, proxy, peers, c_data, s_data
 
@@ -205,30 +219,14 @@ def test_a_frame_passed_up_before_the_rule_goes_to_the_nic_not_reset():
     rule translates it: a duplicate for the client), and never resets the server.
     Emulated here: once the splice is installed, a copy of a server frame the proxy
     received before is given to the proxy's stack again."""
-    cfg = TcpConfig(rcv_buf=1 << 20, snd_buf=1 << 20, time_wait=1.0)
-    c_data, s_data = random.Random(1).randbytes(300_000), random.Random(2).randbytes(300_000)
     with SimLoop(1) as loop:
-        net = make_pair(loop, config_a=cfg, config_b=cfg, nic_b=True, seed=1,
-                        bandwidth_bps=10e9, delay=20e-6, queue_limit=100000)
-        a, b = net
-        proxy = SpliceProxy(b, 8080, [(IP_A, 80)], config=cfg, rewrite=lambda h: REWRITTEN)
-        seen = []
-        net.link.a.add_tap(lambda f, t: seen.append(bytes(f))
-                           if f[34:36] == (80).to_bytes(2, "big") and len(f) > 66 else None)
-        peers = {}
-        lst = a.listen(80, 16, config=cfg)
-
-        def on_server(lst):
-            while (conn := lst.accept()) is not None:
-                peers["server"] = Peer(a, conn, b"", s_data, len(REWRITTEN))
-        lst.on_acceptable = on_server
-        peers["client"] = Peer(a, a.connect("198.18.0.2", 8080, config=cfg), HEAD, c_data, 1)
+        (_, b), proxy, peers, c_data, s_data, seen = _setup(
+            loop, 300_000, keep=lambda f: f[34:36] == (80).to_bytes(2, "big") and len(f) > 66)
         loop.run_until(lambda: b.counters.get("splice_installed") == 1, timeout=60)
         rsts = b.counters.get("rsts_sent", 0)
         b.receive_frame(seen[0])                     # a server frame, passed up "late"
         assert b.counters.get("splice_late_forwarded") == 1 and b.counters.get("rsts_sent", 0) == rsts
-        loop.run_until(lambda: all(p.done for p in peers.values()) and len(peers) == 2
-                       and proxy.counters["closed"], timeout=600)
+        loop.run_until(lambda: _all_done(peers, proxy), timeout=600)
         loop.run_for(3.0)
     _check_bytes(peers, c_data, s_data)
     assert b.counters.get("rsts_sent", 0) == rsts and proxy.counters["spliced"] == 1
@@ -240,26 +238,10 @@ def test_a_straggler_after_the_splice_ended_is_dropped_not_reset_or_forwarded():
     duplicate ACK crossing the last ACK) is dropped and counted (drops["splice_late"]):
     forwarded, it would leave the NIC untranslated; reset, it would break the endpoint's
     TIME-WAIT."""
-    cfg = TcpConfig(rcv_buf=1 << 20, snd_buf=1 << 20, time_wait=1.0)
-    c_data, s_data = random.Random(3).randbytes(50_000), random.Random(4).randbytes(50_000)
     with SimLoop(1) as loop:
-        net = make_pair(loop, config_a=cfg, config_b=cfg, nic_b=True, seed=1,
-                        bandwidth_bps=10e9, delay=20e-6, queue_limit=100000)
-        a, b = net
-        proxy = SpliceProxy(b, 8080, [(IP_A, 80)], config=cfg, rewrite=lambda h: REWRITTEN)
-        seen = []
-        net.link.a.add_tap(lambda f, t: seen.append(bytes(f))
-                           if f[36:38] == (8080).to_bytes(2, "big") else None)
-        peers = {}
-        lst = a.listen(80, 16, config=cfg)
-
-        def on_server(lst):
-            while (conn := lst.accept()) is not None:
-                peers["server"] = Peer(a, conn, b"", s_data, len(REWRITTEN))
-        lst.on_acceptable = on_server
-        peers["client"] = Peer(a, a.connect("198.18.0.2", 8080, config=cfg), HEAD, c_data, 1)
-        loop.run_until(lambda: all(p.done for p in peers.values()) and len(peers) == 2
-                       and proxy.counters["closed"], timeout=600)
+        (_, b), proxy, peers, c_data, s_data, seen = _setup(
+            loop, 50_000, seed=3, keep=lambda f: f[36:38] == (8080).to_bytes(2, "big"))
+        loop.run_until(lambda: _all_done(peers, proxy), timeout=600)
         before = dict(b.counters)
         b.receive_frame(seen[-1])                    # the client's last frame, once more
         after = b.counters

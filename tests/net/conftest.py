@@ -216,6 +216,21 @@ class Testbed:
         from acceltcp.testbed import netns as tb
         tb.set_loss(percent_in, percent_out, name=self.name)
 
+    def echo_duplex_under_loss(self, n, seed, percent=2, timeout=300):
+        """A Linux client sends `n` pseudo-random bytes (`seed`) to the echo server on
+        port 7 and reads the echo at the same time, `percent` % loss each way; the loss
+        rule goes afterwards. Checks the echo byte-exact; -> the client's JSON."""
+        from acceltcp.testbed.peer import expected_sha256
+        self.loss(percent, percent)
+        try:
+            cl = self.peer("duplex", STACK_IP, 7, "--bytes", n, "--seed", seed,
+                           "--timeout", timeout, timeout=timeout + 300)
+        finally:
+            self.run(["nft", "delete", "table", "netdev", "atcp_loss"], check=False)
+        assert cl["errors"] == [], cl
+        assert cl["received"] == n and cl["sha256"] == expected_sha256(seed, n), cl
+        return cl
+
     def connect(self, host, port, *args, offload=True, stats=None, timeout=180, stdin=None):
         argv = ACCELTCP + ["connect", host, str(port), "--netns", self.name,
                            "--timeout", str(timeout)]

@@ -20,7 +20,6 @@ import textwrap
 
 import pytest
 
-from acceltcp.testbed.peer import expected_sha256
 
 from .conftest import STACK_IP, wait_for
 
@@ -33,13 +32,8 @@ def test_chimney_echo_20mib_under_2pct_loss(bed, tmp_path, placement):
     n = 20 * MiB
     srv = bed.serve("echo", 7, stats=tmp_path / "serve.json",
                     extra=["--nic", placement, "--offload", "chimney"])
-    bed.loss(2, 2)
-    cl = bed.peer("duplex", STACK_IP, 7, "--bytes", n, "--seed", 3, "--timeout", 300,
-                  timeout=600)
-    bed.run(["nft", "delete", "table", "netdev", "atcp_loss"], check=False)
+    bed.echo_duplex_under_loss(n, 3)
     st = srv.stop()
-    assert cl["errors"] == [], cl
-    assert cl["received"] == n and cl["sha256"] == expected_sha256(3, n)
     c = st["counters"]
     assert c["chimney_offered"] == c["chimney_accepted"] == 1, c
     assert c.get("chimney_upload_peer_fin", 0) + c.get("chimney_upload_app_close", 0) == 1
@@ -56,13 +50,8 @@ def test_chimney_100mib_each_way_with_cycles_under_2pct_loss(bed, tmp_path):
     srv = bed.serve("echo", 7, stats=tmp_path / "serve.json",
                     extra=["--nic", "inline", "--offload", "chimney",
                            "--chimney-cycle", "0.05"])
-    bed.loss(2, 2)
-    cl = bed.peer("duplex", STACK_IP, 7, "--bytes", n, "--seed", 4, "--timeout", 600,
-                  timeout=900)
-    bed.run(["nft", "delete", "table", "netdev", "atcp_loss"], check=False)
+    bed.echo_duplex_under_loss(n, 4, timeout=600)
     st = srv.stop()
-    assert cl["errors"] == [], cl
-    assert cl["received"] == n and cl["sha256"] == expected_sha256(4, n), cl
     c = st["counters"]
     ch = st["nic"]["chimney"]
     seen = ({k: v for k, v in c.items() if "chimney" in k or "reset" in k}, ch)
