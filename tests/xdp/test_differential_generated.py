@@ -13,7 +13,7 @@ import random
 import struct
 from collections import Counter
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from acceltcp.nic.dataplane import HOST, WIRE
 from acceltcp.wire.control import Listen, StatusRequest, Unlisten
@@ -208,7 +208,8 @@ def test_generated_frames_agree(open_xdp):
     p = Pair(open_xdp, listener_capacity=4, handed_capacity=64, rst_on_bad_cookie=True)
     seen = Counter()
 
-    @settings(max_examples=EXAMPLES, derandomize=True, database=None)
+    @settings(max_examples=EXAMPLES, derandomize=True, database=None, deadline=None,
+              suppress_health_check=list(HealthCheck))
     @given(st.data())
     def run(data):
         p.reset()

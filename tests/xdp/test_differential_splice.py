@@ -233,6 +233,48 @@ def test_a_straggler_after_the_end_goes_to_the_host_not_to_the_cookie_check(
     assert p.nic.counters["cookie_ack_bad"] == 0 and p.nic.counters["drops"] == 0
 
 
+@pytest.mark.parametrize("how", ["report_lost", "end_missed"])
+def test_an_end_without_a_report_is_reported_by_the_control_side(pair, how):
+    """XDP only (the specification has no ring). A splice whose rules say it ended
+    (both FINs acknowledged) but whose report never came -- the ring refused it
+    (emulated: the record read and thrown away), or no program saw the end (emulated:
+    the FIN_ACKED bits written into both rules, as two CPUs acknowledging each other's
+    FIN at once leave them) -- is ended and reported by the control side's sweep one
+    sweep later: the same SpliceClosed, slots and keys free, counted; never twice."""
+    from acceltcp.nic import splice as sp
+    from acceltcp.nic.xdp.splice_ctl import RULE
+    p = pair()
+    px = Proxy()
+    installed(p, px, sid=9)
+    x, ctl = p.xdp, p.xdp.splice
+    c, s = px.from_client, px.from_server
+    now = T0
+    if how == "report_lost":
+        x.process(c(0, 0, 0x11, ts=(1, 2)), WIRE, now := now + 0.1)           # FIN
+        records = ctl._reports.records
+        ctl._reports.records = lambda: (records(), [])[1]           # the ring lost it
+        x.process(s(0, 1, 0x11, ts=(3, 4)), WIRE, now := now + 0.1)     # FIN+ACK
+        x.process(c(1, 1, 0x10, ts=(5, 6)), WIRE, now := now + 0.1)           # last ACK
+        ctl._reports.records = records
+        assert x.counters["splices_closed"] == 1
+    else:
+        for slot in (0, 1):
+            v = list(RULE.unpack(ctl._rules.lookup(slot.to_bytes(4, "little"))))
+            v[13] |= sp.ST_FIN | sp.ST_FIN_ACKED
+            ctl._rules.update(slot.to_bytes(4, "little"), RULE.pack(*v))
+    assert len(ctl.rules()) == (0 if how == "report_lost" else 2)
+    ends = []
+    for _ in range(3):
+        now = max(now + 1.0, x.next_deadline() or now)
+        ends += closed(x.on_timer(now))
+    (m,) = ends
+    assert m.splice_id == 9 and m.reason == control.SPLICE_END_FIN and m.fin_c and m.fin_s
+    assert ctl.rules() == {} and x.status_report().splice_rules == 0
+    counted = "splice_report_recovered" if how == "report_lost" else "splice_end_missed"
+    assert x.counters[counted] == 1 and x.counters["splices_closed"] == 1
+    assert len(ctl._free) == ctl.capacity                      # both slots back
+
+
 def test_fin_not_acknowledged_is_no_end(pair):
     p = pair()
     px = Proxy()

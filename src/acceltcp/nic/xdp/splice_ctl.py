@@ -69,6 +69,18 @@ _REFUSED = {"full": control.SPLICE_REFUSED_TABLE_FULL,
             "bad": control.SPLICE_REFUSED_BAD_RULE}
 
 
+def _end_reason(state_a, state_b):
+    """The SpliceClosed reason of a splice whose rules' states are these, as the programs
+    end it (an acceptable RST, both FINs acknowledged), or 0 while it lives."""
+    if state_a & sp.ST_RST:
+        return control.SPLICE_END_RESET_CLIENT
+    if state_b & sp.ST_RST:
+        return control.SPLICE_END_RESET_SERVER
+    if state_a & state_b & sp.ST_FIN_ACKED:
+        return control.SPLICE_END_FIN
+    return 0
+
+
 def _ring_bytes(reports):
     """A ring buffer for `reports` closure reports (8-byte header each): a power of two
     of at least one page, as the kernel wants."""
@@ -113,6 +125,7 @@ class SpliceControl(Part):
         self._free = list(range(self.capacity - 1, -1, -1))   # pop() hands out 0, 1, ...
         self._idle_check = None
         self._ctl = None                # (now bits, rules) last written
+        self._unreported = set()        # client keys of splices ended without a report yet
 
     # -- Part: maps ------------------------------------------------------------------------
 
@@ -157,14 +170,16 @@ class SpliceControl(Part):
         out = []
         for raw in self._reports.records():
             ck, sk, reason, fins, _, slot, pc, bc, ps, bs = REPORT.unpack(raw)
-            meta = self._splices.pop(ck, None)
-            if meta is not None:
-                self._keys.difference_update((ck, sk))
-                sid, t0, sa, sb, _ = meta
-                self._free.append(slot)
-                self._free.append(sb if slot == sa else sa)
-            else:                           # not ours (cannot happen): report it anyway
-                sid, t0 = 0, now
+            meta = self._splices.get(ck)
+            if meta is None or slot not in (meta[2], meta[3]):
+                self.dp._count("splice_report_late")      # reported already (on_timer)
+                continue
+            del self._splices[ck]
+            self._keys.difference_update((ck, sk))
+            self._unreported.discard(ck)
+            sid, t0, sa, sb, _ = meta
+            self._free.append(slot)
+            self._free.append(sb if slot == sa else sa)
             out.append(self._closed(sid, t0, ck, sk, reason, fins, pc, bc, ps, bs, now))
         if out:
             self._write_ctl(now)
@@ -259,19 +274,40 @@ class SpliceControl(Part):
             limit = now - self.idle
             for ka, (sid, t0, sa, sb, kb) in list(self._splices.items()):
                 va, vb = self._record(sa), self._record(sb)
-                if va[-1] > limit or vb[-1] > limit:
+                ended = _end_reason(va[13], vb[13])
+                if ended:
+                    # Its rules say it ended. Normally a program ended it and its report
+                    # was drained above, or is a moment late (another CPU between its
+                    # delete and its ring write). Still here one sweep later: the ring
+                    # refused the report (xdp_splice_report_lost), or no program saw the
+                    # end (two CPUs acknowledging each other's FIN at once each read the
+                    # other's FIN_ACKED before it was set). Ended here, reported from the
+                    # rules.
+                    if ka not in self._unreported:
+                        self._unreported.add(ka)
+                        continue
+                    self._unreported.discard(ka)
+                    if self._index.delete(ka):
+                        self._index.delete(kb)
+                        self.dp._count("splices_closed")
+                        self.dp._count("splice_end_missed")
+                    else:
+                        self.dp._count("splice_report_recovered")
+                elif va[-1] > limit or vb[-1] > limit:
                     continue
-                if not self._index.delete(ka):
+                elif not self._index.delete(ka):
                     continue                # a program ended it just now: its report
-                self._index.delete(kb)
-                va, vb = self._record(sa), self._record(sb)
+                else:
+                    self._index.delete(kb)
+                    va, vb = self._record(sa), self._record(sb)
+                    self.dp._count("splices_closed")
+                    ended = control.SPLICE_END_IDLE
                 del self._splices[ka]
                 self._keys.difference_update((ka, kb))
                 self._free.append(sa)
                 self._free.append(sb)
-                self.dp._count("splices_closed")
                 fins = (1 if va[13] & sp.ST_FIN else 0) | (2 if vb[13] & sp.ST_FIN else 0)
-                out.append(self._closed(sid, t0, ka, kb, control.SPLICE_END_IDLE, fins,
+                out.append(self._closed(sid, t0, ka, kb, ended, fins,
                                         va[17], va[18], vb[17], vb[18], now))
             self._write_ctl(now)
             self._idle_check = (now + min(self.idle, 1.0)) if self._splices else None
