@@ -41,7 +41,9 @@ from ..wire.checksum import internet_checksum, ones_sum, pseudo_header_sum
 from ..wire.tcp import ACK, CWR, FIN, PSH
 
 __all__ = ["complete_checksum", "segment", "Lro", "LRO_MAX_BYTES", "set_tcp_checksum",
-           "set_partial_checksum"]
+           "set_partial_checksum", "TOE_OFFLOADS", "toe_set"]
+
+TOE_OFFLOADS = ("csum", "tso", "lro")     # what a NIC placement's ``toe`` may hold
 
 LRO_MAX_BYTES = 65535 - 20 - 60        # payload of one merged frame (IPv4 total <= 64 KiB)
 
@@ -82,6 +84,15 @@ def complete_checksum(frame):
         raise ValueError("IPv4 total length %d does not fit the frame" % total)
     set_tcp_checksum(f)
     return bytes(f[:14 + total])
+
+
+def toe_set(toe):
+    """A placement's ``toe`` argument -> frozenset (ValueError for a name not in
+    TOE_OFFLOADS)."""
+    toe = frozenset(toe)
+    if not toe <= set(TOE_OFFLOADS):
+        raise ValueError("toe offloads are %s, got %s" % (TOE_OFFLOADS, sorted(toe)))
+    return toe
 
 
 def segment(header, payload, gso_size):
@@ -219,6 +230,17 @@ class Lro:
         for idx in open_.values():
             self._close(idx, out, state)
         return out
+
+    def coalesce_flagged(self, rx):
+        """``coalesce`` over (frame, csum_ok) pairs: a merged frame is new, its parts'
+        checksums verified and its own recomputed (csum_ok True); the others keep their
+        flag."""
+        ok = {id(f): c for f, c in rx}
+        return [(f, ok.get(id(f), True)) for f in self.coalesce([f for f, _ in rx])]
+
+    def stats(self):
+        return {"merges": self.merges, "merged_frames": self.merged_frames,
+                "bad_checksum": self.bad_checksum}
 
     def _close(self, idx, out, state):
         """End the open merge at out[idx]: a frame of several segments is rebuilt."""

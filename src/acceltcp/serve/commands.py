@@ -432,7 +432,7 @@ _count.__name__ = "count"          # argparse: "invalid count value"
 
 
 def _toe_list(text):
-    from ..nic.placements.sim import TOE_OFFLOADS
+    from ..nic.toe import TOE_OFFLOADS
     names = [t for t in text.split(",") if t]
     if not names or not set(names) <= set(TOE_OFFLOADS):
         raise argparse.ArgumentTypeError("a comma list of %s" % ", ".join(TOE_OFFLOADS))

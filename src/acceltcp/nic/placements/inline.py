@@ -24,9 +24,8 @@ import time
 
 from ...io.deadline import DeadlineTimer
 from ..dataplane import HOST, WIRE, GsoFrame
-from ..toe import Lro, segment
+from ..toe import Lro, segment, toe_set
 from .base import _HostPort, status_dict
-from .sim import TOE_OFFLOADS
 
 __all__ = ["InlineNicDevice"]
 
@@ -42,10 +41,7 @@ class InlineNicDevice(_HostPort):
 
     def __init__(self, tap, dataplane, clock=time.monotonic, ignored=(), toe=()):
         super().__init__(tap)
-        toe = frozenset(toe)
-        if not toe <= set(TOE_OFFLOADS):
-            raise ValueError("toe offloads are %s, got %s" % (TOE_OFFLOADS, sorted(toe)))
-        self.toe = toe
+        self.toe = toe = toe_set(toe)
         self._cut = bool(toe & {"csum", "tso"})
         if self._cut:
             self.offload = True              # the stack uses send_segment
@@ -75,7 +71,9 @@ class InlineNicDevice(_HostPort):
         if rx:
             self._rx = []
             if self.lro is not None:
-                rx = self._coalesce(rx)
+                t1 = _ptime()
+                rx = self.lro.coalesce_flagged(rx)
+                self.nic_cpu_ns += _ptime() - t1
             hp = self.host_port
             hp["frames_to_host"] += len(rx)
             recv = self._receiver
@@ -86,15 +84,6 @@ class InlineNicDevice(_HostPort):
         if (n or rx) and self._batch_end is not None:
             self._batch_end()
         return n + len(rx)
-
-    def _coalesce(self, rx):
-        """LRO over a batch of (frame, csum_ok): a merged frame is new, its checksums
-        verified part by part and recomputed (csum_ok); the others keep their flag."""
-        t0 = _ptime()
-        ok = {id(f): c for f, c in rx}
-        out = [(f, ok.get(id(f), True)) for f in self.lro.coalesce([f for f, _ in rx])]
-        self.nic_cpu_ns += _ptime() - t0
-        return out
 
     def _from_wire(self, frame, csum_ok):
         tap = self.tap
@@ -181,9 +170,7 @@ class InlineNicDevice(_HostPort):
                 "syn_window": dp.syn_window, "ignored_kwargs": self.ignored,
                 "chimney": dict(dp.chimney.counters) if dp.chimney is not None else None,
                 "toe": sorted(self.toe), "host_port": dict(self.host_port),
-                "lro": None if self.lro is None else
-                {"merges": self.lro.merges, "merged_frames": self.lro.merged_frames,
-                 "bad_checksum": self.lro.bad_checksum},
+                "lro": None if self.lro is None else self.lro.stats(),
                 "cpu": {"busy_s": self.nic_cpu_ns / 1e9}}
 
     def close(self):

@@ -54,7 +54,7 @@ from ...io import nicchannel as nc
 from ...io.deadline import DeadlineTimer
 from ...io.tap import TapDevice
 from ..dataplane import HOST, WIRE, GsoFrame
-from ..toe import Lro, segment
+from ..toe import Lro, segment, toe_set
 from .base import is_control_frame, make_dataplane, status_dict
 
 __all__ = ["NicProcess", "InheritedTap", "main"]
@@ -114,7 +114,7 @@ class NicProcess:
 
     def __init__(self, loop, tap, channel, dataplane, *, pcap=None, stats_interval=0.5,
                  ignored=(), toe=()):
-        self.toe = frozenset(toe)
+        self.toe = toe_set(toe)
         self._cut = bool(self.toe & {"csum", "tso"})
         self.lro = Lro() if "lro" in self.toe else None
         self._rx = []                      # LRO: this TAP batch's frames for the host
@@ -156,11 +156,9 @@ class NicProcess:
         t0 = _ptime()
         self._activity += self.tap.poll()
         if self._rx:
-            ok = {id(f): c for f, c in self._rx}
-            frames = self.lro.coalesce([f for f, _ in self._rx])
-            self._rx = []
-            for f in frames:                 # a merged frame: verified part by part
-                self.channel.queue_frame(f, ok.get(id(f), True))
+            rx, self._rx = self._rx, []
+            for f, ok in self.lro.coalesce_flagged(rx):
+                self.channel.queue_frame(f, ok)
                 self.host_port["frames_to_host"] += 1
         self._after(t0)
 
@@ -291,8 +289,7 @@ class NicProcess:
             doc["chimney"] = dict(ch.counters)
         doc["host_port"] = dict(self.host_port)
         if self.lro is not None:
-            doc["lro"] = {"merges": self.lro.merges, "merged_frames": self.lro.merged_frames,
-                          "bad_checksum": self.lro.bad_checksum}
+            doc["lro"] = self.lro.stats()
         return doc
 
     def _send_stats(self, request_id):

@@ -23,9 +23,8 @@ import time
 
 from ...io import nicchannel as nc
 from ...io.deadline import DeadlineTimer
-from ..toe import segment
+from ..toe import segment, toe_set
 from .base import NicStartError, _HostPort, is_control_frame
-from .sim import TOE_OFFLOADS
 
 __all__ = ["ProcessNicDevice"]
 
@@ -50,9 +49,7 @@ class ProcessNicDevice(_HostPort):
                  start_timeout=15.0, watchdog=1.0, clock=time.monotonic,
                  spawn=subprocess.Popen, toe=()):
         super().__init__(tap)
-        self.toe = frozenset(toe)
-        if not self.toe <= set(TOE_OFFLOADS):
-            raise ValueError("toe offloads are %s, got %s" % (TOE_OFFLOADS, sorted(toe)))
+        self.toe = toe_set(toe)
         if self.toe & {"csum", "tso"}:
             self.offload = True              # the stack uses send_segment
         self.host_tso_segments = 0           # cut here once the NIC is gone (_to_tap)

@@ -28,11 +28,9 @@ The simulator's counterpart of the inline, process and xdp placements beside it
 
 from ...io.deadline import DeadlineTimer
 from ..dataplane import HOST, WIRE
-from ..toe import Lro, segment
+from ..toe import TOE_OFFLOADS, Lro, segment, toe_set
 
 __all__ = ["SimNicDevice", "TOE_OFFLOADS"]
-
-TOE_OFFLOADS = ("csum", "tso", "lro")
 
 
 class SimNicDevice:
@@ -44,10 +42,7 @@ class SimNicDevice:
     chimney = True          # the Python dataplane runs TCP Chimney (nic.chimney)
 
     def __init__(self, loop, port, dataplane, toe=(), lro_hold=20e-6):
-        toe = frozenset(toe)
-        if not toe <= set(TOE_OFFLOADS):
-            raise ValueError("toe offloads are %s, got %s" % (TOE_OFFLOADS, sorted(toe)))
-        self.toe = toe
+        self.toe = toe = toe_set(toe)
         self.offload = bool(toe & {"csum", "tso"})   # the stack uses send_segment
         self.lro = Lro() if "lro" in toe else None
         self._lro_batch = None
