@@ -96,7 +96,7 @@ def test_table3_offloads_cut_frames_and_host_cpu(run):
     assert us[0] > us[1] > us[2]
     assert ladder[2]["txn_per_s"] > ladder[0]["txn_per_s"]
     assert rows["persistent (reference)"]["frames_per_txn"] < frames[0]
-    # the host optimizations (lazy TCB creation) change CPU, not frames
+    # the host optimizations (lazy TCB creation, zero-copy) change CPU, not frames
     host_opt = rows["setup + teardown + host optimizations"]
     assert host_opt["errors"] == 0 and host_opt["status"].startswith("measured")
     assert host_opt["frames_per_txn"] == ladder[2]["frames_per_txn"]

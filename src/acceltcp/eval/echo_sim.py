@@ -51,12 +51,14 @@ class EchoResult:
 def run_echo(*, persistent: bool, clients: int = 64, transactions: int = 20000,
              size: int = 64, warmup: int = 1000, seed: int = 1, on_progress=None,
              config: TcpConfig | None = None, setup_offload: bool = False,
-             teardown_offload: bool = False, lazy_tcb: bool = True) -> EchoResult:
+             teardown_offload: bool = False, lazy_tcb: bool = True,
+             zero_copy: bool = True) -> EchoResult:
     """Run one echo experiment; measurement starts after ``warmup`` transactions.
-    ``lazy_tcb``: the server stack's lazy TCB creation (AccelTCP §5.2)."""
+    ``lazy_tcb``, ``zero_copy``: the host optimizations of AccelTCP §5.2 (the server
+    stack's lazy TCB creation; the stacks' opportunistic zero-copy, without ``config``)."""
     # 2MSL short enough that TIME-WAIT expiries fall inside the measured window: the
     # host pays for them too.
-    cfg = config or TcpConfig(time_wait=0.002)
+    cfg = config or TcpConfig(time_wait=0.002, zero_copy=zero_copy)
     with SimLoop(seed) as loop:
         net = make_pair(loop, config_a=cfg, config_b=cfg, bandwidth_bps=10e9, delay=10e-6,
                         queue_limit=8192, seed=seed,
@@ -80,7 +82,8 @@ def run_echo(*, persistent: bool, clients: int = 64, transactions: int = 20000,
             mode=("persistent" if persistent else "short-lived") +
                  (" + setup offload" if setup_offload else "") +
                  (" + teardown offload" if teardown_offload else "") +
-                 ("" if lazy_tcb else ", lazy TCB off"),
+                 ("" if lazy_tcb else ", lazy TCB off") +
+                 ("" if cfg.zero_copy else ", zero-copy off"),
             transactions=load.transactions - n0, sim_seconds=loop.time() - t0,
             wall_seconds=time.perf_counter() - w0, host_cpu_ns=runner.cpu_ns,
             host_frames_in=c1["frames_in"] - c0["frames_in"],

@@ -24,6 +24,7 @@ class TcpConfig:
     time_wait: float = 60.0         # 2*MSL (RFC 9293 §3.4.2)
     dupthresh: int = 3              # duplicate ACKs before fast retransmit (RFC 5681 §3.2)
     ts_hz: int = 1000               # timestamp clock (RFC 7323 §5.4: 1 ms .. 1 s per tick)
+    zero_copy: bool = True          # keep immutable payloads by reference (AccelTCP §5.2)
 
     def copy(self, **changes) -> "TcpConfig":
         return replace(self, **changes)

@@ -119,7 +119,9 @@ class QuasiTcb(TcpConnection):
         self.irs = (seq - 1) & MASK
         self.rcv_nxt = (seq + n) & MASK
         self.rcv_adv = (seq + syn_window) & MASK
-        self.rcvbuf = bytearray(payload)
+        # opportunistic zero-copy (tcp.connection): the frame's bytes, kept by reference
+        self.rcvbuf = payload if cfg.zero_copy and payload.__class__ is bytes \
+            else bytearray(payload)
         self.sndbuf = bytearray()
         self.snd_una = ack = seg.ack
         self.peer_mss = peer_mss
@@ -220,7 +222,7 @@ class QuasiTcb(TcpConnection):
         if self._corked and self.state == ESTABLISHED and not self.fin_queued:
             n = len(data)
             if n < self.config.snd_buf - len(self.sndbuf):
-                self.sndbuf += data
+                self._snd_append(data)
                 self._cork_now = now
                 return n
         self._promote("send")
@@ -334,7 +336,7 @@ class QuasiTcb(TcpConnection):
         if wnd > self.max_snd_wnd:
             self.max_snd_wnd = wnd
         if n:
-            self.rcvbuf += payload
+            self._rcv_append(payload)
             self.rcv_nxt = (self.rcv_nxt + n) & MASK
             self.bytes_in += n
             self._notify = True

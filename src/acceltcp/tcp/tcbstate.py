@@ -285,7 +285,7 @@ def host_export(conn) -> TcbState:
 def offloaded_input(conn, data) -> None:
     """In-order bytes the NIC received on ``conn``: to the app as from the TCB itself."""
     if data:
-        conn.rcvbuf += data
+        conn._rcv_append(data)
         conn.bytes_in += len(data)
         conn._notify = True
         conn._flush_events()
@@ -296,9 +296,8 @@ def offloaded_acked(conn, n: int) -> None:
     write again)."""
     if n <= 0:
         return
-    buf = conn.sndbuf
-    n = min(n, len(buf))
-    del buf[:n]
+    n = min(n, len(conn.sndbuf))
+    buf = conn._snd_free(n)
     conn.sbase = (conn.sbase + n) & _U32
     conn.bytes_out += n
     if conn._snd_full and len(buf) < conn.config.snd_buf:
@@ -317,8 +316,8 @@ def restore_into(conn, state, now: float) -> None:
     sb = conn.sndbuf
     if new.sbase != conn.sbase or bytes(sb[:len(new.sndbuf)]) != bytes(new.sndbuf):
         raise ValueError("uploaded send buffer is not a prefix of the host's")
-    rb = conn.rcvbuf
-    rb += new.rcvbuf
+    if new.rcvbuf:
+        conn._rcv_append(bytes(new.rcvbuf))
     for name in new.__slots__:
         if name not in _KEEP:
             setattr(conn, name, getattr(new, name))

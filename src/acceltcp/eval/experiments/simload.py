@@ -50,10 +50,11 @@ def run_load(argv):
 
 
 def sim_load(ctx, *, app="echo", per_conn=1, concurrency=64, size=64, offload=(),
-             transactions=None, seed=None, lazy=True, cores=1):
+             transactions=None, seed=None, host_opts=True, cores=1):
     """The summary of ``acceltcp load APP --sim`` with these options and ``ctx.cpu`` as
     the server core (``offload``: what the server hands to the simulated NIC; empty: no
-    NIC; ``lazy``: the server's lazy TCB creation; ``cores``: the server host's simulated
+    NIC; ``host_opts``: the host optimizations of AccelTCP §5.2, lazy TCB creation and
+    opportunistic zero-copy; ``cores``: the server host's simulated
     cores). Memoized in ``ctx.cache``; advances
     the progress bar once per actual run."""
     n = transactions or transactions_per_run(ctx)
@@ -63,8 +64,8 @@ def sim_load(ctx, *, app="echo", per_conn=1, concurrency=64, size=64, offload=()
         argv += ["--size", str(size)]
     if offload:
         argv += ["--nic", "--offload", ",".join(offload)]
-    if not lazy:
-        argv += ["--lazy-tcb", "off"]
+    if not host_opts:
+        argv += ["--lazy-tcb", "off", "--zero-copy", "off"]
     if cores != 1:
         argv += ["--cores", str(cores)]
     key = tuple(argv)

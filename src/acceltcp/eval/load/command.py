@@ -73,7 +73,8 @@ def _check_options(args, err):
                            ("--cores", args.cores != 1),
                            ("--cpu-by-kind", args.cpu_by_kind),
                            ("--server-cpu", args.server_cpu_text is not None),
-                           ("--lazy-tcb", args.lazy_tcb != "on")):
+                           ("--lazy-tcb", args.lazy_tcb != "on"),
+                           ("--zero-copy", args.zero_copy != "on")):
             if given:
                 err("%s is for --sim (on the TAP the server is whatever listens at HOST; "
                     "`acceltcp serve --nic` runs the stack's own server behind the NIC)" % opt)
@@ -240,6 +241,10 @@ def add_load_parser(sub):
                        help="the server stack's lazy TCB creation (AccelTCP §5.2: a "
                             "connection the NIC set up starts as a quasi-TCB; on by "
                             "default, it matters with teardown offload) (%(default)s)")
+        s.add_argument("--zero-copy", choices=("on", "off"), default="on",
+                       help="the stacks' opportunistic zero-copy (AccelTCP §5.2: "
+                            "payload kept by reference where it cannot change) "
+                            "(%(default)s)")
         s.add_argument("--server-cpu", dest="server_cpu_text", metavar="MODEL",
                        help="charged (the default): the server host is one core whose "
                             "measured CPU time passes on the virtual clock, so the rate "

@@ -123,7 +123,8 @@ def _run_sim(args, offloads):
     from ...testbed.simnet import IP_B
     from ...io.sim import SimLoop
 
-    cfg = TcpConfig(time_wait=args.time_wait, rcv_buf=args.rcv_buf, snd_buf=args.snd_buf)
+    cfg = TcpConfig(time_wait=args.time_wait, rcv_buf=args.rcv_buf, snd_buf=args.snd_buf,
+                    zero_copy=args.zero_copy == "on")
     port = DEFAULT_PORTS[args.app] if args.port is None else args.port
     backlog = max(4096, 2 * args.concurrency)
     n = args.cores
