@@ -108,7 +108,7 @@ from realnet import PY, cpu_busy_s, median_run, ns, proc_cpu_s  # noqa: E402
 from acceltcp.testbed import netns as tb  # noqa: E402
 from acceltcp.testbed import website  # noqa: E402
 from acceltcp.testbed.sigterm import raise_on_sigterm  # noqa: E402
-from acceltcp.testbed.procs import stats_snapshot  # noqa: E402
+from acceltcp.testbed.procs import fetch_stats  # noqa: E402
 
 NS = "atcp-apps"
 REF = "atcp-apps-ref"
@@ -176,7 +176,7 @@ class StackServer(realnet.Server):
         """SIGUSR1: the server rewrites its stats file (a NIC process's counters as of
         now); -> the JSON."""
         try:
-            return stats_snapshot(self.p, self.stats, timeout)
+            return fetch_stats(self.p, self.stats, timeout)
         except TimeoutError as e:
             raise RuntimeError("%s: %s" % (" ".join(self.p.args[4:6]), e)) from None
 

@@ -59,7 +59,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from acceltcp.testbed.procs import stats_snapshot
+from acceltcp.testbed.procs import fetch_stats
 from acceltcp.testbed.sigterm import raise_on_sigterm
 
 PY = sys.executable
@@ -144,7 +144,7 @@ class Serve:
 
     def snapshot(self, timeout=10.0):
         try:
-            return stats_snapshot(self.p, self.stats, timeout)
+            return fetch_stats(self.p, self.stats, timeout)
         except TimeoutError as e:
             raise BenchError(str(e)) from None
 

@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 
-from acceltcp.testbed.procs import stats_snapshot
+from acceltcp.testbed.procs import fetch_stats
 
 NS = "atcp-rnic"
 PY = sys.executable
@@ -67,7 +67,7 @@ class _Server:
                     break
 
     def snapshot(self, timeout=5.0):
-        return stats_snapshot(self.p, self.stats, timeout)
+        return fetch_stats(self.p, self.stats, timeout)
 
     def stop(self):
         self.p.send_signal(signal.SIGTERM)

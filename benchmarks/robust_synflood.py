@@ -40,7 +40,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import realnet  # noqa: E402  (benchmarks/ is not a package)
-from acceltcp.testbed.procs import stats_snapshot  # noqa: E402
+from acceltcp.testbed.procs import fetch_stats  # noqa: E402
 
 NS = "atcp-rsyn"
 PY = sys.executable
@@ -82,7 +82,7 @@ class Serve:
         return self.ready.get("nic_pid")
 
     def snapshot(self, timeout=5.0):
-        return stats_snapshot(self.p, self.stats, timeout)
+        return fetch_stats(self.p, self.stats, timeout)
 
     def stop(self):
         self.p.send_signal(signal.SIGTERM)

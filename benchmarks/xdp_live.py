@@ -39,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import realnet as rn  # noqa: E402
-from acceltcp.testbed.procs import stats_snapshot  # noqa: E402
+from acceltcp.testbed.procs import fetch_stats  # noqa: E402
 
 rn.NS, rn.REF = "atcp-xbench", "atcp-xbench-ref"
 
@@ -107,7 +107,7 @@ def flood(label, extra, a, client, tmp):
     srv = rn.stack_server("echo", 7, False, tmp, extra)
     time.sleep(0.3)
     calm = _legit(client, 2.0)
-    st0 = stats_snapshot(srv.p, srv.stats)
+    st0 = fetch_stats(srv.p, srv.stats)
     s0 = rn.proc_cpu_s(srv.p.pid)
     c0 = rn.cpu_busy_s()
     t0 = time.monotonic()
@@ -127,7 +127,7 @@ def flood(label, extra, a, client, tmp):
     el = time.monotonic() - t0
     s1 = rn.proc_cpu_s(srv.p.pid)
     c1 = rn.cpu_busy_s()
-    st1 = stats_snapshot(srv.p, srv.stats)
+    st1 = fetch_stats(srv.p, srv.stats)
     srv.stop()
     res = json.loads(stdout.strip().splitlines()[-1])
     n0, n1 = st0["nic"]["counters"], st1["nic"]["counters"]

@@ -1,11 +1,11 @@
-"""testbed/procs.py stats_snapshot: SIGUSR1 to a serve, its rewritten stats file back."""
+"""testbed/procs.py fetch_stats: SIGUSR1 to a serve, its rewritten stats file back."""
 
 import subprocess
 import sys
 
 import pytest
 
-from acceltcp.testbed.procs import stats_snapshot, wait_line
+from acceltcp.testbed.procs import fetch_stats, wait_line
 
 # a stand-in for `acceltcp serve --stats-file`: rewrites the file on each SIGUSR1
 SERVE = r"""
@@ -41,8 +41,8 @@ def test_each_snapshot_is_the_rewritten_file(tmp_path):
     stats.write_text('{"snapshots": 0}')           # an earlier run's file is not taken
     p = _start(SERVE, str(stats))
     try:
-        assert stats_snapshot(p, stats) == {"snapshots": 1}
-        assert stats_snapshot(p, str(stats)) == {"snapshots": 2}
+        assert fetch_stats(p, stats) == {"snapshots": 1}
+        assert fetch_stats(p, str(stats)) == {"snapshots": 2}
     finally:
         p.kill()
         p.wait()
@@ -52,7 +52,7 @@ def test_a_serve_that_writes_nothing_times_out(tmp_path):
     p = _start(DEAF)
     try:
         with pytest.raises(TimeoutError, match="no stats"):
-            stats_snapshot(p, tmp_path / "never.json", timeout=0.3)
+            fetch_stats(p, tmp_path / "never.json", timeout=0.3)
     finally:
         p.kill()
         p.wait()
@@ -62,4 +62,4 @@ def test_a_serve_that_ended_is_not_waited_for(tmp_path):
     p = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
     p.wait()
     with pytest.raises(TimeoutError, match=r"ended \(exit 3\)"):
-        stats_snapshot(p, tmp_path / "never.json", timeout=30)
+        fetch_stats(p, tmp_path / "never.json", timeout=30)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from acceltcp.testbed.procs import stats_snapshot, wait_line
+from acceltcp.testbed.procs import fetch_stats, wait_line
 
 ROOT_REASON = "tests/net need root (network namespaces, /dev/net/tun)"
 VENV_BIN = Path(sys.executable).parent
@@ -262,7 +262,7 @@ class Server:
 
     def snapshot(self, timeout=5.0):
         """SIGUSR1: the server rewrites its stats file; -> the JSON."""
-        return stats_snapshot(self.proc.p, self.stats_path, timeout)
+        return fetch_stats(self.proc.p, self.stats_path, timeout)
 
     def stop(self):
         rc, out, err = self.proc.stop(signal.SIGTERM)

@@ -21,17 +21,9 @@ LATE = 3        # connect, wait, then speak
 
 CLIENTS = textwrap.dedent("""
     import json, socket, sys, time
+    from acceltcp.testbed.peer import echoed as echo
     host, port, n, silent, late = (sys.argv[1], int(sys.argv[2]), int(sys.argv[3]),
                                    int(sys.argv[4]), int(sys.argv[5]))
-    def echo(s, msg):
-        s.sendall(msg)
-        got = b""
-        while len(got) < len(msg):
-            d = s.recv(65536)
-            if not d:
-                break
-            got += d
-        return got == msg
     bad = 0
     for i in range(n):
         s = socket.create_connection((host, port), timeout=10)

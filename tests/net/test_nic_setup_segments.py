@@ -123,17 +123,11 @@ def test_request_in_two_segments_before_the_reply(bed, tmp_path, placement):
 # "go" on stdin, checks another echo and prints its tcp_info retransmissions.
 HELD = textwrap.dedent("""
     import json, socket, struct, sys
+    from acceltcp.testbed.peer import echoed
     s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     def echo(msg):
-        s.sendall(msg)
-        got = b""
-        while len(got) < len(msg):
-            d = s.recv(65536)
-            if not d:
-                break
-            got += d
-        return got == msg
+        return echoed(s, msg)
     ok1 = echo(b"first" * 20)
     print(json.dumps({"port": s.getsockname()[1], "ok": ok1}), flush=True)
     sys.stdin.readline()

@@ -41,9 +41,10 @@ payload (a slice of the received frame, ``bytes``) arriving at an empty ``rcvbuf
 becomes ``rcvbuf`` itself and is what ``recv`` returns; the app's ``bytes`` written to
 an empty ``sndbuf`` becomes ``sndbuf``, sliced into the outgoing segments and the
 teardown offer. A second append or a partial ``recv``/ACK turns the buffer back into a
-``bytearray`` (one copy, as without zero-copy). Anything else is copied at ``send``: a
-``bytearray`` or a view of one may change as soon as ``send`` returns, and even a view
-of ``bytes`` may be released by the app (``with memoryview(b) as v: send(v)``).
+``bytearray`` (one copy, as without zero-copy; ``tcp.buffers``). Anything else is
+copied at ``send``: a ``bytearray`` or a view of one may change as soon as ``send``
+returns, and even a view of ``bytes`` may be released by the app
+(``with memoryview(b) as v: send(v)``).
 
 Timers are absolute deadlines kept as attributes: retransmission, delayed ACK, persist
 (zero-window probe and SWS override) and TIME-WAIT. ``next_deadline()`` is the earliest.
@@ -61,6 +62,7 @@ import struct
 from typing import NamedTuple
 
 from . import fsm
+from .buffers import joined, without_front
 from .cc import make_congestion_control
 from .config import TcpConfig
 from .reassembly import ReassemblyQueue
@@ -83,7 +85,6 @@ from ..wire.tcp import ACK, FIN, PSH, RST, SYN, TSO_PAYLOAD_MAX, tcp_options
 MASK = 0xFFFFFFFF
 HALF = 0x80000000                  # inline modular comparisons: the tcp.seq definitions
 SEQ_MOD = 1 << 32
-
 
 DEFAULT_MSS = 536                  # RFC 9293 §3.7.1: send MSS when the peer sent none
 PAWS_IDLE = 24 * 24 * 3600.0       # RFC 7323 §5.5: ts_recent is invalid after 24 days idle
@@ -361,48 +362,12 @@ class TcpConnection:
             if n == 0:
                 return 0
             data = data[:n]
-        self._snd_append(data)
+        self.sndbuf = joined(self.sndbuf, data, self.config.zero_copy)
         if n == space:
             self._snd_full = True                # announce when space opens again
         if self.state == ESTABLISHED or self.state == CLOSE_WAIT:
             self._output(now)
         return n
-
-    def _snd_append(self, data) -> None:
-        """Add the app's `data` to ``sndbuf``: by reference when the buffer is empty and
-        `data` is ``bytes`` (zero-copy), else copied."""
-        buf = self.sndbuf
-        if not buf and data.__class__ is bytes and self.config.zero_copy:
-            self.sndbuf = data
-        elif buf.__class__ is bytearray:
-            buf += data
-        else:
-            self.sndbuf = bytearray(buf)       # a kept reference: copy it now, once
-            self.sndbuf += data
-
-    def _snd_free(self, k: int):
-        """Drop the first `k` bytes of ``sndbuf`` (acknowledged) -> the buffer now."""
-        buf = self.sndbuf
-        if buf.__class__ is bytearray:
-            if k >= len(buf):
-                buf.clear()
-            else:
-                del buf[:k]
-            return buf
-        self.sndbuf = buf = bytearray(buf[k:]) if k < len(buf) else b""
-        return buf
-
-    def _rcv_append(self, payload) -> None:
-        """In-order `payload` joins ``rcvbuf``: by reference when the buffer is empty and
-        the payload is ``bytes`` (a slice of the received frame: zero-copy)."""
-        buf = self.rcvbuf
-        if not buf and payload.__class__ is bytes and self.config.zero_copy:
-            self.rcvbuf = payload
-        elif buf.__class__ is bytearray:
-            buf += payload
-        else:
-            self.rcvbuf = buf = bytearray(buf)
-            buf += payload
 
     def recv(self, maxlen: int = 1 << 30, now: float | None = None) -> bytes:
         """Take up to ``maxlen`` in-order bytes; b"" when none (check ``eof``/``error``)."""
@@ -415,7 +380,7 @@ class TcpConnection:
                 self.rcvbuf = b""
             else:
                 data = buf[:maxlen]
-                self.rcvbuf = bytearray(buf[maxlen:])
+                self.rcvbuf = without_front(buf, maxlen)
         elif maxlen >= len(buf):
             data = bytes(buf)
             buf.clear()
@@ -693,7 +658,7 @@ class TcpConnection:
             k = (ack - self.sbase) & MASK
             if k >= len(buf):
                 k = len(buf)
-            buf = self._snd_free(k)
+            self.sndbuf = buf = without_front(buf, k)
             self.sbase = (self.sbase + k) & MASK
             self.retries = 0
             self.dupacks = 0
@@ -709,7 +674,7 @@ class TcpConnection:
             if self.app_closed:
                 self.abort(now)
                 return True
-            self._rcv_append(payload)
+            self.rcvbuf = joined(self.rcvbuf, payload, self.config.zero_copy)
             self.rcv_nxt = (self.rcv_nxt + n) & MASK
             self.bytes_in += n
             self._notify = True
@@ -754,7 +719,7 @@ class TcpConnection:
             if ((self.snd_nxt - ack) & MASK) > HALF:     # seq_lt(snd_nxt, ack)
                 self.snd_nxt = ack
             self.sbase = (self.sbase + len(self.sndbuf)) & MASK  # all data acked, FIN too
-            self._snd_free(len(self.sndbuf))
+            self.sndbuf = without_front(self.sndbuf, len(self.sndbuf))
             self.retries = 0
             self.t_rto = None
             self.dupacks = 0
@@ -1011,7 +976,7 @@ class TcpConnection:
             if n > 0:
                 if n > len(self.sndbuf):
                     n = len(self.sndbuf)
-                self._snd_free(n)
+                self.sndbuf = without_front(self.sndbuf, n)
                 self.sbase = seq_add(self.sbase, n)
             self.retries = 0
             self.t_rto = None if ack == self.snd_max else now + self.rto.rto
@@ -1127,12 +1092,12 @@ class TcpConnection:
             return
         n = len(payload)
         if seq == rcv_nxt:
-            self._rcv_append(payload)
+            self.rcvbuf = joined(self.rcvbuf, payload, self.config.zero_copy)
             nxt = seq_add(rcv_nxt, n)
             if self.reasm:
                 more, nxt = self.reasm.pop_ready(nxt)
                 if more:
-                    self._rcv_append(more)
+                    self.rcvbuf = joined(self.rcvbuf, more, self.config.zero_copy)
                 self.full_segs = self.config.ack_every   # a hole was filled: ACK now
             # bytes_in: each byte once, when it joins the in-order stream (a segment held
             # out of order, or received twice, is not counted again)
@@ -1513,7 +1478,7 @@ class TcpConnection:
         if send_rst:
             self._emit(RST | ACK, self.snd_max, b"", now)
         self.error = error
-        self._snd_free(len(self.sndbuf))
+        self.sndbuf = b""
         self._to(event, now)
 
     def _flush_events(self) -> None:

@@ -45,6 +45,7 @@ depend on whether its TCBs are created lazily (the host's differential test).
 from .cc import INFINITE_SSTHRESH, initial_window, make_congestion_control
 from .connection import (DEFAULT_MSS, HALF, MASK, MAX_WSCALE, OOW_ACK_INTERVAL, TS_MASK,
                          TEARDOWN_WAIT, TcpConnection, TeardownOffer)
+from .buffers import joined
 from .rto import RtoEstimator
 from .states import CLOSED, ESTABLISHED, STATE_NAMES
 from ..wire.tcp import ACK, FIN, RST, SYN, TSO_PAYLOAD_MAX
@@ -120,8 +121,7 @@ class QuasiTcb(TcpConnection):
         self.rcv_nxt = (seq + n) & MASK
         self.rcv_adv = (seq + syn_window) & MASK
         # opportunistic zero-copy (tcp.connection): the frame's bytes, kept by reference
-        self.rcvbuf = payload if cfg.zero_copy and payload.__class__ is bytes \
-            else bytearray(payload)
+        self.rcvbuf = joined(b"", payload, cfg.zero_copy)
         self.sndbuf = bytearray()
         self.snd_una = ack = seg.ack
         self.peer_mss = peer_mss
@@ -222,7 +222,7 @@ class QuasiTcb(TcpConnection):
         if self._corked and self.state == ESTABLISHED and not self.fin_queued:
             n = len(data)
             if n < self.config.snd_buf - len(self.sndbuf):
-                self._snd_append(data)
+                self.sndbuf = joined(self.sndbuf, data, self.config.zero_copy)
                 self._cork_now = now
                 return n
         self._promote("send")
@@ -336,7 +336,7 @@ class QuasiTcb(TcpConnection):
         if wnd > self.max_snd_wnd:
             self.max_snd_wnd = wnd
         if n:
-            self._rcv_append(payload)
+            self.rcvbuf = joined(self.rcvbuf, payload, self.config.zero_copy)
             self.rcv_nxt = (self.rcv_nxt + n) & MASK
             self.bytes_in += n
             self._notify = True

@@ -29,6 +29,7 @@ Caches that are rebuilt on demand (the scoreboard's prefix sums) are not carried
 from collections import namedtuple
 from dataclasses import fields as dc_fields
 
+from .buffers import joined, without_front
 from .cc import _BY_NAME as CC_BY_NAME
 from .config import TcpConfig
 from .reassembly import ReassemblyQueue
@@ -285,7 +286,7 @@ def host_export(conn) -> TcbState:
 def offloaded_input(conn, data) -> None:
     """In-order bytes the NIC received on ``conn``: to the app as from the TCB itself."""
     if data:
-        conn._rcv_append(data)
+        conn.rcvbuf = joined(conn.rcvbuf, data, conn.config.zero_copy)
         conn.bytes_in += len(data)
         conn._notify = True
         conn._flush_events()
@@ -297,7 +298,7 @@ def offloaded_acked(conn, n: int) -> None:
     if n <= 0:
         return
     n = min(n, len(conn.sndbuf))
-    buf = conn._snd_free(n)
+    conn.sndbuf = buf = without_front(conn.sndbuf, n)
     conn.sbase = (conn.sbase + n) & _U32
     conn.bytes_out += n
     if conn._snd_full and len(buf) < conn.config.snd_buf:
@@ -317,7 +318,7 @@ def restore_into(conn, state, now: float) -> None:
     if new.sbase != conn.sbase or bytes(sb[:len(new.sndbuf)]) != bytes(new.sndbuf):
         raise ValueError("uploaded send buffer is not a prefix of the host's")
     if new.rcvbuf:
-        conn._rcv_append(bytes(new.rcvbuf))
+        conn.rcvbuf = joined(conn.rcvbuf, bytes(new.rcvbuf), conn.config.zero_copy)
     for name in new.__slots__:
         if name not in _KEEP:
             setattr(conn, name, getattr(new, name))

@@ -42,7 +42,7 @@ from ..nic.dataplane import HOST, WIRE
 from ..tcp.config import TcpConfig
 from ..tcp.connection import TS_MASK
 from .fuzz import Flow, FrameFuzzer
-from .procs import stats_snapshot, wait_line
+from .procs import fetch_stats, wait_line
 
 __all__ = ["sim_fuzz", "nic_wire_outcomes", "drop_table", "WIRE_DROPS", "host_inbound_drops"]
 
@@ -292,7 +292,8 @@ def sim_fuzz(count=100_000, seed=1, *, batch=200, step=0.0005, n_live=4, n_senti
 #: connection from a fixed port, opened before the fuzz and checked byte-exact after
 #: it (stdin "go"); VICTIM: a connection the fuzz aims at, only kept open.
 _HOLD = r"""
-import hashlib, json, os, socket, sys
+import json, os, socket, sys
+from acceltcp.testbed.peer import echoed
 host, port, lport, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -300,14 +301,7 @@ s.bind(("", lport))
 s.settimeout(20)
 s.connect((host, port))
 def rt(data):
-    s.sendall(data)
-    got = b""
-    while len(got) < len(data):
-        b = s.recv(65536)
-        if not b:
-            break
-        got += b
-    return hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    return echoed(s, data)
 ok1 = rt(b"hello\n")
 print("ready", flush=True)
 sys.stdin.readline()
@@ -318,19 +312,13 @@ print(json.dumps({"before": ok1, "after": ok2}), flush=True)
 
 _ECHO_ONCE = r"""
 import json, socket, sys
+from acceltcp.testbed.peer import echoed
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)
-data = bytes(range(256)) * 400
-s.sendall(data)
-got = b""
-while len(got) < len(data):
-    b = s.recv(65536)
-    if not b:
-        break
-    got += b
+ok = echoed(s, bytes(range(256)) * 400)
 s.shutdown(socket.SHUT_WR)
 rest = s.recv(10)
 s.close()
-print(json.dumps({"ok": got == data, "eof": rest == b""}))
+print(json.dumps({"ok": ok, "eof": rest == b""}))
 """
 
 STACK_MAC = "02:a7:cc:00:00:02"
@@ -411,7 +399,7 @@ def tap_fuzz(netns, placement, count=100_000, seed=1, *, stats_file, port=7, mtu
                                    "1"]),
                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         wait_line(victim, victim.stdout, lambda line: line == "ready", 20)
-        before = stats_snapshot(srv, stats_file)
+        before = fetch_stats(srv, stats_file)
         t0 = time.monotonic()
         r = subprocess.run(_ns(netns, [
             py, "-m", "acceltcp.testbed.fuzz", "send", "--ifname", TAP_IF, "--count",
@@ -428,7 +416,7 @@ def tap_fuzz(netns, placement, count=100_000, seed=1, *, stats_file, port=7, mtu
         last, stable, st = None, 0, before
         end = time.monotonic() + 30
         while time.monotonic() < end and stable < 3:
-            st = stats_snapshot(srv, stats_file)
+            st = fetch_stats(srv, stats_file)
             cur = (tap_wire_in(st), st["frames_in"])
             stable = stable + 1 if cur == last else 0
             last = cur
@@ -447,7 +435,7 @@ def tap_fuzz(netns, placement, count=100_000, seed=1, *, stats_file, port=7, mtu
         time.sleep(0.5)
         res["before"] = before
         res["during"] = st
-        res["after"] = stats_snapshot(srv, stats_file)
+        res["after"] = fetch_stats(srv, stats_file)
         res["alive"] = res["alive"] and srv.poll() is None
         rc = _stop(srv)
         res["serve_rc"] = rc

@@ -75,6 +75,12 @@ def recv_upto(s, n):
     return bytes(got)
 
 
+def echoed(s, msg):
+    """Send `msg` on socket `s` and read as much back: was it echoed exactly?"""
+    s.sendall(msg)
+    return recv_upto(s, len(msg)) == msg
+
+
 def _connect(host, port, timeout=10.0):
     s = socket.create_connection((host, port), timeout=timeout)
     s.settimeout(None)

@@ -1,6 +1,6 @@
 """A child process seen from tests and benchmarks: its output line by line, with a
 deadline (``wait_line``), and a running ``acceltcp serve``'s statistics
-(``stats_snapshot``)."""
+(``fetch_stats``)."""
 
 import json
 import os
@@ -36,7 +36,7 @@ def wait_line(popen, stream, predicate, timeout=20.0, label=None):
                          % (label or popen.args, timeout, popen.poll(), "\n".join(seen[-20:])))
 
 
-def stats_snapshot(popen, path, timeout=5.0):
+def fetch_stats(popen, path, timeout=5.0):
     """SIGUSR1 to a running ``acceltcp serve --stats-file PATH`` (`popen`: anything with
     ``send_signal``): it rewrites the file (a NIC process's counters refreshed first);
     -> the JSON once the file has changed. TimeoutError if it has not within `timeout`,
