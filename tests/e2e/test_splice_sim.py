@@ -249,3 +249,37 @@ def test_a_straggler_after_the_splice_ended_is_dropped_not_reset_or_forwarded():
     assert b.drops["splice_late"] == 1
     assert after["frames_out"] == before["frames_out"]
     assert after.get("splice_late_forwarded", 0) == before.get("splice_late_forwarded", 0)
+
+
+@pytest.mark.parametrize("who", ["client", "server"])
+def test_an_rst_while_the_nic_installs_the_splice_ends_it_on_both_sides(who):
+    """An endpoint resets while the Splice is on its way to the NIC (the host's TCBs
+    are drained, the rules not yet in place): the RST goes the way of the frames the
+    host held -- through the NIC once the rules are there, translated to the other
+    endpoint, which is reset too, and the NIC ends the splice at once (a reset
+    report) -- instead of dying in the host's TCB, which left the other endpoint open
+    and the rules on the NIC until their idle timeout. Emulated: the Splice takes 5 ms
+    to reach the NIC, and the endpoint aborts as it leaves the host."""
+    with SimLoop(5) as loop:
+        net, proxy, peers, _, _, _ = _setup(loop, 1 << 20)
+        a, b = net
+        to_nic = b.nic_control
+
+        def nic_control(msg):
+            if isinstance(msg, control.Splice):
+                loop.call_later(0.005, to_nic, msg)
+                loop.call_soon(a.abort, peers[who].conn)
+            else:
+                to_nic(msg)
+        b.nic_control = nic_control
+        assert loop.run_until(lambda: proxy.counters["closed"], timeout=60)
+        loop.run_for(1.0)
+        other = peers["server" if who == "client" else "client"].conn
+        rep = proxy.reports[-1]
+        nic = net.nic_b.dataplane
+    assert proxy.counters["spliced"] == 1 and isinstance(rep, control.SpliceClosed)
+    assert rep.reason == (control.SPLICE_END_RESET_CLIENT if who == "client"
+                          else control.SPLICE_END_RESET_SERVER)
+    assert other.closed and other.error is not None          # reset through the NIC
+    assert len(nic.splices) == 0 and b.counters["splice_closed"] == 1
+    assert not b.last_exception

@@ -46,13 +46,14 @@ def relay(stack, src, dst):
 
 
 class _Pair:
-    __slots__ = ("client", "backend", "head", "spliced", "report")
+    __slots__ = ("client", "backend", "head", "spliced", "splicing", "report")
 
     def __init__(self, client):
         self.client = client
         self.backend = None
         self.head = bytearray()
         self.spliced = False
+        self.splicing = False      # nsplice called, its outcome not yet known
         self.report = None
 
 
@@ -99,7 +100,7 @@ class SpliceProxy:
     # ------------------------------------------------------------------ before splicing
     def _on_client(self, conn):
         p = self._pairs.get(conn)
-        if p is None:
+        if p is None or p.splicing:          # the connections are the splice's now
             return
         if p.backend is None:
             self._read_head(p)
@@ -142,11 +143,11 @@ class SpliceProxy:
 
     def _on_backend(self, conn):
         p = self._pairs.get(conn)
-        if p is None:
+        if p is None or p.splicing:
             return
         if self.splice and not p.spliced and conn.state == ESTABLISHED \
                 and not p.client.closed:
-            p.spliced = True
+            p.spliced = p.splicing = True
             self.stack.nsplice(p.client, conn, lambda r, p=p: self._on_splice_end(p, r))
             return
         self._relay_both(conn, p.client, p)
@@ -173,6 +174,7 @@ class SpliceProxy:
 
     # ------------------------------------------------------------------ splice outcome
     def _on_splice_end(self, p, result):
+        p.splicing = False
         if isinstance(result, SpliceFailed):
             self.counters["splice_failed"] += 1
             self.counters["relayed"] += 1

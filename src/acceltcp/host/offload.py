@@ -379,6 +379,14 @@ class NicOffload:
         """A segment for a connection waiting to be spliced (``HostStack.steer``)."""
         st = self.stack
         conn = sp.c if key == sp.c.owner.key else sp.s
+        if seg.flags & RST and sp.sent:
+            # The Splice is out: the RST goes after the frames held before it, through
+            # the NIC, which translates it for the other endpoint (whose own checks judge
+            # it) and ends the splice; refused, it is replayed to the TCB after them. The
+            # TCB cannot judge it now: its RCV.NXT stays behind the held data.
+            sp.held.append(frame)
+            self._c["splice_held_frames"] += 1
+            return
         if seg.flags & RST == 0 and (seg.payload or seg.flags & FIN):
             sp.held.append(frame)
             self._c["splice_held_frames"] += 1
@@ -450,7 +458,8 @@ class NicOffload:
         for conn in (sp.c, sp.s):
             st.unsteer(conn, sp, restore=False)
             conn.owner.handler = None             # the app hears of it by the callback
-            conn.handoff(now)
+            if not conn.closed:                   # (reset meanwhile: its RST is held)
+                conn.handoff(now)
             _linger(self.spliced_lately, conn.owner.key, now)
         self._c["splice_installed"] += 1
         self._spliced[sp.sid] = (sp.callback, sp.c.owner.key, sp.s.owner.key)
