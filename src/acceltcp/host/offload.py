@@ -51,6 +51,9 @@ the client (c) and to the server (s):
    ``HostStack.steer``: a segment that carries data or FIN is *held* (the raw frame,
    in arrival order) and only its acknowledgment is given to the TCB (payload and FIN
    stripped), so the receive sequence spaces stay frozen while the send sides drain.
+   An RST goes to the TCB (a reset fails the splice) until the Splice is sent; from
+   then on it is held too: the TCB, behind the held data, cannot judge it, and the NIC
+   will translate it for the other endpoint and end the splice.
 2. When both receive buffers are empty and both send buffers empty and acknowledged,
    the offsets are fixed
    (``wire.control.splice_rules`` from both TCBs) and a 0x090C ``Splice`` goes to the NIC.
