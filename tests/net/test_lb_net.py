@@ -113,6 +113,10 @@ def test_wrk_ab_curl_through_lb(request, bed, tmp_path, site, nic):
         assert complete == 2000 and failed == 0 and non2xx == 0, out
     # and the files once more after the load, through whatever the NIC holds now
     _curl_sample(bed, digests, sorted(digests)[20:30] + ["f5.bin"], tmp_path)
+    if nic:
+        # every splice ended with its connections (wrk's final RSTs too, also one that
+        # came while its Splice was on the way), and the host heard of it (0x090D)
+        assert wait_for(lambda: srv.snapshot()["app_stats"]["on_nic"] == 0, timeout=20)
     st = srv.stop()
     app = st["app_stats"]
     # wrk resets the connections it has open when its time is up (16 per run)
