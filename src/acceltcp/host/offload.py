@@ -382,17 +382,16 @@ class NicOffload:
         """A segment for a connection waiting to be spliced (``HostStack.steer``)."""
         st = self.stack
         conn = sp.c if key == sp.c.owner.key else sp.s
-        if seg.flags & RST and sp.sent:
-            # The Splice is out: the RST goes after the frames held before it, through
-            # the NIC, which translates it for the other endpoint (whose own checks judge
-            # it) and ends the splice; refused, it is replayed to the TCB after them. The
-            # TCB cannot judge it now: its RCV.NXT stays behind the held data.
+        rst = seg.flags & RST
+        if sp.sent if rst else seg.payload or seg.flags & FIN:     # held: see the docstring
             sp.held.append(frame)
             self._c["splice_held_frames"] += 1
-            return
-        if seg.flags & RST == 0 and (seg.payload or seg.flags & FIN):
-            sp.held.append(frame)
-            self._c["splice_held_frames"] += 1
+            if rst:
+                # The Splice is out: the RST follows the frames held before it through
+                # the NIC, which translates it for the other endpoint (whose own checks
+                # judge it) and ends the splice; refused, it is replayed to the TCB after
+                # them. The TCB cannot judge it now: its RCV.NXT is behind the held data.
+                return
             t = seg.tsval
             if t is not None:
                 f = sp.ts_floor.get(conn)
