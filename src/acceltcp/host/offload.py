@@ -460,8 +460,7 @@ class NicOffload:
         for conn in (sp.c, sp.s):
             st.unsteer(conn, sp, restore=False)
             conn.owner.handler = None             # the app hears of it by the callback
-            if not conn.closed:                   # (reset meanwhile: its RST is held)
-                conn.handoff(now)
+            conn.handoff(now)
             _linger(self.spliced_lately, conn.owner.key, now)
         self._c["splice_installed"] += 1
         self._spliced[sp.sid] = (sp.callback, sp.c.owner.key, sp.s.owner.key)

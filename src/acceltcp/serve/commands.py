@@ -432,11 +432,15 @@ _count.__name__ = "count"          # argparse: "invalid count value"
 
 
 def _toe_list(text):
-    from ..nic.toe import TOE_OFFLOADS
-    names = [t for t in text.split(",") if t]
-    if not names or not set(names) <= set(TOE_OFFLOADS):
+    from ..nic.toe import TOE_OFFLOADS, toe_set
+    names = tuple(t for t in text.split(",") if t)
+    try:
+        toe_set(names)
+    except ValueError:
+        names = ()
+    if not names:
         raise argparse.ArgumentTypeError("a comma list of %s" % ", ".join(TOE_OFFLOADS))
-    return tuple(names)
+    return names
 
 
 def _seconds(text):

@@ -85,7 +85,6 @@ from ..wire.tcp import ACK, FIN, PSH, RST, SYN, TSO_PAYLOAD_MAX, tcp_options
 MASK = 0xFFFFFFFF
 HALF = 0x80000000                  # inline modular comparisons: the tcp.seq definitions
 SEQ_MOD = 1 << 32
-
 DEFAULT_MSS = 536                  # RFC 9293 §3.7.1: send MSS when the peer sent none
 PAWS_IDLE = 24 * 24 * 3600.0       # RFC 7323 §5.5: ts_recent is invalid after 24 days idle
 MAX_WSCALE = 14                    # RFC 7323 §2.3
