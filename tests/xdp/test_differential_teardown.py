@@ -489,3 +489,47 @@ def test_one_frame_handovers_are_taken_in_xdp(tpair):
     q = tpair(capacity=2, report_interval=0)                            # per-flow reports
     q.host(handover(b"r"), T0)
     assert q.xdp.xdp_counters()["xdp_td_accepted"] == 0
+
+
+# -- events the ring could not take --------------------------------------------------------
+
+@pytest.mark.parametrize("reuse", [False, True], ids=["counter-grows", "key-reused"])
+def test_lost_events_are_recovered_from_the_maps(open_xdp, reuse):
+    """XDP only (the engine has no ring).  A 64-record ring the control side does not
+    drain while 100 flows are handed over and closed: NEW events that did not fit undo
+    their handover in XDP (the control side takes it instead), DONE and TIMER events are
+    lost.  The mirror is rebuilt from the maps once xdp_td_events_lost has grown, or at
+    once when a new flow on a 4-tuple whose DONE was lost is taken: every flow is then
+    counted done exactly once, no slot, payload or timer is left behind, and the slots
+    are reused."""
+    from acceltcp.nic.xdp import teardown_ctl
+
+    x = open_xdp(NIC_MAC, teardown_capacity=256, report_interval=0.001,
+                 teardown_kwargs=dict(events=64))
+    td = x.teardown
+    drain = td._drain
+    td._drain = lambda now: []                                   # a stalled control side
+    now = T0
+    for i in range(100):
+        now += 0.0001
+        x.process(handover(b"", cport=2000 + i, state=STATE_CLOSE_WAIT), HOST, now)
+        x.process(peer(5000, 1001, cport=2000 + i), WIRE, now)    # our FIN acked: done
+    lost = x.xdp_counters()["xdp_td_events_lost"]
+    assert lost > 0 and td.counters["accepted"] == 100
+    assert 0 < x.xdp_counters()["xdp_td_accepted"] < 100          # some undone: ring full
+    td._drain = drain
+    td._loss_check_at = now + 1                 # only the key reuse may trigger the resync
+    if reuse:
+        for i in range(100):
+            x.process(handover(b"", cport=2000 + i, state=STATE_CLOSE_WAIT), HOST, now)
+        assert td.counters["events_recovered"] > 0 and td.active == 100
+        for i in range(100):
+            x.process(peer(5000, 1001, cport=2000 + i), WIRE, now)
+    x.on_timer(now + teardown_ctl.LOSS_CHECK + 1)                # the counter is looked at
+    total = 200 if reuse else 100
+    assert td.counters["done_total"] == total
+    assert td.status() == {"teardown_active": 0, "teardown_capacity": 256,
+                           "teardowns_done": total}
+    assert td._totals == {} and td.wheel.next_deadline() is None
+    assert td._idx.keys() == [] and td._data.keys() == []
+    assert td.counters["events_recovered"] > 0

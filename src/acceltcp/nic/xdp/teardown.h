@@ -43,8 +43,9 @@
  *   its timer.  RTO retransmissions, the RST after max_retries,
  *   FIN-WAIT-2 and 2MSL expiry are the control side's on_timer.
  *
- * Limits: atcp_td_events holds 4096 events (a full queue: xdp_td_events_lost; a live
- * control process drains it every tick), atcp_td_frames 64 copied SYNs, atcp_td_data
+ * Limits: atcp_td_events holds 32,768 events (a full queue: xdp_td_events_lost, after
+ * which the control side rebuilds its mirror from the maps; a live control process
+ * drains it every tick), atcp_td_frames 64 copied SYNs, atcp_td_data
  * 256 MiB of payload (a handover that does not fit is refused TABLE_FULL).
  *
  * Shared state and races: the entry is written by this program (per segment) and by the
@@ -99,7 +100,9 @@ struct {
 	__type(value, struct atcp_td_clock);
 } atcp_td_clock SEC(".maps");
 
-/* 4,096 events of 64 bytes (56 and the record header), read through mmap */
+/* events of 64 bytes (56 and the record header), read through mmap; the control side
+ * makes the map (TeardownControl's `events`: 32,768 by default), this size is the
+ * object's own */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 4096 * 64);

@@ -31,6 +31,14 @@ docstring says.  Here:
   max_retries, FIN-WAIT-2 and 2MSL ends -- and the dataplane's report moderation
   (``report_interval``: one cumulative TeardownAccepted and one StatusReport at most
   per interval).
+* Lost events: a ring the control process did not drain in time (it shares its core
+  with the stack) refuses events (xdp_td_events_lost).  A lost NEW is undone by the
+  program; a lost SEND or FRAME is a frame the peer's retransmission makes up for; a
+  lost DONE or TIMER leaves the mirror wrong.  So when that counter has grown (looked
+  at every LOSS_CHECK), or a NEW names a key the mirror still holds (its flow's DONE
+  was lost: the program takes only keys its index does not hold), ``_resync``
+  rebuilds the mirror and the wheel from the maps; a flow the maps no longer hold is
+  counted done (``events_recovered``).
 * ``counters`` has the engine's names (atcp_td_counters summed over CPUs, plus what is
   counted here); ``entry(slot)`` / ``entries()`` the engine's ``entry`` dicts.
 
@@ -59,7 +67,8 @@ from ..timer_wheel import TimerWheel
 from . import bpf
 from .parts import Part
 
-__all__ = ["TeardownControl", "ENGINE_COUNTERS", "DEFAULT_CAPACITY", "CHUNK", "DATA_CHUNKS"]
+__all__ = ["TeardownControl", "ENGINE_COUNTERS", "DEFAULT_CAPACITY", "CHUNK", "DATA_CHUNKS",
+           "EVENTS"]
 
 _HERE = Path(__file__).resolve().parent
 _LAYOUT = (_HERE / "atcp_teardown.h").read_text()
@@ -71,6 +80,8 @@ _BASE = tuple(n for n in ENGINE_COUNTERS if not n.startswith("drop_"))
 DEFAULT_CAPACITY = 65536        # flows, as NicDataplane's teardown_capacity
 CHUNK = 2048                    # atcp_td_data value size (teardown.h TD_CHUNK)
 DATA_CHUNKS = 131072            # atcp_td_data max_entries: 256 MiB of payload in flight
+EVENTS = 32768                  # atcp_td_events: 64-byte records (2 MiB, ~0.3 s of kv -k0)
+LOSS_CHECK = 0.05               # s between looks at xdp_td_events_lost (one syscall)
 
 # struct atcp_td_entry (atcp_teardown.h): the engine's 64-byte entry + the side store
 _ENTRY = struct.Struct("=12s6sBBIIIIBBBBHHHHIIII" "IIIII" "B3xI4xQ")
@@ -116,10 +127,12 @@ class TeardownControl(Part):
     report moderation (0: per-flow reports).  engine_kwargs: TeardownEngine's tick,
     slots, ts_hz, fin_timeout (ttl is the dataplane's).  accept_in_xdp: atcp_host takes
     the handovers it can (False: every one comes here); up_tx: those it does not take
-    leave atcp_host by XDP_TX (a live TAP: back to this process), not XDP_PASS."""
+    leave atcp_host by XDP_TX (a live TAP: back to this process), not XDP_PASS.  events:
+    the ring's size in records (a power of two, >= 64)."""
 
     def __init__(self, dp, capacity=None, report_interval=0.001, *, tick=0.001, slots=1024,
-                 ts_hz=1000, fin_timeout=60.0, ttl=None, accept_in_xdp=True, up_tx=False):
+                 ts_hz=1000, fin_timeout=60.0, ttl=None, accept_in_xdp=True, up_tx=False,
+                 events=EVENTS):
         super().__init__(dp)
         if capacity is None:
             capacity = DEFAULT_CAPACITY
@@ -127,6 +140,9 @@ class TeardownControl(Part):
             raise ValueError("teardown capacity must be an int >= 0")
         if not fin_timeout > 0:
             raise ValueError("fin_timeout must be > 0")
+        if not (isinstance(events, int) and events >= 64 and events & (events - 1) == 0):
+            raise ValueError("events must be a power of two >= 64")
+        self.events = events
         self.capacity = capacity
         self.report_interval = report_interval
         self.moderate = report_interval > 0
@@ -151,6 +167,9 @@ class TeardownControl(Part):
         self.last_accepted = None
         self._report_at = None
         self._reported = (None, 0)
+        self._lost_seen = 0              # xdp_td_events_lost at the last look
+        self._loss_check_at = 0.0
+        self._stale = False              # a NEW named a key the mirror still held
 
     # -- the Part contract -----------------------------------------------------------
 
@@ -159,7 +178,8 @@ class TeardownControl(Part):
         return {"atcp_td_table": (bpf.BPF_MAP_TYPE_ARRAY, 4, _ENTRY.size, cap,
                                   bpf.BPF_F_MMAPABLE),
                 "atcp_td_index": (bpf.BPF_MAP_TYPE_HASH, 12, 4, cap),
-                "atcp_td_free": (bpf.BPF_MAP_TYPE_STACK, 0, 4, cap)}
+                "atcp_td_free": (bpf.BPF_MAP_TYPE_STACK, 0, 4, cap),
+                "atcp_td_events": (bpf.BPF_MAP_TYPE_RINGBUF, 0, 0, self.events * 64)}
 
     def attach(self, maps):
         self._maps = maps
@@ -191,6 +211,7 @@ class TeardownControl(Part):
         if not self.capacity:
             return []
         out = self._drain(now)
+        self._check_loss(now, out)
         self._changed(now)
         return out
 
@@ -210,6 +231,7 @@ class TeardownControl(Part):
             return []
         self.before_frame(now)              # a live port: the program's clock, each tick
         out = self._drain(now)
+        self._check_loss(now, out)
         for fid in self.wheel.advance(now):
             e = self._load(fid)
             if e is not None:
@@ -506,6 +528,9 @@ class TeardownControl(Part):
             if kind == _EV_NEW:                       # teardown_host took a handover
                 if not self._index:
                     self.wheel.advance(_DOUBLE.unpack(_BITS.pack(now_bits))[0])
+                if key in self._index:                # its old flow's DONE was lost
+                    self._index.pop(key)
+                    self._ended_unseen()
                 self._index[key] = slot
                 self._totals[slot] = off
                 self.host_mac = self.dp.host_mac = mac
@@ -537,7 +562,50 @@ class TeardownControl(Part):
         schedule = self.wheel.schedule
         for slot, deadline in timers.items():
             schedule(slot, deadline)
+        if self._stale:
+            self._resync(now)
         return out
+
+    # -- lost events (module docstring) -------------------------------------------------
+
+    def _ended_unseen(self):
+        self._done += 1
+        self._py["events_recovered"] = self._py.get("events_recovered", 0) + 1
+        self._stale = True
+
+    def _check_loss(self, now, out):
+        if now < self._loss_check_at:
+            return
+        self._loss_check_at = now + LOSS_CHECK
+        lost = self.dp.xdp_counters()["xdp_td_events_lost"]
+        if lost != self._lost_seen:
+            self._lost_seen = lost
+            out += self._drain(now)
+            self._resync(now)
+
+    def _resync(self, now):
+        """The mirror and the wheel rebuilt from the maps (after the ring was drained):
+        a flow the mirror holds and the index does not has ended; every live slot's
+        timer is its entry's recorded request."""
+        live = {}
+        for k, v in self._idx.items():
+            slot = _U32.unpack(v)[0]
+            e = self._load(slot)
+            if e is not None and e[_KEY] == k:
+                live[k] = (slot, e)
+        for key, slot in list(self._index.items()):
+            if key not in live or live[key][0] != slot:
+                del self._index[key]
+                self._ended_unseen()
+        self._stale = False
+        for slot in set(self._totals) - {s for s, _ in live.values()}:
+            del self._totals[slot]
+            self.wheel.cancel(slot)
+        for key, (slot, e) in live.items():
+            self._index[key] = slot
+            self._totals[slot] = e[_TOTAL]
+            if e[_TOP]:
+                self.wheel.schedule(slot, self._deadline(e[_TOP], e[_TPARAM], e[_TNOW]))
 
     # -- timers -------------------------------------------------------------------------
 
