@@ -533,3 +533,30 @@ def test_lost_events_are_recovered_from_the_maps(open_xdp, reuse):
     assert td._totals == {} and td.wheel.next_deadline() is None
     assert td._idx.keys() == [] and td._data.keys() == []
     assert td.counters["events_recovered"] > 0
+
+
+def test_a_flow_ended_by_both_sides_at_once_is_freed_once(open_xdp):
+    """XDP only.  The control side's timer and a segment on another CPU can end one flow
+    at the same moment; whoever deletes its key from atcp_td_index ends it, the other
+    leaves the slot alone (freed twice, it would go to two flows).  Each side is shown
+    losing that race: the timer's _finish after the key is gone, and the program's
+    td_finish for an entry whose key another end already deleted."""
+    from acceltcp.nic.xdp.teardown_ctl import _ENTRY, _KEY
+
+    x = open_xdp(NIC_MAC, teardown_capacity=4, report_interval=0.001)
+    td = x.teardown
+    x.process(handover(b"", time_wait_ms=100), HOST, T0)          # FIN-WAIT-1
+    x.process(peer(5000, 1001, ACK_ | FIN_), WIRE, T0 + 0.001)      # -> TIME-WAIT
+    key = next(iter(td._index))
+    assert td.entry(0)["state_name"] == "TIME-WAIT"
+    td._idx.delete(key)                     # a segment's td_finish on another CPU, just now
+    x.on_timer(T0 + 1)                      # 2MSL: the timer loses the race
+    assert td._freed.pop() is None and td.counters["done_total"] == 0
+
+    x.process(handover(b"", cport=CPORT + 1, state=STATE_CLOSE_WAIT), HOST, T0 + 2)
+    slot = td.lookup(next(k for k in td._index if k != key))
+    e = list(_ENTRY.unpack(td._table.lookup(slot.to_bytes(4, "little"))))
+    e[_KEY] = bytes(12)                     # its key no longer in the index: deleted
+    td._table.update(slot.to_bytes(4, "little"), _ENTRY.pack(*e))
+    x.process(peer(5000, 1001, cport=CPORT + 1), WIRE, T0 + 2.001)  # LAST-ACK: the end
+    assert td._freed.pop() is None and td.counters["done_total"] == 0

@@ -350,8 +350,17 @@ static __always_inline void td_first_segment(struct td_work *w, struct atcp_td_e
 static __always_inline void td_finish(struct td_work *w, __u32 slot, struct atcp_td_entry *e,
 				      __u32 reason, __u32 moderate)
 {
-	struct td_out *o = td_push(w, TD_O_DONE);
+	struct td_out *o;
 
+	/* Whoever deletes the key owns the end: the control side's timer may have ended
+	 * this flow a moment ago (on another CPU), and then it reports and frees it --
+	 * freed twice, the slot would go to two flows. */
+	__builtin_memcpy(w->key.b, e->key, 12);
+	if (bpf_map_delete_elem(&atcp_td_index, &w->key)) {
+		w->t_op = 0;
+		return;
+	}
+	o = td_push(w, TD_O_DONE);
 	if (reason == TD_END_CLOSED)
 		tcount(TD_C_done_closed);
 	else if (reason == TD_END_RESET)
@@ -372,8 +381,6 @@ static __always_inline void td_finish(struct td_work *w, __u32 slot, struct atcp
 		tcount(TD_C_reports_sent);
 		w->visible += 1;
 	}
-	__builtin_memcpy(w->key.b, e->key, 12);
-	bpf_map_delete_elem(&atcp_td_index, &w->key);
 	for (__u32 i = 0; i < 32; i++) {        /* 2 KiB chunks: 64 KiB at most */
 		if (i * TD_CHUNK >= e->total)
 			break;

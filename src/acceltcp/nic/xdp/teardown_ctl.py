@@ -414,7 +414,11 @@ class TeardownControl(Part):
         self._done += 1
 
     def _finish(self, fid, e, reason, out):
-        """TeardownEngine._finish from the control side (timer expiries)."""
+        """TeardownEngine._finish from the control side (timer expiries).  The key's
+        delete decides who ends the flow: a program that deleted it a moment ago (a
+        segment on another CPU) reports and frees it (td_finish)."""
+        if not self._idx.delete(e[_KEY]):
+            return
         c = self._py
         c[_DONE_COUNTER[reason]] += 1
         c["done_total"] += 1
@@ -423,7 +427,6 @@ class TeardownControl(Part):
             out.append((HOST, TeardownDone(
                 e[_FID], e[_KEY], reason, e[_RTX], e[_ACKED], e[_RCVD])
                 .frame(self.host_mac, self.dp.mac)))
-        self._idx.delete(e[_KEY])
         self._table.update(_U32.pack(fid), _ZERO_ENTRY)
         self._release(fid, e[_KEY], e[_TOTAL])
 
