@@ -379,6 +379,32 @@ def test_fin_rst_tracking_and_counters():
     assert t.remove(b).reset
 
 
+def test_rst_at_the_acked_fins_seq_ends_the_splice():
+    """A backend that sent its FIN first, the client's FIN acked by it, and the client
+    gone: the client's RST answers the held response with that response's ACK -- its
+    own FIN's seq, one below the backend's last ACK. Linux in CLOSING takes it
+    (tcp_reset_check); so does the NIC, but only once that FIN was acked."""
+    t = SpliceTable(4)
+
+    def from_c(seq, ack, flags):
+        f = frame_of(MAC_PC, MAC_C, IP_C, IP_P, 40000, 8080, seq, ack, flags, 100)
+        return translate(t, a, f, 1.0)
+
+    def from_s(seq, ack, flags):
+        f = frame_of(MAC_PS, MAC_S, IP_S, IP_P, 80, 50000, seq, ack, flags, 100)
+        return translate(t, b, f, 1.0)
+
+    a, b = t.install(*simple_rules())
+    assert from_s(4000, 3000, ACK) == NONE
+    assert from_c(1999, 0, RST) == NONE                # one below, no FIN: forwarded
+    assert from_c(2000, 1000, ACK | FIN) == FIN_C      # the client's FIN at 3000
+    assert from_c(1999, 0, RST) == NONE                # not acked yet: 2999 < 3000
+    assert from_s(4000, 3001, ACK | FIN) == FIN_S      # acked (3001), the server's FIN
+    assert from_c(1998, 0, RST) == NONE                # two below: forwarded
+    assert from_c(2000, 0, RST) == RESET               # its FIN's seq: 3000 = 3001 - 1
+    assert t.remove(a).reset
+
+
 def test_rst_accepted_before_any_ack_and_with_seed():
     t = SpliceTable(4)
     ra, rb = simple_rules()

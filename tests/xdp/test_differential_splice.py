@@ -316,6 +316,20 @@ def test_rst(pair, side, where):
         assert closed(out) == [] and len(p.nic.splices) == 2
 
 
+@pytest.mark.parametrize("acked", [False, True])
+def test_rst_at_the_fins_seq(pair, acked):
+    """The client's FIN, the server's ACK of it (or not), then an RST at that FIN's seq
+    (one below the server's last ACK): accepted only once the FIN was acknowledged
+    (translate's docstring)."""
+    p = pair()
+    px = Proxy()
+    installed(p, px)
+    p.run(px.from_client(0, 0, 0x11, ts=(1, 2)), WIRE, T0)          # FIN at client seq 0
+    p.run(px.from_server(0, 1 if acked else 0, 0x10, ts=(1, 2)), WIRE, T0)
+    out = p.run(px.from_client(0 if acked else -1, 0, 0x04), WIRE, T0, state=True)
+    assert len(closed(out)) == (1 if acked else 0)
+
+
 def test_rst_after_acks_uses_latest_window(pair):
     p = pair()
     px = Proxy(c_ws=(3, 0), s_ws=(0, 3))

@@ -87,8 +87,13 @@ Teardown is watched passively: the first FIN per direction reports FIN_C / FIN_S
 records the ack value that covers it; when both FINs are acknowledged by the peer the
 frame carrying the last such ACK returns CLOSED. An RST returns RESET when its
 translated seq lies in [peer's last ACK, + peer's window) (RFC 9293 §3.10.7.4;
-unconditionally before the peer's first ACK is known); an out-of-window RST is still
-forwarded (the endpoint decides, RFC 5961 challenge ACK) and returns NONE. The frame is
+unconditionally before the peer's first ACK is known), or is one below that ACK once
+the peer has acknowledged the sender's FIN: the FIN's own sequence number, which an
+endpoint whose socket is gone puts in the RST it answers a segment with (the segment's
+ACK), and which Linux accepts in CLOSE-WAIT, LAST-ACK and CLOSING (tcp_reset_check) --
+missed, a proxy's backend that sent its FIN first was reset and the splice stayed until
+its idle timeout. Any other out-of-window RST is still forwarded (the endpoint decides,
+RFC 5961 challenge ACK) and returns NONE. The frame is
 always translated first: the dataplane forwards it, then acts on the event (remove the
 rules on CLOSED/RESET and report the closure to the host).
 
@@ -332,6 +337,21 @@ class SpliceTable:
                 "state": self._state[slot], "packets": self._pkts[slot],
                 "bytes": self._bytes[slot], "last_active": self._last[slot]}
 
+    def installed(self, limit=64):
+        """Up to `limit` installed splices, each as (client-side rule, server-side rule)
+        in ``rule``'s shape, the oldest activity first: what is on the NIC now."""
+        seen, out = set(), []
+        for slot in sorted(self._index.values(), key=self._last.__getitem__):
+            if slot in seen:
+                continue
+            pair = self.pair(slot)
+            seen.update((slot, pair))
+            a, b = sorted((self.rule(slot), self.rule(pair)), key=lambda r: r["from_server"])
+            out.append((a, b))
+            if len(out) >= limit:
+                break
+        return out
+
     def remove(self, slot):
         """Remove the splice `slot` belongs to (both rules). Returns a SpliceReport."""
         self._check_slot(slot)
@@ -486,7 +506,8 @@ def translate(table, slot, frame, now):
         if flags & _TCP_RST:
             ps = state[pair]
             w = wnds[pair] or 1
-            if not ps & ST_ACK or ((seq - acks[pair]) & _M) < w:
+            d = (seq - acks[pair]) & _M
+            if not ps & ST_ACK or d < w or (d == _M and st & ST_FIN_ACKED):
                 st |= ST_RST
                 ev = RESET
         elif not st & ST_FIN:

@@ -169,6 +169,10 @@ class InlineNicDevice(_HostPort):
                 "counters": dict(dp.counters), "status": status_dict(dp),
                 "syn_window": dp.syn_window, "ignored_kwargs": self.ignored,
                 "chimney": dict(dp.chimney.counters) if dp.chimney is not None else None,
+                "splices": [[{"key": r["key"].hex(), "state": r["state"],
+                              "packets": r["packets"], "bytes": r["bytes"],
+                              "last_active": r["last_active"]} for r in pair]
+                            for pair in dp.splices.installed(16)] if dp.splices else [],
                 "toe": sorted(self.toe), "host_port": dict(self.host_port),
                 "lro": None if self.lro is None else self.lro.stats(),
                 "cpu": {"busy_s": self.nic_cpu_ns / 1e9}}

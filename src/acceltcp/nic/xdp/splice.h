@@ -28,7 +28,7 @@
  *  - accounting and passive teardown tracking as translate() does (packets, payload
  *    bytes, last activity, each sender's latest ACK and window, the ack value covering
  *    each FIN, FIN acknowledged, RST acceptable in [peer's ACK, + peer's window), RFC
- *    9293 §3.10.7.4).  On the end of the splice (both FINs acknowledged, an acceptable
+ *    9293 §3.10.7.4, or at the sender's acknowledged FIN's seq, as translate() says).  On the end of the splice (both FINs acknowledged, an acceptable
  *    RST) both keys leave atcp_splice and a report goes to atcp_sp_report (a ring buffer);
  *    the control side pops it and writes the 0x090D SpliceClosed to the host, frees the
  *    slots and keeps the idle sweep (a program cannot run on a timer).
@@ -324,10 +324,12 @@ options_done:
 	}
 	if (flags & (TCP_FIN | TCP_RST)) {
 		if (flags & TCP_RST) {
-			__u32 pw = p->wnd ? p->wnd : 1;
+			__u32 pw = p->wnd ? p->wnd : 1, d = seq - p->ack;
 
 			ps = p->state;
-			if (!(ps & ATCP_SP_ST_ACK) || seq - p->ack < pw) {
+			/* translate()'s rule: in the window, or at its FIN's seq once acked */
+			if (!(ps & ATCP_SP_ST_ACK) || d < pw ||
+			    (d == 0xFFFFFFFFu && (st & ATCP_SP_ST_FIN_ACKED))) {
 				st |= ATCP_SP_ST_RST;
 				ev = (r->flags & ATCP_SP_FROM_SERVER) ? SP_END_RESET_SERVER
 								     : SP_END_RESET_CLIENT;
