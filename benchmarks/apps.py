@@ -59,6 +59,9 @@ testbed on the machine is left alone.
    now keeps one TS offset per address pair, as Linux does, and the RTOs column shows
    whether any remain.)
 
+Profiles: with ATCP_PROFILE_DIR=DIR in the environment every stack server runs under
+cProfile (`serve --profile`), one file per server in DIR.
+
 Control rows (--no-controls leaves them out): the NIC process in front with nothing
 offloaded (`--nic process --offload none`). Moving the TAP's reads and writes into the
 NIC process takes them out of the host's accounting even when nothing is offloaded;
@@ -165,6 +168,11 @@ class StackServer(realnet.Server):
         stats = os.path.join(tmp, "%s-%s.json" % (app, tag))
         argv = [PY, "-m", "acceltcp.cli", "serve", app, "--port", str(port), "--netns", NS,
                 "--tap", TAP, "--stats-file", stats] + list(extra)
+        prof = os.environ.get("ATCP_PROFILE_DIR")
+        if prof:                                # cProfile each server: DIR/APP-TAG-NS.prof
+            os.makedirs(prof, exist_ok=True)
+            argv += ["--profile", os.path.join(prof, "%s-%s-%d.prof" % (
+                app, tag, time.monotonic_ns()))]
         super().__init__(argv, "stderr", stats)
         _STARTED.append(self.p)
         self.nic_pid = None
