@@ -119,7 +119,7 @@ __all__ = [
     "NONE", "FIN_C", "FIN_S", "CLOSED", "RESET", "DROP", "EVENT_NAMES",
     "RULE_BYTES", "STATE_BYTES", "BYTES_PER_RULE",
     "TableFull", "SpliceRule", "SpliceSide", "SpliceReport", "SpliceTable",
-    "translate", "make_key", "reverse_key", "splice_rules",
+    "translate", "make_key", "reverse_key", "splice_rules", "check_pair", "rule_constants",
 ]
 
 # Events returned by translate (ints: the hot path compares, never constructs).
@@ -215,6 +215,38 @@ def _sum32(b):
     return _from_bytes(b, "big") % 0xFFFF
 
 
+def check_pair(rule_a, rule_b):
+    """ValueError unless rule_a (from the client) and rule_b (from the server) are a
+    well-formed splice: addresses, ports, shifts, reversed 4-tuples, offsets."""
+    for r in (rule_a, rule_b):
+        _check_rule(r)
+    if rule_a.key == rule_b.key:
+        raise ValueError("both rules match the same 4-tuple")
+    if rule_b.out_key != reverse_key(rule_a.key) or \
+            rule_a.out_key != reverse_key(rule_b.key):
+        raise ValueError("rules are not a pair: each must rewrite to the reverse of "
+                         "the other's match key")
+    if (rule_a.seq_offset + rule_b.ack_offset) & _M or \
+            (rule_a.ack_offset + rule_b.seq_offset) & _M:
+        raise ValueError("offsets inconsistent: need ack_b == -seq_a, seq_b == -ack_a")
+
+
+def rule_constants(r, peer_ts, flags):
+    """The packed record's fields but the pair slot (``_RULE``'s order: macs, out
+    4-tuple, ΔSEQ, ΔACK, ΔTSval, ΔTSecr, cso_ip, cso_tcp, cso_ts, wscale in|out,
+    flags) of rule `r` whose paired rule shifts TSvals by `peer_ts`; `flags` gets
+    RF_RESCALE when the shifts differ."""
+    d_ip = _sum32(r.ip_src + r.ip_dst) - _sum32(r.key[0:8])
+    old_ports = _from_bytes(r.key[8:10], "big") + _from_bytes(r.key[10:12], "big")
+    d_tcp = d_ip + r.sport + r.dport - old_ports + r.seq_offset + r.ack_offset
+    dtsecr = -peer_ts & _M
+    if r.wscale_in != r.wscale_out:
+        flags |= RF_RESCALE
+    return (r.eth_dst + r.eth_src, r.out_key, r.seq_offset, r.ack_offset, r.ts_shift,
+            dtsecr, -d_ip % 0xFFFF, -d_tcp % 0xFFFF, -(r.ts_shift + dtsecr) % 0xFFFF,
+            r.wscale_in << 4 | r.wscale_out, flags)
+
+
 class SpliceTable:
     """Fixed-capacity splice rule table: `capacity` rules (two per splice)."""
 
@@ -256,17 +288,7 @@ class SpliceTable:
         """Install a splice: rule_a for frames from the client, rule_b from the server.
         Returns (slot_a, slot_b). Raises TableFull, or ValueError for an inconsistent
         pair or a key already installed."""
-        for r in (rule_a, rule_b):
-            _check_rule(r)
-        if rule_a.key == rule_b.key:
-            raise ValueError("both rules match the same 4-tuple")
-        if rule_b.out_key != reverse_key(rule_a.key) or \
-                rule_a.out_key != reverse_key(rule_b.key):
-            raise ValueError("rules are not a pair: each must rewrite to the reverse of "
-                             "the other's match key")
-        if (rule_a.seq_offset + rule_b.ack_offset) & _M or \
-                (rule_a.ack_offset + rule_b.seq_offset) & _M:
-            raise ValueError("offsets inconsistent: need ack_b == -seq_a, seq_b == -ack_a")
+        check_pair(rule_a, rule_b)
         if rule_a.key in self._index or rule_b.key in self._index:
             raise ValueError("a rule for this 4-tuple is already installed")
         if len(self._free) < 2:
@@ -280,18 +302,8 @@ class SpliceTable:
         return slot_a, slot_b
 
     def _write(self, slot, r, peer_ts, pair, flags, now):
-        old_ips = r.key[0:8]
-        new_ips = r.ip_src + r.ip_dst
-        d_ip = _sum32(new_ips) - _sum32(old_ips)
-        old_ports = _from_bytes(r.key[8:10], "big") + _from_bytes(r.key[10:12], "big")
-        d_tcp = d_ip + r.sport + r.dport - old_ports + r.seq_offset + r.ack_offset
-        dtsecr = -peer_ts & _M
-        if r.wscale_in != r.wscale_out:
-            flags |= RF_RESCALE
-        _RULE.pack_into(self._rules, slot * RULE_BYTES, r.eth_dst + r.eth_src, r.out_key,
-                        r.seq_offset, r.ack_offset, r.ts_shift, dtsecr,
-                        -d_ip % 0xFFFF, -d_tcp % 0xFFFF, -(r.ts_shift + dtsecr) % 0xFFFF,
-                        r.wscale_in << 4 | r.wscale_out, flags, pair)
+        _RULE.pack_into(self._rules, slot * RULE_BYTES, *rule_constants(r, peer_ts, flags),
+                        pair)
         st = ST_USED
         if r.last_ack is not None:
             self._acks[slot] = r.last_ack & _M

@@ -14,7 +14,7 @@ split between the programs and this object:
   entries.
 * install (0x090C Splice, ``control``): the rule pair is checked and its per-rule
   constants (offsets, checksum-field deltas, rescale) computed by the specification's own
-  code (a two-rule SpliceTable used as a calculator), then -- refusals in
+  code (``nic.splice.check_pair``, ``rule_constants``), then -- refusals in
   NicDataplane's order: BAD_RULE, DUPLICATE (a key already in atcp_splice: the keys of
   the splices installed here and not reported ended), TABLE_FULL --
   both records are written to free slots, the count raised, the keys inserted, the
@@ -63,7 +63,6 @@ _Q = struct.Struct("=Q")
 _ZERO = _U32.pack(0)
 _M = 0xFFFFFFFF
 _F_FROM_SERVER = 0x01
-_F_RESCALE = 0x02
 _REFUSED = {"full": control.SPLICE_REFUSED_TABLE_FULL,
             "dup": control.SPLICE_REFUSED_DUPLICATE,
             "bad": control.SPLICE_REFUSED_BAD_RULE}
@@ -113,7 +112,6 @@ class SpliceControl(Part):
             raise ValueError("capacity must be >= 2 (a splice takes two rules)")
         self.capacity = capacity
         self.idle = idle
-        self._calc = sp.SpliceTable(2)
         self._maps = None
         self._clear_state()
 
@@ -237,29 +235,21 @@ class SpliceControl(Part):
         return out
 
     def _records(self, rule_a, rule_b, now):
-        """SpliceTable.install's checks and per-rule constants (ValueError for a bad
-        pair) -> two functions pair slot -> atcp_splice_rule bytes."""
-        calc = self._calc
-        sa, sb = calc.install(rule_a, rule_b, now)
-        try:
-            ra, rb = calc.rule(sa), calc.rule(sb)
-        finally:
-            calc.remove(sa)
+        """SpliceTable.install's checks (ValueError for a bad pair) and per-rule constants
+        (nic.splice.rule_constants) -> two functions pair slot -> atcp_splice_rule bytes."""
+        sp.check_pair(rule_a, rule_b)
         stamp = _bits(now)
 
-        def record(r, d):
-            flags = (_F_FROM_SERVER if d["from_server"] else 0) | \
-                (_F_RESCALE if d["wscale_in"] != d["wscale_out"] else 0)
+        def record(r, peer_ts, flags):
+            k = sp.rule_constants(r, peer_ts, flags)
             if r.last_ack is not None:
-                ack, wnd = r.last_ack & _M, r.last_wnd
+                ack, wnd, st = r.last_ack & _M, r.last_wnd, sp.ST_USED | sp.ST_ACK
             else:
                 ack = wnd = 0
-            return lambda pair: RULE.pack(
-                r.key, d["eth_dst"] + d["eth_src"], d["out_key"], d["seq_offset"],
-                d["ack_offset"], d["ts_shift"], d["tsecr_shift"], d["cso_ip"],
-                d["cso_tcp"], d["cso_ts"], d["wscale_in"] << 4 | d["wscale_out"], flags,
-                pair, d["state"], 0, ack, wnd, 0, 0, stamp)
-        return record(rule_a, ra), record(rule_b, rb)
+                st = sp.ST_USED
+            return lambda pair: RULE.pack(r.key, *k, pair, st, 0, ack, wnd, 0, 0, stamp)
+        return (record(rule_a, rule_b.ts_shift, 0),
+                record(rule_b, rule_a.ts_shift, _F_FROM_SERVER))
 
     # -- Part: timers ----------------------------------------------------------------------
 
