@@ -587,25 +587,30 @@ class TeardownControl(Part):
             self._resync(now)
 
     def _resync(self, now):
-        """The mirror and the wheel rebuilt from the maps (after the ring was drained):
-        a flow the mirror holds and the index does not has ended; every live slot's
-        timer is its entry's recorded request."""
-        live = {}
-        for k, v in self._idx.items():
-            slot = _U32.unpack(v)[0]
-            e = self._load(slot)
-            if e is not None and e[_KEY] == k:
-                live[k] = (slot, e)
+        """The mirror and the wheel rebuilt from the maps (after the ring was drained).
+        A flow has ended when its slot's entry no longer holds its key (td_finish and
+        _finish zero it): an entry, not the index, decides, because the program writes
+        a new flow's entry and NEW event before its index key.  Every live slot's timer
+        is its entry's recorded request."""
         for key, slot in list(self._index.items()):
-            if key not in live or live[key][0] != slot:
+            e = self._load(slot)
+            if e is None or e[_KEY] != key:
                 del self._index[key]
                 self._ended_unseen()
         self._stale = False
-        for slot in set(self._totals) - {s for s, _ in live.values()}:
+        for key, v in self._idx.items():              # taken while the ring was full
+            if key not in self._index:
+                slot = _U32.unpack(v)[0]
+                e = self._load(slot)
+                if e is not None and e[_KEY] == key:
+                    self._index[key] = slot
+        live = {slot: self._load(slot) for slot in self._index.values()}
+        for slot in set(self._totals) - set(live):
             del self._totals[slot]
             self.wheel.cancel(slot)
-        for key, (slot, e) in live.items():
-            self._index[key] = slot
+        for slot, e in live.items():
+            if e is None:                             # ended just now: its DONE follows
+                continue
             self._totals[slot] = e[_TOTAL]
             if e[_TOP]:
                 self.wheel.schedule(slot, self._deadline(e[_TOP], e[_TPARAM], e[_TNOW]))
