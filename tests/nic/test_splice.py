@@ -405,6 +405,18 @@ def test_rst_at_the_acked_fins_seq_ends_the_splice():
     assert t.remove(a).reset
 
 
+def test_installed_lists_each_splice_once_oldest_first():
+    t = SpliceTable(6)
+    a0, b0 = t.install(*simple_rules(0), now=2.0)
+    a1, b1 = t.install(*simple_rules(1), now=1.0)
+    got = t.installed()
+    assert [(a["key"], b["key"]) for a, b in got] == [
+        (simple_rules(1)[0].key, simple_rules(1)[1].key),
+        (simple_rules(0)[0].key, simple_rules(0)[1].key)]
+    assert all(not a["from_server"] and b["from_server"] for a, b in got)
+    assert len(t.installed(limit=1)) == 1 and SpliceTable(2).installed() == []
+
+
 def test_rst_accepted_before_any_ack_and_with_seed():
     t = SpliceTable(4)
     ra, rb = simple_rules()

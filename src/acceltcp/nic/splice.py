@@ -90,9 +90,9 @@ translated seq lies in [peer's last ACK, + peer's window) (RFC 9293 §3.10.7.4;
 unconditionally before the peer's first ACK is known), or is one below that ACK once
 the peer has acknowledged the sender's FIN: the FIN's own sequence number, which an
 endpoint whose socket is gone puts in the RST it answers a segment with (the segment's
-ACK), and which Linux accepts in CLOSE-WAIT, LAST-ACK and CLOSING (tcp_reset_check) --
-missed, a proxy's backend that sent its FIN first was reset and the splice stayed until
-its idle timeout. Any other out-of-window RST is still forwarded (the endpoint decides,
+ACK), and which Linux accepts in CLOSE-WAIT, LAST-ACK and CLOSING (tcp_reset_check;
+without this rule a backend that had sent its FIN first took such an RST and went
+silent, and the splice stayed until its idle timeout). Any other out-of-window RST is still forwarded (the endpoint decides,
 RFC 5961 challenge ACK) and returns NONE. The frame is
 always translated first: the dataplane forwards it, then acts on the event (remove the
 rules on CLOSED/RESET and report the closure to the host).
