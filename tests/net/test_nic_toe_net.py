@@ -38,7 +38,12 @@ def test_echo_20mib_each_way_under_2pct_loss_with_the_nics_tso_lro_csum(bed, tmp
     assert lro["bad_checksum"] == 0, lro
     # fewer transfers up the host port than frames came in from the wire
     assert hp["frames_to_host"] < st["device"]["rx_frames"], (hp, st["device"])
-    assert st["drops"] == {}, st["drops"]
+    # Nothing dropped but, at most, a late duplicate after the close: under loss the
+    # server's FIN may be resent in LAST-ACK before the client's ACK of it arrives, and
+    # the client's ACK of the second copy then finds no TCB (answered with an RST, as
+    # Linux answers a segment for a socket it has freed; seen once in CI).
+    drops = dict(st["drops"])
+    assert drops.pop("no_connection", 0) <= 2 and drops == {}, st["drops"]
 
 
 def test_toe_only_in_the_python_placements():
