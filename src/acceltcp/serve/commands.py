@@ -435,12 +435,11 @@ def _toe_list(text):
     from ..nic.toe import TOE_OFFLOADS, toe_set
     names = tuple(t for t in text.split(",") if t)
     try:
-        toe_set(names)
+        if names and toe_set(names):
+            return names
     except ValueError:
-        names = ()
-    if not names:
-        raise argparse.ArgumentTypeError("a comma list of %s" % ", ".join(TOE_OFFLOADS))
-    return names
+        pass
+    raise argparse.ArgumentTypeError("a comma list of %s" % ", ".join(TOE_OFFLOADS))
 
 
 def _seconds(text):

@@ -373,19 +373,13 @@ class TcpConnection:
         buf = self.rcvbuf
         if not buf:
             return b""
-        if buf.__class__ is bytes:               # a segment's payload, kept by reference
-            if maxlen >= len(buf):
-                data = buf
-                self.rcvbuf = b""
-            else:
-                data = buf[:maxlen]
-                self.rcvbuf = without_front(buf, maxlen)
-        elif maxlen >= len(buf):
-            data = bytes(buf)
-            buf.clear()
+        if maxlen >= len(buf):
+            maxlen = len(buf)
+            # a segment's payload kept by reference is handed over as it is
+            data = buf if buf.__class__ is bytes else bytes(buf)
         else:
-            data = bytes(buf[:maxlen])
-            del buf[:maxlen]
+            data = bytes(buf[:maxlen])           # of bytes: that slice, not a copy of it
+        self.rcvbuf = without_front(buf, maxlen)
         if self.state in _RCV_DATA_STATES:
             self._maybe_window_update(now if now is not None else self.last_send)
         return data

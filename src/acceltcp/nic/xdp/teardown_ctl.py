@@ -532,7 +532,6 @@ class TeardownControl(Part):
                 if not self._index:
                     self.wheel.advance(_DOUBLE.unpack(_BITS.pack(now_bits))[0])
                 if key in self._index:                # its old flow's DONE was lost
-                    self._index.pop(key)
                     self._ended_unseen()
                 self._index[key] = slot
                 self._totals[slot] = off
