@@ -160,6 +160,14 @@ def test_roundtrip(msg):
         assert decode(msg.frame(M1, M2)) == msg
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.builds(Teardown, u16, st.sampled_from([STATE_ESTABLISHED, STATE_CLOSE_WAIT]), u32,
+                 u32, u32, ws, ws, b, b, u8, u32, u32, u32, u32))
+def test_teardown_pack_is_encode(msg):
+    """The host's per-connection encoder writes what the message object would."""
+    assert Teardown.pack(*(getattr(msg, s) for s in Teardown.__slots__)) == msg.encode()
+
+
 @pytest.mark.parametrize("bad", [
     NewConnection(wscale=15), Teardown(state=1), Teardown(snd_wscale=15), Listen(b"1234", 1, wscale=20),
     SpliceRefused(1, 9), TeardownDone(1, bytes(12), reason=0), NewConnection(mss=70000),

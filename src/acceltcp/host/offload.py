@@ -180,18 +180,15 @@ class _Splice:
         self.relayed = {c: 0, s: 0}     # conn -> bytes relayed from its receive buffer
 
 
-def teardown_message(offer, flow_id):
-    """The 0x090B Teardown header for a ``TcpConnection.teardown_offer`` (a
+def teardown_header(offer, flow_id):
+    """The 0x090B Teardown header (bytes) for a ``TcpConnection.teardown_offer`` (a
     ``TeardownOffer``), with the host's flow id."""
-    return control.Teardown(
-        mss=offer.mss, flow_id=flow_id,
-        state=control.STATE_ESTABLISHED if offer.state == ESTABLISHED
-        else control.STATE_CLOSE_WAIT,
-        rto_us=int(offer.rto * 1e6), snd_wnd=offer.snd_wnd, snd_wscale=offer.snd_wscale,
-        rcv_wscale=offer.rcv_wscale, sack_ok=offer.sack_ok, timestamps=offer.timestamps,
-        max_retries=min(offer.max_retries, 255), ts_recent=offer.ts_recent,
-        ts_offset=offer.ts_offset, ts_last=offer.ts_last,
-        time_wait_ms=int(offer.time_wait * 1000))
+    return control.Teardown.pack(
+        offer.mss, control.STATE_ESTABLISHED if offer.state == ESTABLISHED
+        else control.STATE_CLOSE_WAIT, int(offer.rto * 1e6), flow_id, offer.snd_wnd,
+        offer.snd_wscale, offer.rcv_wscale, offer.sack_ok, offer.timestamps,
+        min(offer.max_retries, 255), offer.ts_recent, offer.ts_offset, offer.ts_last,
+        int(offer.time_wait * 1000))
 
 
 class NicOffload:
@@ -248,7 +245,6 @@ class NicOffload:
             return False
         st = self.stack
         fid = self._flow_id = (self._flow_id % 0xFFFFFFFF) + 1
-        msg = teardown_message(offer, fid)
         payload = offer.payload
         ident = st.next_ident()
         hdr = build_tcp_header_partial(e.mac, st.mac, st.ip, rec.remote_ip, ident,
@@ -266,7 +262,7 @@ class NicOffload:
         self._offered_since_report += 1
         self._c["teardown_offered"] += 1
         # the 0x090B frame: Ethernet, the Teardown header, then IP/TCP header + payload
-        st.nic_send(b"".join((hdr[:12], _ET_TEARDOWN, msg.encode(False), hdr[14:],
+        st.nic_send(b"".join((hdr[:12], _ET_TEARDOWN, teardown_header(offer, fid), hdr[14:],
                                payload)))
         return True
 

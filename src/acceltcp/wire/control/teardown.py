@@ -4,8 +4,8 @@ answers `TeardownAccepted` or `TeardownRefused` and reports `TeardownDone` at th
 
 import struct
 
-from .base import (_F_SACK, _F_TS, ETHERTYPE_TEARDOWN, _bad, _bytes, _enum, _flags, _FlowKey,
-                   _FlowReason, _Msg, _shift, _zero)
+from .base import (_F_SACK, _F_TS, ETHERTYPE_TEARDOWN, VERSION, _bad, _bytes, _enum, _flags,
+                   _FlowKey, _FlowReason, _Msg, _shift, _zero)
 
 __all__ = ["STATE_ESTABLISHED", "STATE_CLOSE_WAIT", "TEARDOWN_REFUSED_TABLE_FULL",
            "TEARDOWN_REFUSED_BAD_STATE", "TEARDOWN_REFUSED_DUPLICATE", "TEARDOWN_END_CLOSED",
@@ -73,6 +73,16 @@ class Teardown(_Msg):
                 (_F_SACK if self.sack_ok else 0) | (_F_TS if self.timestamps else 0),
                 self.max_retries, self.ts_recent, self.ts_offset, self.ts_last,
                 self.time_wait_ms)
+
+    @classmethod
+    def pack(cls, mss, state, rto_us, flow_id, snd_wnd, snd_wscale, rcv_wscale, sack_ok,
+             timestamps, max_retries, ts_recent, ts_offset, ts_last, time_wait_ms):
+        """``Teardown(...).encode(False)`` without the object: the host's per-connection
+        path (host.offload) encodes its offers here."""
+        return cls._S.pack(VERSION, 0x02, 40, mss, state, rto_us, flow_id, snd_wnd,
+                           snd_wscale, rcv_wscale,
+                           (_F_SACK if sack_ok else 0) | (_F_TS if timestamps else 0),
+                           max_retries, ts_recent, ts_offset, ts_last, time_wait_ms)
 
     @classmethod
     def _build(cls, t):
