@@ -231,6 +231,22 @@ def test_report_keeps_earlier_runs(tmp_path):
     assert "## table3" not in (tmp_path / "report.md").read_text()
 
 
+def test_report_header_names_the_command_that_ran():
+    """The header's command runs the same set again: `all`, the default set, or names."""
+    from acceltcp.eval.experiments.runner import _header
+    machine = {"cpu": "cpu", "cpus": 2, "platform": "p", "acceltcp": "0", "commit": "",
+               "python": "3", "date": "d"}
+
+    def command(names):
+        line = _header([{"name": n} for n in names], set(), (), machine,
+                       {"quick": False, "nic": "both", "cpu": "charged"}, 1.0)[2]
+        return line.split("`")[1]
+
+    assert command(list(EXPERIMENTS)) == "acceltcp eval all --nic both"
+    assert command(SIM) == "acceltcp eval --nic both"
+    assert command(["nic", "table2"]) == "acceltcp eval nic table2 --nic both"
+
+
 def test_interrupt_ends_the_eval_not_just_one_run():
     """The load's own SIGINT handler ends its run; `run_load` turns that into
     KeyboardInterrupt, so Ctrl-C stops `acceltcp eval`, not only the current point."""
