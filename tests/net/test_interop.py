@@ -109,6 +109,30 @@ def test_stack_client_downloads_100mib_from_kernel_server(bed, tmp_path, offload
         assert dev["rx_gso_frames"] == 0 and dev["rx_max_frame"] <= ETH_MTU_FRAME
 
 
+def test_a_new_stack_process_passes_the_kernels_time_wait(bed, tmp_path):
+    """Successive `acceltcp connect` processes from one local port to a kernel server that
+    closes first: each SYN meets the server's TIME-WAIT of the one before and must be
+    taken at once (RFC 6191: its TSval above the old connection's), not answered by the
+    TIME-WAIT's ACK and retransmitted. They number alike because every stack on the
+    machine keys its ISNs and TS clocks with one secret (serve/secret.py); a secret per
+    process passed each reuse about half of the time."""
+    n = 4
+    server = bed.popen(PEER + ["serve-bytes", "--port", "5004", "--bytes", "1000",
+                               "--count", str(n + 1)])
+    server.wait_line(server.p.stdout, lambda line: "ready" in line)
+    for i in range(n + 1):
+        stats = tmp_path / ("connect%d.json" % i)
+        rc, out, err = bed.connect(PEER_IP, 5004, "-n", "--local-port", "40404",
+                                   stats=stats)
+        assert rc == 0, err
+        st = json.loads(stats.read_text())
+        assert st["result"]["bytes_received"] == 1000
+        assert st["conns_opened"] == 1 and st["retransmits"] == 0, (i, st["counters"])
+    server.p.wait(30)
+    served = json.loads(server.p.stdout.read().strip().splitlines()[-1])["served"]
+    assert [s["peer"] for s in served] == ["%s:40404" % STACK_IP] * (n + 1)
+
+
 @OFFLOAD
 def test_stack_client_pipes_a_file_through_socat_echo(bed, tmp_path, offload):
     """`acceltcp connect` as nc: stdin to a kernel echo server (socat), echo to -o."""

@@ -26,6 +26,7 @@ from ..host.stack import HostStack
 from ..io.tap import TapDevice
 from ..tcp.config import TcpConfig
 from ..nic.placements import NicDevice
+from .secret import machine_secret
 
 #: extra MTU of the xdp placement's TAP (the host port): room for NIC headers
 HOST_PORT_HEADROOM = 64
@@ -219,9 +220,11 @@ class TapHost:
                     if self.device is not self.tap:
                         self.device.set_capture(self.pcap.write)
             self.config = config if config is not None else TcpConfig()
+            # one secret for every stack on the machine (serve/secret.py): a new
+            # process's SYN passes a kernel peer's TIME-WAIT of an earlier one's 4-tuple
             self.stack = HostStack(self.device, self.stack_ip, loop.time,
                                    tso=offload if tso is None else tso, config=self.config,
-                                   netmask=prefixlen, name=name,
+                                   netmask=prefixlen, name=name, secret=machine_secret(),
                                    isn=None if isn is None else (lambda *a: isn),
                                    **({} if ephemeral is None else {"ephemeral": ephemeral}))
             if tap is not None:
