@@ -79,8 +79,8 @@ class Teardown(_Msg):
              timestamps, max_retries, ts_recent, ts_offset, ts_last, time_wait_ms):
         """``Teardown(...).encode(False)`` without the object: the host's per-connection
         path (host.offload) encodes its offers here."""
-        return cls._S.pack(VERSION, 0x02, 40, mss, state, rto_us, flow_id, snd_wnd,
-                           snd_wscale, rcv_wscale,
+        return cls._S.pack(VERSION, cls.TYPE, cls._S.size, mss, state, rto_us, flow_id,
+                           snd_wnd, snd_wscale, rcv_wscale,
                            (_F_SACK if sack_ok else 0) | (_F_TS if timestamps else 0),
                            max_retries, ts_recent, ts_offset, ts_last, time_wait_ms)
 
