@@ -92,10 +92,10 @@ the peer has acknowledged the sender's FIN: the FIN's own sequence number, which
 endpoint whose socket is gone puts in the RST it answers a segment with (the segment's
 ACK), and which Linux accepts in CLOSE-WAIT, LAST-ACK and CLOSING (tcp_reset_check;
 without this rule a backend that had sent its FIN first took such an RST and went
-silent, and the splice stayed until its idle timeout). Any other out-of-window RST is still forwarded (the endpoint decides,
-RFC 5961 challenge ACK) and returns NONE. The frame is
-always translated first: the dataplane forwards it, then acts on the event (remove the
-rules on CLOSED/RESET and report the closure to the host).
+silent, and the splice stayed until its idle timeout). Any other out-of-window RST is
+still forwarded (the endpoint decides, RFC 5961 challenge ACK) and returns NONE. The
+frame is always translated first: the dataplane forwards it, then acts on the event
+(remove the rules on CLOSED/RESET and report the closure to the host).
 
 Memory (``BYTES_PER_RULE``): a 52-byte packed record (struct ``_RULE``: macs 12,
 4-tuple 12, ΔSEQ 4, ΔACK 4, ΔTSval 4, ΔTSecr 4, cso_ip 2, cso_tcp 2, cso_ts 2,

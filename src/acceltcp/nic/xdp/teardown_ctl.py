@@ -590,12 +590,15 @@ class TeardownControl(Part):
         A flow has ended when its slot's entry no longer holds its key (td_finish and
         _finish zero it): an entry, not the index, decides, because the program writes
         a new flow's entry and NEW event before its index key.  Every live slot's timer
-        is its entry's recorded request."""
+        is its entry's recorded request (one that ends meanwhile is released by its DONE)."""
+        live = {}                                     # slot -> its entry, read once
         for key, slot in list(self._index.items()):
             e = self._load(slot)
             if e is None or e[_KEY] != key:
                 del self._index[key]
                 self._ended_unseen()
+            else:
+                live[slot] = e
         self._stale = False
         for key, v in self._idx.items():              # taken while the ring was full
             if key not in self._index:
@@ -603,13 +606,11 @@ class TeardownControl(Part):
                 e = self._load(slot)
                 if e is not None and e[_KEY] == key:
                     self._index[key] = slot
-        live = {slot: self._load(slot) for slot in self._index.values()}
+                    live[slot] = e
         for slot in set(self._totals) - set(live):
             del self._totals[slot]
             self.wheel.cancel(slot)
         for slot, e in live.items():
-            if e is None:                             # ended just now: its DONE follows
-                continue
             self._totals[slot] = e[_TOTAL]
             if e[_TOP]:
                 self.wheel.schedule(slot, self._deadline(e[_TOP], e[_TPARAM], e[_TNOW]))
